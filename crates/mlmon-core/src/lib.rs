@@ -1,0 +1,17 @@
+//! Pure math behind mlmon, with no PostgreSQL dependency.
+//!
+//! The extension crate converts SQL values into these types, calls into them and
+//! turns [`Error`] into an `ereport` with a SQLSTATE. Everything a reader needs to
+//! check a formula (MCC, Wilson interval, cost) lives here and is unit-tested with
+//! plain `cargo test`.
+
+pub mod codec;
+pub mod confusion;
+pub mod cost;
+pub mod error;
+pub mod interval;
+pub mod metrics;
+pub mod text;
+
+pub use confusion::{Cell, Confusion, LabelKind};
+pub use error::Error;
