@@ -1,11 +1,31 @@
+//! mlmon: ML monitoring, point-in-time features and metrics inside PostgreSQL.
+//!
+//! This crate is the thin PostgreSQL layer: it converts SQL values, wires
+//! aggregates and reports errors. The math lives in `mlmon-core`. The SQL
+//! surface (types, functions, aggregates) is declared by hand in `sql/*.sql`,
+//! because aggregates need explicit combine/serialize wiring; the Rust
+//! functions here are exported with `sql = false` and bound by symbol name.
+
 use pgrx::prelude::*;
+
+mod confusion;
+mod errors;
+mod memory;
+
 ::pgrx::pg_module_magic!();
 
-#[pg_extern]
-fn hello_mlmon() -> &'static str { "hi" }
+extension_sql_file!("../sql/confusion.sql", name = "confusion_sql");
 
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
 #[cfg(test)]
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
-    pub fn postgresql_conf_options() -> Vec<&'static str> { vec![] }
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
 }

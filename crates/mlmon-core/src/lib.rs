@@ -5,6 +5,7 @@
 //! check a formula (MCC, Wilson interval, cost) lives here and is unit-tested with
 //! plain `cargo test`.
 
+pub mod accumulator;
 pub mod codec;
 pub mod confusion;
 pub mod cost;
