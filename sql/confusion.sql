@@ -199,3 +199,9 @@ CREATE AGGREGATE mlmon.cost_weighted_loss(predicted boolean, actual boolean, fp_
 CREATE AGGREGATE mlmon.cost_weighted_loss(predicted boolean, actual boolean, fp_cost double precision, fn_cost double precision,
                                           tp_cost double precision, tn_cost double precision) (
     SFUNC = mlmon._cost_loss_trans, STYPE = double precision, COMBINEFUNC = pg_catalog.float8pl, PARALLEL = SAFE);
+
+CREATE FUNCTION mlmon.confusion_from_cells(kind text, weighted boolean, predicted text[], actual text[], n bigint[], weight double precision[])
+    RETURNS mlmon.confusion
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_from_cells_wrapper';
+COMMENT ON FUNCTION mlmon.confusion_from_cells IS
+    'Builds a confusion matrix from per-cell counts and weights (used to read monitor rollups).';

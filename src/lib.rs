@@ -15,6 +15,8 @@ mod memory;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/confusion.sql", name = "confusion_sql");
+extension_sql_file!("../sql/monitors.sql", name = "monitors_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/monitor_reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

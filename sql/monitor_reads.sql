@@ -1,0 +1,103 @@
+-- Reading monitors: matrices over a time range, trailing-window metrics and
+-- Grafana-shaped time series. All read only the rollup table (O(buckets)).
+-- A prediction counts once its whole bucket is older than the monitor's
+-- maturity; until then it is pending. Ranges are widened to whole buckets.
+
+CREATE FUNCTION mlmon.confusion(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
+    RETURNS mlmon.confusion
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(monitor);
+    result mlmon.confusion;
+BEGIN
+    EXECUTE format($q$
+        SELECT mlmon.confusion_from_cells($1, $2, array_agg(predicted), array_agg(actual), array_agg(n), array_agg(w))
+        FROM (SELECT predicted, actual, sum(n)::bigint AS n, sum(weight) AS w
+              FROM %s
+              WHERE bucket >= date_bin($3, $4, mlmon._bucket_origin()) AND bucket < $5
+                AND bucket + $3 <= now() - $6
+                AND actual IS NOT NULL AND ($7::jsonb IS NULL OR segment @> $7::jsonb)
+              GROUP BY 1, 2 HAVING sum(n) > 0) cells $q$, mlmon._rollup_table(m))
+    INTO result
+    USING m.label_kind, m.weight_column IS NOT NULL, m.bucket, since, until, m.maturity, segment;
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION mlmon.confusion(text, timestamptz, timestamptz, jsonb) IS
+    'Confusion matrix of a monitor''s matured predictions in [since, until), optionally for segments containing `segment`.';
+
+-- Trailing-window metrics ending now. The interval argument keeps these
+-- unambiguous next to the two-argument aggregates of the same names.
+CREATE FUNCTION mlmon.accuracy(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql AS $$ SELECT mlmon.accuracy(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+CREATE FUNCTION mlmon.precision(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql AS $$ SELECT mlmon.precision(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+CREATE FUNCTION mlmon.recall(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql AS $$ SELECT mlmon.recall(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+CREATE FUNCTION mlmon.f1(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql AS $$ SELECT mlmon.f1(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+CREATE FUNCTION mlmon.cost(monitor text, "trailing" interval, fp_cost double precision, fn_cost double precision,
+                           tp_cost double precision DEFAULT 0, tn_cost double precision DEFAULT 0, segment jsonb DEFAULT NULL)
+    RETURNS double precision
+    STABLE LANGUAGE sql AS $$
+    SELECT mlmon.cost(mlmon.confusion(monitor, now() - $2, now(), segment), fp_cost, fn_cost, tp_cost, tn_cost) $$;
+
+CREATE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestamptz, p_step interval, p_segment jsonb,
+                               p_fp_cost double precision, p_fn_cost double precision)
+    RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
+                   accuracy double precision, "precision" double precision, recall double precision,
+                   f1 double precision, mcc double precision, cost double precision)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(p_monitor);
+BEGIN
+    IF p_step IS NULL OR p_step <= interval '0' OR extract(month FROM p_step) <> 0 OR extract(year FROM p_step) <> 0
+       OR (extract(epoch FROM p_step) * 1000000)::bigint % (extract(epoch FROM m.bucket) * 1000000)::bigint <> 0 THEN
+        RAISE EXCEPTION 'step % is not a positive multiple of the monitor''s bucket %', p_step, m.bucket
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument step: use a multiple of the bucket width';
+    END IF;
+    IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
+        RAISE EXCEPTION 'empty time range'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
+    END IF;
+    IF (p_fp_cost IS NULL) <> (p_fn_cost IS NULL) THEN
+        RAISE EXCEPTION 'fp_cost and fn_cost go together'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument fn_cost: pass both costs or neither';
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH steps AS (
+            SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),
+        cells AS (
+            SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t, predicted, actual,
+                   (bucket + $4 <= now() - $5) AS mature, sum(n)::bigint AS n, sum(weight) AS w
+            FROM %s
+            WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
+              AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
+            GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0),
+        per_step AS (
+            SELECT t, sum(n)::bigint AS predictions,
+                   coalesce(sum(n) FILTER (WHERE mature AND actual IS NOT NULL), 0)::bigint AS labeled,
+                   mlmon.confusion_from_cells($7, $8,
+                       array_agg(predicted) FILTER (WHERE mature AND actual IS NOT NULL),
+                       array_agg(actual) FILTER (WHERE mature AND actual IS NOT NULL),
+                       array_agg(n) FILTER (WHERE mature AND actual IS NOT NULL),
+                       array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) AS cm
+            FROM cells GROUP BY t)
+        SELECT s.t, $6::jsonb, coalesce(p.predictions, 0)::bigint, coalesce(p.labeled, 0)::bigint,
+               (coalesce(p.predictions, 0) - coalesce(p.labeled, 0))::bigint,
+               mlmon.accuracy(p.cm), mlmon.precision(p.cm), mlmon.recall(p.cm), mlmon.f1(p.cm), mlmon.mcc(p.cm),
+               CASE WHEN $9 IS NOT NULL THEN mlmon.cost(p.cm, $9, $10) END
+        FROM steps s LEFT JOIN per_step p USING (t)
+        ORDER BY s.t $q$, mlmon._rollup_table(m))
+    USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment, m.label_kind, m.weight_column IS NOT NULL,
+          p_fp_cost, p_fn_cost;
+END $$;
+
+CREATE FUNCTION mlmon.metrics(monitor text, "from" timestamptz, "to" timestamptz, step interval,
+                              segment jsonb DEFAULT NULL, fp_cost double precision DEFAULT NULL,
+                              fn_cost double precision DEFAULT NULL)
+    RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
+                   accuracy double precision, "precision" double precision, recall double precision,
+                   f1 double precision, mcc double precision, cost double precision)
+    STABLE LANGUAGE sql AS $$ SELECT * FROM mlmon._metrics($1, $2, $3, $4, $5, $6, $7) $$;
+COMMENT ON FUNCTION mlmon.metrics IS
+    'Time series of a monitor''s metrics, one row per step, ordered by time: the shape Grafana''s PostgreSQL datasource plots.';

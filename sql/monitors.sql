@@ -1,0 +1,524 @@
+-- Monitors: exact rollups over a predictions table and an outcomes table,
+-- maintained inside the writing transaction by statement-level triggers.
+--
+-- Design (see README "How monitors stay exact"):
+-- * Every key has at most one *contribution*: the bucket, segment, predicted
+--   label, actual label (NULL = no label) and weight of its deduplicated
+--   prediction joined to its outcome. A per-monitor keys table stores the
+--   contribution currently counted, so a change is applied as an exact delta:
+--   subtract what was counted, add what the raw tables say now.
+-- * The rollup table is append-only: each statement inserts signed delta rows,
+--   so concurrent writers never update the same row (no lost updates, no
+--   deadlocks, no hot-bucket row lock). Compaction folds deltas into one row per
+--   cell under an advisory lock that writers never wait for.
+-- * Keys seen for the first time are claimed by inserting their keys-table row;
+--   keys already present are locked (FOR UPDATE) and then recomputed in a fresh
+--   snapshot, which sees every committed change to that key.
+-- * Label maturity is resolved when reading, from bucket timestamps.
+--
+-- Generated code quotes every identifier with format('%I'); trigger functions
+-- contain no user-supplied SQL text, run with a fixed search_path, and run as
+-- the monitor's creator (SECURITY DEFINER) so writers need no grants on the
+-- internal tables.
+
+CREATE TABLE mlmon.monitor (
+    name                text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
+    predictions         regclass NOT NULL,
+    key_column          name NOT NULL,
+    key_type            regtype NOT NULL,
+    predicted_at_column name NOT NULL,
+    predicted_column    name NOT NULL,
+    label_kind          text NOT NULL CHECK (label_kind IN ('binary', 'text', 'integer')),
+    outcomes            regclass NOT NULL,
+    outcome_key_column  name NOT NULL,
+    actual_column       name,
+    bucket              interval NOT NULL,
+    maturity            interval NOT NULL,
+    segment_by          name[] NOT NULL DEFAULT '{}',
+    weight_column       name,
+    dedup               text NOT NULL CHECK (dedup IN ('first', 'last')),
+    internal_schema     name NOT NULL,
+    owner               name NOT NULL DEFAULT current_user,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE mlmon.monitor IS 'Registered monitors (one row each); use mlmon.create_monitor and mlmon.drop_monitor.';
+SELECT pg_catalog.pg_extension_config_dump('mlmon.monitor', '');
+
+-- Anyone may create monitors on tables they may put triggers on; rows are
+-- visible to all (metrics are not secret) but changed only by their owner.
+ALTER TABLE mlmon.monitor ENABLE ROW LEVEL SECURITY;
+CREATE POLICY monitor_read ON mlmon.monitor FOR SELECT USING (true);
+CREATE POLICY monitor_owner ON mlmon.monitor FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT, INSERT, DELETE ON mlmon.monitor TO PUBLIC;
+
+CREATE VIEW mlmon.monitors AS
+SELECT name, predictions, key_column AS key, predicted_at_column AS predicted_at, predicted_column AS predicted,
+       label_kind, outcomes, outcome_key_column AS outcome_key, actual_column AS actual, bucket, maturity,
+       segment_by, weight_column AS weight, dedup,
+       format('%I.%I', internal_schema, 'mlmon_' || name || '_rollup') AS rollup_table,
+       owner, created_at
+FROM mlmon.monitor;
+GRANT SELECT ON mlmon.monitors TO PUBLIC;
+
+-- Bucket boundaries are aligned to a fixed Monday so weekly buckets start on Mondays.
+CREATE FUNCTION mlmon._bucket_origin() RETURNS timestamptz
+    IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$ SELECT '2000-01-03 00:00:00+00'::timestamptz $$;
+
+CREATE FUNCTION mlmon._monitor(monitor text) RETURNS mlmon.monitor
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor;
+BEGIN
+    SELECT mm.* INTO m FROM mlmon.monitor mm WHERE mm.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'monitor "%" does not exist', monitor
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'argument monitor: see SELECT name FROM mlmon.monitors';
+    END IF;
+    RETURN m;
+END $$;
+
+CREATE FUNCTION mlmon._rollup_table(m mlmon.monitor) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_rollup') $$;
+CREATE FUNCTION mlmon._keys_table(m mlmon.monitor) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_keys') $$;
+CREATE FUNCTION mlmon._internal_function(m mlmon.monitor, suffix text) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_' || suffix) $$;
+
+-- The type of rel.col, or 42703 naming the argument.
+CREATE FUNCTION mlmon._column_type(rel regclass, col name, argument text) RETURNS regtype
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO t FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('argument %s: columns of %s are %s', argument, rel,
+                                (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+                                 WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped));
+    END IF;
+    RETURN t;
+END $$;
+
+-- Which label kind a column type gives, or NULL for unsupported types.
+CREATE FUNCTION mlmon._label_kind(t regtype) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$
+    SELECT CASE
+        WHEN t = 'boolean'::regtype THEN 'binary'
+        WHEN t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
+        WHEN t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN 'integer'
+    END $$;
+
+CREATE FUNCTION mlmon._wrong_type(argument text, col name, actual regtype, expected text) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'column "%" has type %, expected %', col, actual, expected
+        USING ERRCODE = 'datatype_mismatch', HINT = format('argument %s: use a column of type %s', argument, expected);
+END $$;
+
+CREATE FUNCTION mlmon._check_weight(w double precision) RETURNS double precision
+    IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql AS $$
+BEGIN
+    IF w < 0 OR w = 'NaN' OR w = 'Infinity' THEN
+        RAISE EXCEPTION 'prediction weight must be finite and non-negative, got %', w
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument weight: the monitor''s weight column holds a negative or non-finite value';
+    END IF;
+    RETURN w;
+END $$;
+
+-- SQL computing the current contribution of every key in the array `$1`:
+-- (key, bucket, segment, predicted, actual, weight), one row per key, NULL
+-- bucket when the key has no counted prediction.
+CREATE FUNCTION mlmon._contribution_sql(m mlmon.monitor, keys_expr text) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dir text := CASE m.dedup WHEN 'first' THEN 'ASC' ELSE 'DESC' END;
+    segment_expr text := '''{}''::jsonb';
+    weight_expr text := '1.0::float8';
+    weight_filter text := '';
+    actual_expr text;
+BEGIN
+    IF cardinality(m.segment_by) > 0 THEN
+        SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', c, c), ', ') || ')'
+        INTO segment_expr FROM unnest(m.segment_by) c;
+    END IF;
+    IF m.weight_column IS NOT NULL THEN
+        weight_expr := format('mlmon._check_weight(t.%I::float8)', m.weight_column);
+        weight_filter := format(' AND t.%I IS NOT NULL', m.weight_column);
+    END IF;
+    IF m.actual_column IS NULL THEN
+        -- An outcome row's presence means positive; absence means negative.
+        actual_expr := format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = a.key))::text',
+                              m.outcomes, m.outcome_key_column);
+    ELSIF m.label_kind = 'binary' THEN
+        -- Several outcome rows for a key: any true outcome makes it positive.
+        actual_expr := format('(SELECT bool_or(o.%I)::text FROM %s o WHERE o.%I = a.key)',
+                              m.actual_column, m.outcomes, m.outcome_key_column);
+    ELSE
+        actual_expr := format('(SELECT max(o.%I)::text FROM %s o WHERE o.%I = a.key)',
+                              m.actual_column, m.outcomes, m.outcome_key_column);
+    END IF;
+    RETURN format($q$
+        SELECT a.key, p.bucket, p.segment, p.predicted,
+               CASE WHEN p.bucket IS NOT NULL THEN %1$s END AS actual, p.weight
+        FROM (SELECT DISTINCT k AS key FROM unnest(%2$s) k WHERE k IS NOT NULL) a
+        LEFT JOIN LATERAL (
+            SELECT date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
+                   %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
+            FROM %8$s t
+            WHERE t.%9$I = a.key AND t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%10$s
+            ORDER BY t.%4$I %11$s, t.%6$I::text %11$s, (%5$s)::text %11$s, %7$s %11$s
+            LIMIT 1) p ON true
+        $q$, actual_expr, keys_expr, m.bucket, m.predicted_at_column, segment_expr,
+        m.predicted_column, weight_expr, m.predictions, m.key_column, weight_filter, dir);
+END $$;
+
+-- Creates the per-monitor apply, compact and trigger functions.
+CREATE FUNCTION mlmon._generate_functions(m mlmon.monitor) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $gen$
+DECLARE
+    keys_table text := mlmon._keys_table(m);
+    rollup_table text := mlmon._rollup_table(m);
+    key_array text := format('%s[]', m.key_type);
+    lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
+BEGIN
+    -- compact(wait): fold delta rows into one row per cell.
+    EXECUTE format($f$
+        CREATE FUNCTION %1$s(wait boolean) RETURNS bigint
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        DECLARE
+            folded bigint;
+        BEGIN
+            IF wait THEN
+                PERFORM pg_advisory_xact_lock(%2$s);
+            ELSIF NOT pg_try_advisory_xact_lock(%2$s) THEN
+                RETURN 0;
+            END IF;
+            WITH groups AS (
+                SELECT DISTINCT bucket, segment, predicted, actual FROM %3$s WHERE NOT compacted),
+            gone AS (
+                DELETE FROM %3$s r USING groups g
+                WHERE r.bucket = g.bucket AND r.segment = g.segment AND r.predicted = g.predicted
+                  AND r.actual IS NOT DISTINCT FROM g.actual
+                RETURNING r.bucket, r.segment, r.predicted, r.actual, r.n, r.weight),
+            kept AS (
+                -- A cell whose count nets to zero holds no key, so its true weight is zero too.
+                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight, compacted)
+                SELECT bucket, segment, predicted, actual, sum(n), sum(weight), true
+                FROM gone GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0
+                RETURNING 1)
+            SELECT count(*) INTO folded FROM gone;
+            RETURN folded;
+        END $body$ $f$, mlmon._internal_function(m, 'compact'), lock_id, rollup_table);
+
+    -- apply(keys): bring the rollup in line with the raw tables for these keys.
+    EXECUTE format($f$
+        CREATE FUNCTION %1$s(changed %2$s) RETURNS void
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        DECLARE
+            contended %2$s;
+        BEGIN
+            -- 1. Keys seen for the first time: inserting their keys row claims
+            --    them, so no other writer can have counted them.
+            WITH contribution AS (%3$s),
+            claimed AS (
+                INSERT INTO %4$s AS k (key, bucket, segment, predicted, actual, weight)
+                SELECT * FROM contribution ON CONFLICT (key) DO NOTHING
+                RETURNING k.*),
+            counted AS (
+                INSERT INTO %5$s (bucket, segment, predicted, actual, n, weight)
+                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
+                FROM claimed WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+                RETURNING 1)
+            SELECT array_agg(c.key) INTO contended FROM contribution c
+            WHERE NOT EXISTS (SELECT 1 FROM claimed f WHERE f.key = c.key);
+            IF contended IS NULL THEN
+                RETURN;
+            END IF;
+
+            -- 2. Keys already counted: lock them; once we hold the locks, every
+            --    other writer of these keys has committed or rolled back.
+            PERFORM 1 FROM %4$s k WHERE k.key = ANY (contended) ORDER BY k.key FOR UPDATE;
+
+            -- 3. Recompute in this statement's fresh snapshot; apply differences.
+            WITH contribution AS (%6$s),
+            changes AS (
+                SELECT c.*, o.bucket AS old_bucket, o.segment AS old_segment, o.predicted AS old_predicted,
+                       o.actual AS old_actual, o.weight AS old_weight
+                FROM contribution c JOIN %4$s o ON o.key = c.key
+                WHERE (o.bucket, o.segment, o.predicted, o.actual, o.weight)
+                      IS DISTINCT FROM (c.bucket, c.segment, c.predicted, c.actual, c.weight)),
+            updated AS (
+                UPDATE %4$s k SET bucket = ch.bucket, segment = ch.segment, predicted = ch.predicted,
+                                  actual = ch.actual, weight = ch.weight
+                FROM changes ch WHERE k.key = ch.key
+                RETURNING 1),
+            delta AS (
+                SELECT old_bucket AS bucket, old_segment AS segment, old_predicted AS predicted,
+                       old_actual AS actual, -1 AS n, -old_weight AS weight
+                FROM changes WHERE old_bucket IS NOT NULL
+                UNION ALL
+                SELECT bucket, segment, predicted, actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
+            INSERT INTO %5$s (bucket, segment, predicted, actual, n, weight)
+            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
+            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0;
+
+            -- Occasionally fold deltas so reads stay O(buckets). Only under READ
+            -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
+            IF random() < 0.05 AND current_setting('transaction_isolation') = 'read committed' THEN
+                PERFORM %7$s(false);
+            END IF;
+        END $body$ $f$,
+        mlmon._internal_function(m, 'apply'), key_array,
+        mlmon._contribution_sql(m, 'changed'), keys_table, rollup_table,
+        mlmon._contribution_sql(m, 'contended'), mlmon._internal_function(m, 'compact'));
+
+    -- Trigger functions: collect the affected keys of a statement and apply them.
+    EXECUTE format($f$
+        CREATE FUNCTION %1$s() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                PERFORM %2$s(ARRAY(SELECT DISTINCT n.%3$I::%4$s FROM new_rows n));
+            ELSIF TG_OP = 'UPDATE' THEN
+                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
+            ELSIF TG_OP = 'DELETE' THEN
+                PERFORM %2$s(ARRAY(SELECT DISTINCT o.%3$I::%4$s FROM old_rows o));
+            ELSE
+                PERFORM mlmon.rebuild_monitor(%5$L);
+            END IF;
+            RETURN NULL;
+        END $body$ $f$,
+        mlmon._internal_function(m, 'on_predictions'), mlmon._internal_function(m, 'apply'),
+        m.key_column, m.key_type, m.name);
+    EXECUTE format($f$
+        CREATE FUNCTION %1$s() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                PERFORM %2$s(ARRAY(SELECT DISTINCT n.%3$I::%4$s FROM new_rows n));
+            ELSIF TG_OP = 'UPDATE' THEN
+                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
+            ELSIF TG_OP = 'DELETE' THEN
+                PERFORM %2$s(ARRAY(SELECT DISTINCT o.%3$I::%4$s FROM old_rows o));
+            ELSE
+                PERFORM mlmon.rebuild_monitor(%5$L);
+            END IF;
+            RETURN NULL;
+        END $body$ $f$,
+        mlmon._internal_function(m, 'on_outcomes'), mlmon._internal_function(m, 'apply'),
+        m.outcome_key_column, m.key_type, m.name);
+END $gen$;
+
+-- Statement-level triggers with transition tables: one set-based delta per
+-- statement (a COPY of a million rows is one call). PostgreSQL allows a
+-- transition table only on single-event triggers, hence one trigger per event.
+CREATE FUNCTION mlmon._create_triggers(m mlmon.monitor, rel regclass, fn text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    prefix text := 'mlmon_' || m.name || '_';
+BEGIN
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                   prefix || 'insert', rel, fn);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                   prefix || 'update', rel, fn);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                   prefix || 'delete', rel, fn);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                   prefix || 'truncate', rel, fn);
+END $$;
+
+-- An index with `col` as its leading column, created if there is none: the
+-- triggers look predictions and outcomes up by key.
+CREATE FUNCTION mlmon._ensure_key_index(rel regclass, col name, index_name text) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = rel AND a.attname = col AND i.indpred IS NULL AND i.indexprs IS NULL)
+    THEN
+        EXECUTE format('CREATE INDEX %I ON %s (%I)', index_name, rel, col);
+    END IF;
+END $$;
+
+CREATE FUNCTION mlmon.create_monitor(
+    name text,
+    predictions regclass,
+    key text,
+    predicted_at text,
+    predicted text,
+    score text DEFAULT NULL,
+    outcomes regclass DEFAULT NULL,
+    outcome_key text DEFAULT NULL,
+    actual text DEFAULT NULL,
+    bucket interval DEFAULT '5 minutes',
+    maturity interval DEFAULT '0',
+    segment_by text[] DEFAULT '{}',
+    weight text DEFAULT NULL,
+    dedup text DEFAULT 'first'
+) RETURNS text
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor;
+    predicted_type regtype;
+    key_type regtype;
+    outcome_key_type regtype;
+    t regtype;
+    col text;
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'invalid monitor name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument name: use 1 to 40 lowercase letters, digits or underscores, starting with a letter';
+    END IF;
+    IF EXISTS (SELECT 1 FROM mlmon.monitor mm WHERE mm.name = create_monitor.name) THEN
+        RAISE EXCEPTION 'monitor "%" already exists', name
+            USING ERRCODE = 'duplicate_object', HINT = 'argument name: pick another name or call mlmon.drop_monitor first';
+    END IF;
+    IF predictions IS NULL OR outcomes IS NULL OR key IS NULL OR predicted_at IS NULL OR predicted IS NULL THEN
+        RAISE EXCEPTION 'predictions, key, predicted_at, predicted and outcomes are required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass all of them as named arguments';
+    END IF;
+    IF score IS NOT NULL THEN
+        RAISE EXCEPTION 'score columns are not supported by monitors yet'
+            USING ERRCODE = 'feature_not_supported', HINT = 'argument score: leave it NULL; score metrics arrive with mlmon.scores';
+    END IF;
+    IF bucket IS NULL OR bucket <= interval '0' OR extract(month FROM bucket) <> 0 OR extract(year FROM bucket) <> 0 THEN
+        RAISE EXCEPTION 'invalid bucket width %', bucket
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument bucket: a positive interval of fixed length (no months or years), e.g. interval ''5 minutes''';
+    END IF;
+    IF maturity IS NULL OR maturity < interval '0' OR extract(month FROM maturity) <> 0 OR extract(year FROM maturity) <> 0 THEN
+        RAISE EXCEPTION 'invalid maturity %', maturity
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument maturity: a non-negative interval of fixed length, e.g. interval ''1 day''';
+    END IF;
+    IF dedup IS NULL OR dedup NOT IN ('first', 'last') THEN
+        RAISE EXCEPTION 'unknown dedup policy %', coalesce(quote_literal(dedup), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument dedup: ''first'' or ''last'' prediction per key';
+    END IF;
+
+    key_type := mlmon._column_type(predictions, key, 'key');
+    outcome_key_type := mlmon._column_type(outcomes, coalesce(outcome_key, key), 'outcome_key');
+    IF outcome_key_type <> key_type AND NOT (mlmon._label_kind(key_type) = 'integer' AND mlmon._label_kind(outcome_key_type) = 'integer')
+       AND NOT (mlmon._label_kind(key_type) = 'text' AND mlmon._label_kind(outcome_key_type) = 'text') THEN
+        PERFORM mlmon._wrong_type('outcome_key', coalesce(outcome_key, key), outcome_key_type, key_type::text);
+    END IF;
+    t := mlmon._column_type(predictions, predicted_at, 'predicted_at');
+    IF t <> 'timestamp with time zone'::regtype THEN
+        PERFORM mlmon._wrong_type('predicted_at', predicted_at, t, 'timestamp with time zone');
+    END IF;
+    predicted_type := mlmon._column_type(predictions, predicted, 'predicted');
+    IF mlmon._label_kind(predicted_type) IS NULL THEN
+        PERFORM mlmon._wrong_type('predicted', predicted, predicted_type, 'boolean, text or an integer type');
+    END IF;
+    IF actual IS NULL AND mlmon._label_kind(predicted_type) <> 'binary' THEN
+        PERFORM mlmon._wrong_type('predicted', predicted, predicted_type,
+                                  'boolean (without an actual column, an outcome row''s presence is the positive class)');
+    END IF;
+    IF actual IS NOT NULL THEN
+        t := mlmon._column_type(outcomes, actual, 'actual');
+        IF mlmon._label_kind(t) IS DISTINCT FROM mlmon._label_kind(predicted_type) THEN
+            PERFORM mlmon._wrong_type('actual', actual, t, predicted_type::text);
+        END IF;
+    END IF;
+    IF weight IS NOT NULL THEN
+        t := mlmon._column_type(predictions, weight, 'weight');
+        IF t NOT IN ('double precision'::regtype, 'real'::regtype, 'numeric'::regtype, 'smallint'::regtype,
+                     'integer'::regtype, 'bigint'::regtype) THEN
+            PERFORM mlmon._wrong_type('weight', weight, t, 'a numeric type such as double precision');
+        END IF;
+    END IF;
+    FOREACH col IN ARRAY coalesce(segment_by, '{}') LOOP
+        PERFORM mlmon._column_type(predictions, col, 'segment_by');
+    END LOOP;
+
+    INSERT INTO mlmon.monitor (name, predictions, key_column, key_type, predicted_at_column, predicted_column,
+                               label_kind, outcomes, outcome_key_column, actual_column, bucket, maturity,
+                               segment_by, weight_column, dedup, internal_schema)
+    VALUES (name, predictions, key, key_type, predicted_at, predicted, mlmon._label_kind(predicted_type),
+            outcomes, coalesce(outcome_key, key), actual, bucket, maturity, coalesce(segment_by, '{}'), weight, dedup,
+            (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = predictions))
+    RETURNING * INTO m;
+
+    EXECUTE format('CREATE TABLE %s (key %s PRIMARY KEY, bucket timestamptz, segment jsonb, predicted text, actual text, weight double precision)',
+                   mlmon._keys_table(m), m.key_type);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._keys_table(m),
+                   format('mlmon monitor %s: the contribution currently counted for each key', m.name));
+    EXECUTE format($t$CREATE TABLE %s (
+                       bucket timestamptz NOT NULL, segment jsonb NOT NULL, predicted text NOT NULL, actual text,
+                       n bigint NOT NULL, weight double precision NOT NULL, compacted boolean NOT NULL DEFAULT false)$t$,
+                   mlmon._rollup_table(m));
+    EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
+                   format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
+    EXECUTE format('CREATE INDEX ON %s (bucket)', mlmon._rollup_table(m));
+    EXECUTE format('CREATE INDEX ON %s (bucket) WHERE NOT compacted', mlmon._rollup_table(m));
+    PERFORM mlmon._ensure_key_index(m.predictions, m.key_column, 'mlmon_' || m.name || '_predictions_key');
+    PERFORM mlmon._ensure_key_index(m.outcomes, m.outcome_key_column, 'mlmon_' || m.name || '_outcomes_key');
+
+    PERFORM mlmon._generate_functions(m);
+    PERFORM mlmon._create_triggers(m, m.predictions, mlmon._internal_function(m, 'on_predictions'));
+    PERFORM mlmon._create_triggers(m, m.outcomes, mlmon._internal_function(m, 'on_outcomes'));
+    PERFORM mlmon.rebuild_monitor(m.name);
+    RETURN mlmon._rollup_table(m);
+END $$;
+COMMENT ON FUNCTION mlmon.create_monitor IS
+    'Registers a monitor: creates its rollup table and triggers on the predictions and outcomes tables, then backfills.';
+
+-- Recomputes the keys and rollup tables from the raw tables (backfill, repair,
+-- and what TRUNCATE of a source table triggers).
+CREATE FUNCTION mlmon.rebuild_monitor(name text) RETURNS bigint
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    counted bigint;
+BEGIN
+    -- Writers take row locks on the keys table before counting; this waits for
+    -- those in flight and holds back new ones until we commit.
+    EXECUTE format('LOCK TABLE %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m));
+    EXECUTE format('TRUNCATE %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m));
+    EXECUTE format('INSERT INTO %s (key, bucket, segment, predicted, actual, weight) %s', mlmon._keys_table(m),
+                   mlmon._contribution_sql(m, format('ARRAY(SELECT %I::%s FROM %s UNION SELECT %I::%s FROM %s)',
+                                                     m.key_column, m.key_type, m.predictions,
+                                                     m.outcome_key_column, m.key_type, m.outcomes)));
+    EXECUTE format($q$INSERT INTO %s (bucket, segment, predicted, actual, n, weight, compacted)
+                      SELECT bucket, segment, predicted, actual, count(*), sum(weight), true
+                      FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4$q$,
+                   mlmon._rollup_table(m), mlmon._keys_table(m));
+    GET DIAGNOSTICS counted = ROW_COUNT;
+    RETURN counted;
+END $$;
+COMMENT ON FUNCTION mlmon.rebuild_monitor IS 'Recomputes a monitor''s rollup from the raw tables; returns the number of rollup cells.';
+
+CREATE FUNCTION mlmon.compact_monitor(name text) RETURNS bigint
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    folded bigint;
+BEGIN
+    EXECUTE format('SELECT %s(true)', mlmon._internal_function(mlmon._monitor(name), 'compact')) INTO folded;
+    RETURN folded;
+END $$;
+COMMENT ON FUNCTION mlmon.compact_monitor IS 'Folds a monitor''s delta rows into one row per cell; returns rows folded.';
+
+CREATE FUNCTION mlmon.drop_monitor(name text) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    rel regclass;
+    suffix text;
+BEGIN
+    FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
+        FOREACH suffix IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_' || m.name || '_' || suffix, rel);
+        END LOOP;
+    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS %s()', mlmon._internal_function(m, 'on_predictions'));
+    EXECUTE format('DROP FUNCTION IF EXISTS %s()', mlmon._internal_function(m, 'on_outcomes'));
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply'), m.key_type);
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(boolean)', mlmon._internal_function(m, 'compact'));
+    EXECUTE format('DROP TABLE IF EXISTS %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m));
+    DELETE FROM mlmon.monitor mm WHERE mm.name = m.name;
+END $$;
+COMMENT ON FUNCTION mlmon.drop_monitor IS 'Removes a monitor''s triggers, functions and rollup tables (not the source tables or their key indexes).';
