@@ -136,7 +136,7 @@ CREATE FUNCTION mlmon._confusion_final_f1(internal) RETURNS double precision
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_final_f1_wrapper';
 
 CREATE FUNCTION mlmon._confusion_trans(internal, predicted boolean, actual boolean) RETURNS internal
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_trans_bool_wrapper';
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_trans_bool_fast';
 CREATE FUNCTION mlmon._confusion_trans(internal, predicted boolean, actual boolean, weight double precision) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_trans_bool_w_wrapper';
 CREATE FUNCTION mlmon._confusion_trans(internal, predicted text, actual text) RETURNS internal

@@ -19,8 +19,7 @@ extension_sql_file!("../sql/monitors.sql", name = "monitors_sql", requires = ["c
 extension_sql_file!("../sql/monitor_reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests;
+mod sql_tests;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

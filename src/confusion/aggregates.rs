@@ -37,11 +37,7 @@ fn skip(state: Internal) -> Internal {
     state
 }
 
-#[pg_extern(sql = false)]
-fn confusion_trans_bool(state: Internal, predicted: Option<bool>, actual: Option<bool>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let (Some(p), Some(a)) = (predicted, actual) else { return skip(state) };
-    update(state, fcinfo, LabelKind::Binary, false, |acc| acc.add_binary(a, p, 1.0))
-}
+// confusion_matrix(boolean, boolean) uses the hand-written fast path in `memory.rs`.
 
 #[pg_extern(sql = false)]
 fn confusion_trans_bool_w(

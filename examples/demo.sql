@@ -1,0 +1,74 @@
+-- mlmon demo: a lead-scoring model's predictions, conversions arriving later,
+-- and the metrics mlmon keeps exact as they arrive. Re-runnable.
+\set ON_ERROR_STOP on
+\pset footer off
+SET client_min_messages = warning;
+DROP SCHEMA IF EXISTS demo CASCADE;
+DELETE FROM mlmon.monitor WHERE name = 'demo_conversion';
+CREATE EXTENSION IF NOT EXISTS mlmon;
+CREATE SCHEMA demo;
+
+-- 20,000 leads over the last two days; the model emits each prediction event,
+-- and a retry fires a duplicate for every 10th lead.
+CREATE TABLE demo.predictions (lead_id bigint, created_at timestamptz, label boolean, score float8, source text);
+CREATE TABLE demo.conversions (lead_id bigint, converted_at timestamptz);
+SELECT setseed(0.42);
+INSERT INTO demo.predictions
+SELECT i, now() - (i * interval '8.64 seconds'), r < 0.35, 1 - r, (ARRAY['facebook', 'google', 'newsletter'])[1 + i % 3]
+FROM (SELECT i, random() AS r FROM generate_series(1, 20000) i) s;
+INSERT INTO demo.predictions SELECT lead_id, created_at + interval '2 seconds', NOT label, score, source
+FROM demo.predictions WHERE lead_id % 10 = 0;
+
+\echo
+\echo '== Monitor: predictions joined to conversions, one prediction per lead, 1-day label maturity'
+SELECT mlmon.create_monitor(
+    name => 'demo_conversion', predictions => 'demo.predictions', key => 'lead_id',
+    predicted_at => 'created_at', predicted => 'label', outcomes => 'demo.conversions',
+    bucket => interval '15 minutes', maturity => interval '1 day', segment_by => ARRAY['source'],
+    dedup => 'first') AS rollup_table;
+
+-- Conversions trickle in: the model is right more often than not.
+INSERT INTO demo.conversions
+SELECT lead_id, created_at + interval '3 hours' FROM demo.predictions p
+WHERE (label AND random() < 0.7) OR (NOT label AND random() < 0.1)
+GROUP BY lead_id, created_at HAVING min(created_at) = created_at;
+
+\echo
+\echo '== Two-step aggregates over raw rows: one state, many metrics (scores thresholded at 0.5)'
+SELECT mlmon.total(cm) AS n, round(mlmon.accuracy(cm)::numeric, 4) AS accuracy, round(mlmon.precision(cm)::numeric, 4) AS precision,
+       round(mlmon.recall(cm)::numeric, 4) AS recall, round(mlmon.mcc(cm)::numeric, 4) AS mcc
+FROM (SELECT mlmon.confusion_matrix(p.score, c.lead_id IS NOT NULL, 0.5) AS cm
+      FROM demo.predictions p LEFT JOIN demo.conversions c USING (lead_id)) s;
+
+\echo
+\echo '== Trailing 2-day metrics (matured leads only) — O(buckets), read from the rollup'
+SELECT round(mlmon.accuracy('demo_conversion', interval '2 days')::numeric, 4) AS accuracy,
+       round(mlmon.precision('demo_conversion', interval '2 days')::numeric, 4) AS precision,
+       round(mlmon.recall('demo_conversion', interval '2 days')::numeric, 4) AS recall,
+       round(mlmon.f1('demo_conversion', interval '2 days')::numeric, 4) AS f1,
+       mlmon.cost('demo_conversion', interval '2 days', fp_cost => 5, fn_cost => 40) AS cost_usd;
+
+\echo
+\echo '== Per segment, with a 95% Wilson interval on accuracy'
+SELECT s AS source, mlmon.total(cm) AS leads, round(mlmon.accuracy(cm)::numeric, 4) AS accuracy,
+       round((mlmon.accuracy_ci(cm)).lower::numeric, 4) AS lower, round((mlmon.accuracy_ci(cm)).upper::numeric, 4) AS upper
+FROM unnest(ARRAY['facebook', 'google', 'newsletter']) s,
+     LATERAL (SELECT mlmon.confusion('demo_conversion', now() - interval '2 days', now(), jsonb_build_object('source', s)) AS cm) c;
+
+\echo
+\echo '== Time series for Grafana: 6-hour steps; the last day is still pending'
+SELECT "time", predictions, labeled, pending, round(accuracy::numeric, 4) AS accuracy, round(f1::numeric, 4) AS f1
+FROM mlmon.metrics('demo_conversion', now() - interval '2 days', now(), interval '6 hours');
+
+\echo
+\echo '== A late conversion lands: the rollup moves in the same transaction'
+BEGIN;
+SELECT mlmon.tp(mlmon.confusion('demo_conversion', now() - interval '2 days')) AS true_positives_before;
+INSERT INTO demo.conversions
+SELECT p.lead_id, now() FROM demo.predictions p
+WHERE p.label AND p.created_at < now() - interval '1 day 1 hour'
+  AND NOT EXISTS (SELECT 1 FROM demo.conversions c WHERE c.lead_id = p.lead_id)
+  AND NOT EXISTS (SELECT 1 FROM demo.predictions q WHERE q.lead_id = p.lead_id AND q.created_at < p.created_at)
+LIMIT 1;
+SELECT mlmon.tp(mlmon.confusion('demo_conversion', now() - interval '2 days')) AS true_positives_after;
+COMMIT;

@@ -1,0 +1,208 @@
+"""Concurrent writers on one hot bucket.
+
+Six connections run short READ COMMITTED transactions on overlapping keys, all
+with timestamps inside one minute (one bucket). The raw workload itself cannot
+deadlock: every UPDATE/DELETE statement touches one key, and a transaction
+touches keys in ascending order across its statements; multi-key INSERTs are
+single-statement transactions. Without mlmon this workload cannot deadlock
+(INSERTs take no row locks), so any deadlock or serialization failure is the
+monitor's doing. Afterwards the rollup must equal
+the reference.
+
+Also: writers at REPEATABLE READ / SERIALIZABLE must either keep the rollup
+exact or fail with a serialization error that the client can retry.
+"""
+
+import datetime as dt
+import random
+import threading
+from collections import Counter
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from conftest import Spec, assert_rollup_matches, connect, create_monitor, drop_monitor_quietly
+
+THREADS = 6
+TX_PER_THREAD = 150
+KEYS = list(range(1, 31))
+HOT = dt.datetime(2031, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)  # a minute boundary: one bucket
+
+
+def _hot_ts(rng):
+    return HOT + dt.timedelta(seconds=rng.uniform(0, 59.999))
+
+
+def _insert(rng, preds, keys):
+    rows = [(k, _hot_ts(rng), rng.random() < 0.5, rng.choice(["a", "b", None]), rng.choice([0.5, 1.0, 2.0]))
+            for k in keys]
+    return (f"INSERT INTO {preds} (k, ts, label, seg, w) VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows)), [v for r in rows for v in r])
+
+
+def _statement(rng, preds, outs, key):
+    """One statement touching only `key`."""
+    kind = rng.choices(["ins_pred", "ins_out", "upd_label", "upd_ts", "del_pred", "del_out", "upd_seg"],
+                       [30, 15, 12, 8, 10, 8, 6])[0]
+    if kind == "ins_pred":
+        return _insert(rng, preds, [key] * rng.randint(1, 2))
+    if kind == "ins_out":
+        return f"INSERT INTO {outs} (k) VALUES (%s)", [key]
+    if kind == "upd_label":
+        return f"UPDATE {preds} SET label = NOT label WHERE k = %s", [key]
+    if kind == "upd_ts":
+        return f"UPDATE {preds} SET ts = %s WHERE k = %s", [_hot_ts(rng), key]
+    if kind == "upd_seg":
+        return f"UPDATE {preds} SET seg = %s, w = w + 0.25 WHERE k = %s", [rng.choice(["a", "b", "c"]), key]
+    if kind == "del_pred":
+        return (f"DELETE FROM {preds} WHERE rid = (SELECT min(rid) FROM {preds} WHERE k = %s)", [key])
+    return f"DELETE FROM {outs} WHERE rid = (SELECT min(rid) FROM {outs} WHERE k = %s)", [key]
+
+
+def test_concurrent_writers(conn, dsn, uniq):
+    preds, outs, name = uniq("cc_pred"), uniq("cc_out"), uniq("cc")
+    conn.execute(f"CREATE TABLE {preds} (rid bigserial PRIMARY KEY, k int, ts timestamptz, label boolean, "
+                 f"seg text, w float8)")
+    conn.execute(f"CREATE TABLE {outs} (rid bigserial PRIMARY KEY, k int)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute", segment_by=["seg"], weight="w")
+    errors_seen = Counter()
+    unexpected = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(THREADS)
+
+    def worker(tid):
+        rng = random.Random(1000 + tid)
+        with connect(dsn) as c:
+            barrier.wait()
+            for _ in range(TX_PER_THREAD):
+                if rng.random() < 0.03:
+                    c.execute("SELECT mlmon.compact_monitor(%s)", [name])
+                    continue
+                try:
+                    if rng.random() < 0.35:  # one multi-row INSERT, keys in any order, fresh keys too
+                        keys = rng.sample(KEYS, rng.randint(1, 4))
+                        if rng.random() < 0.3:
+                            keys.append(rng.randint(100, 100000))
+                        c.execute(*_insert(rng, preds, keys))
+                    else:
+                        with c.transaction():
+                            for key in sorted(rng.sample(KEYS, rng.randint(1, 3))):
+                                c.execute(*_statement(rng, preds, outs, key))
+                except (errors.DeadlockDetected, errors.SerializationFailure) as e:
+                    with lock:
+                        errors_seen[type(e).__name__] += 1
+                except psycopg.Error as e:
+                    with lock:
+                        unexpected.append(f"{e.sqlstate}: {e}")
+
+    try:
+        create_monitor(conn, spec)
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not unexpected, f"unexpected errors: {unexpected[:5]}"
+        assert_rollup_matches(conn, spec, "after concurrent writers")
+        n = conn.execute(f"SELECT count(*) FROM {preds}").fetchone()[0]
+        assert n > 0
+        assert errors_seen["DeadlockDetected"] == 0, f"deadlocks surfaced to clients: {dict(errors_seen)}"
+        assert errors_seen["SerializationFailure"] == 0, f"serialization failures at READ COMMITTED: {dict(errors_seen)}"
+        # Compaction folds everything for the hot bucket into one row per cell and keeps the sums.
+        conn.execute("SELECT mlmon.compact_monitor(%s)", [name])
+        assert_rollup_matches(conn, spec, "after final compaction")
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_snapshot_isolation_writer(conn, dsn, uniq, isolation):
+    """A writer whose snapshot predates another writer's commit on the same key.
+
+    T1 (isolation level under test) takes its snapshot; T2 (same level, one
+    statement) adds a later duplicate prediction for key 1 and commits; T1
+    deletes key 1's first prediction and commits. Either T1 fails with 40001
+    or the rollup counts T2's row.
+    """
+    preds, outs, name = uniq("si_pred"), uniq("si_out"), uniq("si")
+    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {outs} (k int)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute")
+    try:
+        create_monitor(conn, spec)
+        conn.execute(f"INSERT INTO {preds} VALUES (1, '2031-01-01 10:00:10+00', true)")
+        with connect(dsn) as t1:
+            t1.execute(f"BEGIN ISOLATION LEVEL {isolation}")
+            t1.execute(f"SELECT count(*) FROM {preds}")  # takes the snapshot
+            conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
+            conn.execute(f"INSERT INTO {preds} VALUES (1, '2031-01-01 10:00:20+00', false)")
+            conn.execute("COMMIT")
+            try:
+                t1.execute(f"DELETE FROM {preds} WHERE ts = '2031-01-01 10:00:10+00'")
+                t1.execute("COMMIT")
+            except errors.SerializationFailure:
+                t1.execute("ROLLBACK")
+        assert_rollup_matches(conn, spec, f"{isolation} writer")
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq):
+    """Two READ COMMITTED writers that cannot deadlock without mlmon.
+
+    T2 updates key 5's prediction (transaction left open). T1 inserts one
+    statement with predictions for key 5 (existing) and key 3 (never seen).
+    T2 then inserts a prediction for key 3 and commits. Plain INSERTs take no
+    row locks, so without the monitor nothing here waits for anything (T2's
+    UPDATE is its only row-locking statement). Expect no 40P01 and an exact
+    rollup.
+    """
+    preds, outs, name = uniq("dl_pred"), uniq("dl_out"), uniq("dl")
+    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {outs} (k int)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute")
+    result = {}
+    try:
+        create_monitor(conn, spec)
+        conn.execute(f"INSERT INTO {preds} VALUES (5, '2031-01-01 10:00:10+00', true)")
+        with connect(dsn) as t1, connect(dsn) as t2:
+            t2.execute("BEGIN")
+            t2.execute(f"UPDATE {preds} SET label = false WHERE k = 5")
+            t1_pid = t1.info.backend_pid
+
+            def run_t1():
+                try:
+                    t1.execute(f"INSERT INTO {preds} VALUES (5, '2031-01-01 10:00:30+00', true), "
+                               f"(3, '2031-01-01 10:00:40+00', true)")
+                    result["t1"] = "ok"
+                except psycopg.Error as e:
+                    result["t1"] = e.sqlstate
+
+            th = threading.Thread(target=run_t1)
+            th.start()
+            # Wait until T1 is blocked (on T2's lock) before T2 goes on.
+            for _ in range(200):
+                waiting = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                       [t1_pid]).fetchone()
+                if waiting and waiting[0] == "Lock":
+                    break
+                threading.Event().wait(0.02)
+            try:
+                t2.execute(f"INSERT INTO {preds} VALUES (3, '2031-01-01 10:00:50+00', false)")
+                t2.execute("COMMIT")
+                result["t2"] = "ok"
+            except psycopg.Error as e:
+                result["t2"] = e.sqlstate
+                t2.execute("ROLLBACK")
+            th.join()
+        assert_rollup_matches(conn, spec, "after both writers")
+        assert result == {"t1": "ok", "t2": "ok"}, f"writers failed: {result} (40P01 = deadlock_detected)"
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")

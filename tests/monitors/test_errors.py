@@ -1,0 +1,152 @@
+"""User errors: the documented SQLSTATE, a hint naming the argument, and nothing left behind."""
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from conftest import drop_monitor_quietly
+
+
+@pytest.fixture
+def tables(conn, uniq):
+    p, o, bad = uniq("err_pred"), uniq("err_out"), uniq("err_bad")
+    conn.execute(f"CREATE TABLE {p} (k bigint, ts timestamptz, label boolean, cls text, n int, w float8, "
+                 f"wt text, score float8, region text)")
+    conn.execute(f"CREATE TABLE {o} (k bigint, converted boolean, truth text, k_text text, num int)")
+    conn.execute(f"CREATE TABLE {bad} (k bigint, ts text, label boolean)")
+    yield p, o, bad
+    conn.execute(f"DROP TABLE IF EXISTS {p}, {o}, {bad}")
+
+
+def _create(conn, name, p, o, **kw):
+    args = {"name": name, "predictions": p, "key": "k", "predicted_at": "ts", "predicted": "label", "outcomes": o}
+    args.update(kw)
+    parts = []
+    for k, v in args.items():
+        if v is None:
+            continue
+        cast = {"predictions": "::regclass", "outcomes": "::regclass", "bucket": "::interval",
+                "maturity": "::interval", "segment_by": "::text[]"}.get(k, "")
+        parts.append(sql.SQL("{} => {}" + cast).format(sql.Identifier(k), sql.Literal(v)))
+    return conn.execute(sql.SQL("SELECT mlmon.create_monitor({})").format(sql.SQL(", ").join(parts)))
+
+
+def _expect(conn, sqlstate, fn, hint=True):
+    with pytest.raises(psycopg.Error) as ei:
+        fn()
+    e = ei.value
+    assert e.sqlstate == sqlstate, f"expected {sqlstate}, got {e.sqlstate}: {e}"
+    if hint:
+        assert e.diag.message_hint, f"{sqlstate} error has no hint: {e}"
+    return e
+
+
+CREATE_CASES = [
+    # (id, sqlstate, overrides)
+    ("missing_key_column", "42703", {"key": "nope"}),
+    ("missing_predicted_at_column", "42703", {"predicted_at": "nope"}),
+    ("missing_predicted_column", "42703", {"predicted": "nope"}),
+    ("missing_outcome_key", "42703", {"outcome_key": "nope"}),
+    ("missing_actual", "42703", {"actual": "nope"}),
+    ("missing_segment", "42703", {"segment_by": ["region", "nope"]}),
+    ("missing_weight", "42703", {"weight": "nope"}),
+    ("predicted_unsupported_type", "42804", {"predicted": "score", "actual": "converted"}),
+    ("weight_text", "42804", {"weight": "wt"}),
+    ("actual_kind_mismatch", "42804", {"actual": "truth"}),
+    ("text_predicted_without_actual", "42804", {"predicted": "cls"}),
+    ("outcome_key_type_mismatch", "42804", {"outcome_key": "k_text"}),
+    ("bucket_zero", "22023", {"bucket": "0 minutes"}),
+    ("bucket_month", "22023", {"bucket": "1 month"}),
+    ("bucket_year", "22023", {"bucket": "1 year"}),
+    ("bucket_negative", "22023", {"bucket": "-5 minutes"}),
+    ("maturity_negative", "22023", {"maturity": "-1 hour"}),
+    ("maturity_month", "22023", {"maturity": "1 mon"}),
+    ("dedup_unknown", "22023", {"dedup": "middle"}),
+    ("dedup_case", "22023", {"dedup": "FIRST"}),
+    ("name_uppercase", "22023", {"name": "Bad"}),
+    ("name_too_long", "22023", {"name": "a" * 41}),
+    ("name_empty", "22023", {"name": ""}),
+    ("score_unsupported", "0A000", {"score": "score"}),
+]
+
+
+@pytest.mark.parametrize("case_id,sqlstate,overrides", CREATE_CASES, ids=[c[0] for c in CREATE_CASES])
+def test_create_monitor_errors(conn, dsn, uniq, tables, case_id, sqlstate, overrides):
+    p, o, _ = tables
+    kw = dict(overrides)
+    name = kw.pop("name") if "name" in kw else uniq("err")
+    try:
+        _expect(conn, sqlstate, lambda: _create(conn, name, p, o, **kw))
+        # A failed create leaves no monitor row, rollup table or trigger behind.
+        assert conn.execute("SELECT count(*) FROM mlmon.monitors WHERE name = %s", [name]).fetchone()[0] == 0
+        assert conn.execute("SELECT to_regclass(%s)", [f"public.mlmon_{name}_rollup"]).fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+                            [p]).fetchone()[0] == 0
+    finally:
+        drop_monitor_quietly(dsn, name)
+
+
+def test_errors(conn, dsn, uniq, tables):
+    p, o, bad = tables
+    name = uniq("err")
+    # Missing table: PostgreSQL's own regclass input rejects it before mlmon runs (so no mlmon hint).
+    _expect(conn, "42P01", lambda: _create(conn, name, "nope_" + name, o), hint=False)
+    _expect(conn, "42P01", lambda: _create(conn, name, p, "nope_" + name), hint=False)
+    # Wrong column type: predicted_at is text.
+    _expect(conn, "42804", lambda: _create(conn, name, bad, o))
+    # Missing column.
+    e = _expect(conn, "42703", lambda: _create(conn, name, p, o, key="nope"))
+    assert "key" in e.diag.message_hint
+    # Invalid bucket / maturity / dedup.
+    for kw in ({"bucket": "0 minutes"}, {"bucket": "1 month"}, {"maturity": "-1 hour"}, {"dedup": "sometimes"}):
+        e = _expect(conn, "22023", lambda: _create(conn, name, p, o, **kw))
+        assert next(iter(kw)) in e.diag.message_hint, f"hint should name the argument: {e.diag.message_hint}"
+    try:
+        _create(conn, name, p, o, bucket="5 minutes")
+        # Duplicate monitor.
+        _expect(conn, "42710", lambda: _create(conn, name, p, o))
+        # Reads with bad arguments.
+        _expect(conn, "22023", lambda: conn.execute(
+            "SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), interval '7 minutes')", [name]))
+        _expect(conn, "22023", lambda: conn.execute(
+            "SELECT * FROM mlmon.metrics(%s, now(), now() - interval '1 hour', interval '5 minutes')", [name]))
+        _expect(conn, "22023", lambda: conn.execute(
+            "SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), interval '5 minutes', fp_cost => 1)",
+            [name]))
+        # A negative weight in the data is rejected (and the statement rolled back).
+        conn.execute("SELECT mlmon.drop_monitor(%s)", [name])
+        _create(conn, name, p, o, weight="w")
+        _expect(conn, "22023", lambda: conn.execute(
+            f"INSERT INTO {p} (k, ts, label, w) VALUES (1, now(), true, -1)"))
+        _expect(conn, "22023", lambda: conn.execute(
+            f"INSERT INTO {p} (k, ts, label, w) VALUES (1, now(), true, 'NaN')"))
+        assert conn.execute(f"SELECT count(*) FROM {p}").fetchone()[0] == 0
+    finally:
+        drop_monitor_quietly(dsn, name)
+    # Unknown monitor, in every entry point.
+    for q in ("SELECT mlmon.accuracy('nope', interval '1 hour')",
+              "SELECT mlmon.confusion('nope', now() - interval '1 hour')",
+              "SELECT * FROM mlmon.metrics('nope', now() - interval '1 hour', now(), interval '5 minutes')",
+              "SELECT mlmon.drop_monitor('nope')",
+              "SELECT mlmon.rebuild_monitor('nope')",
+              "SELECT mlmon.compact_monitor('nope')"):
+        _expect(conn, "42704", lambda: conn.execute(q))
+
+
+def test_recreate_after_drop(conn, dsn, uniq):
+    """drop_monitor then create_monitor with the same name on other tables in the same schema."""
+    name = uniq("again")
+    p1, o1, p2, o2 = uniq("re_p"), uniq("re_o"), uniq("re_p"), uniq("re_o")
+    for t in (p1, p2):
+        conn.execute(f"CREATE TABLE {t} (k bigint, ts timestamptz, label boolean)")
+    for t in (o1, o2):
+        conn.execute(f"CREATE TABLE {t} (k bigint)")
+    try:
+        _create(conn, name, p1, o1)
+        conn.execute("SELECT mlmon.drop_monitor(%s)", [name])
+        _create(conn, name, p2, o2)  # must not collide with anything the first monitor left behind
+        conn.execute(f"INSERT INTO {p2} VALUES (1, '2025-01-01', true)")
+        assert conn.execute(f"SELECT sum(n) FROM public.mlmon_{name}_rollup").fetchone()[0] == 1
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {p1}, {o1}, {p2}, {o2}")

@@ -1,0 +1,371 @@
+"""Model-based random testing of monitor rollups.
+
+Random statements hit the predictions and outcomes tables (inserts, COPY,
+updates of every monitored column, deletes, truncates, compaction,
+transactions committed or rolled back, savepoint rollbacks). The raw tables
+are the model: after every commit the rollup must equal the plain-SQL
+reference recomputed from them (conftest.reference_query). Inside open
+transactions the rollup is also compared with what the transaction sees.
+
+A mismatch is recorded with the seed, step and recent statements, then the
+monitor is rebuilt so later steps are judged independently; the test fails
+at the end with every mismatch found.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from conftest import Spec, create_monitor, drop_monitor_quietly, rollup_mismatches
+
+I = sql.Identifier
+BASE = dt.datetime(2031, 3, 4, 10, 0, 0, tzinfo=dt.timezone.utc)  # fixed, so seeds replay exactly
+
+
+@dataclass
+class Config:
+    id: str
+    key_type: str
+    okey_type: str
+    label_type: str
+    actual_type: str | None  # None: outcome presence means positive
+    actual_mode: str
+    segs: list  # (column, sql type, value pool)
+    weight_type: str | None
+    weight_pool: list
+    dedup: str
+    bucket: str
+    key_pool: list
+    fresh_key: callable
+    label_pool: list
+    actual_pool: list = field(default_factory=list)
+
+
+TEXT_LABELS = ["cat", "dog", "Bird", "émeu", "🐍", "a b", "10", "9"]
+INT_LABELS = [-(2**40), -3, 0, 1, 2, 9, 10, 2**40]
+
+CONFIGS = {
+    "presence_seg_weight_first": Config(
+        id="presence_seg_weight_first", key_type="bigint", okey_type="integer", label_type="boolean",
+        actual_type=None, actual_mode="presence",
+        segs=[("region", "text", ["eu", "us", "Asia ü", 'q"uote', None]), ("tier", "integer", [1, 2, 3, None])],
+        weight_type="double precision", weight_pool=[0.0, 0.1, 0.5, 1.0, 1.5, 2.25, 1e3, None],
+        dedup="first", bucket="1 minute",
+        key_pool=list(range(1, 45)) + [-7, 0], fresh_key=lambda r: r.randint(1000, 2_000_000),
+        label_pool=[True, False]),
+    "bool_actual_last": Config(
+        id="bool_actual_last", key_type="bigint", okey_type="bigint", label_type="boolean",
+        actual_type="boolean", actual_mode="bool",
+        segs=[("channel", "text", ["web", "app", "", None])],
+        weight_type="numeric", weight_pool=[Decimal("0"), Decimal("0.1"), Decimal("1.25"), Decimal("2"),
+                                            Decimal("3.333333333333"), None],
+        dedup="last", bucket="2 minutes",
+        key_pool=list(range(1, 45)), fresh_key=lambda r: r.randint(10**12, 10**13),
+        label_pool=[True, False], actual_pool=[True, False, None]),
+    "multiclass_text": Config(
+        id="multiclass_text", key_type="text", okey_type="character varying", label_type="text",
+        actual_type="text", actual_mode="max",
+        segs=[("region", "text", ["eu", "us", "ÅSIA", None])],
+        weight_type=None, weight_pool=[],
+        dedup="first", bucket="1 minute",
+        key_pool=[f"k{i:02d}" for i in range(40)] + ["ключ", "Ключ", "k 1", "k'1"],
+        fresh_key=lambda r: f"fresh-{r.randint(0, 10**9)}",
+        label_pool=TEXT_LABELS, actual_pool=TEXT_LABELS + ["other", None]),
+    "bigint_labels": Config(
+        id="bigint_labels", key_type="integer", okey_type="bigint", label_type="bigint",
+        actual_type="integer", actual_mode="max",
+        segs=[], weight_type="integer", weight_pool=[0, 1, 2, 3, 7, None],
+        dedup="last", bucket="1 minute",
+        key_pool=list(range(1, 45)), fresh_key=lambda r: r.randint(1000, 2_000_000_000),
+        label_pool=INT_LABELS, actual_pool=[-3, 0, 1, 2, 9, 10, 2**31 - 1, None]),
+}
+
+CASES = [("presence_seg_weight_first", 11), ("bool_actual_last", 22), ("multiclass_text", 33),
+         ("bigint_labels", 44), ("presence_seg_weight_first", 55)]
+OPS_PER_CASE = 300
+
+
+class Workload:
+    def __init__(self, conn, cfg: Config, rng: random.Random, preds: str, outs: str):
+        self.conn, self.cfg, self.rng, self.preds, self.outs = conn, cfg, rng, I(preds), I(outs)
+        self.ts_pool = [BASE + dt.timedelta(seconds=rng.randint(0, 3 * 3600), microseconds=rng.randint(0, 999999))
+                        for _ in range(20)]
+        self.pred_cols = ["k", "ts", "label"] + [s[0] for s in cfg.segs] + (["w"] if cfg.weight_type else [])
+        self.out_cols = ["k", "at"] + (["actual"] if cfg.actual_type else [])
+        self.log: list[str] = []
+
+    # -- value generators ---------------------------------------------------
+    def key(self):
+        r = self.rng.random()
+        if r < 0.03:
+            return None
+        if r < 0.12:
+            return self.cfg.fresh_key(self.rng)
+        return self.rng.choice(self.cfg.key_pool)
+
+    def ts(self):
+        r = self.rng.random()
+        if r < 0.03:
+            return None
+        if r < 0.5:
+            return self.rng.choice(self.ts_pool)  # shared instants: dedup tie-breaks matter
+        return BASE + dt.timedelta(seconds=self.rng.uniform(0, 3 * 3600))
+
+    def label(self):
+        return None if self.rng.random() < 0.05 else self.rng.choice(self.cfg.label_pool)
+
+    def seg(self, i):
+        return self.rng.choice(self.cfg.segs[i][2])
+
+    def weight(self):
+        return self.rng.choice(self.cfg.weight_pool)
+
+    def actual(self):
+        return self.rng.choice(self.cfg.actual_pool)
+
+    def pred_row(self, key=None):
+        row = [self.key() if key is None else key, self.ts(), self.label()]
+        row += [self.seg(i) for i in range(len(self.cfg.segs))]
+        if self.cfg.weight_type:
+            row.append(self.weight())
+        return row
+
+    def out_row(self):
+        row = [self.key(), BASE + dt.timedelta(seconds=self.rng.uniform(0, 5 * 3600))]
+        if self.cfg.actual_type:
+            row.append(self.actual())
+        return row
+
+    # -- helpers ------------------------------------------------------------
+    def ex(self, q, params=None):
+        text = q.as_string(self.conn) if isinstance(q, sql.Composable) else q
+        self.log.append(f"{text} -- {params!r}"[:400])
+        self.conn.execute(q, params)
+
+    def rids(self, table, n):
+        all_rids = [r[0] for r in self.conn.execute(sql.SQL("SELECT rid FROM {} ORDER BY rid").format(table))]
+        return self.rng.sample(all_rids, min(n, len(all_rids))) or [-1]
+
+    def target(self, table):
+        """A WHERE clause: a few random rows, or every row of one key."""
+        if self.rng.random() < 0.6:
+            return sql.SQL("rid = ANY(%s)"), [self.rids(table, self.rng.randint(1, 5))]
+        return sql.SQL("k = %s"), [self.rng.choice(self.cfg.key_pool)]
+
+    def insert(self, table, cols, rows):
+        q = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+            table, sql.SQL(", ").join(map(I, cols)),
+            sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(cols)))
+                               for _ in rows))
+        self.ex(q, [v for r in rows for v in r])
+
+    # -- operations ---------------------------------------------------------
+    def op_insert_one(self):
+        self.insert(self.preds, self.pred_cols, [self.pred_row()])
+
+    def op_insert_many(self):
+        rows = [self.pred_row() for _ in range(self.rng.randint(2, 25))]
+        for _ in range(self.rng.randint(0, 4)):  # the same key twice within one statement
+            rows.append(self.pred_row(key=self.rng.choice(rows)[0]))
+        self.insert(self.preds, self.pred_cols, rows)
+
+    def op_copy(self):
+        rows = [self.pred_row() for _ in range(self.rng.randint(100, 400))]
+        q = sql.SQL("COPY {} ({}) FROM STDIN").format(self.preds, sql.SQL(", ").join(map(I, self.pred_cols)))
+        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows")
+        with self.conn.cursor().copy(q) as cp:
+            for r in rows:
+                cp.write_row(r)
+
+    def op_insert_select(self):
+        m, r = self.rng.randint(2, 6), self.rng.randint(0, 5)
+        secs = self.rng.choice([-90, -1, 0, 1, 45, 600])
+        cols = sql.SQL(", ").join(map(I, self.pred_cols))
+        src = sql.SQL(", ").join(
+            sql.SQL("ts + make_interval(secs => %s)") if c == "ts" else I(c) for c in self.pred_cols)
+        self.ex(sql.SQL("INSERT INTO {t} ({c}) SELECT {s} FROM {t} WHERE rid %% %s = %s").format(
+            t=self.preds, c=cols, s=src), [secs, m, min(r, m - 1)])
+
+    def op_insert_outcomes(self):
+        self.insert(self.outs, self.out_cols, [self.out_row() for _ in range(self.rng.randint(1, 6))])
+
+    def _update_pred(self, col, value):
+        where, params = self.target(self.preds)
+        self.ex(sql.SQL("UPDATE {} SET {} = %s WHERE ").format(self.preds, I(col)) + where, [value] + params)
+
+    def op_update_label(self):
+        self._update_pred("label", self.label())
+
+    def op_update_ts(self):
+        if self.rng.random() < 0.3:  # shift many rows at once
+            m = self.rng.randint(2, 5)
+            self.ex(sql.SQL("UPDATE {} SET ts = ts + make_interval(secs => %s) WHERE rid %% %s = 0").format(
+                self.preds), [self.rng.choice([-3600, -61, 30, 59.5, 120]), m])
+        else:
+            self._update_pred("ts", self.ts())
+
+    def op_update_key(self):
+        if self.rng.random() < 0.2:  # swap keys of two groups in one statement
+            a, b = self.rng.sample(self.cfg.key_pool, 2)
+            self.ex(sql.SQL("UPDATE {} SET k = CASE WHEN k = %s THEN %s ELSE %s END WHERE k IN (%s, %s)").format(
+                self.preds), [a, b, a, a, b])
+        else:
+            self._update_pred("k", self.key())
+
+    def op_update_segment(self):
+        if self.cfg.segs:
+            i = self.rng.randrange(len(self.cfg.segs))
+            self._update_pred(self.cfg.segs[i][0], self.seg(i))
+
+    def op_update_weight(self):
+        if self.cfg.weight_type:
+            self._update_pred("w", self.weight())
+
+    def op_update_outcome(self):
+        where, params = self.target(self.outs)
+        if self.cfg.actual_type and self.rng.random() < 0.5:
+            self.ex(sql.SQL("UPDATE {} SET actual = %s WHERE ").format(self.outs) + where, [self.actual()] + params)
+        else:
+            self.ex(sql.SQL("UPDATE {} SET k = %s WHERE ").format(self.outs) + where, [self.key()] + params)
+
+    def op_delete_pred(self):
+        if self.rng.random() < 0.15:
+            self.ex(sql.SQL("DELETE FROM {} WHERE ts < %s").format(self.preds),
+                    [BASE + dt.timedelta(seconds=self.rng.uniform(0, 1800))])
+        else:
+            where, params = self.target(self.preds)
+            self.ex(sql.SQL("DELETE FROM {} WHERE ").format(self.preds) + where, params)
+
+    def op_delete_outcome(self):
+        where, params = self.target(self.outs)
+        self.ex(sql.SQL("DELETE FROM {} WHERE ").format(self.outs) + where, params)
+
+    def op_truncate_preds(self):
+        self.ex(sql.SQL("TRUNCATE {}").format(self.preds))
+
+    def op_truncate_outcomes(self):
+        self.ex(sql.SQL("TRUNCATE {}").format(self.outs))
+
+    def op_compact(self, name):
+        self.ex("SELECT mlmon.compact_monitor(%s)", [name])
+
+
+WEIGHTED_OPS = [
+    ("op_insert_one", 10), ("op_insert_many", 12), ("op_copy", 3), ("op_insert_select", 3),
+    ("op_insert_outcomes", 12), ("op_update_label", 6), ("op_update_ts", 6), ("op_update_key", 6),
+    ("op_update_segment", 4), ("op_update_weight", 4), ("op_update_outcome", 6), ("op_delete_pred", 6),
+    ("op_delete_outcome", 5), ("op_truncate_preds", 0.6), ("op_truncate_outcomes", 0.8), ("compact", 3),
+]
+
+
+def _pick(rng):
+    names, weights = zip(*WEIGHTED_OPS)
+    return rng.choices(names, weights)[0]
+
+
+def _ddl(cfg: Config, preds: str, outs: str):
+    cols = [sql.SQL("rid bigserial PRIMARY KEY"), sql.SQL("k " + cfg.key_type), sql.SQL("ts timestamptz"),
+            sql.SQL("label " + cfg.label_type)]
+    cols += [sql.SQL("{} " + t).format(I(c)) for c, t, _ in cfg.segs]
+    if cfg.weight_type:
+        cols.append(sql.SQL("w " + cfg.weight_type))
+    ocols = [sql.SQL("rid bigserial PRIMARY KEY"), sql.SQL("k " + cfg.okey_type), sql.SQL("at timestamptz")]
+    if cfg.actual_type:
+        ocols.append(sql.SQL("actual " + cfg.actual_type))
+    return (sql.SQL("CREATE TABLE {} ({})").format(I(preds), sql.SQL(", ").join(cols)),
+            sql.SQL("CREATE TABLE {} ({})").format(I(outs), sql.SQL(", ").join(ocols)))
+
+
+@pytest.mark.parametrize("config_id,seed", CASES, ids=[f"{c}-seed{s}" for c, s in CASES])
+def test_model_based_random(conn, dsn, uniq, config_id, seed):
+    cfg = CONFIGS[config_id]
+    rng = random.Random(seed)
+    preds, outs, name = uniq("rnd_pred"), uniq("rnd_out"), uniq("rnd")
+    for ddl in _ddl(cfg, preds, outs):
+        conn.execute(ddl)
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), actual="actual" if cfg.actual_type else None, actual_mode=cfg.actual_mode,
+                bucket=cfg.bucket, segment_by=[s[0] for s in cfg.segs], weight="w" if cfg.weight_type else None,
+                dedup=cfg.dedup)
+    wl = Workload(conn, cfg, rng, preds, outs)
+    failures: list[str] = []
+    stats = {"commits": 0, "rollbacks": 0, "savepoint_rollbacks": 0, "in_tx_checks": 0}
+
+    def run_op(op):
+        if op == "compact":
+            wl.op_compact(name)
+        else:
+            getattr(wl, op)()
+
+    def check(step, where):
+        mism = rollup_mismatches(conn, spec) if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE \
+            else _check_snapshot(conn, spec)
+        if mism:
+            failures.append(f"seed {seed} step {step} ({where}): {len(mism)} cells differ, e.g.\n    "
+                            + "\n    ".join(mism[:6]) + "\n  recent statements:\n    " + "\n    ".join(wl.log[-6:]))
+        return bool(mism)
+
+    try:
+        # Start with some committed data so create_monitor's backfill is exercised too.
+        wl.op_copy()
+        wl.op_insert_outcomes()
+        create_monitor(conn, spec)
+        check(0, "after create_monitor backfill")
+        for step in range(1, OPS_PER_CASE + 1):
+            wl.log.append(f"--- step {step}")
+            try:
+                if rng.random() < 0.25:
+                    commit = rng.random() < 0.7
+                    with conn.transaction():
+                        for _ in range(rng.randint(2, 6)):
+                            if rng.random() < 0.2:
+                                wl.log.append("SAVEPOINT")
+                                with conn.transaction():
+                                    for _ in range(rng.randint(1, 3)):
+                                        run_op(_pick(rng))
+                                    if rng.random() < 0.5:
+                                        stats["savepoint_rollbacks"] += 1
+                                        wl.log.append("ROLLBACK TO SAVEPOINT")
+                                        raise psycopg.Rollback()
+                            else:
+                                run_op(_pick(rng))
+                            if rng.random() < 0.3:
+                                stats["in_tx_checks"] += 1
+                                if check(step, "inside transaction"):
+                                    break
+                        if not commit:
+                            wl.log.append("ROLLBACK")
+                            stats["rollbacks"] += 1
+                            raise psycopg.Rollback()
+                        wl.log.append("COMMIT")
+                        stats["commits"] += 1
+                else:
+                    run_op(_pick(rng))
+                    stats["commits"] += 1
+            except psycopg.Error as e:
+                failures.append(f"seed {seed} step {step}: unexpected error {e.sqlstate} {e}\n  recent statements:\n    "
+                                + "\n    ".join(wl.log[-6:]))
+            if check(step, "after commit/rollback"):
+                conn.execute("SELECT mlmon.rebuild_monitor(%s)", [name])  # resync; judge later steps on their own
+        counts = conn.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+            I(preds), I(outs))).fetchone()
+        print(f"{config_id} seed {seed}: {stats}, final rows {counts}")
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(I(preds), I(outs)))
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:10])
+
+
+def _check_snapshot(conn, spec):
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    try:
+        return rollup_mismatches(conn, spec)
+    finally:
+        conn.execute("COMMIT")
