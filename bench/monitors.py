@@ -1,0 +1,140 @@
+"""Benchmark: monitors (issue 4).
+
+1. Query: trailing 3-hour accuracy from the rollup vs the hand-written query on
+   raw tables (with indexes), at 10M and 100k predictions.
+2. Ingest: COPY of 1M predictions into a monitored vs an unmonitored table;
+   COPY of 1M late outcomes; single-row INSERTs from 8 pgbench clients.
+
+Run: python3 bench/monitors.py [big_rows]   (default 10,000,000; MLMON_DSN selects the cluster)
+"""
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import DSN, connect, query_runner, timed
+
+BIG = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+SMALL = 100_000
+HAND_WRITTEN = """
+SELECT COUNT(DISTINCT CASE WHEN (p.label AND c.lead_id IS NOT NULL) OR (NOT p.label AND c.lead_id IS NULL)
+                           THEN p.lead_id END)::float / COUNT(DISTINCT p.lead_id) AS accuracy
+FROM {p} p LEFT JOIN {c} c ON c.lead_id = p.lead_id
+WHERE p.created_at > now() - interval '3 hours'"""
+
+
+def make_tables(cur, suffix, monitored):
+    p, c = f"bench_p_{suffix}", f"bench_c_{suffix}"
+    cur.execute(f"SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'bench_{suffix}'")
+    cur.execute(f"DROP TABLE IF EXISTS {p}, {c}")
+    cur.execute(f"CREATE TABLE {p} (lead_id bigint, created_at timestamptz, label boolean, source text)")
+    cur.execute(f"CREATE TABLE {c} (lead_id bigint, converted_at timestamptz)")
+    cur.execute(f"CREATE INDEX ON {p} (lead_id)")
+    cur.execute(f"CREATE INDEX ON {c} (lead_id)")
+    if monitored:
+        cur.execute(f"""SELECT mlmon.create_monitor(name => 'bench_{suffix}', predictions => '{p}', key => 'lead_id',
+                        predicted_at => 'created_at', predicted => 'label', outcomes => '{c}',
+                        bucket => interval '5 minutes', maturity => interval '0', segment_by => ARRAY['source'])""")
+    return p, c
+
+
+def query_benchmark(conn, rows):
+    """Raw tables spanning 30 days; monitor created afterwards (backfill path)."""
+    suffix = f"q{rows}"
+    with conn.cursor() as cur:
+        p, c = make_tables(cur, suffix, monitored=False)
+        cur.execute(f"""INSERT INTO {p} SELECT i, now() - random() * interval '30 days', random() < 0.4,
+                        (ARRAY['web', 'app', 'partner'])[1 + i % 3] FROM generate_series(1, {rows}) i""")
+        cur.execute(f"INSERT INTO {p} SELECT lead_id, created_at + interval '1 second', label, source FROM {p} WHERE lead_id % 20 = 0")
+        cur.execute(f"INSERT INTO {c} SELECT lead_id, created_at + interval '1 hour' FROM {p} WHERE random() < 0.3")
+        cur.execute(f"CREATE INDEX ON {p} (created_at)")
+        cur.execute(f"VACUUM ANALYZE {p}, {c}")
+        start = time.perf_counter()
+        cur.execute(f"""SELECT mlmon.create_monitor(name => 'bench_{suffix}', predictions => '{p}', key => 'lead_id',
+                        predicted_at => 'created_at', predicted => 'label', outcomes => '{c}',
+                        bucket => interval '5 minutes', maturity => interval '0', segment_by => ARRAY['source'])""")
+        backfill = time.perf_counter() - start
+        cur.execute(f"VACUUM ANALYZE mlmon_bench_{suffix}_rollup")
+    rollup, _ = timed(query_runner(conn, f"SELECT mlmon.accuracy('bench_{suffix}', interval '3 hours')"), runs=20)
+    hand, _ = timed(query_runner(conn, HAND_WRITTEN.format(p=p, c=c)), runs=5)
+    return rollup, hand, backfill
+
+
+def copy_rows(conn, table, lines):
+    with conn.cursor() as cur:
+        start = time.perf_counter()
+        with cur.copy(f"COPY {table} FROM STDIN") as copy:
+            copy.write(lines)
+        return time.perf_counter() - start
+
+
+def ingest_benchmark(conn, n=1_000_000):
+    now = time.time()
+    predictions = "".join(
+        f"{i}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now - (i % 86400)))}+00\t{'t' if i % 3 else 'f'}\tweb\n"
+        for i in range(1, n + 1)).encode()
+    outcomes = "".join(f"{i}\t2030-01-01 00:00:00+00\n" for i in range(1, n + 1, 2)).encode()
+    results = {}
+    for monitored in (False, True):
+        with conn.cursor() as cur:
+            p, c = make_tables(cur, "ingest", monitored)
+        results[("predictions", monitored)] = copy_rows(conn, p, predictions)
+        results[("outcomes", monitored)] = copy_rows(conn, c, outcomes)
+    return results
+
+
+def pgbench_tps(table, clients=8, seconds=20):
+    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
+    script.write("\\set id random(1, 2000000000)\n"
+                 f"INSERT INTO {table} VALUES (:id, now(), random() < 0.5, 'web');\n")
+    script.close()
+    host = re.search(r"host=(\S+)", DSN).group(1)
+    port = re.search(r"port=(\d+)", DSN).group(1)
+    env = dict(os.environ, PGOPTIONS="-c synchronous_commit=off")
+    out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", str(clients),
+                          "-j", "2", "-T", str(seconds), "-f", script.name, "postgres"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+def single_row_benchmark(conn):
+    tps = {}
+    for monitored in (False, True):
+        with conn.cursor() as cur:
+            p, _ = make_tables(cur, "rows", monitored)
+        tps[monitored] = pgbench_tps(p)
+    return tps
+
+
+def main():
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
+    out = [f"### monitors ({time.strftime('%Y-%m-%d')}, `python3 bench/monitors.py {BIG}`)", ""]
+    small_rollup, small_hand, small_backfill = query_benchmark(conn, SMALL)
+    big_rollup, big_hand, big_backfill = query_benchmark(conn, BIG)
+    out += [
+        "| measurement | value | target |",
+        "|---|---|---|",
+        f"| trailing 3h accuracy at {BIG:,}: rollup {big_rollup * 1000:.2f} ms vs hand-written {big_hand * 1000:.1f} ms "
+        f"| {big_hand / big_rollup:.0f}x faster | >= 100x |",
+        f"| rollup query at {BIG:,} vs at {SMALL:,} ({small_rollup * 1000:.2f} ms) | {big_rollup / small_rollup:.2f}x | <= 2x |",
+        f"| backfill (create_monitor on existing rows) at {BIG:,} | {big_backfill:.1f} s | |",
+    ]
+    ingest = ingest_benchmark(conn)
+    for what, target in (("predictions", "<= 1.3x"), ("outcomes", "<= 2x")):
+        plain, monitored = ingest[(what, False)], ingest[(what, True)]
+        out.append(f"| COPY 1M {what}: monitored {monitored:.2f} s vs unmonitored {plain:.2f} s | "
+                   f"{monitored / plain:.2f}x | {target} |")
+    tps = single_row_benchmark(conn)
+    out.append(f"| single-row INSERT, 8 clients: {tps[True]:.0f} tps monitored vs {tps[False]:.0f} tps | "
+               f"{tps[True] / tps[False]:.2f}x | >= 0.5x |")
+    out.append("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
