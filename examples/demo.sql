@@ -3,16 +3,16 @@
 \set ON_ERROR_STOP on
 \pset footer off
 SET client_min_messages = warning;
-DROP SCHEMA IF EXISTS demo CASCADE;
-DELETE FROM mlmon.monitor WHERE name = 'demo_conversion';
 CREATE EXTENSION IF NOT EXISTS mlmon;
+SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'demo_conversion' \g /dev/null
+DROP SCHEMA IF EXISTS demo CASCADE;
 CREATE SCHEMA demo;
 
 -- 20,000 leads over the last two days; the model emits each prediction event,
 -- and a retry fires a duplicate for every 10th lead.
 CREATE TABLE demo.predictions (lead_id bigint, created_at timestamptz, label boolean, score float8, source text);
 CREATE TABLE demo.conversions (lead_id bigint, converted_at timestamptz);
-SELECT setseed(0.42);
+SELECT setseed(0.42) \gset
 INSERT INTO demo.predictions
 SELECT i, now() - (i * interval '8.64 seconds'), r < 0.35, 1 - r, (ARRAY['facebook', 'google', 'newsletter'])[1 + i % 3]
 FROM (SELECT i, random() AS r FROM generate_series(1, 20000) i) s;

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 echo "==> building and installing mlmon (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null 2>&1 \
+  || cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config
 DSN=$(scripts/cluster.sh start)
 echo "==> loading demo data into: $DSN"
 psql "$DSN" -v ON_ERROR_STOP=1 -q -f examples/demo.sql

@@ -22,4 +22,4 @@ if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
 fi
 
-python3 -m pip install -q -r tests/requirements.txt
+python3 -m pip install -q --root-user-action=ignore -r tests/requirements.txt
