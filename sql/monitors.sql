@@ -129,16 +129,24 @@ BEGIN
     RETURN w;
 END $$;
 
--- SQL computing the current contribution of every key in the array `$1`:
--- (key, bucket, segment, predicted, actual, weight), one row per key, NULL
--- bucket when the key has no counted prediction.
-CREATE FUNCTION mlmon._contribution_sql(m mlmon.monitor, keys_expr text) RETURNS text
+-- SQL computing the current contribution of every key in the array
+-- `keys_expr`: (key, bucket, segment, predicted, actual, weight), one row per
+-- key, NULL bucket when the key has no counted prediction.
+--
+-- Two shapes of the same definition: `bulk` is set-based (joins, DISTINCT ON)
+-- so a million-key batch is hash-joined; otherwise a LATERAL ... LIMIT 1 per
+-- key, whose cached plan is index probes whatever the batch size estimate.
+CREATE FUNCTION mlmon._contribution_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dir text := CASE m.dedup WHEN 'first' THEN 'ASC' ELSE 'DESC' END;
     segment_expr text := '''{}''::jsonb';
     weight_expr text := '1.0::float8';
     weight_filter text := '';
+    -- Several outcome rows for a key: any true outcome makes a boolean
+    -- positive; otherwise the greatest value counts.
+    outcome_agg text := CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END;
+    outcome_sql text;
     actual_expr text;
 BEGIN
     IF cardinality(m.segment_by) > 0 THEN
@@ -149,31 +157,55 @@ BEGIN
         weight_expr := format('mlmon._check_weight(t.%I::float8)', m.weight_column);
         weight_filter := format(' AND t.%I IS NOT NULL', m.weight_column);
     END IF;
+
+    IF NOT bulk THEN
+        IF m.actual_column IS NULL THEN
+            -- An outcome row's presence means positive; absence means negative.
+            actual_expr := format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = a.key))::text',
+                                  m.outcomes, m.outcome_key_column);
+        ELSE
+            actual_expr := format('(SELECT %s(o.%I)::text FROM %s o WHERE o.%I = a.key)',
+                                  outcome_agg, m.actual_column, m.outcomes, m.outcome_key_column);
+        END IF;
+        RETURN format($q$
+            SELECT a.key, p.bucket, p.segment, p.predicted,
+                   CASE WHEN p.bucket IS NOT NULL THEN %1$s END AS actual, p.weight
+            FROM (SELECT DISTINCT k AS key FROM unnest(%2$s) k WHERE k IS NOT NULL) a
+            LEFT JOIN LATERAL (
+                SELECT date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
+                       %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
+                FROM %8$s t
+                WHERE t.%9$I = a.key AND t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%10$s
+                ORDER BY t.%4$I %11$s, t.%6$I::text %11$s, (%5$s)::text %11$s, %7$s %11$s
+                LIMIT 1) p ON true
+            $q$, actual_expr, keys_expr, m.bucket, m.predicted_at_column, segment_expr,
+            m.predicted_column, weight_expr, m.predictions, m.key_column, weight_filter, dir);
+    END IF;
+
     IF m.actual_column IS NULL THEN
-        -- An outcome row's presence means positive; absence means negative.
-        actual_expr := format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = a.key))::text',
-                              m.outcomes, m.outcome_key_column);
-    ELSIF m.label_kind = 'binary' THEN
-        -- Several outcome rows for a key: any true outcome makes it positive.
-        actual_expr := format('(SELECT bool_or(o.%I)::text FROM %s o WHERE o.%I = a.key)',
-                              m.actual_column, m.outcomes, m.outcome_key_column);
+        outcome_sql := format('SELECT DISTINCT o.%I AS key, ''true'' AS actual FROM %s o JOIN batch b ON o.%I = b.key',
+                              m.outcome_key_column, m.outcomes, m.outcome_key_column);
+        actual_expr := 'coalesce(o.actual, ''false'')';
     ELSE
-        actual_expr := format('(SELECT max(o.%I)::text FROM %s o WHERE o.%I = a.key)',
-                              m.actual_column, m.outcomes, m.outcome_key_column);
+        outcome_sql := format('SELECT o.%1$I AS key, %2$s(o.%3$I)::text AS actual FROM %4$s o JOIN batch b ON o.%1$I = b.key GROUP BY o.%1$I',
+                              m.outcome_key_column, outcome_agg, m.actual_column, m.outcomes);
+        actual_expr := 'o.actual';
     END IF;
     RETURN format($q$
-        SELECT a.key, p.bucket, p.segment, p.predicted,
-               CASE WHEN p.bucket IS NOT NULL THEN %1$s END AS actual, p.weight
-        FROM (SELECT DISTINCT k AS key FROM unnest(%2$s) k WHERE k IS NOT NULL) a
-        LEFT JOIN LATERAL (
-            SELECT date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
+        WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
+        chosen AS (
+            SELECT DISTINCT ON (t.%2$I) t.%2$I AS key,
+                   date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
                    %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
-            FROM %8$s t
-            WHERE t.%9$I = a.key AND t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%10$s
-            ORDER BY t.%4$I %11$s, t.%6$I::text %11$s, (%5$s)::text %11$s, %7$s %11$s
-            LIMIT 1) p ON true
-        $q$, actual_expr, keys_expr, m.bucket, m.predicted_at_column, segment_expr,
-        m.predicted_column, weight_expr, m.predictions, m.key_column, weight_filter, dir);
+            FROM %8$s t JOIN batch b ON t.%2$I = b.key
+            WHERE t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%9$s
+            ORDER BY t.%2$I, t.%4$I %10$s, t.%6$I::text %10$s, (%5$s)::text %10$s, %7$s %10$s),
+        outcome AS (%11$s)
+        SELECT b.key, c.bucket, c.segment, c.predicted,
+               CASE WHEN c.bucket IS NOT NULL THEN %12$s END AS actual, c.weight
+        FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
+        $q$, keys_expr, m.key_column, m.bucket, m.predicted_at_column, segment_expr,
+        m.predicted_column, weight_expr, m.predictions, weight_filter, dir, outcome_sql, actual_expr);
 END $$;
 
 -- Creates the per-monitor apply, compact and trigger functions.
@@ -184,6 +216,8 @@ DECLARE
     rollup_table text := mlmon._rollup_table(m);
     key_array text := format('%s[]', m.key_type);
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
+    claim_sql text;
+    recount_sql text;
 BEGIN
     -- compact(wait): fold delta rows into one row per cell.
     EXECUTE format($f$
@@ -215,44 +249,33 @@ BEGIN
         END $body$ $f$, mlmon._internal_function(m, 'compact'), lock_id, rollup_table);
 
     -- apply(keys): bring the rollup in line with the raw tables for these keys.
-    EXECUTE format($f$
-        CREATE FUNCTION %1$s(changed %2$s) RETURNS void
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
-        DECLARE
-            contended %2$s;
-        BEGIN
-            -- 1. Keys seen for the first time: inserting their keys row claims
-            --    them, so no other writer can have counted them.
-            WITH contribution AS (%3$s),
+    -- Each step exists twice, from one template: static SQL over the per-key
+    -- LATERAL contribution (a cached plan of index probes for the usual small
+    -- statement) and, for batches of 1000+ keys, EXECUTE of the set-based
+    -- contribution (a one-shot plan that hash-joins a COPY of a million rows).
+    claim_sql := $q$
+            WITH contribution AS (%1$s),
             claimed AS (
-                INSERT INTO %4$s AS k (key, bucket, segment, predicted, actual, weight)
+                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
                 SELECT * FROM contribution ON CONFLICT (key) DO NOTHING
                 RETURNING k.*),
             counted AS (
-                INSERT INTO %5$s (bucket, segment, predicted, actual, n, weight)
+                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
                 SELECT bucket, segment, predicted, actual, count(*), sum(weight)
                 FROM claimed WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
                 RETURNING 1)
-            SELECT array_agg(c.key) INTO contended FROM contribution c
-            WHERE NOT EXISTS (SELECT 1 FROM claimed f WHERE f.key = c.key);
-            IF contended IS NULL THEN
-                RETURN;
-            END IF;
-
-            -- 2. Keys already counted: lock them; once we hold the locks, every
-            --    other writer of these keys has committed or rolled back.
-            PERFORM 1 FROM %4$s k WHERE k.key = ANY (contended) ORDER BY k.key FOR UPDATE;
-
-            -- 3. Recompute in this statement's fresh snapshot; apply differences.
-            WITH contribution AS (%6$s),
+            SELECT array_agg(c.key) FROM contribution c
+            WHERE NOT EXISTS (SELECT 1 FROM claimed f WHERE f.key = c.key) $q$;
+    recount_sql := $q$
+            WITH contribution AS (%1$s),
             changes AS (
                 SELECT c.*, o.bucket AS old_bucket, o.segment AS old_segment, o.predicted AS old_predicted,
                        o.actual AS old_actual, o.weight AS old_weight
-                FROM contribution c JOIN %4$s o ON o.key = c.key
+                FROM contribution c JOIN %2$s o ON o.key = c.key
                 WHERE (o.bucket, o.segment, o.predicted, o.actual, o.weight)
                       IS DISTINCT FROM (c.bucket, c.segment, c.predicted, c.actual, c.weight)),
             updated AS (
-                UPDATE %4$s k SET bucket = ch.bucket, segment = ch.segment, predicted = ch.predicted,
+                UPDATE %2$s k SET bucket = ch.bucket, segment = ch.segment, predicted = ch.predicted,
                                   actual = ch.actual, weight = ch.weight
                 FROM changes ch WHERE k.key = ch.key
                 RETURNING 1),
@@ -262,19 +285,54 @@ BEGIN
                 FROM changes WHERE old_bucket IS NOT NULL
                 UNION ALL
                 SELECT bucket, segment, predicted, actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
-            INSERT INTO %5$s (bucket, segment, predicted, actual, n, weight)
+            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
             SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
-            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0;
+            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$;
 
+    EXECUTE format($f$
+        CREATE FUNCTION %1$s(changed %2$s) RETURNS void
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET work_mem = '64MB'
+        -- One plan per session for the small path: its per-key LATERAL shape is
+        -- index probes whatever the batch estimate, and re-planning it for every
+        -- single-row INSERT cost several times executing it.
+        SET plan_cache_mode = force_generic_plan AS $body$
+        DECLARE
+            contended %2$s;
+            large boolean := cardinality(changed) >= 1000;
+        BEGIN
             -- Occasionally fold deltas so reads stay O(buckets). Only under READ
             -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
-            IF random() < 0.05 AND current_setting('transaction_isolation') = 'read committed' THEN
-                PERFORM %7$s(false);
+            IF random() < 0.02 AND current_setting('transaction_isolation') = 'read committed' THEN
+                PERFORM %3$s(false);
+            END IF;
+
+            -- 1. Keys seen for the first time: inserting their keys row claims
+            --    them, so no other writer can have counted them.
+            IF large THEN
+                EXECUTE %4$L INTO contended USING changed;
+            ELSE
+                %5$s INTO contended;
+            END IF;
+            IF contended IS NULL THEN
+                RETURN;
+            END IF;
+
+            -- 2. Keys already counted: lock them; once we hold the locks, every
+            --    other writer of these keys has committed or rolled back.
+            PERFORM 1 FROM %6$s k WHERE k.key = ANY (contended) ORDER BY k.key FOR UPDATE;
+
+            -- 3. Recompute in this statement's fresh snapshot; apply differences.
+            IF large THEN
+                EXECUTE %7$L USING contended;
+            ELSE
+                %8$s;
             END IF;
         END $body$ $f$,
-        mlmon._internal_function(m, 'apply'), key_array,
-        mlmon._contribution_sql(m, 'changed'), keys_table, rollup_table,
-        mlmon._contribution_sql(m, 'contended'), mlmon._internal_function(m, 'compact'));
+        mlmon._internal_function(m, 'apply'), key_array, mlmon._internal_function(m, 'compact'),
+        format(claim_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
+        format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table), keys_table,
+        format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
+        format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table));
 
     -- Trigger functions: collect the affected keys of a statement and apply them.
     EXECUTE format($f$
@@ -282,11 +340,11 @@ BEGIN
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                PERFORM %2$s(ARRAY(SELECT DISTINCT n.%3$I::%4$s FROM new_rows n));
+                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n));
             ELSIF TG_OP = 'UPDATE' THEN
                 PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
             ELSIF TG_OP = 'DELETE' THEN
-                PERFORM %2$s(ARRAY(SELECT DISTINCT o.%3$I::%4$s FROM old_rows o));
+                PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
             ELSE
                 PERFORM mlmon.rebuild_monitor(%5$L);
             END IF;
@@ -299,11 +357,11 @@ BEGIN
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                PERFORM %2$s(ARRAY(SELECT DISTINCT n.%3$I::%4$s FROM new_rows n));
+                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n));
             ELSIF TG_OP = 'UPDATE' THEN
                 PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
             ELSIF TG_OP = 'DELETE' THEN
-                PERFORM %2$s(ARRAY(SELECT DISTINCT o.%3$I::%4$s FROM old_rows o));
+                PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
             ELSE
                 PERFORM mlmon.rebuild_monitor(%5$L);
             END IF;
@@ -442,7 +500,8 @@ BEGIN
             (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = predictions))
     RETURNING * INTO m;
 
-    EXECUTE format('CREATE TABLE %s (key %s PRIMARY KEY, bucket timestamptz, segment jsonb, predicted text, actual text, weight double precision)',
+    -- fillfactor leaves room for HOT updates when late outcomes relabel keys.
+    EXECUTE format('CREATE TABLE %s (key %s PRIMARY KEY, bucket timestamptz, segment jsonb, predicted text, actual text, weight double precision) WITH (fillfactor = 80)',
                    mlmon._keys_table(m), m.key_type);
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._keys_table(m),
                    format('mlmon monitor %s: the contribution currently counted for each key', m.name));
@@ -460,6 +519,13 @@ BEGIN
     PERFORM mlmon._generate_functions(m);
     PERFORM mlmon._create_triggers(m, m.predictions, mlmon._internal_function(m, 'on_predictions'));
     PERFORM mlmon._create_triggers(m, m.outcomes, mlmon._internal_function(m, 'on_outcomes'));
+    -- DROP EXTENSION then takes the generated functions (and with them the
+    -- triggers) along, instead of leaving triggers that call missing functions.
+    -- The rollup and keys tables stay: they are the user's data.
+    EXECUTE format('ALTER FUNCTION %s(boolean) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'compact'));
+    EXECUTE format('ALTER FUNCTION %s(%s[]) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'apply'), m.key_type);
+    EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_predictions'));
+    EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_outcomes'));
     PERFORM mlmon.rebuild_monitor(m.name);
     RETURN mlmon._rollup_table(m);
 END $$;
@@ -481,7 +547,7 @@ BEGIN
     EXECUTE format('INSERT INTO %s (key, bucket, segment, predicted, actual, weight) %s', mlmon._keys_table(m),
                    mlmon._contribution_sql(m, format('ARRAY(SELECT %I::%s FROM %s UNION SELECT %I::%s FROM %s)',
                                                      m.key_column, m.key_type, m.predictions,
-                                                     m.outcome_key_column, m.key_type, m.outcomes)));
+                                                     m.outcome_key_column, m.key_type, m.outcomes), true));
     EXECUTE format($q$INSERT INTO %s (bucket, segment, predicted, actual, n, weight, compacted)
                       SELECT bucket, segment, predicted, actual, count(*), sum(weight), true
                       FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4$q$,

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from conftest import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly
+from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly
 
 SOURCES = ["organic", "ads", "referral", "partner ü"]
 

@@ -1,16 +1,18 @@
-"""Concurrent writers on one hot bucket.
+"""Concurrent writers on one hot bucket, and writers at other isolation levels.
 
-Six connections run short READ COMMITTED transactions on overlapping keys, all
-with timestamps inside one minute (one bucket). The raw workload itself cannot
-deadlock: every UPDATE/DELETE statement touches one key, and a transaction
-touches keys in ascending order across its statements; multi-key INSERTs are
-single-statement transactions. Without mlmon this workload cannot deadlock
-(INSERTs take no row locks), so any deadlock or serialization failure is the
-monitor's doing. Afterwards the rollup must equal
-the reference.
+test_concurrent_writers: six connections run short READ COMMITTED
+transactions on overlapping keys, all with timestamps inside one minute (one
+bucket). UPDATE/DELETE statements touch one key each, a multi-statement
+transaction touches its keys in ascending order, and multi-key INSERTs are
+single-statement transactions: without mlmon this workload cannot deadlock, so
+any deadlock or serialization failure is the monitor's doing. Afterwards the
+rollup must equal the reference.
 
-Also: writers at REPEATABLE READ / SERIALIZABLE must either keep the rollup
-exact or fail with a serialization error that the client can retry.
+test_snapshot_isolation_writer: a writer whose snapshot predates another
+writer's commit must either keep the rollup exact or fail with 40001.
+
+test_no_deadlock_new_key_and_locked_key: a deterministic two-writer schedule
+that cannot deadlock without mlmon.
 """
 
 import datetime as dt
@@ -22,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import Spec, assert_rollup_matches, connect, create_monitor, drop_monitor_quietly
+from monitor_reference import Spec, assert_rollup_matches, connect, create_monitor, drop_monitor_quietly
 
 THREADS = 6
 TX_PER_THREAD = 150
@@ -118,7 +120,7 @@ def test_concurrent_writers(conn, dsn, uniq):
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
-@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
 def test_snapshot_isolation_writer(conn, dsn, uniq, isolation):
     """A writer whose snapshot predates another writer's commit on the same key.
 
@@ -152,17 +154,36 @@ def test_snapshot_isolation_writer(conn, dsn, uniq, isolation):
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
-def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq):
-    """Two READ COMMITTED writers that cannot deadlock without mlmon.
+# Two READ COMMITTED writers that never wait for each other without mlmon:
+# T2 runs `first` (transaction left open); T1 runs one multi-row INSERT that
+# includes a key T2 holds and a key nobody has seen; T2 then runs `second` and
+# commits. Plain INSERTs take no row locks and T2's UPDATE locks no row T1
+# writes, so nothing here may deadlock.
+DEADLOCK_SCHEDULES = {
+    # T2 touches key 3 then key 5 (ascending). T2's outcome insert leaves key 3's
+    # contribution unchanged, so mlmon only row-locks key 3 for T2.
+    "ascending": dict(
+        setup=["INSERT INTO {p} VALUES (3, '2031-01-01 10:00:10+00', true)", "INSERT INTO {o} VALUES (3)"],
+        first="INSERT INTO {o} VALUES (3)",
+        t1="INSERT INTO {p} VALUES (3, '2031-01-01 10:00:30+00', true), (5, '2031-01-01 10:00:40+00', true)",
+        second="INSERT INTO {p} VALUES (5, '2031-01-01 10:00:50+00', false)"),
+    # T2 touches key 5 then key 3 (descending).
+    "descending": dict(
+        setup=["INSERT INTO {p} VALUES (5, '2031-01-01 10:00:10+00', true)"],
+        first="UPDATE {p} SET label = false WHERE k = 5",
+        t1="INSERT INTO {p} VALUES (5, '2031-01-01 10:00:30+00', true), (3, '2031-01-01 10:00:40+00', true)",
+        second="INSERT INTO {p} VALUES (3, '2031-01-01 10:00:50+00', false)"),
+}
 
-    T2 updates key 5's prediction (transaction left open). T1 inserts one
-    statement with predictions for key 5 (existing) and key 3 (never seen).
-    T2 then inserts a prediction for key 3 and commits. Plain INSERTs take no
-    row locks, so without the monitor nothing here waits for anything (T2's
-    UPDATE is its only row-locking statement). Expect no 40P01 and an exact
-    rollup.
-    """
+
+@pytest.mark.parametrize("schedule", list(DEADLOCK_SCHEDULES))
+def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq, schedule):
+    sch = DEADLOCK_SCHEDULES[schedule]
     preds, outs, name = uniq("dl_pred"), uniq("dl_out"), uniq("dl")
+
+    def q(text):
+        return text.format(p=preds, o=outs)
+
     conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
     conn.execute(f"CREATE TABLE {outs} (k int)")
     spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
@@ -170,31 +191,33 @@ def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq):
     result = {}
     try:
         create_monitor(conn, spec)
-        conn.execute(f"INSERT INTO {preds} VALUES (5, '2031-01-01 10:00:10+00', true)")
+        for stmt in sch["setup"]:
+            conn.execute(q(stmt))
         with connect(dsn) as t1, connect(dsn) as t2:
             t2.execute("BEGIN")
-            t2.execute(f"UPDATE {preds} SET label = false WHERE k = 5")
+            t2.execute(q(sch["first"]))
             t1_pid = t1.info.backend_pid
 
             def run_t1():
                 try:
-                    t1.execute(f"INSERT INTO {preds} VALUES (5, '2031-01-01 10:00:30+00', true), "
-                               f"(3, '2031-01-01 10:00:40+00', true)")
+                    t1.execute(q(sch["t1"]))
                     result["t1"] = "ok"
                 except psycopg.Error as e:
                     result["t1"] = e.sqlstate
 
             th = threading.Thread(target=run_t1)
             th.start()
-            # Wait until T1 is blocked (on T2's lock) before T2 goes on.
-            for _ in range(200):
+            # Wait until T1 has run or blocks on a lock before T2 goes on.
+            for _ in range(250):
+                if "t1" in result:
+                    break
                 waiting = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
                                        [t1_pid]).fetchone()
                 if waiting and waiting[0] == "Lock":
                     break
                 threading.Event().wait(0.02)
             try:
-                t2.execute(f"INSERT INTO {preds} VALUES (3, '2031-01-01 10:00:50+00', false)")
+                t2.execute(q(sch["second"]))
                 t2.execute("COMMIT")
                 result["t2"] = "ok"
             except psycopg.Error as e:

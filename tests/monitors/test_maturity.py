@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly, reference_rollup
+from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly, reference_rollup
 
 ORIGIN = dt.datetime(2000, 1, 3, tzinfo=dt.timezone.utc)
 METRIC_COLUMNS = ["time", "segment", "predictions", "labeled", "pending", "accuracy", "precision", "recall",

@@ -15,6 +15,7 @@ at the end with every mismatch found.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import Spec, create_monitor, drop_monitor_quietly, rollup_mismatches
+from monitor_reference import Spec, create_monitor, drop_monitor_quietly, rollup_mismatches
 
 I = sql.Identifier
 BASE = dt.datetime(2031, 3, 4, 10, 0, 0, tzinfo=dt.timezone.utc)  # fixed, so seeds replay exactly
@@ -88,8 +89,12 @@ CONFIGS = {
 }
 
 CASES = [("presence_seg_weight_first", 11), ("bool_actual_last", 22), ("multiclass_text", 33),
-         ("bigint_labels", 44), ("presence_seg_weight_first", 55)]
-OPS_PER_CASE = 300
+         ("bigint_labels", 44), ("presence_seg_weight_first", 55), ("bool_actual_last", 66),
+         ("multiclass_text", 77)]
+# Longer hunts: MLMON_RANDOM_EXTRA_SEEDS=N adds N more seeds per configuration.
+CASES += [(c, 1000 + 10 * i + j) for i in range(int(os.environ.get("MLMON_RANDOM_EXTRA_SEEDS", "0")))
+          for j, c in enumerate(sorted(CONFIGS))]
+OPS_PER_CASE = int(os.environ.get("MLMON_RANDOM_OPS", "300"))
 
 
 class Workload:
@@ -184,6 +189,27 @@ class Workload:
             for r in rows:
                 cp.write_row(r)
 
+    def op_copy_large(self):
+        """Thousands of distinct keys in one statement (large batches may take a set-based path)."""
+        rows = []
+        for _ in range(self.rng.randint(1500, 2500)):
+            row = self.pred_row()
+            if self.rng.random() < 0.75:
+                row[0] = self.cfg.fresh_key(self.rng)
+            rows.append(row)
+        rows += [list(r) for r in self.rng.sample(rows, 200)]  # in-statement duplicates
+        q = sql.SQL("COPY {} ({}) FROM STDIN").format(self.preds, sql.SQL(", ").join(map(I, self.pred_cols)))
+        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows (large)")
+        with self.conn.cursor().copy(q) as cp:
+            for r in rows:
+                cp.write_row(r)
+
+    def op_update_all(self):
+        """One UPDATE over every row: as many keys as the table holds."""
+        col = self.rng.choice(["ts", "label"] + (["w"] if self.cfg.weight_type else []))
+        expr = {"ts": "ts + interval '30 seconds'", "label": "label", "w": "w"}[col]
+        self.ex(sql.SQL("UPDATE {} SET {} = " + expr).format(self.preds, I(col)))
+
     def op_insert_select(self):
         m, r = self.rng.randint(2, 6), self.rng.randint(0, 5)
         secs = self.rng.choice([-90, -1, 0, 1, 45, 600])
@@ -258,7 +284,8 @@ class Workload:
 
 
 WEIGHTED_OPS = [
-    ("op_insert_one", 10), ("op_insert_many", 12), ("op_copy", 3), ("op_insert_select", 3),
+    ("op_insert_one", 10), ("op_insert_many", 12), ("op_copy", 3), ("op_copy_large", 1), ("op_update_all", 1),
+    ("op_insert_select", 3),
     ("op_insert_outcomes", 12), ("op_update_label", 6), ("op_update_ts", 6), ("op_update_key", 6),
     ("op_update_segment", 4), ("op_update_weight", 4), ("op_update_outcome", 6), ("op_delete_pred", 6),
     ("op_delete_outcome", 5), ("op_truncate_preds", 0.6), ("op_truncate_outcomes", 0.8), ("compact", 3),

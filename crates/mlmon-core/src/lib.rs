@@ -9,10 +9,16 @@ pub mod accumulator;
 pub mod codec;
 pub mod confusion;
 pub mod cost;
+pub mod drift;
 pub mod error;
 pub mod interval;
 pub mod metrics;
+pub mod regression;
+pub mod scores;
 pub mod text;
+
+mod kolmogorov;
+mod wire;
 
 pub use confusion::{Cell, Confusion, LabelKind};
 pub use error::Error;
