@@ -13,7 +13,7 @@ pub fn raise(error: Error) -> ! {
         }
         Error::BadText(_) => (
             PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-            "the text form is JSON like {\"version\":1,\"kind\":\"binary\",\"weighted\":false,\"cells\":[{\"actual\":\"true\",\"predicted\":\"true\",\"n\":1}]}".into(),
+            "the text form is the JSON the type prints, e.g. {\"version\":1,\"kind\":\"binary\",\"weighted\":false,\"cells\":[{\"actual\":\"true\",\"predicted\":\"true\",\"n\":1}]} for mlmon.confusion".into(),
         ),
         Error::BadBinary(_) => (
             PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,

@@ -115,3 +115,4 @@ extern "C-unwind" fn start_binary_state(fcinfo: pg_sys::FunctionCallInfo, actual
     accumulator.add_binary(actual, predicted, 1.0);
     new_state(accumulator, fcinfo).unwrap().expect("new state is not null")
 }
+

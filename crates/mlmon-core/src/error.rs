@@ -24,7 +24,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidArgument { message, .. } => write!(f, "{message}"),
-            Error::BadText(m) => write!(f, "invalid input syntax for type mlmon.confusion: {m}"),
+            Error::BadText(m) => write!(f, "invalid input syntax for an mlmon state: {m}"),
             Error::BadBinary(m) => write!(f, "malformed mlmon state: {m}"),
             Error::LimitExceeded { message, .. } => write!(f, "{message}"),
         }

@@ -15,6 +15,7 @@ pub mod interval;
 pub mod metrics;
 pub mod regression;
 pub mod scores;
+pub mod state;
 pub mod text;
 
 mod kolmogorov;

@@ -1,0 +1,88 @@
+-- mlmon.regression: mergeable summary of regression errors (weighted means and
+-- co-moments merged with Chan's formula, stable for values near 1e12).
+
+CREATE TYPE mlmon.regression;
+CREATE FUNCTION mlmon.regression_in(cstring) RETURNS mlmon.regression
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_in_wrapper';
+CREATE FUNCTION mlmon.regression_out(mlmon.regression) RETURNS cstring
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_out_wrapper';
+CREATE FUNCTION mlmon.regression_recv(internal) RETURNS mlmon.regression
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_recv_wrapper';
+CREATE FUNCTION mlmon.regression_send(mlmon.regression) RETURNS bytea
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_send_wrapper';
+CREATE TYPE mlmon.regression (
+    INPUT = mlmon.regression_in, OUTPUT = mlmon.regression_out,
+    RECEIVE = mlmon.regression_recv, SEND = mlmon.regression_send,
+    INTERNALLENGTH = VARIABLE, STORAGE = extended
+);
+COMMENT ON TYPE mlmon.regression IS 'Mergeable summary of (predicted, actual, weight) rows for regression metrics. Text form is JSON.';
+
+CREATE FUNCTION mlmon.merge(a mlmon.regression, b mlmon.regression) RETURNS mlmon.regression
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_merge_wrapper';
+CREATE AGGREGATE mlmon.rollup(mlmon.regression) (
+    SFUNC = mlmon.merge, STYPE = mlmon.regression, COMBINEFUNC = mlmon.merge, PARALLEL = SAFE);
+
+CREATE FUNCTION mlmon._regression_metric(s mlmon.regression, metric text) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_metric_wrapper';
+CREATE FUNCTION mlmon.total(s mlmon.regression) RETURNS bigint
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_count_wrapper';
+
+-- Accessors: thin SQL wrappers, inlined by the planner.
+DO $$
+DECLARE
+    metric text;
+BEGIN
+    FOREACH metric IN ARRAY ARRAY['mae', 'mse', 'rmse', 'mape', 'r2', 'mean_error', 'explained_variance'] LOOP
+        EXECUTE format('CREATE FUNCTION mlmon.%I(s mlmon.regression) RETURNS double precision
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
+                        AS $f$ SELECT mlmon._regression_metric(s, %L) $f$', metric, metric);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_wrapper';
+CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision, weight double precision) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_w_wrapper';
+CREATE FUNCTION mlmon._regression_combine(internal, internal) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_combine_wrapper';
+CREATE FUNCTION mlmon._regression_serialize(internal) RETURNS bytea
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_serialize_wrapper';
+CREATE FUNCTION mlmon._regression_deserialize(bytea, internal) RETURNS internal
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_deserialize_wrapper';
+CREATE FUNCTION mlmon._regression_final(internal) RETURNS mlmon.regression
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_final_wrapper';
+
+-- regression_summary plus one-step mae/mse/rmse/mape/r2, each with and without weight.
+DO $$
+DECLARE
+    signature text;
+    aggregate record;
+BEGIN
+    FOREACH signature IN ARRAY ARRAY[
+        'predicted double precision, actual double precision',
+        'predicted double precision, actual double precision, weight double precision'
+    ] LOOP
+        FOR aggregate IN SELECT * FROM (VALUES
+            ('regression_summary', 'mlmon._regression_final'),
+            ('mae', 'mlmon._regression_final_mae'), ('mse', 'mlmon._regression_final_mse'),
+            ('rmse', 'mlmon._regression_final_rmse'), ('mape', 'mlmon._regression_final_mape'),
+            ('r2', 'mlmon._regression_final_r2')) AS a(name, final)
+        LOOP
+            IF aggregate.name <> 'regression_summary' AND signature NOT LIKE '%weight%' THEN
+                EXECUTE format('CREATE FUNCTION %s(internal) RETURNS double precision
+                                IMMUTABLE PARALLEL SAFE LANGUAGE c AS %L, %L',
+                               aggregate.final, 'MODULE_PATHNAME',
+                               'regression_final_' || aggregate.name || '_wrapper');
+            END IF;
+            EXECUTE format(
+                'CREATE AGGREGATE mlmon.%I(%s) (
+                     SFUNC = mlmon._regression_trans, STYPE = internal, FINALFUNC = %s,
+                     COMBINEFUNC = mlmon._regression_combine,
+                     SERIALFUNC = mlmon._regression_serialize, DESERIALFUNC = mlmon._regression_deserialize,
+                     PARALLEL = SAFE)',
+                aggregate.name, signature, aggregate.final);
+        END LOOP;
+    END LOOP;
+END
+$$;
