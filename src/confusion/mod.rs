@@ -9,56 +9,47 @@ mod aggregates;
 
 use std::ffi::{CStr, CString};
 
-use mlmon_core::{codec, text, Confusion};
+use mlmon_core::state::State;
+use mlmon_core::Confusion;
 use pgrx::prelude::*;
 use pgrx::Internal;
 
 use crate::errors::{raise, OrRaise};
-use crate::memory::take_receive_buffer;
+use crate::state;
 
 /// Decodes a stored state, raising 22P03 on malformed bytes.
 pub(crate) fn decode(bytes: &[u8]) -> Confusion {
-    codec::decode(bytes).or_raise()
+    state::decode::<Confusion>(bytes)
 }
 
 pub(crate) fn encode(cm: &Confusion) -> Vec<u8> {
-    codec::encode(cm)
+    cm.encode()
 }
 
 #[pg_extern(sql = false)]
 fn confusion_in(input: &CStr) -> Vec<u8> {
-    let text = input.to_str().unwrap_or_else(|_| raise(mlmon_core::Error::BadText("not valid UTF-8".into())));
-    encode(&text::from_json(text).or_raise())
+    state::text_in::<Confusion>(input)
 }
 
 #[pg_extern(sql = false)]
-fn confusion_out(state: &[u8]) -> CString {
-    CString::new(text::to_json(&decode(state))).expect("JSON has no NUL bytes")
+fn confusion_out(bytes: &[u8]) -> CString {
+    state::text_out::<Confusion>(bytes)
 }
 
 #[pg_extern(sql = false)]
 fn confusion_recv(buffer: Internal) -> Vec<u8> {
-    // Re-encode so that what is stored is canonical and fully validated.
-    encode(&decode(&take_receive_buffer(buffer)))
+    state::binary_recv::<Confusion>(buffer)
 }
 
 #[pg_extern(sql = false)]
-fn confusion_send(state: &[u8]) -> Vec<u8> {
-    encode(&decode(state))
+fn confusion_send(bytes: &[u8]) -> Vec<u8> {
+    state::binary_send::<Confusion>(bytes)
 }
 
 /// `mlmon.merge(a, b)`: NULL acts as the empty matrix.
 #[pg_extern(sql = false)]
 fn confusion_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
-    match (a, b) {
-        (None, None) => None,
-        (Some(x), None) | (None, Some(x)) => Some(x.to_vec()),
-        (Some(a), Some(b)) => {
-            let mut merged = decode(a);
-            merged.merge(&decode(b)).or_raise();
-            Some(encode(&merged))
-        }
-    }
+    state::merge::<Confusion>(a, b)
 }
 
 /// Builds a matrix from summed cells (monitors read their rollups this way).
