@@ -208,7 +208,9 @@ BEGIN
         m.predicted_column, weight_expr, m.predictions, weight_filter, dir, outcome_sql, actual_expr);
 END $$;
 
--- Creates the per-monitor apply, compact and trigger functions.
+-- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
+-- compact and trigger functions. Replacing keeps their OIDs, so the triggers
+-- stay attached.
 CREATE FUNCTION mlmon._generate_functions(m mlmon.monitor) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $gen$
 DECLARE
@@ -221,7 +223,7 @@ DECLARE
 BEGIN
     -- compact(wait): fold delta rows into one row per cell.
     EXECUTE format($f$
-        CREATE FUNCTION %1$s(wait boolean) RETURNS bigint
+        CREATE OR REPLACE FUNCTION %1$s(wait boolean) RETURNS bigint
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
         DECLARE
             folded bigint;
@@ -256,16 +258,21 @@ BEGIN
     claim_sql := $q$
             WITH contribution AS (%1$s),
             claimed AS (
+                -- One pass in key order: new keys are inserted with their
+                -- contribution; existing keys are locked and given a new row
+                -- version, so that a REPEATABLE READ writer whose snapshot
+                -- predates another writer's change of the key fails with 40001
+                -- instead of counting from stale data.
                 INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
-                SELECT * FROM contribution ON CONFLICT (key) DO NOTHING
-                RETURNING k.*),
+                SELECT * FROM contribution ORDER BY key
+                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                RETURNING k.*, (k.xmax = 0) AS inserted),
             counted AS (
                 INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
                 SELECT bucket, segment, predicted, actual, count(*), sum(weight)
-                FROM claimed WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+                FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
                 RETURNING 1)
-            SELECT array_agg(c.key) FROM contribution c
-            WHERE NOT EXISTS (SELECT 1 FROM claimed f WHERE f.key = c.key) $q$;
+            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$;
     recount_sql := $q$
             WITH contribution AS (%1$s),
             changes AS (
@@ -290,7 +297,7 @@ BEGIN
             FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$;
 
     EXECUTE format($f$
-        CREATE FUNCTION %1$s(changed %2$s) RETURNS void
+        CREATE OR REPLACE FUNCTION %1$s(changed %2$s) RETURNS void
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET work_mem = '64MB'
         -- One plan per session for the small path: its per-key LATERAL shape is
         -- index probes whatever the batch estimate, and re-planning it for every
@@ -306,8 +313,10 @@ BEGIN
                 PERFORM %3$s(false);
             END IF;
 
-            -- 1. Keys seen for the first time: inserting their keys row claims
-            --    them, so no other writer can have counted them.
+            -- 1. Claim every key: keys seen for the first time are counted at
+            --    once (no other writer can have counted them); keys already
+            --    counted are locked, so every other writer of them has committed
+            --    or rolled back before we go on.
             IF large THEN
                 EXECUTE %4$L INTO contended USING changed;
             ELSE
@@ -317,26 +326,23 @@ BEGIN
                 RETURN;
             END IF;
 
-            -- 2. Keys already counted: lock them; once we hold the locks, every
-            --    other writer of these keys has committed or rolled back.
-            PERFORM 1 FROM %6$s k WHERE k.key = ANY (contended) ORDER BY k.key FOR UPDATE;
-
-            -- 3. Recompute in this statement's fresh snapshot; apply differences.
+            -- 2. Recompute locked keys in this statement's fresh snapshot and
+            --    apply the differences.
             IF large THEN
-                EXECUTE %7$L USING contended;
+                EXECUTE %6$L USING contended;
             ELSE
-                %8$s;
+                %7$s;
             END IF;
         END $body$ $f$,
         mlmon._internal_function(m, 'apply'), key_array, mlmon._internal_function(m, 'compact'),
         format(claim_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
-        format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table), keys_table,
+        format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table),
         format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
         format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table));
 
     -- Trigger functions: collect the affected keys of a statement and apply them.
     EXECUTE format($f$
-        CREATE FUNCTION %1$s() RETURNS trigger
+        CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
         BEGIN
             IF TG_OP = 'INSERT' THEN
@@ -353,7 +359,7 @@ BEGIN
         mlmon._internal_function(m, 'on_predictions'), mlmon._internal_function(m, 'apply'),
         m.key_column, m.key_type, m.name);
     EXECUTE format($f$
-        CREATE FUNCTION %1$s() RETURNS trigger
+        CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
         BEGIN
             IF TG_OP = 'INSERT' THEN
@@ -391,14 +397,15 @@ END $$;
 
 -- An index with `col` as its leading column, created if there is none: the
 -- triggers look predictions and outcomes up by key.
-CREATE FUNCTION mlmon._ensure_key_index(rel regclass, col name, index_name text) RETURNS void
+CREATE FUNCTION mlmon._ensure_key_index(rel regclass, col name) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (
         SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
         WHERE i.indrelid = rel AND a.attname = col AND i.indpred IS NULL AND i.indexprs IS NULL)
     THEN
-        EXECUTE format('CREATE INDEX %I ON %s (%I)', index_name, rel, col);
+        -- Unnamed: PostgreSQL picks a free name, and the index outlives the monitor.
+        EXECUTE format('CREATE INDEX ON %s (%I)', rel, col);
     END IF;
 END $$;
 
@@ -439,6 +446,11 @@ BEGIN
     IF predictions IS NULL OR outcomes IS NULL OR key IS NULL OR predicted_at IS NULL OR predicted IS NULL THEN
         RAISE EXCEPTION 'predictions, key, predicted_at, predicted and outcomes are required'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'pass all of them as named arguments';
+    END IF;
+    IF predictions = outcomes THEN
+        RAISE EXCEPTION 'predictions and outcomes must be different tables'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument outcomes: keep outcomes in their own table, or expose them through a separate table maintained alongside';
     END IF;
     IF score IS NOT NULL THEN
         RAISE EXCEPTION 'score columns are not supported by monitors yet'
@@ -513,8 +525,8 @@ BEGIN
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
     EXECUTE format('CREATE INDEX ON %s (bucket)', mlmon._rollup_table(m));
     EXECUTE format('CREATE INDEX ON %s (bucket) WHERE NOT compacted', mlmon._rollup_table(m));
-    PERFORM mlmon._ensure_key_index(m.predictions, m.key_column, 'mlmon_' || m.name || '_predictions_key');
-    PERFORM mlmon._ensure_key_index(m.outcomes, m.outcome_key_column, 'mlmon_' || m.name || '_outcomes_key');
+    PERFORM mlmon._ensure_key_index(m.predictions, m.key_column);
+    PERFORM mlmon._ensure_key_index(m.outcomes, m.outcome_key_column);
 
     PERFORM mlmon._generate_functions(m);
     PERFORM mlmon._create_triggers(m, m.predictions, mlmon._internal_function(m, 'on_predictions'));
@@ -588,3 +600,46 @@ BEGIN
     DELETE FROM mlmon.monitor mm WHERE mm.name = m.name;
 END $$;
 COMMENT ON FUNCTION mlmon.drop_monitor IS 'Removes a monitor''s triggers, functions and rollup tables (not the source tables or their key indexes).';
+
+-- Generated functions name the source tables and columns. After DDL on a
+-- monitored table, regenerate them, so a renamed or moved table keeps working;
+-- refuse DDL that removes, renames or retypes a column a monitor reads, rather
+-- than leave writes to the table failing.
+CREATE FUNCTION mlmon._after_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor;
+    rel regclass;
+    col name;
+    needed name[];
+BEGIN
+    FOR m IN
+        SELECT mm.* FROM mlmon.monitor mm
+        WHERE EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
+                      WHERE c.classid = 'pg_class'::regclass AND c.objid IN (mm.predictions, mm.outcomes))
+    LOOP
+        FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
+            needed := CASE WHEN rel = m.predictions
+                THEN ARRAY[m.key_column, m.predicted_at_column, m.predicted_column] || m.segment_by
+                     || coalesce(ARRAY[m.weight_column], '{}')
+                ELSE ARRAY[m.outcome_key_column] || coalesce(ARRAY[m.actual_column], '{}') END;
+            FOREACH col IN ARRAY needed LOOP
+                CONTINUE WHEN col IS NULL;
+                IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = col
+                               AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                    RAISE EXCEPTION 'column "%" of % is read by monitor "%"', col, rel, m.name
+                        USING ERRCODE = 'dependent_objects_still_exist',
+                              HINT = format('drop the monitor first: SELECT mlmon.drop_monitor(%L)', m.name);
+                END IF;
+            END LOOP;
+        END LOOP;
+        IF mlmon._column_type(m.predictions, m.key_column, 'key') <> m.key_type THEN
+            RAISE EXCEPTION 'the type of key column "%" of % is fixed by monitor "%"', m.key_column, m.predictions, m.name
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = format('drop the monitor first: SELECT mlmon.drop_monitor(%L)', m.name);
+        END IF;
+        PERFORM mlmon._generate_functions(m);
+    END LOOP;
+END $$;
+CREATE EVENT TRIGGER mlmon_after_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION mlmon._after_ddl();
