@@ -107,7 +107,7 @@ impl RegressionSummary {
         // order makes merge(a, b) and merge(b, a) identical.
         let (a, b) = if self.sorts_first(other) { (self.clone(), other.clone()) } else { (other.clone(), self.clone()) };
         *self = RegressionSummary {
-            n: a.n + b.n,
+            n: a.n.saturating_add(b.n), // decoded states are untrusted
             weight: a.weight + b.weight,
             actual: Moments::merge(a.actual, a.weight, b.actual, b.weight),
             error: Moments::merge(a.error, a.weight, b.error, b.weight),
