@@ -9,15 +9,19 @@
 use pgrx::prelude::*;
 
 mod confusion;
+mod drift;
 mod errors;
 mod memory;
 mod regression;
+mod scores;
 mod state;
 
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/confusion.sql", name = "confusion_sql");
 extension_sql_file!("../sql/regression.sql", name = "regression_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/scores.sql", name = "scores_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);
 extension_sql_file!("../sql/monitors.sql", name = "monitors_sql", requires = ["confusion_sql"]);
 extension_sql_file!("../sql/monitor_reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
 

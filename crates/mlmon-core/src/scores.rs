@@ -176,11 +176,24 @@ pub struct ScoreSummary {
     points: BTreeMap<u64, Tally>,
     /// Empty while exact; sorted by [`bin_order`].
     bins: Vec<Bin>,
+    /// Never compress: the exact one-step aggregates (`mlmon.roc_auc(score,
+    /// actual)`) trade memory proportional to the distinct scores for exact
+    /// results. Not part of the stored form; set again after decoding.
+    unbounded: bool,
 }
 
 impl ScoreSummary {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A summary that stays exact however many distinct scores it sees.
+    pub fn unbounded() -> Self {
+        ScoreSummary { unbounded: true, ..Self::default() }
+    }
+
+    pub fn set_unbounded(&mut self) {
+        self.unbounded = true;
     }
 
     /// Adds a row. `score` is the predicted probability of the positive class.
@@ -209,6 +222,9 @@ impl ScoreSummary {
     }
 
     fn compress_if_full(&mut self) {
+        if self.unbounded {
+            return;
+        }
         let full = if self.bins.is_empty() { self.points.len() > MAX_EXACT_SCORES } else { self.points.len() + self.bins.len() > MAX_ENTRIES };
         if full {
             self.compress();
@@ -234,6 +250,7 @@ impl ScoreSummary {
     /// within the bound given in the module documentation.
     pub fn merge(&mut self, other: &ScoreSummary) {
         self.weighted |= other.weighted;
+        self.unbounded |= other.unbounded;
         self.log_loss += other.log_loss;
         self.brier += other.brier;
         for (&k, t) in &other.points {

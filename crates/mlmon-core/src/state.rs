@@ -30,21 +30,51 @@ impl State for crate::Confusion {
     }
 }
 
-impl State for crate::regression::RegressionSummary {
-    fn encode(&self) -> Vec<u8> {
-        crate::regression::RegressionSummary::encode(self)
-    }
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        crate::regression::RegressionSummary::decode(bytes)
-    }
-    fn to_json(&self) -> String {
-        crate::regression::RegressionSummary::to_json(self)
-    }
-    fn from_json(text: &str) -> Result<Self> {
-        crate::regression::RegressionSummary::from_json(text)
-    }
-    fn merge_from(&mut self, other: &Self) -> Result<()> {
-        self.merge(other);
-        Ok(())
-    }
+/// Implements [`State`] for a type whose inherent methods already have the
+/// right names and whose merge cannot fail.
+macro_rules! state_from_inherent {
+    ($ty:ty, merge: infallible) => {
+        impl State for $ty {
+            fn encode(&self) -> Vec<u8> {
+                <$ty>::encode(self)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self> {
+                <$ty>::decode(bytes)
+            }
+            fn to_json(&self) -> String {
+                <$ty>::to_json(self)
+            }
+            fn from_json(text: &str) -> Result<Self> {
+                <$ty>::from_json(text)
+            }
+            fn merge_from(&mut self, other: &Self) -> Result<()> {
+                self.merge(other);
+                Ok(())
+            }
+        }
+    };
+    ($ty:ty, merge: fallible) => {
+        impl State for $ty {
+            fn encode(&self) -> Vec<u8> {
+                <$ty>::encode(self)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self> {
+                <$ty>::decode(bytes)
+            }
+            fn to_json(&self) -> String {
+                <$ty>::to_json(self)
+            }
+            fn from_json(text: &str) -> Result<Self> {
+                <$ty>::from_json(text)
+            }
+            fn merge_from(&mut self, other: &Self) -> Result<()> {
+                self.merge(other)
+            }
+        }
+    };
 }
+
+state_from_inherent!(crate::regression::RegressionSummary, merge: infallible);
+state_from_inherent!(crate::scores::ScoreSummary, merge: infallible);
+state_from_inherent!(crate::drift::Histogram, merge: fallible);
+state_from_inherent!(crate::drift::Frequencies, merge: fallible);
