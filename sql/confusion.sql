@@ -4,42 +4,6 @@
 -- function here is pure math over its arguments: IMMUTABLE, PARALLEL SAFE.
 -- Names inside bodies are schema-qualified so search_path cannot redirect them.
 
-CREATE TYPE mlmon.confusion;
-
-CREATE FUNCTION mlmon.confusion_in(cstring) RETURNS mlmon.confusion
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_in_wrapper';
-CREATE FUNCTION mlmon.confusion_out(mlmon.confusion) RETURNS cstring
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_out_wrapper';
-CREATE FUNCTION mlmon.confusion_recv(internal) RETURNS mlmon.confusion
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_recv_wrapper';
-CREATE FUNCTION mlmon.confusion_send(mlmon.confusion) RETURNS bytea
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_send_wrapper';
-
-CREATE TYPE mlmon.confusion (
-    INPUT = mlmon.confusion_in,
-    OUTPUT = mlmon.confusion_out,
-    RECEIVE = mlmon.confusion_recv,
-    SEND = mlmon.confusion_send,
-    INTERNALLENGTH = VARIABLE,
-    STORAGE = extended
-);
-COMMENT ON TYPE mlmon.confusion IS
-    'Mergeable confusion matrix: per (actual, predicted) cell a row count and a summed weight. Text form is JSON.';
-
--- Merging ------------------------------------------------------------------
-
-CREATE FUNCTION mlmon.merge(a mlmon.confusion, b mlmon.confusion) RETURNS mlmon.confusion
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_merge_wrapper';
-
--- The state is the mlmon type itself (not internal), so distributed engines
--- such as Citus can push rollups of stored states down to workers.
-CREATE AGGREGATE mlmon.rollup(mlmon.confusion) (
-    SFUNC = mlmon.merge,
-    STYPE = mlmon.confusion,
-    COMBINEFUNC = mlmon.merge,
-    PARALLEL = SAFE
-);
-
 -- Accessors ------------------------------------------------------------------
 
 CREATE FUNCTION mlmon.accuracy(cm mlmon.confusion) RETURNS double precision
@@ -115,17 +79,9 @@ CREATE FUNCTION mlmon.mean_cost(cm mlmon.confusion, costs jsonb) RETURNS double 
 
 -- Aggregates -------------------------------------------------------------------
 -- One transition function per input signature; all share combine, serialize,
--- deserialize. Each signature gets confusion_matrix plus the one-step
+-- deserialize (sql/state_types.sql). Each signature gets confusion_matrix plus the one-step
 -- accuracy/precision/recall/f1 aggregates (same state, different final function).
 
-CREATE FUNCTION mlmon._confusion_combine(internal, internal) RETURNS internal
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_combine_wrapper';
-CREATE FUNCTION mlmon._confusion_serialize(internal) RETURNS bytea
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_serialize_wrapper';
-CREATE FUNCTION mlmon._confusion_deserialize(bytea, internal) RETURNS internal
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_deserialize_wrapper';
-CREATE FUNCTION mlmon._confusion_final(internal) RETURNS mlmon.confusion
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_final_wrapper';
 CREATE FUNCTION mlmon._confusion_final_accuracy(internal) RETURNS double precision
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_final_accuracy_wrapper';
 CREATE FUNCTION mlmon._confusion_final_precision(internal) RETURNS double precision

@@ -9,29 +9,6 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['histogram', 'frequencies'] LOOP
-        EXECUTE format('CREATE TYPE mlmon.%I', t);
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(cstring) RETURNS mlmon.%2$I IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
-                       t || '_in', t, 'MODULE_PATHNAME', t || '_in_wrapper');
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(mlmon.%2$I) RETURNS cstring IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
-                       t || '_out', t, 'MODULE_PATHNAME', t || '_out_wrapper');
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(internal) RETURNS mlmon.%2$I IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
-                       t || '_recv', t, 'MODULE_PATHNAME', t || '_recv_wrapper');
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(mlmon.%2$I) RETURNS bytea IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
-                       t || '_send', t, 'MODULE_PATHNAME', t || '_send_wrapper');
-        EXECUTE format('CREATE TYPE mlmon.%1$I (INPUT = mlmon.%2$I, OUTPUT = mlmon.%3$I, RECEIVE = mlmon.%4$I, SEND = mlmon.%5$I,
-                                                INTERNALLENGTH = VARIABLE, STORAGE = extended)',
-                       t, t || '_in', t || '_out', t || '_recv', t || '_send');
-        EXECUTE format('CREATE FUNCTION mlmon.merge(a mlmon.%1$I, b mlmon.%1$I) RETURNS mlmon.%1$I IMMUTABLE PARALLEL SAFE LANGUAGE c AS %2$L, %3$L',
-                       t, 'MODULE_PATHNAME', t || '_merge_wrapper');
-        EXECUTE format('CREATE AGGREGATE mlmon.rollup(mlmon.%1$I) (SFUNC = mlmon.merge, STYPE = mlmon.%1$I, COMBINEFUNC = mlmon.merge, PARALLEL = SAFE)', t);
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(internal, internal) RETURNS internal IMMUTABLE PARALLEL SAFE LANGUAGE c AS %2$L, %3$L',
-                       '_' || t || '_combine', 'MODULE_PATHNAME', t || '_combine_wrapper');
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(internal) RETURNS bytea IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %2$L, %3$L',
-                       '_' || t || '_serialize', 'MODULE_PATHNAME', t || '_serialize_wrapper');
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(bytea, internal) RETURNS internal IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %2$L, %3$L',
-                       '_' || t || '_deserialize', 'MODULE_PATHNAME', t || '_deserialize_wrapper');
-        EXECUTE format('CREATE FUNCTION mlmon.%1$I(internal) RETURNS mlmon.%2$I IMMUTABLE PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
-                       '_' || t || '_final', t, 'MODULE_PATHNAME', t || '_final_wrapper');
         EXECUTE format('CREATE FUNCTION mlmon.%1$I(reference mlmon.%2$I, current mlmon.%2$I, test text) RETURNS double precision[]
                         IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
                        '_' || t || '_compare', t, 'MODULE_PATHNAME', t || '_compare_wrapper');
@@ -49,8 +26,6 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON TYPE mlmon.histogram IS 'Mergeable fixed-bin histogram with underflow and overflow bins. Text form is JSON.';
-COMMENT ON TYPE mlmon.frequencies IS 'Mergeable category counts. Text form is JSON.';
 
 CREATE FUNCTION mlmon._histogram_trans(internal, value double precision, lower double precision,
                                        upper double precision, bins integer) RETURNS internal

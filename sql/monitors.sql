@@ -220,6 +220,7 @@ DECLARE
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
     claim_sql text;
     recount_sql text;
+    side record;
 BEGIN
     -- compact(wait): fold delta rows into one row per cell.
     EXECUTE format($f$
@@ -340,41 +341,28 @@ BEGIN
         format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
         format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table));
 
-    -- Trigger functions: collect the affected keys of a statement and apply them.
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
-        BEGIN
-            IF TG_OP = 'INSERT' THEN
-                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n));
-            ELSIF TG_OP = 'UPDATE' THEN
-                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
-            ELSIF TG_OP = 'DELETE' THEN
-                PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
-            ELSE
-                PERFORM mlmon.rebuild_monitor(%5$L);
-            END IF;
-            RETURN NULL;
-        END $body$ $f$,
-        mlmon._internal_function(m, 'on_predictions'), mlmon._internal_function(m, 'apply'),
-        m.key_column, m.key_type, m.name);
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
-        BEGIN
-            IF TG_OP = 'INSERT' THEN
-                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n));
-            ELSIF TG_OP = 'UPDATE' THEN
-                PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
-            ELSIF TG_OP = 'DELETE' THEN
-                PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
-            ELSE
-                PERFORM mlmon.rebuild_monitor(%5$L);
-            END IF;
-            RETURN NULL;
-        END $body$ $f$,
-        mlmon._internal_function(m, 'on_outcomes'), mlmon._internal_function(m, 'apply'),
-        m.outcome_key_column, m.key_type, m.name);
+    -- Trigger functions, one per source table: collect the keys a statement
+    -- touched and apply them.
+    FOR side IN SELECT * FROM (VALUES ('on_predictions', m.key_column), ('on_outcomes', m.outcome_key_column)) v(suffix, key_column)
+    LOOP
+        EXECUTE format($f$
+            CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+            BEGIN
+                IF TG_OP = 'INSERT' THEN
+                    PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n));
+                ELSIF TG_OP = 'UPDATE' THEN
+                    PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
+                ELSIF TG_OP = 'DELETE' THEN
+                    PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
+                ELSE
+                    PERFORM mlmon.rebuild_monitor(%5$L);
+                END IF;
+                RETURN NULL;
+            END $body$ $f$,
+            mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, 'apply'),
+            side.key_column, m.key_type, m.name);
+    END LOOP;
 END $gen$;
 
 -- Statement-level triggers with transition tables: one set-based delta per

@@ -1,27 +1,6 @@
 -- mlmon.regression: mergeable summary of regression errors (weighted means and
 -- co-moments merged with Chan's formula, stable for values near 1e12).
 
-CREATE TYPE mlmon.regression;
-CREATE FUNCTION mlmon.regression_in(cstring) RETURNS mlmon.regression
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_in_wrapper';
-CREATE FUNCTION mlmon.regression_out(mlmon.regression) RETURNS cstring
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_out_wrapper';
-CREATE FUNCTION mlmon.regression_recv(internal) RETURNS mlmon.regression
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_recv_wrapper';
-CREATE FUNCTION mlmon.regression_send(mlmon.regression) RETURNS bytea
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_send_wrapper';
-CREATE TYPE mlmon.regression (
-    INPUT = mlmon.regression_in, OUTPUT = mlmon.regression_out,
-    RECEIVE = mlmon.regression_recv, SEND = mlmon.regression_send,
-    INTERNALLENGTH = VARIABLE, STORAGE = extended
-);
-COMMENT ON TYPE mlmon.regression IS 'Mergeable summary of (predicted, actual, weight) rows for regression metrics. Text form is JSON.';
-
-CREATE FUNCTION mlmon.merge(a mlmon.regression, b mlmon.regression) RETURNS mlmon.regression
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_merge_wrapper';
-CREATE AGGREGATE mlmon.rollup(mlmon.regression) (
-    SFUNC = mlmon.merge, STYPE = mlmon.regression, COMBINEFUNC = mlmon.merge, PARALLEL = SAFE);
-
 CREATE FUNCTION mlmon._regression_metric(s mlmon.regression, metric text) RETURNS double precision
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_metric_wrapper';
 CREATE FUNCTION mlmon.total(s mlmon.regression) RETURNS bigint
@@ -44,14 +23,6 @@ CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, ac
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_wrapper';
 CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision, weight double precision) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_w_wrapper';
-CREATE FUNCTION mlmon._regression_combine(internal, internal) RETURNS internal
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_combine_wrapper';
-CREATE FUNCTION mlmon._regression_serialize(internal) RETURNS bytea
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_serialize_wrapper';
-CREATE FUNCTION mlmon._regression_deserialize(bytea, internal) RETURNS internal
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_deserialize_wrapper';
-CREATE FUNCTION mlmon._regression_final(internal) RETURNS mlmon.regression
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_final_wrapper';
 
 -- regression_summary plus one-step mae/mse/rmse/mape/r2, each with and without weight.
 DO $$

@@ -4,26 +4,6 @@
 -- The one-step aggregates roc_auc/average_precision/log_loss/brier_score over
 -- raw rows are always exact (memory grows with the number of distinct scores).
 
-CREATE TYPE mlmon.scores;
-CREATE FUNCTION mlmon.scores_in(cstring) RETURNS mlmon.scores
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_in_wrapper';
-CREATE FUNCTION mlmon.scores_out(mlmon.scores) RETURNS cstring
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_out_wrapper';
-CREATE FUNCTION mlmon.scores_recv(internal) RETURNS mlmon.scores
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_recv_wrapper';
-CREATE FUNCTION mlmon.scores_send(mlmon.scores) RETURNS bytea
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_send_wrapper';
-CREATE TYPE mlmon.scores (
-    INPUT = mlmon.scores_in, OUTPUT = mlmon.scores_out, RECEIVE = mlmon.scores_recv, SEND = mlmon.scores_send,
-    INTERNALLENGTH = VARIABLE, STORAGE = extended
-);
-COMMENT ON TYPE mlmon.scores IS 'Mergeable score summary of a binary classifier (scores in [0, 1]). Text form is JSON.';
-
-CREATE FUNCTION mlmon.merge(a mlmon.scores, b mlmon.scores) RETURNS mlmon.scores
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_merge_wrapper';
-CREATE AGGREGATE mlmon.rollup(mlmon.scores) (
-    SFUNC = mlmon.merge, STYPE = mlmon.scores, COMBINEFUNC = mlmon.merge, PARALLEL = SAFE);
-
 CREATE FUNCTION mlmon._scores_metric(s mlmon.scores, metric text) RETURNS double precision
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_metric_wrapper';
 CREATE FUNCTION mlmon.roc_auc(s mlmon.scores) RETURNS double precision
@@ -64,16 +44,8 @@ CREATE FUNCTION mlmon._scores_exact_trans(internal, score double precision, actu
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_exact_trans_wrapper';
 CREATE FUNCTION mlmon._scores_exact_trans(internal, score double precision, actual boolean, weight double precision) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_exact_trans_w_wrapper';
-CREATE FUNCTION mlmon._scores_combine(internal, internal) RETURNS internal
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_combine_wrapper';
-CREATE FUNCTION mlmon._scores_serialize(internal) RETURNS bytea
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_serialize_wrapper';
-CREATE FUNCTION mlmon._scores_deserialize(bytea, internal) RETURNS internal
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_deserialize_wrapper';
 CREATE FUNCTION mlmon._scores_exact_deserialize(bytea, internal) RETURNS internal
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_exact_deserialize_wrapper';
-CREATE FUNCTION mlmon._scores_final(internal) RETURNS mlmon.scores
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_final_wrapper';
 
 DO $$
 DECLARE

@@ -2,8 +2,6 @@
 //! compared with PSI, Jensen-Shannon distance and chi-square, and two-sample
 //! tests on arrays (Kolmogorov-Smirnov, Wasserstein).
 
-use std::ffi::{CStr, CString};
-
 use mlmon_core::drift::{self, Distribution, Frequencies, Histogram};
 use mlmon_core::state::State;
 use mlmon_core::Error;
@@ -14,53 +12,8 @@ use crate::errors::{raise, OrRaise};
 use crate::memory::with_state;
 use crate::state;
 
-/// Type I/O, merge and parallel plumbing for one distribution type.
-macro_rules! distribution_type {
-    ($ty:ty, $in:ident, $out:ident, $recv:ident, $send:ident, $merge:ident, $combine:ident, $serialize:ident,
-     $deserialize:ident, $final:ident) => {
-        #[pg_extern(sql = false)]
-        fn $in(input: &CStr) -> Vec<u8> {
-            state::text_in::<$ty>(input)
-        }
-        #[pg_extern(sql = false)]
-        fn $out(bytes: &[u8]) -> CString {
-            state::text_out::<$ty>(bytes)
-        }
-        #[pg_extern(sql = false)]
-        fn $recv(buffer: Internal) -> Vec<u8> {
-            state::binary_recv::<$ty>(buffer)
-        }
-        #[pg_extern(sql = false)]
-        fn $send(bytes: &[u8]) -> Vec<u8> {
-            state::binary_send::<$ty>(bytes)
-        }
-        #[pg_extern(sql = false)]
-        fn $merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
-            state::merge::<$ty>(a, b)
-        }
-        #[pg_extern(sql = false)]
-        fn $combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-            state::combine::<$ty>(a, b, fcinfo)
-        }
-        #[pg_extern(sql = false)]
-        fn $serialize(state: Internal) -> Vec<u8> {
-            state::serialize::<$ty>(state)
-        }
-        #[pg_extern(sql = false)]
-        fn $deserialize(bytes: &[u8], _unused: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-            state::deserialize::<$ty>(bytes, fcinfo)
-        }
-        #[pg_extern(sql = false)]
-        fn $final(state: Internal) -> Option<Vec<u8>> {
-            state::finish::<$ty>(&state).map(State::encode)
-        }
-    };
-}
-
-distribution_type!(Histogram, histogram_in, histogram_out, histogram_recv, histogram_send, histogram_merge,
-    histogram_combine, histogram_serialize, histogram_deserialize, histogram_final);
-distribution_type!(Frequencies, frequencies_in, frequencies_out, frequencies_recv, frequencies_send,
-    frequencies_merge, frequencies_combine, frequencies_serialize, frequencies_deserialize, frequencies_final);
+crate::state_type!(Histogram, histogram);
+crate::state_type!(Frequencies, frequencies);
 
 /// `histogram(value, lower, upper, bins)`: the shape comes from the first row
 /// and must stay the same; NULL values are skipped.

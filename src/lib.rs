@@ -18,7 +18,8 @@ mod state;
 
 ::pgrx::pg_module_magic!();
 
-extension_sql_file!("../sql/confusion.sql", name = "confusion_sql");
+extension_sql_file!("../sql/state_types.sql", name = "state_types_sql");
+extension_sql_file!("../sql/confusion.sql", name = "confusion_sql", requires = ["state_types_sql"]);
 extension_sql_file!("../sql/regression.sql", name = "regression_sql", requires = ["confusion_sql"]);
 extension_sql_file!("../sql/scores.sql", name = "scores_sql", requires = ["confusion_sql"]);
 extension_sql_file!("../sql/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);

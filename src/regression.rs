@@ -1,9 +1,6 @@
 //! `mlmon.regression`: mergeable regression-error summary and its metrics.
 
-use std::ffi::{CStr, CString};
-
 use mlmon_core::regression::RegressionSummary as Summary;
-use mlmon_core::state::State;
 use pgrx::prelude::*;
 use pgrx::Internal;
 
@@ -13,30 +10,7 @@ use crate::errors::{raise, OrRaise};
 use crate::memory::with_state;
 use crate::state;
 
-#[pg_extern(sql = false)]
-fn regression_in(input: &CStr) -> Vec<u8> {
-    state::text_in::<Summary>(input)
-}
-
-#[pg_extern(sql = false)]
-fn regression_out(bytes: &[u8]) -> CString {
-    state::text_out::<Summary>(bytes)
-}
-
-#[pg_extern(sql = false)]
-fn regression_recv(buffer: Internal) -> Vec<u8> {
-    state::binary_recv::<Summary>(buffer)
-}
-
-#[pg_extern(sql = false)]
-fn regression_send(bytes: &[u8]) -> Vec<u8> {
-    state::binary_send::<Summary>(bytes)
-}
-
-#[pg_extern(sql = false)]
-fn regression_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
-    state::merge::<Summary>(a, b)
-}
+crate::state_type!(Summary, regression);
 
 fn add_row(state: Internal, fcinfo: pg_sys::FunctionCallInfo, predicted: Option<f64>, actual: Option<f64>, weight: Option<f64>) -> Internal {
     let (Some(p), Some(a), Some(w)) = (predicted, actual, weight) else { return state };
@@ -58,26 +32,6 @@ fn regression_trans_w(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
     add_row(state, fcinfo, predicted, actual, weight)
-}
-
-#[pg_extern(sql = false)]
-fn regression_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    state::combine::<Summary>(a, b, fcinfo)
-}
-
-#[pg_extern(sql = false)]
-fn regression_serialize(state: Internal) -> Vec<u8> {
-    state::serialize::<Summary>(state)
-}
-
-#[pg_extern(sql = false)]
-fn regression_deserialize(bytes: &[u8], _unused: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    state::deserialize::<Summary>(bytes, fcinfo)
-}
-
-#[pg_extern(sql = false)]
-fn regression_final(state: Internal) -> Option<Vec<u8>> {
-    state::finish::<Summary>(&state).map(State::encode)
 }
 
 /// Which metric a one-step aggregate or accessor reads.

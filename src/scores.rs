@@ -1,8 +1,6 @@
 //! `mlmon.scores`: score-level state of a binary classifier (ranking,
 //! probability and calibration metrics), plus the exact one-step aggregates.
 
-use std::ffi::{CStr, CString};
-
 use mlmon_core::scores::ScoreSummary as Summary;
 use mlmon_core::state::State;
 use mlmon_core::Error;
@@ -13,30 +11,7 @@ use crate::errors::{raise, OrRaise};
 use crate::memory::{new_state, with_state};
 use crate::state;
 
-#[pg_extern(sql = false)]
-fn scores_in(input: &CStr) -> Vec<u8> {
-    state::text_in::<Summary>(input)
-}
-
-#[pg_extern(sql = false)]
-fn scores_out(bytes: &[u8]) -> CString {
-    state::text_out::<Summary>(bytes)
-}
-
-#[pg_extern(sql = false)]
-fn scores_recv(buffer: Internal) -> Vec<u8> {
-    state::binary_recv::<Summary>(buffer)
-}
-
-#[pg_extern(sql = false)]
-fn scores_send(bytes: &[u8]) -> Vec<u8> {
-    state::binary_send::<Summary>(bytes)
-}
-
-#[pg_extern(sql = false)]
-fn scores_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
-    state::merge::<Summary>(a, b)
-}
+crate::state_type!(Summary, scores);
 
 fn add_row(
     state: Internal,
@@ -86,32 +61,12 @@ fn scores_exact_trans_w(
     add_row(state, fcinfo, Summary::unbounded, score, actual, weight)
 }
 
-#[pg_extern(sql = false)]
-fn scores_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    state::combine::<Summary>(a, b, fcinfo)
-}
-
-#[pg_extern(sql = false)]
-fn scores_serialize(state: Internal) -> Vec<u8> {
-    state::serialize::<Summary>(state)
-}
-
-#[pg_extern(sql = false)]
-fn scores_deserialize(bytes: &[u8], _unused: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    state::deserialize::<Summary>(bytes, fcinfo)
-}
-
 /// The stored form does not carry "unbounded"; the exact aggregates restore it.
 #[pg_extern(sql = false)]
 fn scores_exact_deserialize(bytes: &[u8], _unused: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
     let mut summary = state::decode::<Summary>(bytes);
     summary.set_unbounded();
     new_state(summary, fcinfo)
-}
-
-#[pg_extern(sql = false)]
-fn scores_final(state: Internal) -> Option<Vec<u8>> {
-    state::finish::<Summary>(&state).map(State::encode)
 }
 
 fn metric(summary: &Summary, name: &str) -> Option<f64> {

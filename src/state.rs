@@ -73,3 +73,59 @@ pub fn deserialize<S: State + 'static>(bytes: &[u8], fcinfo: pg_sys::FunctionCal
 pub fn finish<S: State + 'static>(state: &Internal) -> Option<&S> {
     state_ref::<S>(state)
 }
+
+/// Exports the SQL-facing functions every state type has, named
+/// `<prefix>_in`, `_out`, `_recv`, `_send`, `_merge` (type I/O and `merge`) and
+/// `_combine`, `_serialize`, `_deserialize`, `_final` (parallel aggregation
+/// over an internal state of the same type). `sql/state_types.sql` binds them.
+#[macro_export]
+macro_rules! state_type {
+    ($ty:ty, $prefix:ident) => {
+        ::paste::paste! {
+            #[pg_extern(sql = false)]
+            fn [<$prefix _in>](input: &::std::ffi::CStr) -> Vec<u8> {
+                $crate::state::text_in::<$ty>(input)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _out>](bytes: &[u8]) -> ::std::ffi::CString {
+                $crate::state::text_out::<$ty>(bytes)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _recv>](buffer: ::pgrx::Internal) -> Vec<u8> {
+                $crate::state::binary_recv::<$ty>(buffer)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _send>](bytes: &[u8]) -> Vec<u8> {
+                $crate::state::binary_send::<$ty>(bytes)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _merge>](a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
+                $crate::state::merge::<$ty>(a, b)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _combine>](
+                a: ::pgrx::Internal,
+                b: ::pgrx::Internal,
+                fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+            ) -> ::pgrx::Internal {
+                $crate::state::combine::<$ty>(a, b, fcinfo)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _serialize>](state: ::pgrx::Internal) -> Vec<u8> {
+                $crate::state::serialize::<$ty>(state)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _deserialize>](
+                bytes: &[u8],
+                _unused: ::pgrx::Internal,
+                fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+            ) -> ::pgrx::Internal {
+                $crate::state::deserialize::<$ty>(bytes, fcinfo)
+            }
+            #[pg_extern(sql = false)]
+            fn [<$prefix _final>](state: ::pgrx::Internal) -> Option<Vec<u8>> {
+                $crate::state::finish::<$ty>(&state).map(::mlmon_core::state::State::encode)
+            }
+        }
+    };
+}

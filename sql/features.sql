@@ -1,0 +1,717 @@
+-- Point-in-time features: feature values as they were known at a moment, for
+-- training sets without leakage and for the online read that serving uses.
+--
+-- Two kinds of feature view, one namespace of names:
+-- * `latest` (mlmon.create_feature_view): the newest row of an entity counts.
+--   At time `at` a row is known when event_time <= at and, if the view has a
+--   created_time column, created_time <= at — so a row backfilled later with
+--   an old event_time cannot leak into an earlier training example. Among known
+--   rows the newest event_time wins, ties go to the newest created_time, then
+--   to the greatest row text (COLLATE "C"), so the choice never depends on the
+--   physical order of rows (ctid). With a ttl, a row is fresh while
+--   event_time >= at - ttl (inclusive); if the newest known row is older, every
+--   feature is NULL.
+-- * `window` (mlmon.create_window_feature): one aggregate over the entity's
+--   rows with event_time in (at - window, at] (the lower bound is excluded, the
+--   upper included) and, when a filter column is given, filter IS TRUE.
+--
+-- The same definition is computed two ways: mlmon.feature_at evaluates it for
+-- one (entity, at); mlmon.build_training_set evaluates it for a whole spine
+-- with one set-based statement. The row-choice SQL of `latest` views comes
+-- from one generator (mlmon._fv_latest_sql) for both; window features use a
+-- plain aggregate for one point and a sorted sweep for a spine, checked against
+-- each other by tests/features.
+--
+-- Durations (ttl, window) must have a fixed length: no months or years, and a
+-- day counts as 24 hours, so results never depend on the session's TimeZone
+-- (a DST day would otherwise be 23 or 25 hours in one path and 24 in another).
+--
+-- Nothing here accepts SQL text: tables are regclass, columns are looked up in
+-- pg_attribute and every identifier is quoted with format('%I'); generated SQL
+-- runs with a fixed search_path.
+
+CREATE TABLE mlmon.feature_view (
+    name                text PRIMARY KEY CHECK (name <> ''),
+    kind                text NOT NULL CHECK (kind IN ('latest', 'window')),
+    source              regclass NOT NULL,
+    -- The qualified name at creation: regclass shows only an OID once the
+    -- table is dropped, and error hints should still name it.
+    source_name         text NOT NULL,
+    entity_column       name NOT NULL,
+    entity_type         regtype NOT NULL,
+    event_time_column   name NOT NULL,
+    -- Feature names: the columns of a `latest` view, the aggregate of a window view.
+    features            name[] NOT NULL CHECK (cardinality(features) > 0),
+    created_time_column name,
+    ttl                 interval,
+    value_column        name,
+    agg                 text CHECK (agg IN ('count', 'sum', 'avg', 'min', 'max', 'rate')),
+    "window"            interval,
+    filter_column       name,
+    owner               name NOT NULL DEFAULT current_user,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK (CASE kind
+           WHEN 'latest' THEN value_column IS NULL AND agg IS NULL AND "window" IS NULL AND filter_column IS NULL
+           ELSE value_column IS NOT NULL AND agg IS NOT NULL AND "window" IS NOT NULL
+                AND created_time_column IS NULL AND ttl IS NULL AND features = ARRAY[agg::name] END)
+);
+COMMENT ON TABLE mlmon.feature_view IS
+    'Registered feature views (one row each); use mlmon.create_feature_view, mlmon.create_window_feature and mlmon.drop_feature_view.';
+
+-- As for monitors: anyone may define feature views over tables they can read;
+-- definitions are visible to all but changed only by their owner. Reading
+-- features runs as the caller, so the source table's own privileges (and row
+-- security) decide who sees the values.
+ALTER TABLE mlmon.feature_view ENABLE ROW LEVEL SECURITY;
+CREATE POLICY feature_view_read ON mlmon.feature_view FOR SELECT USING (true);
+CREATE POLICY feature_view_owner ON mlmon.feature_view FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT, INSERT, DELETE ON mlmon.feature_view TO PUBLIC;
+
+-- NULL when the view can still be read, else what broke. Sources are checked
+-- when read (not by an event trigger): a broken view must not block DDL on a
+-- user's table, it only fails loudly when used.
+CREATE FUNCTION mlmon._fv_problem(fv mlmon.feature_view) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    col name;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = fv.source) THEN
+        RETURN format('source table %s was dropped', fv.source_name);
+    END IF;
+    FOREACH col IN ARRAY mlmon._fv_columns(fv) LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = fv.source AND a.attname = col
+                       AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RETURN format('column %s of %s is missing (renamed or dropped)', quote_ident(col), fv.source);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- Every source column a view reads.
+CREATE FUNCTION mlmon._fv_columns(fv mlmon.feature_view) RETURNS name[]
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT DISTINCT c FROM unnest(ARRAY[fv.entity_column, fv.event_time_column, fv.created_time_column,
+                                                     fv.value_column, fv.filter_column]
+                                               || CASE WHEN fv.kind = 'latest' THEN fv.features ELSE '{}' END) c
+                 WHERE c IS NOT NULL)
+$$;
+
+CREATE VIEW mlmon.feature_views AS
+SELECT f.name, f.kind, f.source, f.entity_column AS entity, f.entity_type, f.event_time_column AS event_time,
+       f.created_time_column AS created_time, f.features,
+       -- The columns mlmon.build_training_set adds for this view.
+       ARRAY(SELECT f.name || '__' || x FROM unnest(f.features) WITH ORDINALITY u(x, i) ORDER BY i) AS columns,
+       f.ttl, f.value_column AS value, f.agg, f."window", f.filter_column AS filter,
+       coalesce(mlmon._fv_problem(f), 'ok') AS status, f.owner, f.created_at
+FROM mlmon.feature_view f;
+GRANT SELECT ON mlmon.feature_views TO PUBLIC;
+
+-- A ttl or window as a pure time interval ('7 days' -> '168:00:00'), or 22023.
+-- Fixed length is what makes the window sweep exact (its blocks are
+-- date_bin(window) wide) and keeps `at - window` independent of TimeZone.
+CREATE FUNCTION mlmon._fv_duration(d interval, argument text) RETURNS interval
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fixed interval;
+BEGIN
+    IF d IS NOT NULL AND extract(month FROM d) = 0 AND extract(year FROM d) = 0 THEN
+        fixed := make_interval(hours => 24 * extract(day FROM d)::int)
+                 + (d - make_interval(days => extract(day FROM d)::int));
+    END IF;
+    IF fixed IS NULL OR fixed <= interval '0' THEN
+        RAISE EXCEPTION 'invalid %: %', argument, coalesce(d::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('argument %s: a positive interval of fixed length (no months or years; a day is 24 hours), e.g. interval ''7 days''', argument);
+    END IF;
+    RETURN fixed;
+END $$;
+
+CREATE FUNCTION mlmon._fv_check_new(name text, source regclass, entity text, event_time text) RETURNS void
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regtype;
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION 'invalid feature view name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument name: a non-empty name';
+    END IF;
+    IF EXISTS (SELECT 1 FROM mlmon.feature_view f WHERE f.name = $1) THEN
+        RAISE EXCEPTION 'feature view "%" already exists', name
+            USING ERRCODE = 'duplicate_object', HINT = 'argument name: pick another name or call mlmon.drop_feature_view first';
+    END IF;
+    IF source IS NULL OR entity IS NULL OR event_time IS NULL THEN
+        RAISE EXCEPTION 'source, entity and event_time are required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass a table and the names of its entity and event time columns';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = source) NOT IN ('r', 'p', 'v', 'm', 'f') THEN
+        RAISE EXCEPTION '% is not a table, view or materialized view', source
+            USING ERRCODE = 'wrong_object_type', HINT = 'argument source: a table, partitioned table, view, materialized view or foreign table';
+    END IF;
+    PERFORM mlmon._column_type(source, entity, 'entity');
+    t := mlmon._column_type(source, event_time, 'event_time');
+    IF t <> 'timestamp with time zone'::regtype THEN
+        RAISE EXCEPTION 'column "%" has type %, expected timestamp with time zone', event_time, t
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'argument event_time: only timestamp with time zone is accepted (a timestamp without time zone has no fixed instant); convert the column, or expose it through a view as col AT TIME ZONE ''UTC''';
+    END IF;
+END $$;
+
+CREATE FUNCTION mlmon._fv_check_column_names(name text, features name[]) RETURNS void
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f name;
+BEGIN
+    -- Training sets name a feature's column <view>__<feature>; PostgreSQL would
+    -- silently truncate a longer name (and could make two collide).
+    FOREACH f IN ARRAY features LOOP
+        IF octet_length(name || '__' || f) > 63 THEN
+            RAISE EXCEPTION 'training-set column name "%" is longer than 63 bytes', name || '__' || f
+                USING ERRCODE = 'name_too_long',
+                      HINT = format('argument name: a shorter view name; training sets name columns <view>__<feature> (feature %s)', quote_ident(f));
+        END IF;
+    END LOOP;
+END $$;
+
+-- An index on (entity, event_time) unless one already leads with those two
+-- columns: every read is "this entity, newest rows up to `at`" (or "rows in
+-- (at - window, at]"), which is a backward index range scan per point. Only
+-- created when the caller owns the table (and it is a table); otherwise a
+-- NOTICE says which index would help. Unnamed, so PostgreSQL picks a free
+-- name, and it outlives the view (it is the user's table).
+CREATE FUNCTION mlmon._fv_ensure_index(rel regclass, entity name, event_time name) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+        JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
+        JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
+        WHERE i.indrelid = rel AND am.amname = 'btree' AND i.indnkeyatts >= 2
+          AND a0.attname = entity AND a1.attname = event_time AND i.indpred IS NULL AND i.indexprs IS NULL)
+    THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind IN ('r', 'p', 'm')
+               AND pg_has_role(c.relowner, 'USAGE')) THEN
+        EXECUTE format('CREATE INDEX ON %s (%I, %I)', rel, entity, event_time);
+    ELSE
+        RAISE NOTICE 'no index on %(%, %); feature reads will scan the table', rel, quote_ident(entity), quote_ident(event_time)
+            USING HINT = format('the table owner can run: CREATE INDEX ON %s (%I, %I)', rel, entity, event_time);
+    END IF;
+END $$;
+
+CREATE FUNCTION mlmon.create_feature_view(
+    name text,
+    source regclass,
+    entity text,
+    event_time text,
+    features text[] DEFAULT NULL,
+    created_time text DEFAULT NULL,
+    ttl interval DEFAULT NULL
+) RETURNS text[]
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regtype;
+    f text;
+    chosen name[];
+    fixed_ttl interval;
+BEGIN
+    PERFORM mlmon._fv_check_new($1, $2, $3, $4);
+    IF created_time IS NOT NULL THEN
+        t := mlmon._column_type(source, created_time, 'created_time');
+        IF t <> 'timestamp with time zone'::regtype THEN
+            RAISE EXCEPTION 'column "%" has type %, expected timestamp with time zone', created_time, t
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'argument created_time: only timestamp with time zone is accepted';
+        END IF;
+    END IF;
+    IF ttl IS NOT NULL THEN
+        fixed_ttl := mlmon._fv_duration(ttl, 'ttl');
+    END IF;
+
+    IF features IS NULL THEN
+        -- Every other column, in table order.
+        SELECT coalesce(array_agg(a.attname ORDER BY a.attnum), '{}') INTO chosen
+        FROM pg_attribute a
+        WHERE a.attrelid = source AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.attname NOT IN (entity, event_time, coalesce(created_time, ''));
+        IF cardinality(chosen) = 0 THEN
+            RAISE EXCEPTION '% has no columns besides the entity and time columns', source
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'argument features: the source needs at least one feature column';
+        END IF;
+    ELSE
+        IF cardinality(features) = 0 OR array_position(features, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'features must be a non-empty list of column names'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'argument features: e.g. ARRAY[''amount'', ''country''], or NULL for every other column';
+        END IF;
+        IF (SELECT count(DISTINCT x) FROM unnest(features) x) <> cardinality(features) THEN
+            RAISE EXCEPTION 'features lists a column twice'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'argument features: name each column once';
+        END IF;
+        chosen := '{}';
+        FOREACH f IN ARRAY features LOOP
+            PERFORM mlmon._column_type(source, f, 'features');
+            chosen := chosen || f::name;
+        END LOOP;
+    END IF;
+    PERFORM mlmon._fv_check_column_names($1, chosen);
+
+    INSERT INTO mlmon.feature_view (name, kind, source, source_name, entity_column, entity_type, event_time_column,
+                                    features, created_time_column, ttl)
+    VALUES ($1, 'latest', source, source::text, entity, mlmon._column_type(source, entity, 'entity'), event_time,
+            chosen, created_time, fixed_ttl);
+    PERFORM mlmon._fv_ensure_index(source, entity, event_time);
+    RETURN chosen;
+END $$;
+COMMENT ON FUNCTION mlmon.create_feature_view IS
+    'Registers a point-in-time feature view (newest known row per entity); returns its feature names.';
+
+CREATE FUNCTION mlmon.create_window_feature(
+    name text,
+    source regclass,
+    entity text,
+    event_time text,
+    value text,
+    agg text,
+    "window" interval,
+    filter text DEFAULT NULL
+) RETURNS text[]
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regtype;
+    fixed_window interval;
+BEGIN
+    PERFORM mlmon._fv_check_new($1, $2, $3, $4);
+    IF agg IS NULL OR agg NOT IN ('count', 'sum', 'avg', 'min', 'max', 'rate') THEN
+        RAISE EXCEPTION 'unknown aggregate %', coalesce(quote_literal(agg), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument agg: one of count, sum, avg, min, max, rate';
+    END IF;
+    fixed_window := mlmon._fv_duration("window", 'window');
+    IF value IS NULL THEN
+        RAISE EXCEPTION 'value is required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'argument value: the column to aggregate';
+    END IF;
+    t := mlmon._column_type(source, value, 'value');
+    IF agg = 'rate' AND t <> 'boolean'::regtype THEN
+        PERFORM mlmon._wrong_type('value', value, t, 'boolean (rate is the share of rows where value is true)');
+    ELSIF agg IN ('sum', 'avg') AND t NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype,
+                                              'numeric'::regtype, 'real'::regtype, 'double precision'::regtype) THEN
+        PERFORM mlmon._wrong_type('value', value, t, 'smallint, integer, bigint, numeric, real or double precision');
+    ELSIF agg IN ('min', 'max') THEN
+        -- Whatever PostgreSQL's min/max accept (numbers, text, times, ...):
+        -- ask the parser rather than keep a list. WHERE false reads nothing.
+        BEGIN
+            EXECUTE format('SELECT %s(src.%I) FROM %s src WHERE false', agg, value, source);
+        EXCEPTION WHEN undefined_function THEN
+            PERFORM mlmon._wrong_type('value', value, t, format('a type with a %s aggregate', agg));
+        END;
+    END IF;
+    IF filter IS NOT NULL THEN
+        t := mlmon._column_type(source, filter, 'filter');
+        IF t <> 'boolean'::regtype THEN
+            PERFORM mlmon._wrong_type('filter', filter, t, 'boolean (rows count where it is true)');
+        END IF;
+    END IF;
+    -- The single feature is named after the aggregate: {"count": 3} from
+    -- feature_at, column <view>__count in training sets. The view name already
+    -- says what is counted; repeating it (<view>__<view>) would add nothing.
+    PERFORM mlmon._fv_check_column_names($1, ARRAY[agg::name]);
+
+    INSERT INTO mlmon.feature_view (name, kind, source, source_name, entity_column, entity_type, event_time_column,
+                                    features, value_column, agg, "window", filter_column)
+    VALUES ($1, 'window', source, source::text, entity, mlmon._column_type(source, entity, 'entity'), event_time,
+            ARRAY[agg::name], value, agg, fixed_window, filter);
+    PERFORM mlmon._fv_ensure_index(source, entity, event_time);
+    RETURN ARRAY[agg];
+END $$;
+COMMENT ON FUNCTION mlmon.create_window_feature IS
+    'Registers a window feature: agg(value) over an entity''s rows with event_time in (at - window, at], optionally where filter is true.';
+
+CREATE FUNCTION mlmon.drop_feature_view(name text) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- No validation of the source: dropping is how a broken view is cleared.
+    -- The (entity, event_time) index stays: it belongs to the user's table.
+    DELETE FROM mlmon.feature_view f WHERE f.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature view "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'argument name: see SELECT name FROM mlmon.feature_views';
+    END IF;
+END $$;
+COMMENT ON FUNCTION mlmon.drop_feature_view IS 'Removes a feature view (not its source table or index).';
+
+-- The view, checked to be readable: 42704 if unknown, 42P01 if its source
+-- was dropped, 42703 if a column it reads is gone.
+CREATE FUNCTION mlmon._feature_view(view text) RETURNS mlmon.feature_view
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fv mlmon.feature_view;
+    col name;
+BEGIN
+    SELECT f.* INTO fv FROM mlmon.feature_view f WHERE f.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'feature view "%" does not exist', $1
+            USING ERRCODE = 'undefined_object', HINT = 'argument view: see SELECT name FROM mlmon.feature_views';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = fv.source) THEN
+        RAISE EXCEPTION 'source table % of feature view "%" was dropped', fv.source_name, fv.name
+            USING ERRCODE = 'undefined_table',
+                  HINT = format('recreate the view on the new table: SELECT mlmon.drop_feature_view(%L), then create it again', fv.name);
+    END IF;
+    FOREACH col IN ARRAY mlmon._fv_columns(fv) LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = fv.source AND a.attname = col
+                       AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'column "%" of %, read by feature view "%", does not exist', col, fv.source, fv.name
+                USING ERRCODE = 'undefined_column',
+                      HINT = format('it was renamed or dropped; rename it back, or SELECT mlmon.drop_feature_view(%L) and create the view again', fv.name);
+        END IF;
+    END LOOP;
+    RETURN fv;
+END $$;
+
+-- The entity column's type now (it may have been altered since creation).
+CREATE FUNCTION mlmon._fv_entity_type(fv mlmon.feature_view) RETURNS regtype
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.atttypid::regtype FROM pg_attribute a
+    WHERE a.attrelid = fv.source AND a.attname = fv.entity_column AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+-- The one definition of "the row of a `latest` view known at `at`": a query
+-- returning zero or one row with the view's features, aliased `aliases`.
+-- `entity_expr` must have the entity column's type; `at_expr` is timestamptz.
+-- With an (entity, event_time) index this is a backward index scan stopping at
+-- the first row known at `at` (incremental sort orders only ties).
+CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text) RETURNS text
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cols text;
+    known text := '';
+    newest text := '';
+BEGIN
+    SELECT string_agg(format('src.%I AS %I', f, a), ', ' ORDER BY i) INTO cols
+    FROM unnest(fv.features, aliases) WITH ORDINALITY u(f, a, i);
+    IF fv.created_time_column IS NOT NULL THEN
+        -- A row with a NULL created_time is never known (it cannot be shown
+        -- to predate `at`).
+        known := format(' AND src.%I <= %s', fv.created_time_column, at_expr);
+        newest := format(', src.%I DESC', fv.created_time_column);
+    END IF;
+    IF fv.ttl IS NOT NULL THEN
+        -- The newest known row is too old exactly when no known row is fresh,
+        -- so the freshness bound can be a scan condition.
+        known := known || format(' AND src.%I >= %s - %L::interval', fv.event_time_column, at_expr, fv.ttl);
+    END IF;
+    RETURN format('SELECT %s FROM %s src WHERE src.%I = %s AND src.%I <= %s%s ORDER BY src.%I DESC%s, (src.*)::text COLLATE "C" DESC LIMIT 1',
+                  cols, fv.source, fv.entity_column, entity_expr, fv.event_time_column, at_expr, known,
+                  fv.event_time_column, newest);
+END $$;
+
+-- The aggregate of a window view over rows aliased `src`, for one point.
+-- rate is the share of rows with a non-NULL value that are true; like every
+-- SQL aggregate, count/sum/avg/min/max skip NULL values (count(value) counts
+-- non-NULL values; pass the event_time column to count rows).
+CREATE FUNCTION mlmon._fv_window_agg_sql(fv mlmon.feature_view) RETURNS text
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE fv.agg
+        WHEN 'rate' THEN format('(count(src.%1$I) FILTER (WHERE src.%1$I))::float8 / nullif(count(src.%1$I), 0)', fv.value_column)
+        ELSE format('%s(src.%I)', fv.agg, fv.value_column) END
+$$;
+
+-- A window feature for every point of `points` (a relation (e, t) of distinct
+-- entities and times): returns (e, t, c1), c1 NULL or absent for points with
+-- an infinite t (their window is empty).
+--
+-- Sorted sweep (van Herk / Gil-Werman): cut time into blocks of `window` width
+-- with date_bin. The window (at - window, at] then covers exactly a prefix of
+-- at's block (rows with t <= at) and a suffix of the block before (rows with
+-- t > at - window, i.e. t >= at - window + 1 microsecond, as timestamptz is
+-- whole microseconds). Events and two probes per point (one in each block)
+-- go through two running aggregates per (entity, block): ascending for
+-- prefixes, descending for suffixes. The frames only grow, so nothing is
+-- recomputed (a sliding RANGE frame would restart min/max and float sums at
+-- every row: O(rows x window)); cost is the two sorts, O(n log n), and every
+-- aggregate (min and max too) is exact. The two partial results are combined
+-- per point.
+CREATE FUNCTION mlmon._fv_window_sweep_sql(fv mlmon.feature_view, points text) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w text := quote_literal(fv."window") || '::interval';
+    origin text := '''2000-01-01 00:00:00+00''::timestamptz';
+    value_type regtype;
+    partials text[];
+    combine text;
+    part_cols text := '';
+    i int;
+BEGIN
+    SELECT a.atttypid::regtype INTO value_type FROM pg_attribute a
+    WHERE a.attrelid = fv.source AND a.attname = fv.value_column AND a.attnum > 0 AND NOT a.attisdropped;
+    -- p<i>/s<i>: partial i over the prefix/suffix; max() just picks the single
+    -- non-NULL one per point.
+    CASE fv.agg
+        WHEN 'count' THEN
+            partials := ARRAY['count(u.x)'];
+            combine := 'coalesce(max(z.p1), 0) + coalesce(max(z.s1), 0)';
+        WHEN 'sum' THEN
+            partials := ARRAY['sum(u.x)'];
+            combine := 'CASE WHEN max(z.p1) IS NULL THEN max(z.s1) WHEN max(z.s1) IS NULL THEN max(z.p1) ELSE max(z.p1) + max(z.s1) END';
+        WHEN 'min' THEN
+            partials := ARRAY['min(u.x)'];
+            combine := 'least(max(z.p1), max(z.s1))';
+        WHEN 'max' THEN
+            partials := ARRAY['max(u.x)'];
+            combine := 'greatest(max(z.p1), max(z.s1))';
+        WHEN 'avg' THEN
+            -- avg is sum/count in the type PostgreSQL's avg uses: numeric for
+            -- integers and numeric (the same numeric division, so the same
+            -- digits), float8 for real and double precision.
+            partials := ARRAY[format('sum(u.x::%s)', CASE WHEN value_type IN ('real'::regtype, 'double precision'::regtype)
+                                                      THEN 'float8' ELSE 'numeric' END), 'count(u.x)'];
+            combine := '(coalesce(max(z.p1), 0) + coalesce(max(z.s1), 0)) / nullif(coalesce(max(z.p2), 0) + coalesce(max(z.s2), 0), 0)';
+        WHEN 'rate' THEN
+            partials := ARRAY['count(u.x) FILTER (WHERE u.x)', 'count(u.x)'];
+            combine := '(coalesce(max(z.p1), 0) + coalesce(max(z.s1), 0))::float8 / nullif(coalesce(max(z.p2), 0) + coalesce(max(z.s2), 0), 0)';
+    END CASE;
+    FOR i IN 1 .. cardinality(partials) LOOP
+        part_cols := part_cols || format(', CASE WHEN u.kind = 1 THEN %1$s OVER up END AS p%2$s, CASE WHEN u.kind = 2 THEN %1$s OVER down END AS s%2$s',
+                                         partials[i], i);
+    END LOOP;
+    RETURN format($q$
+        SELECT z.e, z.pt AS t, %1$s AS c1
+        FROM (SELECT u.e, u.pt, u.kind%2$s
+              FROM (SELECT src.%3$I AS e, date_bin(%4$s, src.%5$I, %6$s) AS blk, src.%5$I AS t, 0 AS kind,
+                           src.%7$I AS x, NULL::timestamptz AS pt
+                    FROM %8$s src
+                    WHERE src.%3$I IN (SELECT p.e FROM %9$s p) AND isfinite(src.%5$I)%10$s
+                    UNION ALL
+                    SELECT p.e, date_bin(%4$s, p.t, %6$s), p.t, 1, NULL, p.t FROM %9$s p WHERE isfinite(p.t)
+                    UNION ALL
+                    SELECT p.e, date_bin(%4$s, p.t, %6$s) - %4$s, p.t - %4$s + interval '1 microsecond', 2, NULL, p.t
+                    FROM %9$s p WHERE isfinite(p.t)) u
+              WINDOW up AS (PARTITION BY u.e, u.blk ORDER BY u.t),
+                     down AS (PARTITION BY u.e, u.blk ORDER BY u.t DESC)) z
+        WHERE z.kind > 0
+        GROUP BY z.e, z.pt $q$,
+        combine, part_cols, fv.entity_column, w, fv.event_time_column, origin, fv.value_column, fv.source, points,
+        CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END);
+END $$;
+
+-- The implementation of feature_at, with the entity as text: it is compared
+-- in the view's key type after a cast from text, so a caller may pass 42
+-- (integer) for a bigint key or a string for a uuid key.
+CREATE FUNCTION mlmon._feature_at(view text, entity text, at timestamptz) RETURNS jsonb
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fv mlmon.feature_view := mlmon._feature_view($1);
+    result jsonb;
+BEGIN
+    IF fv.kind = 'latest' THEN
+        -- The lateral row is NULL-extended when nothing is known (or fresh),
+        -- which gives every feature key with a NULL value.
+        EXECUTE format('SELECT to_jsonb(o.*) FROM (SELECT x.* FROM (SELECT) d LEFT JOIN LATERAL (%s) x ON true) o',
+                       mlmon._fv_latest_sql(fv, fv.features::text[], format('$1::%s', mlmon._fv_entity_type(fv)), '$2'))
+        INTO result USING $2, $3;
+    ELSIF $2 IS NULL OR $3 IS NULL THEN
+        -- No entity or no time: unknown, not an empty window (build_training_set agrees).
+        result := jsonb_build_object(fv.agg, NULL);
+    ELSE
+        EXECUTE format('SELECT jsonb_build_object(%L, %s) FROM %s src WHERE src.%I = $1::%s AND src.%I > $2 - %L::interval AND src.%I <= $2%s',
+                       fv.agg, mlmon._fv_window_agg_sql(fv), fv.source, fv.entity_column, mlmon._fv_entity_type(fv),
+                       fv.event_time_column, fv."window", fv.event_time_column,
+                       CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END)
+        INTO result USING $2, $3;
+    END IF;
+    RETURN result;
+END $$;
+
+CREATE FUNCTION mlmon.feature_at(view text, entity anyelement, at timestamptz) RETURNS jsonb
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN mlmon._feature_at($1, $2::text, $3);
+END $$;
+COMMENT ON FUNCTION mlmon.feature_at(text, anyelement, timestamptz) IS
+    'Feature values of an entity as known at `at`, as a JSON object {feature: value}.';
+
+-- The same for a text entity. PostgreSQL cannot resolve anyelement from an
+-- untyped literal, so without this overload feature_at('v', 'abc', t) and
+-- feature_at('v', NULL, t) would need a cast.
+CREATE FUNCTION mlmon.feature_at(view text, entity text, at timestamptz) RETURNS jsonb
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN mlmon._feature_at($1, $2, $3);
+END $$;
+COMMENT ON FUNCTION mlmon.feature_at(text, text, timestamptz) IS
+    'Feature values of an entity as known at `at`, as a JSON object {feature: value}.';
+
+-- The online read. now() is the transaction's start, so rows whose event or
+-- created time lies after it (clock skew, future-dated rows) do not count,
+-- exactly as feature_at(view, entity, now()) -- serving sees what training saw.
+CREATE FUNCTION mlmon.latest_features(view text, entity anyelement) RETURNS jsonb
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN mlmon._feature_at($1, $2::text, now());
+END $$;
+COMMENT ON FUNCTION mlmon.latest_features(text, anyelement) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
+
+CREATE FUNCTION mlmon.latest_features(view text, entity text) RETURNS jsonb
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN mlmon._feature_at($1, $2, now());
+END $$;
+COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
+
+-- One CREATE TABLE ... AS statement: the spine's distinct (entity, at) points
+-- are collected once per entity key type; each `latest` view joins them
+-- LATERAL to its row query (index probes), each window view runs its sweep;
+-- both yield one row per point, joined back to every spine row on (entity,
+-- at), so spine rows are kept exactly (no drops, no duplicates).
+CREATE FUNCTION mlmon.build_training_set(spine regclass, entity text, at text, views text[], target text) RETURNS bigint
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    spine_entity_type regtype;
+    t regtype;
+    parts text[];
+    target_schema text;
+    target_table text;
+    fv mlmon.feature_view;
+    fvs mlmon.feature_view[] := '{}';
+    v text;
+    key_types regtype[] := '{}';
+    kt regtype;
+    k int;
+    i int;
+    j int;
+    aliases text[];
+    ctes text[] := '{}';
+    select_list text := 's.*';
+    joins text := '';
+    entity_expr text;
+    col_names text[];
+    new_col text;
+    n_rows bigint;
+BEGIN
+    IF spine IS NULL OR entity IS NULL OR at IS NULL THEN
+        RAISE EXCEPTION 'spine, entity and at are required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass the spine table and the names of its entity and time columns';
+    END IF;
+    spine_entity_type := mlmon._column_type(spine, entity, 'entity');
+    t := mlmon._column_type(spine, at, 'at');
+    IF t <> 'timestamp with time zone'::regtype THEN
+        RAISE EXCEPTION 'column "%" has type %, expected timestamp with time zone', at, t
+            USING ERRCODE = 'datatype_mismatch', HINT = 'argument at: only timestamp with time zone is accepted';
+    END IF;
+    IF views IS NULL OR cardinality(views) = 0 OR array_position(views, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'views must be a non-empty list of feature view names'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument views: see SELECT name FROM mlmon.feature_views';
+    END IF;
+    IF (SELECT count(DISTINCT x) FROM unnest(views) x) <> cardinality(views) THEN
+        RAISE EXCEPTION 'views lists a feature view twice'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument views: name each view once';
+    END IF;
+
+    -- The target: "name" or "schema.name", parsed as SQL identifiers (so
+    -- '"My Set"' keeps its case). An unqualified name goes into the spine's
+    -- schema: inside this function search_path is fixed, so "the caller's
+    -- current schema" is not known here, and the spine's is a stable choice.
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'target is required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'argument target: a table name, optionally schema-qualified';
+    END IF;
+    BEGIN
+        parts := parse_ident(target);
+    EXCEPTION WHEN OTHERS THEN
+        parts := NULL;
+    END;
+    IF parts IS NULL OR cardinality(parts) NOT IN (1, 2) THEN
+        RAISE EXCEPTION 'invalid target table name %', quote_literal(target)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument target: table or schema.table, with double quotes around names that need them, e.g. ''ml."Training Set"''';
+    END IF;
+    IF cardinality(parts) = 2 THEN
+        target_schema := parts[1];
+        target_table := parts[2];
+    ELSE
+        SELECT n.nspname INTO target_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = spine;
+        target_table := parts[1];
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = target_schema AND c.relname = target_table) THEN
+        RAISE EXCEPTION 'relation %.% already exists', quote_ident(target_schema), quote_ident(target_table)
+            USING ERRCODE = 'duplicate_table', HINT = 'argument target: pick a new table name, or drop the old training set first';
+    END IF;
+
+    SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') INTO col_names
+    FROM pg_attribute a WHERE a.attrelid = spine AND a.attnum > 0 AND NOT a.attisdropped;
+
+    FOREACH v IN ARRAY views LOOP
+        fv := mlmon._feature_view(v);
+        fvs := fvs || fv;
+        kt := mlmon._fv_entity_type(fv);
+        IF NOT kt = ANY (key_types) THEN
+            key_types := key_types || kt;
+        END IF;
+        FOREACH new_col IN ARRAY (SELECT array_agg(fv.name || '__' || f) FROM unnest(fv.features) f) LOOP
+            IF octet_length(new_col) > 63 THEN
+                RAISE EXCEPTION 'training-set column name "%" is longer than 63 bytes', new_col
+                    USING ERRCODE = 'name_too_long', HINT = 'argument views: recreate the view under a shorter name';
+            END IF;
+            IF new_col = ANY (col_names) THEN
+                RAISE EXCEPTION 'column "%" would appear twice in the training set', new_col
+                    USING ERRCODE = 'duplicate_column',
+                          HINT = 'argument spine: a spine column has the name of a feature column (<view>__<feature>); rename it';
+            END IF;
+            col_names := col_names || new_col;
+        END LOOP;
+    END LOOP;
+
+    -- Spine points, once per entity key type; rows with a NULL entity or time
+    -- have no point and get NULL features.
+    FOR k IN 1 .. cardinality(key_types) LOOP
+        entity_expr := CASE WHEN key_types[k] = spine_entity_type THEN format('s.%I', entity)
+                            ELSE format('s.%I::text::%s', entity, key_types[k]) END;
+        ctes := ctes || format('_mlmon_p%s AS MATERIALIZED (SELECT DISTINCT %s AS e, s.%I AS t FROM %s s WHERE s.%I IS NOT NULL AND s.%I IS NOT NULL)',
+                               k, entity_expr, at, spine, entity, at);
+    END LOOP;
+
+    FOR i IN 1 .. cardinality(fvs) LOOP
+        fv := fvs[i];
+        kt := mlmon._fv_entity_type(fv);
+        k := array_position(key_types, kt);
+        entity_expr := CASE WHEN kt = spine_entity_type THEN format('s.%I', entity)
+                            ELSE format('s.%I::text::%s', entity, kt) END;
+        IF fv.kind = 'latest' THEN
+            SELECT array_agg('c' || n ORDER BY n) INTO aliases FROM generate_series(1, cardinality(fv.features)) n;
+            ctes := ctes || format('_mlmon_f%s AS MATERIALIZED (SELECT p.e, p.t, x.* FROM _mlmon_p%s p CROSS JOIN LATERAL (%s) x)',
+                                   i, k, mlmon._fv_latest_sql(fv, aliases, 'p.e', 'p.t'));
+            FOR j IN 1 .. cardinality(fv.features) LOOP
+                select_list := select_list || format(', _mlmon_f%s.c%s AS %I', i, j, fv.name || '__' || fv.features[j]);
+            END LOOP;
+        ELSE
+            ctes := ctes || format('_mlmon_f%s AS MATERIALIZED (%s)', i, mlmon._fv_window_sweep_sql(fv, format('_mlmon_p%s', k)));
+            IF fv.agg = 'count' THEN
+                -- An empty window counts 0, as count() does; a spine row without
+                -- entity or time has no window and stays NULL.
+                select_list := select_list || format(', CASE WHEN s.%I IS NOT NULL AND s.%I IS NOT NULL THEN coalesce(_mlmon_f%s.c1, 0) END AS %I',
+                                                     entity, at, i, fv.name || '__' || fv.agg);
+            ELSE
+                select_list := select_list || format(', _mlmon_f%s.c1 AS %I', i, fv.name || '__' || fv.agg);
+            END IF;
+        END IF;
+        joins := joins || format(' LEFT JOIN _mlmon_f%1$s ON _mlmon_f%1$s.e = %2$s AND _mlmon_f%1$s.t = s.%3$I', i, entity_expr, at);
+    END LOOP;
+
+    EXECUTE format('CREATE TABLE %I.%I AS WITH %s SELECT %s FROM %s s%s',
+                   target_schema, target_table, array_to_string(ctes, ', '), select_list, spine, joins);
+    GET DIAGNOSTICS n_rows = ROW_COUNT;
+    RETURN n_rows;
+END $$;
+COMMENT ON FUNCTION mlmon.build_training_set(regclass, text, text, text[], text) IS
+    'Creates table `target`: every spine row plus one column <view>__<feature> per feature, computed as known at the row''s `at`; returns the row count.';
+
+-- Feature view definitions are user data: pg_dump keeps them. The call only
+-- works inside CREATE EXTENSION; loaded on its own this file skips it.
+DO $$
+BEGIN
+    PERFORM pg_catalog.pg_extension_config_dump('mlmon.feature_view', '');
+EXCEPTION WHEN OTHERS THEN
+    NULL;
+END $$;
