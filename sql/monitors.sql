@@ -299,7 +299,10 @@ BEGIN
 
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION %1$s(changed %2$s) RETURNS void
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET work_mem = '64MB'
+        LANGUAGE plpgsql
+        -- Called only from the trigger functions, which already run as the
+        -- monitor's owner with a fixed search_path (EXECUTE is revoked from
+        -- PUBLIC): no SECURITY DEFINER or search_path switch per statement here.
         -- One plan per session for the small path: its per-key LATERAL shape is
         -- index probes whatever the batch estimate, and re-planning it for every
         -- single-row INSERT cost several times executing it.
@@ -319,6 +322,8 @@ BEGIN
             --    counted are locked, so every other writer of them has committed
             --    or rolled back before we go on.
             IF large THEN
+                -- Room to hash and sort a big batch; local to this transaction.
+                PERFORM set_config('work_mem', '64MB', true);
                 EXECUTE %4$L INTO contended USING changed;
             ELSE
                 %5$s INTO contended;
@@ -522,6 +527,7 @@ BEGIN
     -- DROP EXTENSION then takes the generated functions (and with them the
     -- triggers) along, instead of leaving triggers that call missing functions.
     -- The rollup and keys tables stay: they are the user's data.
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(%s[]) FROM PUBLIC', mlmon._internal_function(m, 'apply'), m.key_type);
     EXECUTE format('ALTER FUNCTION %s(boolean) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'compact'));
     EXECUTE format('ALTER FUNCTION %s(%s[]) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'apply'), m.key_type);
     EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_predictions'));
