@@ -167,9 +167,10 @@ fn combine(group: &[&Bin]) -> Bin {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScoreSummary {
     weighted: bool,
-    /// Σ w · (−log-likelihood), with scikit-learn's clipping.
+    /// Σ w · (−log-likelihood), with scikit-learn's clipping, of the rows
+    /// already folded into `bins`; the exact `points` add theirs when read.
     log_loss: f64,
-    /// Σ w · (score − y)².
+    /// Σ w · (score − y)², likewise.
     brier: f64,
     /// Exact distinct scores, keyed by their bits (non-negative f64s order
     /// like their bit patterns); once compressed, scores added since.
@@ -203,12 +204,8 @@ impl ScoreSummary {
         }
         check_weight("weight", weight)?;
         self.weighted |= weight != 1.0;
-        // scikit-learn clips both columns [1 − p, p] to [eps, 1 − eps].
-        let eps = f64::EPSILON;
-        let likelihood = if actual { score } else { 1.0 - score };
-        self.log_loss += weight * -likelihood.clamp(eps, 1.0 - eps).ln();
-        let residual = score - if actual { 1.0 } else { 0.0 };
-        self.brier += weight * residual * residual;
+        // Log loss and Brier are summed per distinct score, not per row (see
+        // `point_losses`): one logarithm per score instead of one per row.
         let tally = self.points.entry((score + 0.0).to_bits()).or_default(); // + 0.0 turns −0 into 0
         if actual {
             tally.w_pos += weight;
@@ -232,6 +229,10 @@ impl ScoreSummary {
     }
 
     fn compress(&mut self) {
+        // Bins keep no per-score detail, so fold the exact points' losses first.
+        let (log_loss, brier) = self.point_losses();
+        self.log_loss += log_loss;
+        self.brier += brier;
         let mut entries: Vec<Bin> = std::mem::take(&mut self.points)
             .into_iter()
             .map(|(k, tally)| {
@@ -361,13 +362,26 @@ impl ScoreSummary {
     /// [eps, 1 − eps] with eps = f64::EPSILON); `None` without weight.
     pub fn log_loss(&self) -> Option<f64> {
         let w = self.weight();
-        (w > 0.0).then(|| self.log_loss / w)
+        (w > 0.0).then(|| (self.log_loss + self.point_losses().0) / w)
+    }
+
+    /// Σ w·(−log-likelihood) and Σ w·(score − y)² over the exact points not yet
+    /// folded into `log_loss`/`brier` (those hold the rows already binned).
+    fn point_losses(&self) -> (f64, f64) {
+        // scikit-learn clips both columns [1 − p, p] to [eps, 1 − eps].
+        let eps = f64::EPSILON;
+        self.points.iter().fold((0.0, 0.0), |(ll, br), (&bits, t)| {
+            let s = f64::from_bits(bits);
+            let ll = ll + t.w_pos * -s.clamp(eps, 1.0 - eps).ln() + t.w_neg * -(1.0 - s).clamp(eps, 1.0 - eps).ln();
+            let br = br + t.w_pos * (s - 1.0) * (s - 1.0) + t.w_neg * s * s;
+            (ll, br)
+        })
     }
 
     /// scikit-learn's `brier_score_loss`: weighted mean of (score − y)².
     pub fn brier_score(&self) -> Option<f64> {
         let w = self.weight();
-        (w > 0.0).then(|| self.brier / w)
+        (w > 0.0).then(|| (self.brier + self.point_losses().1) / w)
     }
 
     /// Per non-empty uniform bin: (lower, upper, Σw·score, Σw·y, Σw, rows).
