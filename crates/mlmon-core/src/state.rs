@@ -31,9 +31,9 @@ impl State for crate::Confusion {
 }
 
 /// Implements [`State`] for a type whose inherent methods already have the
-/// right names and whose merge cannot fail.
+/// right names; `$merge` adapts its merge to return a `Result`.
 macro_rules! state_from_inherent {
-    ($ty:ty, merge: infallible) => {
+    ($ty:ty, $merge:expr) => {
         impl State for $ty {
             fn encode(&self) -> Vec<u8> {
                 <$ty>::encode(self)
@@ -48,33 +48,19 @@ macro_rules! state_from_inherent {
                 <$ty>::from_json(text)
             }
             fn merge_from(&mut self, other: &Self) -> Result<()> {
-                self.merge(other);
-                Ok(())
-            }
-        }
-    };
-    ($ty:ty, merge: fallible) => {
-        impl State for $ty {
-            fn encode(&self) -> Vec<u8> {
-                <$ty>::encode(self)
-            }
-            fn decode(bytes: &[u8]) -> Result<Self> {
-                <$ty>::decode(bytes)
-            }
-            fn to_json(&self) -> String {
-                <$ty>::to_json(self)
-            }
-            fn from_json(text: &str) -> Result<Self> {
-                <$ty>::from_json(text)
-            }
-            fn merge_from(&mut self, other: &Self) -> Result<()> {
-                self.merge(other)
+                $merge(self, other)
             }
         }
     };
 }
 
-state_from_inherent!(crate::regression::RegressionSummary, merge: infallible);
-state_from_inherent!(crate::scores::ScoreSummary, merge: infallible);
-state_from_inherent!(crate::drift::Histogram, merge: fallible);
-state_from_inherent!(crate::drift::Frequencies, merge: fallible);
+state_from_inherent!(crate::regression::RegressionSummary, |a: &mut Self, b: &Self| {
+    a.merge(b);
+    Ok(())
+});
+state_from_inherent!(crate::scores::ScoreSummary, |a: &mut Self, b: &Self| {
+    a.merge(b);
+    Ok(())
+});
+state_from_inherent!(crate::drift::Histogram, |a: &mut Self, b: &Self| a.merge(b));
+state_from_inherent!(crate::drift::Frequencies, |a: &mut Self, b: &Self| a.merge(b));
