@@ -15,12 +15,17 @@
 --   rows with event_time in (at - window, at] (the lower bound is excluded, the
 --   upper included) and, when a filter column is given, filter IS TRUE.
 --
--- The same definition is computed two ways: mlmon.feature_at evaluates it for
--- one (entity, at); mlmon.build_training_set evaluates it for a whole spine
--- with one set-based statement. The row-choice SQL of `latest` views comes
+-- The same definition is computed two ways: mlmon.feature_at (and
+-- mlmon.latest_features, which is feature_at at now()) evaluates it for one
+-- (entity, at); mlmon.build_training_set evaluates it for a whole spine with
+-- one set-based statement per view. The row-choice SQL of `latest` views comes
 -- from one generator (mlmon._fv_latest_sql) for both; window features use a
 -- plain aggregate for one point and a sorted sweep for a spine, checked against
--- each other by tests/features.
+-- each other and against a brute-force reference by tests/features.
+--
+-- Reading needs SELECT on the source (functions run as the caller); creating
+-- a view creates an (entity, event_time) index on the source when there is
+-- none and the caller owns it (see mlmon._fv_ensure_index).
 --
 -- Durations (ttl, window) must have a fixed length: no months or years, and a
 -- day counts as 24 hours, so results never depend on the session's TimeZone
@@ -303,7 +308,10 @@ BEGIN
         BEGIN
             EXECUTE format('SELECT %s(src.%I) FROM %s src WHERE false', agg, value, source);
         EXCEPTION WHEN undefined_function THEN
-            PERFORM mlmon._wrong_type('value', value, t, format('a type with a %s aggregate', agg));
+            RAISE EXCEPTION 'column "%" has type %, which has no % aggregate', value, t, agg
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = format('argument value: use a column of an ordered type (numbers, text, dates and times, ...)%s',
+                                    CASE WHEN t = 'boolean'::regtype THEN '; for booleans use agg => ''rate''' ELSE '' END);
         END;
     END IF;
     IF filter IS NOT NULL THEN
@@ -329,13 +337,21 @@ COMMENT ON FUNCTION mlmon.create_window_feature IS
 
 CREATE FUNCTION mlmon.drop_feature_view(name text) RETURNS void
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    owned_by name;
 BEGIN
     -- No validation of the source: dropping is how a broken view is cleared.
     -- The (entity, event_time) index stays: it belongs to the user's table.
-    DELETE FROM mlmon.feature_view f WHERE f.name = $1;
+    SELECT f.owner INTO owned_by FROM mlmon.feature_view f WHERE f.name = $1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'feature view "%" does not exist', $1
             USING ERRCODE = 'undefined_object', HINT = 'argument name: see SELECT name FROM mlmon.feature_views';
+    END IF;
+    DELETE FROM mlmon.feature_view f WHERE f.name = $1;
+    IF NOT FOUND THEN
+        -- Row security hid the row from DELETE: someone else's view.
+        RAISE EXCEPTION 'feature view "%" belongs to %', $1, owned_by
+            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only its owner can drop a feature view';
     END IF;
 END $$;
 COMMENT ON FUNCTION mlmon.drop_feature_view IS 'Removes a feature view (not its source table or index).';
@@ -379,31 +395,42 @@ $$;
 -- The one definition of "the row of a `latest` view known at `at`": a query
 -- returning zero or one row with the view's features, aliased `aliases`.
 -- `entity_expr` must have the entity column's type; `at_expr` is timestamptz.
--- With an (entity, event_time) index this is a backward index scan stopping at
--- the first row known at `at` (incremental sort orders only ties).
+--
+-- Two steps, each an index probe on (entity, event_time): the newest known
+-- event_time (a backward scan that stops at the first known row), then the
+-- rows at exactly that time, where created_time and the row text break ties.
+-- A single ORDER BY event_time, created_time, row text LIMIT 1 would be the
+-- same definition, but its plan sorts every candidate row (or batches of 32
+-- with an incremental sort) and renders each as text.
 CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text) RETURNS text
     IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cols text;
-    known text := '';
+    known_n text := '';
+    known_src text := '';
+    fresh text := '';
     newest text := '';
 BEGIN
     SELECT string_agg(format('src.%I AS %I', f, a), ', ' ORDER BY i) INTO cols
     FROM unnest(fv.features, aliases) WITH ORDINALITY u(f, a, i);
     IF fv.created_time_column IS NOT NULL THEN
-        -- A row with a NULL created_time is never known (it cannot be shown
-        -- to predate `at`).
-        known := format(' AND src.%I <= %s', fv.created_time_column, at_expr);
-        newest := format(', src.%I DESC', fv.created_time_column);
+        -- A row with a NULL created_time is never known: it cannot be shown
+        -- to predate `at`.
+        known_n := format(' AND n.%I <= %s', fv.created_time_column, at_expr);
+        known_src := format(' AND src.%I <= %s', fv.created_time_column, at_expr);
+        newest := format('src.%I DESC, ', fv.created_time_column);
     END IF;
     IF fv.ttl IS NOT NULL THEN
         -- The newest known row is too old exactly when no known row is fresh,
-        -- so the freshness bound can be a scan condition.
-        known := known || format(' AND src.%I >= %s - %L::interval', fv.event_time_column, at_expr, fv.ttl);
+        -- so freshness can bound the scan (inclusive: event_time = at - ttl
+        -- is still fresh).
+        fresh := format(' AND n.%I >= %s - %L::interval', fv.event_time_column, at_expr, fv.ttl);
     END IF;
-    RETURN format('SELECT %s FROM %s src WHERE src.%I = %s AND src.%I <= %s%s ORDER BY src.%I DESC%s, (src.*)::text COLLATE "C" DESC LIMIT 1',
-                  cols, fv.source, fv.entity_column, entity_expr, fv.event_time_column, at_expr, known,
-                  fv.event_time_column, newest);
+    RETURN format('SELECT %1$s FROM %2$s src WHERE src.%3$I = %4$s AND src.%5$I = '
+                  '(SELECT n.%5$I FROM %2$s n WHERE n.%3$I = %4$s AND n.%5$I <= %6$s%7$s%8$s ORDER BY n.%5$I DESC LIMIT 1)%9$s '
+                  'ORDER BY %10$s(src.*)::text COLLATE "C" DESC LIMIT 1',
+                  cols, fv.source, fv.entity_column, entity_expr, fv.event_time_column, at_expr,
+                  known_n, fresh, known_src, newest);
 END $$;
 
 -- The aggregate of a window view over rows aliased `src`, for one point.
@@ -559,11 +586,19 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
 
--- One CREATE TABLE ... AS statement: the spine's distinct (entity, at) points
--- are collected once per entity key type; each `latest` view joins them
--- LATERAL to its row query (index probes), each window view runs its sweep;
--- both yield one row per point, joined back to every spine row on (entity,
--- at), so spine rows are kept exactly (no drops, no duplicates).
+-- Set-based, in steps that each give the planner real statistics:
+-- 1. the spine's distinct (entity, at) points, once per entity key type, into
+--    a temporary table (ANALYZEd, so a large spine gets hash joins and a small
+--    one index probes);
+-- 2. per view one statement computing its features for every point: `latest`
+--    views join the points LATERAL to their row query (index probes on
+--    (entity, event_time), which create_* made sure exists), window views run
+--    their sorted sweep; each gives one row per point;
+-- 3. CREATE TABLE target AS spine LEFT JOIN each view's result on (entity,
+--    at): every spine row exactly once (no drops, no duplicates).
+-- The temporary tables are dropped before returning (and with an error, with
+-- the transaction). Sorts and hashes use the caller's work_mem; raise it for
+-- big spines.
 CREATE FUNCTION mlmon.build_training_set(spine regclass, entity text, at text, views text[], target text) RETURNS bigint
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -581,7 +616,11 @@ DECLARE
     i int;
     j int;
     aliases text[];
-    ctes text[] := '{}';
+    -- Per-call names: two calls in one transaction must not collide.
+    tag text := substr(md5(random()::text || clock_timestamp()::text), 1, 10);
+    scratch text[] := '{}';
+    points text;
+    features text;
     select_list text := 's.*';
     joins text := '';
     entity_expr text;
@@ -633,6 +672,10 @@ BEGIN
         SELECT n.nspname INTO target_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = spine;
         target_table := parts[1];
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = target_schema) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', target_schema
+            USING ERRCODE = 'invalid_schema_name', HINT = 'argument target: create the schema first, or name an existing one';
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = target_schema AND c.relname = target_table) THEN
         RAISE EXCEPTION 'relation %.% already exists', quote_ident(target_schema), quote_ident(target_table)
@@ -663,45 +706,57 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    -- Spine points, once per entity key type; rows with a NULL entity or time
-    -- have no point and get NULL features.
+    -- 1. Points. A spine row with a NULL entity or time has none and gets NULL
+    -- features. The spine's entity is compared in the view's key type, via
+    -- text when the types differ (as feature_at does with its argument).
     FOR k IN 1 .. cardinality(key_types) LOOP
+        points := format('pg_temp.%I', format('_mlmon_points_%s_%s', tag, k));
+        scratch := scratch || points;
         entity_expr := CASE WHEN key_types[k] = spine_entity_type THEN format('s.%I', entity)
                             ELSE format('s.%I::text::%s', entity, key_types[k]) END;
-        ctes := ctes || format('_mlmon_p%s AS MATERIALIZED (SELECT DISTINCT %s AS e, s.%I AS t FROM %s s WHERE s.%I IS NOT NULL AND s.%I IS NOT NULL)',
-                               k, entity_expr, at, spine, entity, at);
+        EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT DISTINCT %s AS e, s.%I AS t FROM %s s WHERE s.%I IS NOT NULL AND s.%I IS NOT NULL',
+                       points, entity_expr, at, spine, entity, at);
+        EXECUTE format('ANALYZE %s', points);
     END LOOP;
 
+    -- 2. Features per view, one row per point.
     FOR i IN 1 .. cardinality(fvs) LOOP
         fv := fvs[i];
         kt := mlmon._fv_entity_type(fv);
         k := array_position(key_types, kt);
+        points := format('pg_temp.%I', format('_mlmon_points_%s_%s', tag, k));
+        features := format('pg_temp.%I', format('_mlmon_features_%s_%s', tag, i));
+        scratch := scratch || features;
         entity_expr := CASE WHEN kt = spine_entity_type THEN format('s.%I', entity)
                             ELSE format('s.%I::text::%s', entity, kt) END;
         IF fv.kind = 'latest' THEN
             SELECT array_agg('c' || n ORDER BY n) INTO aliases FROM generate_series(1, cardinality(fv.features)) n;
-            ctes := ctes || format('_mlmon_f%s AS MATERIALIZED (SELECT p.e, p.t, x.* FROM _mlmon_p%s p CROSS JOIN LATERAL (%s) x)',
-                                   i, k, mlmon._fv_latest_sql(fv, aliases, 'p.e', 'p.t'));
+            EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT p.e, p.t, x.* FROM %s p CROSS JOIN LATERAL (%s) x',
+                           features, points, mlmon._fv_latest_sql(fv, aliases, 'p.e', 'p.t'));
             FOR j IN 1 .. cardinality(fv.features) LOOP
-                select_list := select_list || format(', _mlmon_f%s.c%s AS %I', i, j, fv.name || '__' || fv.features[j]);
+                select_list := select_list || format(', f%s.c%s AS %I', i, j, fv.name || '__' || fv.features[j]);
             END LOOP;
         ELSE
-            ctes := ctes || format('_mlmon_f%s AS MATERIALIZED (%s)', i, mlmon._fv_window_sweep_sql(fv, format('_mlmon_p%s', k)));
+            EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS %s', features, mlmon._fv_window_sweep_sql(fv, points));
             IF fv.agg = 'count' THEN
                 -- An empty window counts 0, as count() does; a spine row without
                 -- entity or time has no window and stays NULL.
-                select_list := select_list || format(', CASE WHEN s.%I IS NOT NULL AND s.%I IS NOT NULL THEN coalesce(_mlmon_f%s.c1, 0) END AS %I',
+                select_list := select_list || format(', CASE WHEN s.%I IS NOT NULL AND s.%I IS NOT NULL THEN coalesce(f%s.c1, 0) END AS %I',
                                                      entity, at, i, fv.name || '__' || fv.agg);
             ELSE
-                select_list := select_list || format(', _mlmon_f%s.c1 AS %I', i, fv.name || '__' || fv.agg);
+                select_list := select_list || format(', f%s.c1 AS %I', i, fv.name || '__' || fv.agg);
             END IF;
         END IF;
-        joins := joins || format(' LEFT JOIN _mlmon_f%1$s ON _mlmon_f%1$s.e = %2$s AND _mlmon_f%1$s.t = s.%3$I', i, entity_expr, at);
+        EXECUTE format('ANALYZE %s', features);
+        joins := joins || format(' LEFT JOIN %1$s f%2$s ON f%2$s.e = %3$s AND f%2$s.t = s.%4$I', features, i, entity_expr, at);
     END LOOP;
 
-    EXECUTE format('CREATE TABLE %I.%I AS WITH %s SELECT %s FROM %s s%s',
-                   target_schema, target_table, array_to_string(ctes, ', '), select_list, spine, joins);
+    -- 3. The training set.
+    EXECUTE format('CREATE TABLE %I.%I AS SELECT %s FROM %s s%s', target_schema, target_table, select_list, spine, joins);
     GET DIAGNOSTICS n_rows = ROW_COUNT;
+    FOREACH v IN ARRAY scratch LOOP
+        EXECUTE format('DROP TABLE %s', v);
+    END LOOP;
     RETURN n_rows;
 END $$;
 COMMENT ON FUNCTION mlmon.build_training_set(regclass, text, text, text[], text) IS

@@ -25,6 +25,7 @@ extension_sql_file!("../sql/scores.sql", name = "scores_sql", requires = ["confu
 extension_sql_file!("../sql/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);
 extension_sql_file!("../sql/monitors.sql", name = "monitors_sql", requires = ["confusion_sql"]);
 extension_sql_file!("../sql/monitor_reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
+extension_sql_file!("../sql/features.sql", name = "features_sql", requires = ["monitors_sql"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 mod sql_tests;

@@ -1,0 +1,284 @@
+"""feature_at, build_training_set and latest_features agree with each other and
+with a brute-force Python reference, on random data.
+
+Times sit on a 30-minute grid, some nudged by one microsecond either way, and
+windows and ttls are multiples of 30 minutes: rows land exactly on `at`, on
+`at - window` and on `at - ttl` all the time, and many rows tie on event_time
+(and on created_time). Values include NULLs; entities are bigint, text or
+uuid, and the spine's entity column is sometimes of another type (integer,
+varchar, text) than the views' key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from decimal import Decimal
+
+import pytest
+from psycopg import sql
+
+from features_reference import I, UTC, latest_ref, read_rows, same, window_ref
+
+T0 = dt.datetime(2025, 3, 1, tzinfo=UTC)
+STEP = dt.timedelta(minutes=30)
+US = dt.timedelta(microseconds=1)
+TEXTS = ["a", "b", "ü", "O'Brien", 'say "hi"', "", "Zz", "a b", "日本"]
+
+# (seed, key type, spine entity type)
+CASES = [
+    (1, "bigint", "bigint"),
+    (2, "bigint", "integer"),
+    (3, "text", "text"),
+    (4, "text", "character varying"),
+    (5, "uuid", "uuid"),
+    (6, "uuid", "text"),
+]
+
+# Window views: (suffix, value, agg, window, filter)
+WINDOWS = [
+    ("n2h", "a_int", "count", dt.timedelta(hours=2), None),
+    ("rows1d", "et", "count", dt.timedelta(days=1), None),
+    ("sum3h", "a_int", "sum", dt.timedelta(hours=3), "keep"),
+    ("xsum1d", "x", "sum", dt.timedelta(days=1), None),
+    ("cavg90", "c_num", "avg", dt.timedelta(minutes=90), None),
+    ("aavg5h", "a_int", "avg", dt.timedelta(hours=5), "keep"),
+    ("xavg2h", "x", "avg", dt.timedelta(hours=2), None),
+    ("tmin4h", "b_text", "min", dt.timedelta(hours=4), None),
+    ("xmax2h", "x", "max", dt.timedelta(hours=2), "keep"),
+    ("etmax1h", "et", "max", dt.timedelta(hours=1), None),
+    ("rate6h", "flag", "rate", dt.timedelta(hours=6), None),
+    ("rate30", "flag", "rate", dt.timedelta(minutes=30), "keep"),
+]
+APPROX_AGGS = {"avg", "rate"}
+L1_FEATURES = ["a_int", "b_text", "c_num", "x", "flag", "keep"]   # features => NULL: every other column
+L1_TTL = dt.timedelta(hours=6)
+L2_FEATURES = ["b_text", "x"]
+L3_TTL = STEP  # short: the newest known row often sits exactly at at - ttl
+
+
+def _grid_time(rng, span):
+    t = T0 + STEP * rng.randrange(span)
+    r = rng.random()
+    if r < 0.1:
+        t += US
+    elif r < 0.2:
+        t -= US
+    return t
+
+
+def _entity(rng, key_type, i):
+    if key_type == "bigint":
+        return [7, -3, 0, 2**40, 11, 12, 13, 14, 15, 16, 17, 18][i % 12] + (i // 12) * 1000
+    if key_type == "text":
+        base = TEXTS[i % len(TEXTS)]
+        return base + ("" if i < len(TEXTS) else str(i))
+    return uuid.UUID(int=rng.getrandbits(128))
+
+
+def _make_data(conn, schema, seed, key_type, spine_type):
+    rng = random.Random(seed)
+    src, spine = I(schema, "events"), I(schema, "spine")
+    conn.execute(sql.SQL(
+        "CREATE TABLE {} (ent {}, et timestamptz, ct timestamptz, a_int integer, b_text text COLLATE \"C\", "
+        "c_num numeric(10, 2), x double precision, flag boolean, keep boolean)").format(src, sql.SQL(key_type)))
+    entities = [_entity(rng, key_type, i) for i in range(30)]
+    span = 96  # two days of 30-minute steps
+    rows = []
+    for _ in range(3000):
+        e = rng.choice(entities) if rng.random() > 0.01 else None
+        et = _grid_time(rng, span) if rng.random() > 0.01 else None
+        if et is None or rng.random() < 0.05:
+            ct = None
+        else:
+            ct = et + rng.choice([dt.timedelta(0), dt.timedelta(0), STEP, 4 * STEP, dt.timedelta(days=1), US])
+        rows.append((
+            e, et, ct,
+            rng.choice([None, rng.randrange(-50, 100)]) if rng.random() < 0.2 else rng.randrange(-50, 100),
+            None if rng.random() < 0.1 else rng.choice(TEXTS),
+            None if rng.random() < 0.1 else Decimal(rng.randrange(-10000, 10000)) / 100,
+            None if rng.random() < 0.1 else rng.uniform(-1e3, 1e3),
+            None if rng.random() < 0.1 else rng.random() < 0.4,
+            None if rng.random() < 0.1 else rng.random() < 0.7,
+        ))
+    # A run of exact duplicates in (entity, event_time, created_time): only the
+    # row text can decide between them.
+    for _ in range(40):
+        r = list(rng.choice(rows))
+        r[3] = rng.randrange(-50, 100)
+        rows.append(tuple(r))
+    rng.shuffle(rows)
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(src)) as cp:
+        for r in rows:
+            cp.write_row(r)
+
+    conn.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, ent {}, at timestamptz)").format(
+        spine, sql.SQL(spine_type)))
+    spine_rows = []
+    for _ in range(350):
+        r = rng.random()
+        if r < 0.04:
+            e = None
+        elif r < 0.1:
+            e = _entity(rng, key_type, 1000 + rng.randrange(5))  # no data
+        else:
+            e = rng.choice(entities)
+        if e is not None and spine_type in ("integer",) and abs(e) >= 2**31:
+            e = 12
+        at = None if rng.random() < 0.03 else _grid_time(rng, span + 8)
+        spine_rows.append((str(e) if e is not None and spine_type in ("text", "character varying") else e, at))
+    spine_rows += spine_rows[:20]  # duplicate spine rows: kept, each once
+    with conn.cursor().copy(sql.SQL("COPY {} (ent, at) FROM STDIN").format(spine)) as cp:
+        for r in spine_rows:
+            cp.write_row(r)
+    return src, spine
+
+
+def _to_key(v, key_type):
+    if v is None:
+        return None
+    if key_type == "bigint":
+        return int(v)
+    if key_type == "uuid":
+        return v if isinstance(v, uuid.UUID) else uuid.UUID(v)
+    return str(v)
+
+
+@pytest.mark.parametrize("seed,key_type,spine_type", CASES, ids=[f"{c[1]}-spine_{c[2].split()[0]}-seed{c[0]}" for c in CASES])
+def test_random_agreement(conn, ns, seed, key_type, spine_type):
+    schema, prefix = ns
+    src, spine = _make_data(conn, schema, seed, key_type, spine_type)
+    src_name = f'"{schema}".events'
+
+    l1, l2, l3 = prefix + "l1", prefix + "l2", prefix + "l3"
+    got = conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', created_time => 'ct', ttl => %s)",
+                       [l1, src_name, L1_TTL]).fetchone()[0]
+    assert got == L1_FEATURES
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', %s)", [l2, src_name, L2_FEATURES])
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', ARRAY['a_int'], 'ct', %s)",
+                 [l3, src_name, L3_TTL])
+    for suffix, value, agg, window, filt in WINDOWS:
+        conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'ent', 'et', %s, %s, %s, %s)",
+                     [prefix + suffix, src_name, value, agg, window, filt])
+    views = [l1, l2, l3] + [prefix + w[0] for w in WINDOWS]
+
+    n = conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', %s, %s)",
+                     [f'"{schema}".spine', views, f'"{schema}".ts']).fetchone()[0]
+    spine_rows = conn.execute(sql.SQL("SELECT id, ent, at FROM {} ORDER BY id").format(spine)).fetchall()
+    assert n == len(spine_rows)
+
+    # Training set: the spine's rows, each exactly once, spine columns first.
+    cur = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(I(schema, "ts")))
+    cols = [d.name for d in cur.description]
+    expected_cols = ["id", "ent", "at"] + [f"{l1}__{f}" for f in L1_FEATURES] + [f"{l2}__{f}" for f in L2_FEATURES] + [f"{l3}__a_int"] \
+        + [f"{prefix}{w[0]}__{w[2]}" for w in WINDOWS]
+    assert cols == expected_cols
+    ts_rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    assert [r["id"] for r in ts_rows] == [r[0] for r in spine_rows]
+    assert [(r["ent"], r["at"]) for r in ts_rows] == [(r[1], r[2]) for r in spine_rows]
+
+    # Column types follow the source (latest views) or the aggregate (windows).
+    types = dict(conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0",
+        [f'"{schema}".ts']).fetchall())
+    assert types[f"{l1}__c_num"] == "numeric(10,2)"
+    assert types[f"{l1}__a_int"] == "integer" and types[f"{l1}__flag"] == "boolean"
+    assert types[f"{prefix}n2h__count"] == "bigint"
+    assert types[f"{prefix}sum3h__sum"] == "bigint"          # sum(integer)
+    assert types[f"{prefix}xsum1d__sum"] == "double precision"
+    assert types[f"{prefix}cavg90__avg"] == "numeric" and types[f"{prefix}aavg5h__avg"] == "numeric"
+    assert types[f"{prefix}xavg2h__avg"] == "double precision"
+    assert types[f"{prefix}rate6h__rate"] == "double precision"
+    assert types[f"{prefix}etmax1h__max"] == "timestamp with time zone"
+
+    # feature_at for every spine row and view, in one statement per view.
+    at_json = {}
+    for v in views:
+        for rid, j in conn.execute(sql.SQL("SELECT id, mlmon.feature_at(%s, ent, at) FROM {} ORDER BY id").format(spine), [v]):
+            at_json[(v, rid)] = j
+
+    src_rows = read_rows(conn, src, "ent", "et", "ct", ["a_int", "b_text", "c_num", "x", "flag", "keep"])
+    by_entity = {}
+    for x in src_rows:
+        by_entity.setdefault(x.ent, []).append(_with_et(x))
+    mismatches = []
+    for r in ts_rows:
+        e, at = _to_key(r["ent"], key_type), r["at"]
+        rows_e = by_entity.get(e, []) if e is not None else []
+        # (view, feature, reference, compare approximately, build == feature_at exactly)
+        checks = []
+        ref1 = latest_ref(rows_e, e, at, L1_FEATURES, created=True, ttl=L1_TTL)
+        checks += [(l1, f, ref1[f], False, True) for f in L1_FEATURES]
+        ref2 = latest_ref(rows_e, e, at, L2_FEATURES)
+        checks += [(l2, f, ref2[f], False, True) for f in L2_FEATURES]
+        ref3 = latest_ref(rows_e, e, at, ["a_int"], created=True, ttl=L3_TTL)
+        checks.append((l3, "a_int", ref3["a_int"], False, True))
+        for suffix, value, agg, window, filt in WINDOWS:
+            # Float sums and averages depend on the order of addition; numeric
+            # avg and rate are the same division on both paths.
+            checks.append((prefix + suffix, agg, window_ref(rows_e, e, at, window, agg, value, filt),
+                           agg in APPROX_AGGS or value == "x", value != "x"))
+        for view, feat, ref, approx, exact in checks:
+            built = r[f"{view}__{feat}"]
+            js = at_json[(view, r["id"])]
+            if view not in (l1, l2, l3):
+                assert list(js) == [feat]
+            if not same(ref, built, approx):
+                mismatches.append(("build", view, feat, r["id"], e, at, ref, built))
+            if not same(ref, js[feat], approx):
+                mismatches.append(("feature_at", view, feat, r["id"], e, at, ref, js[feat]))
+            if exact and not same(built, js[feat]):
+                mismatches.append(("build != feature_at", view, feat, r["id"], e, at, built, js[feat]))
+    assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+
+    # Keys of latest views: every feature, NULL or not.
+    for (v, rid), j in at_json.items():
+        if v == l1:
+            assert list(sorted(j)) == sorted(L1_FEATURES)
+        elif v == l2:
+            assert list(sorted(j)) == sorted(L2_FEATURES)
+
+
+def _with_et(row):
+    return type(row)(row.ent, row.et, row.ct, dict(row.values, et=row.et), row.text)
+
+
+@pytest.mark.parametrize("key_type", ["bigint", "text", "uuid"])
+def test_latest_features_is_feature_at_now(conn, ns, key_type):
+    """The online read equals feature_at(now()) and the reference at that now,
+    with rows from the future (event or created time after now) ignored."""
+    schema, prefix = ns
+    rng = random.Random(99)
+    src = I(schema, "live")
+    conn.execute(sql.SQL("CREATE TABLE {} (ent {}, et timestamptz, ct timestamptz, v integer, flag boolean)").format(
+        src, sql.SQL(key_type)))
+    now = conn.execute("SELECT now()").fetchone()[0]
+    entities = [_entity(rng, key_type, i) for i in range(12)]
+    rows = []
+    for _ in range(600):
+        et = now + dt.timedelta(minutes=rng.randrange(-600, 120))
+        ct = et + rng.choice([dt.timedelta(0), dt.timedelta(minutes=30), dt.timedelta(hours=3)])
+        rows.append((rng.choice(entities), et, ct, rng.randrange(100), rng.random() < 0.5))
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(src)) as cp:
+        for r in rows:
+            cp.write_row(r)
+    name = f'"{schema}".live'
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', created_time => 'ct')", [prefix + "live", name])
+    conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'ent', 'et', 'v', 'sum', '2 hours')", [prefix + "sum", name])
+    conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'ent', 'et', 'flag', 'rate', '3 hours')", [prefix + "rate", name])
+    src_rows = read_rows(conn, src, "ent", "et", "ct", ["v", "flag"])
+    for e in entities + [_entity(rng, key_type, 500)]:
+        q = sql.SQL("SELECT now(), mlmon.latest_features(%s, {e}), mlmon.feature_at(%s, {e}, now())").format(
+            e=sql.SQL("%s::") + sql.SQL(key_type))
+        for v, ref in [
+            (prefix + "live", lambda now_: latest_ref(src_rows, e, now_, ["v", "flag"], created=True)),
+            (prefix + "sum", lambda now_: {"sum": window_ref(src_rows, e, now_, dt.timedelta(hours=2), "sum", "v")}),
+            (prefix + "rate", lambda now_: {"rate": window_ref(src_rows, e, now_, dt.timedelta(hours=3), "rate", "flag")}),
+        ]:
+            with conn.transaction():
+                now_, latest, at_now = conn.execute(q, [v, e, v, e]).fetchone()
+            assert latest == at_now
+            expected = ref(now_)
+            assert set(latest) == set(expected)
+            assert all(same(expected[k], latest[k], approx=True) for k in expected), (v, e, expected, latest)
