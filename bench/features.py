@@ -1,0 +1,129 @@
+"""Benchmark: point-in-time training sets and online reads (issue 5).
+
+build_training_set vs the best hand-written PostgreSQL query (LATERAL ... ORDER
+BY event_time DESC LIMIT 1 with a matching index), vs the range join +
+ROW_NUMBER pattern Feast's PostgreSQL offline store generates, and vs DuckDB's
+ASOF JOIN on the same data; latest_features vs a primary-key lookup (pgbench).
+
+Run: python3 bench/features.py [feature_rows] [entities] [spine_rows]
+     (defaults 10,000,000 / 1,000,000 / 1,000,000; MLMON_DSN selects the cluster)
+"""
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import duckdb
+
+from common import DSN, connect
+
+ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
+ENTITIES = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
+SPINE = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000
+
+
+def once(cur, sql):
+    start = time.perf_counter()
+    cur.execute(sql)
+    return time.perf_counter() - start
+
+
+def setup(cur):
+    cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
+    cur.execute("SELECT mlmon.drop_feature_view(name) FROM mlmon.feature_views WHERE name = 'bench_fv'")
+    cur.execute("DROP TABLE IF EXISTS bench_feats, bench_spine, bench_ts_mlmon, bench_ts_lateral, bench_ts_feast, bench_latest")
+    cur.execute(f"""CREATE TABLE bench_feats AS
+                    SELECT (random() * {ENTITIES})::bigint AS entity,
+                           timestamptz '2026-01-01' + random() * interval '300 days' AS event_time,
+                           random() AS f1, (random() * 100)::int AS f2, md5(random()::text) AS f3
+                    FROM generate_series(1, {ROWS})""")
+    cur.execute(f"""CREATE TABLE bench_spine AS
+                    SELECT i AS row_id, (random() * {ENTITIES})::bigint AS entity,
+                           timestamptz '2026-01-01' + random() * interval '300 days' AS at
+                    FROM generate_series(1, {SPINE}) i""")
+    cur.execute("CREATE INDEX ON bench_feats (entity, event_time)")
+    cur.execute("VACUUM ANALYZE bench_feats, bench_spine")
+    cur.execute("""SELECT mlmon.create_feature_view('bench_fv', 'bench_feats', entity => 'entity',
+                                                    event_time => 'event_time', features => ARRAY['f1', 'f2', 'f3'])""")
+
+
+def main():
+    conn = connect()
+    with conn.cursor() as cur:
+        setup(cur)
+        mlmon = once(cur, """SELECT mlmon.build_training_set('bench_spine', entity => 'entity', at => 'at',
+                                                             views => ARRAY['bench_fv'], target => 'bench_ts_mlmon')""")
+        lateral = once(cur, """CREATE TABLE bench_ts_lateral AS
+                               SELECT s.*, f.f1, f.f2, f.f3 FROM bench_spine s LEFT JOIN LATERAL (
+                                   SELECT f1, f2, f3 FROM bench_feats x
+                                   WHERE x.entity = s.entity AND x.event_time <= s.at
+                                   ORDER BY x.event_time DESC LIMIT 1) f ON true""")
+        feast = once(cur, """CREATE TABLE bench_ts_feast AS
+                             SELECT row_id, entity, at, f1, f2, f3 FROM (
+                                 SELECT s.*, x.f1, x.f2, x.f3,
+                                        row_number() OVER (PARTITION BY s.row_id ORDER BY x.event_time DESC) AS rn
+                                 FROM bench_spine s LEFT JOIN bench_feats x
+                                   ON x.entity = s.entity AND x.event_time <= s.at) ranked
+                             WHERE rn = 1""")
+        cur.execute("SELECT count(*) FROM bench_ts_mlmon m JOIN bench_ts_lateral l USING (row_id) "
+                    "WHERE m.bench_fv__f1 IS DISTINCT FROM l.f1")
+        disagreements = cur.fetchone()[0]
+        feats, spine = io.BytesIO(), io.BytesIO()
+        with cur.copy("COPY bench_feats TO STDOUT (FORMAT csv)") as copy:
+            for block in copy:
+                feats.write(block)
+        with cur.copy("COPY bench_spine TO STDOUT (FORMAT csv)") as copy:
+            for block in copy:
+                spine.write(block)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, buf in (("feats", feats), ("spine", spine)):
+            with open(os.path.join(tmp, name + ".csv"), "wb") as f:
+                f.write(buf.getvalue())
+        duck = duckdb.connect()
+        duck.execute(f"CREATE TABLE feats AS SELECT * FROM read_csv('{tmp}/feats.csv', header=false, "
+                     "columns={'entity': 'BIGINT', 'event_time': 'TIMESTAMPTZ', 'f1': 'DOUBLE', 'f2': 'INTEGER', 'f3': 'VARCHAR'})")
+        duck.execute(f"CREATE TABLE spine AS SELECT * FROM read_csv('{tmp}/spine.csv', header=false, "
+                     "columns={'row_id': 'BIGINT', 'entity': 'BIGINT', 'at': 'TIMESTAMPTZ'})")
+        start = time.perf_counter()
+        duck.execute("""CREATE TABLE ts AS SELECT s.*, f.f1, f.f2, f.f3 FROM spine s
+                        ASOF LEFT JOIN feats f ON s.entity = f.entity AND f.event_time <= s.at""")
+        duck_time = time.perf_counter() - start
+
+    host = re.search(r"host=(\S+)", DSN).group(1)
+    port = re.search(r"port=(\d+)", DSN).group(1)
+
+    def tps(sql):
+        script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
+        script.write(f"\\set e random(0, {ENTITIES})\n{sql}\n")
+        script.close()
+        out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", "8", "-j", "2",
+                              "-T", "15", "-f", script.name, "postgres"], capture_output=True, text=True, check=True).stdout
+        return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE bench_latest AS SELECT DISTINCT ON (entity) * FROM bench_feats ORDER BY entity, event_time DESC")
+        cur.execute("ALTER TABLE bench_latest ADD PRIMARY KEY (entity)")
+    latest = tps("SELECT mlmon.latest_features('bench_fv', :e::bigint);")
+    pk = tps("SELECT * FROM bench_latest WHERE entity = :e;")
+
+    print("\n".join([
+        f"### features: {ROWS:,} feature rows, {ENTITIES:,} entities, spine of {SPINE:,} "
+        f"({time.strftime('%Y-%m-%d')}, `python3 bench/features.py {ROWS} {ENTITIES} {SPINE}`)",
+        "",
+        "| measurement | seconds | ratio | target |",
+        "|---|---|---|---|",
+        f"| `build_training_set` | {mlmon:.2f} | 1.00 | |",
+        f"| hand-written LATERAL + index | {lateral:.2f} | mlmon {lateral / mlmon:.2f}x faster | >= 2x |",
+        f"| Feast-style range join + ROW_NUMBER | {feast:.2f} | mlmon {feast / mlmon:.2f}x faster | >= 10x |",
+        f"| DuckDB ASOF JOIN (in memory, load excluded) | {duck_time:.2f} | mlmon takes {mlmon / duck_time:.2f}x DuckDB's time | <= 2x |",
+        f"| `latest_features` vs primary-key lookup (pgbench, 8 clients) | {latest:.0f} vs {pk:.0f} tps | {pk / latest:.2f}x per call | <= 2x |",
+        f"| rows where mlmon and LATERAL disagree | {disagreements} | | 0 |",
+        "",
+    ]))
+
+
+if __name__ == "__main__":
+    main()
