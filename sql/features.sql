@@ -18,10 +18,12 @@
 -- The same definition is computed two ways: mlmon.feature_at (and
 -- mlmon.latest_features, which is feature_at at now()) evaluates it for one
 -- (entity, at); mlmon.build_training_set evaluates it for a whole spine with
--- one set-based statement per view. The row-choice SQL of `latest` views comes
--- from one generator (mlmon._fv_latest_sql) for both; window features use a
--- plain aggregate for one point and a sorted sweep for a spine, checked against
--- each other and against a brute-force reference by tests/features.
+-- set-based statements. The row-choice SQL of `latest` views comes from one
+-- generator (mlmon._fv_latest_sql) for both (feature_at runs it from a
+-- generated per-view reader function with a cached plan, see _feature_at);
+-- window features use a plain aggregate for one point and a sorted sweep for
+-- a spine, checked against each other and against a brute-force reference by
+-- tests/features.
 --
 -- Reading needs SELECT on the source (functions run as the caller); creating
 -- a view creates an (entity, event_time) index on the source when there is
@@ -266,6 +268,7 @@ BEGIN
     VALUES ($1, 'latest', source, source::text, entity, mlmon._column_type(source, entity, 'entity'), event_time,
             chosen, created_time, fixed_ttl);
     PERFORM mlmon._fv_ensure_index(source, entity, event_time);
+    PERFORM mlmon._fv_try_reader(mlmon._feature_view($1));
     RETURN chosen;
 END $$;
 COMMENT ON FUNCTION mlmon.create_feature_view IS
@@ -330,6 +333,7 @@ BEGIN
     VALUES ($1, 'window', source, source::text, entity, mlmon._column_type(source, entity, 'entity'), event_time,
             ARRAY[agg::name], value, agg, fixed_window, filter);
     PERFORM mlmon._fv_ensure_index(source, entity, event_time);
+    PERFORM mlmon._fv_try_reader(mlmon._feature_view($1));
     RETURN ARRAY[agg];
 END $$;
 COMMENT ON FUNCTION mlmon.create_window_feature IS
@@ -339,6 +343,7 @@ CREATE FUNCTION mlmon.drop_feature_view(name text) RETURNS void
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     owned_by name;
+    reader regprocedure;
 BEGIN
     -- No validation of the source: dropping is how a broken view is cleared.
     -- The (entity, event_time) index stays: it belongs to the user's table.
@@ -353,6 +358,23 @@ BEGIN
         RAISE EXCEPTION 'feature view "%" belongs to %', $1, owned_by
             USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only its owner can drop a feature view';
     END IF;
+    -- Its generated readers (every version: the source may have been renamed
+    -- or its key type changed since), and any reader the caller may drop
+    -- whose view is gone (its row deleted without this function). A reader
+    -- of someone else's stays; it is never used again (see
+    -- mlmon._fv_reader_name).
+    FOR reader IN SELECT p.oid FROM pg_proc p
+                  WHERE p.pronamespace = 'mlmon'::regnamespace AND p.proname ~ '^_fv_[0-9a-f]{16}_[0-9a-f]{32}$'
+                    AND pg_has_role(p.proowner, 'USAGE')
+                    AND (starts_with(p.proname, mlmon._fv_reader_prefix($1))
+                         OR NOT EXISTS (SELECT 1 FROM mlmon.feature_view f
+                                        WHERE starts_with(p.proname, mlmon._fv_reader_prefix(f.name)))) LOOP
+        BEGIN
+            EXECUTE format('DROP FUNCTION %s', reader);
+        EXCEPTION WHEN insufficient_privilege OR lock_not_available OR undefined_function THEN
+            NULL;
+        END;
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION mlmon.drop_feature_view IS 'Removes a feature view (not its source table or index).';
 
@@ -522,15 +544,139 @@ BEGIN
         CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END);
 END $$;
 
+-- Readers: per view, a generated function mlmon."_fv_<h>_<d>"(entity <key
+-- type>, at timestamptz) RETURNS jsonb with the one-point query as static SQL,
+-- so PL/pgSQL keeps its plan for the session instead of generating, parsing
+-- and planning the query on every feature_at call. Its body is exactly the
+-- query _feature_at would run (the same generators), so results agree.
+--
+-- The name is content-addressed: <h> from the view name (to find them all on
+-- drop), <d> from everything the body depends on, including the source's
+-- current qualified name. A renamed source, a re-created view or a view whose
+-- reader was made by someone else thus never runs a stale body: the name
+-- changes and a new reader is made. Readers run as the caller (SECURITY
+-- INVOKER), so privileges and row security of the source apply as before.
+CREATE FUNCTION mlmon._fv_reader_prefix(view text) RETURNS text
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT '_fv_' || left(md5(view), 16) || '_'
+$$;
+
+CREATE FUNCTION mlmon._fv_reader_name(fv mlmon.feature_view) RETURNS name
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    -- The same expression is inlined in mlmon._feature_at; keep them equal.
+    -- Times and intervals as numbers: the name must not depend on TimeZone,
+    -- DateStyle or IntervalStyle.
+    SELECT ('_fv_' || left(md5(fv.name), 16) || '_'
+            || md5(row(fv.name, fv.kind, fv.source::text, fv.entity_column, fv.event_time_column, fv.features,
+                       fv.created_time_column, extract(epoch FROM fv.ttl), fv.value_column, fv.agg,
+                       extract(epoch FROM fv."window"), fv.filter_column, fv.owner, extract(epoch FROM fv.created_at))::text))::name
+$$;
+
+-- The one-point query of a view, entity $1 (of type key_type), time $2.
+CREATE FUNCTION mlmon._fv_point_sql(fv mlmon.feature_view, key_type regtype) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF fv.kind = 'latest' THEN
+        -- The lateral row is NULL-extended when nothing is known (or fresh),
+        -- which gives every feature key with a NULL value.
+        RETURN format('SELECT to_jsonb(o.*) FROM (SELECT x.* FROM (SELECT) d LEFT JOIN LATERAL (%s) x ON true) o',
+                      mlmon._fv_latest_sql(fv, fv.features::text[], format('$1::%s', key_type), '$2'));
+    END IF;
+    -- No entity or no time: unknown, not an empty window (build_training_set agrees).
+    RETURN format('SELECT CASE WHEN $1 IS NULL OR $2 IS NULL THEN jsonb_build_object(%1$L, NULL) ELSE '
+                  '(SELECT jsonb_build_object(%1$L, %2$s) FROM %3$s src WHERE src.%4$I = $1::%5$s AND src.%6$I > $2 - %7$L::interval AND src.%6$I <= $2%8$s) END',
+                  fv.agg, mlmon._fv_window_agg_sql(fv), fv.source, fv.entity_column, key_type,
+                  fv.event_time_column, fv."window",
+                  CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END);
+END $$;
+
+-- Makes the reader of a (checked) view for its current key type, unless it
+-- exists; returns it, or NULL when it cannot be made here (read-only
+-- transaction, standby, no CREATE on schema mlmon, a concurrent creator):
+-- then callers use the dynamic query, which gives the same result.
+--
+-- lock_timeout: a concurrent maker in a still-open transaction must not stall
+-- this read; it falls back instead.
+CREATE FUNCTION mlmon._fv_try_reader(fv mlmon.feature_view) RETURNS regprocedure
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '200ms' AS $$
+DECLARE
+    key_type regtype := mlmon._fv_entity_type(fv);
+    fn text := format('mlmon.%I', mlmon._fv_reader_name(fv));
+    reader regprocedure := to_regprocedure(format('%s(%s, timestamptz)', fn, key_type));
+BEGIN
+    IF reader IS NOT NULL OR key_type IS NULL THEN
+        RETURN reader;
+    END IF;
+    IF current_setting('transaction_read_only')::boolean OR NOT has_schema_privilege('mlmon', 'CREATE') THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        EXECUTE format('CREATE FUNCTION %s(%s, timestamptz) RETURNS jsonb STABLE LANGUAGE plpgsql '
+                       'SET search_path = pg_catalog, pg_temp AS %L',
+                       fn, key_type, format(E'BEGIN\n    RETURN (%s);\nEND', mlmon._fv_point_sql(fv, key_type)));
+        reader := format('%s(%s, timestamptz)', fn, key_type)::regprocedure;
+        EXECUTE format('COMMENT ON FUNCTION %s IS %L', reader,
+                       format('mlmon: generated reader of feature view %s (use mlmon.feature_at)', quote_literal(fv.name)));
+        -- DROP EXTENSION takes it along.
+        EXECUTE format('ALTER FUNCTION %s DEPENDS ON EXTENSION mlmon', reader);
+    EXCEPTION WHEN OTHERS THEN
+        RETURN NULL;
+    END;
+    RETURN reader;
+END $$;
+
 -- The implementation of feature_at, with the entity as text: it is compared
 -- in the view's key type after a cast from text, so a caller may pass 42
 -- (integer) for a bigint key or a string for a uuid key.
+--
+-- Fast path: one (cached) catalog query finds the view and its reader for the
+-- current key type, whose plan is cached. Anything else (no reader that can
+-- be made, a broken view, an unknown name, an error in the reader) takes the
+-- checked, dynamic path below, which also raises the errors.
 CREATE FUNCTION mlmon._feature_at(view text, entity text, at timestamptz) RETURNS jsonb
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    fv mlmon.feature_view := mlmon._feature_view($1);
+    kind text;
+    call text;
+    fv mlmon.feature_view;
     result jsonb;
 BEGIN
+    -- One cached catalog query: the view's kind and the call of its reader
+    -- for the key type now (no row when the source or its entity column is
+    -- gone). Scalars only: cheaper than passing the row around.
+    SELECT f.kind,
+           format('SELECT mlmon.%I($1::%s, $2)',
+                  ('_fv_' || left(md5(f.name), 16) || '_'
+                   || md5(row(f.name, f.kind, f.source::text, f.entity_column, f.event_time_column, f.features,
+                              f.created_time_column, extract(epoch FROM f.ttl), f.value_column, f.agg,
+                              extract(epoch FROM f."window"), f.filter_column, f.owner,
+                              extract(epoch FROM f.created_at))::text))::name,
+                  a.atttypid::regtype)
+    INTO kind, call
+    FROM mlmon.feature_view f
+    JOIN pg_attribute a ON a.attrelid = f.source AND a.attname = f.entity_column AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE f.name = $1;
+    -- (A window view with no entity or time is answered below without a cast.)
+    IF FOUND AND (kind = 'latest' OR ($2 IS NOT NULL AND $3 IS NOT NULL)) THEN
+        BEGIN
+            EXECUTE call INTO result USING $2, $3;
+            RETURN result;
+        EXCEPTION WHEN OTHERS THEN
+            -- No reader yet (42883), or the reader failed: a column it reads
+            -- was renamed or dropped, no privilege, a bad entity, ... The
+            -- checked path below raises the same error, or the view's own
+            -- (42703 with its hint), exactly as without readers.
+            NULL;
+        END;
+        -- Made now, used from the next call on (this one takes the checked
+        -- path, in case the view is broken).
+        SELECT f.* INTO fv FROM mlmon.feature_view f WHERE f.name = $1;
+        IF to_regprocedure(format('mlmon.%I(%s, timestamptz)', mlmon._fv_reader_name(fv), mlmon._fv_entity_type(fv))) IS NULL THEN
+            PERFORM mlmon._fv_try_reader(fv);
+        END IF;
+    END IF;
+
+    fv := mlmon._feature_view($1);
     IF fv.kind = 'latest' THEN
         -- The lateral row is NULL-extended when nothing is known (or fresh),
         -- which gives every feature key with a NULL value.
@@ -551,10 +697,11 @@ BEGIN
 END $$;
 
 CREATE FUNCTION mlmon.feature_at(view text, entity anyelement, at timestamptz) RETURNS jsonb
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN mlmon._feature_at($1, $2::text, $3);
-END $$;
+    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
+    -- inlines it: one function layer less per call.
+    STABLE LANGUAGE sql AS $$
+    SELECT mlmon._feature_at($1, $2::pg_catalog.text, $3)
+$$;
 COMMENT ON FUNCTION mlmon.feature_at(text, anyelement, timestamptz) IS
     'Feature values of an entity as known at `at`, as a JSON object {feature: value}.';
 
@@ -562,10 +709,11 @@ COMMENT ON FUNCTION mlmon.feature_at(text, anyelement, timestamptz) IS
 -- untyped literal, so without this overload feature_at('v', 'abc', t) and
 -- feature_at('v', NULL, t) would need a cast.
 CREATE FUNCTION mlmon.feature_at(view text, entity text, at timestamptz) RETURNS jsonb
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN mlmon._feature_at($1, $2, $3);
-END $$;
+    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
+    -- inlines it: one function layer less per call.
+    STABLE LANGUAGE sql AS $$
+    SELECT mlmon._feature_at($1, $2, $3)
+$$;
 COMMENT ON FUNCTION mlmon.feature_at(text, text, timestamptz) IS
     'Feature values of an entity as known at `at`, as a JSON object {feature: value}.';
 
@@ -573,29 +721,32 @@ COMMENT ON FUNCTION mlmon.feature_at(text, text, timestamptz) IS
 -- created time lies after it (clock skew, future-dated rows) do not count,
 -- exactly as feature_at(view, entity, now()) -- serving sees what training saw.
 CREATE FUNCTION mlmon.latest_features(view text, entity anyelement) RETURNS jsonb
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN mlmon._feature_at($1, $2::text, now());
-END $$;
+    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
+    -- inlines it: one function layer less per call.
+    STABLE LANGUAGE sql AS $$
+    SELECT mlmon._feature_at($1, $2::pg_catalog.text, pg_catalog.now())
+$$;
 COMMENT ON FUNCTION mlmon.latest_features(text, anyelement) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
 
 CREATE FUNCTION mlmon.latest_features(view text, entity text) RETURNS jsonb
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN mlmon._feature_at($1, $2, now());
-END $$;
+    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
+    -- inlines it: one function layer less per call.
+    STABLE LANGUAGE sql AS $$
+    SELECT mlmon._feature_at($1, $2, pg_catalog.now())
+$$;
 COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
 
 -- Set-based, in steps that each give the planner real statistics:
--- 1. the spine's distinct (entity, at) points, once per entity key type, into
---    a temporary table (ANALYZEd, so a large spine gets hash joins and a small
---    one index probes);
--- 2. per view one statement computing its features for every point: `latest`
---    views join the points LATERAL to their row query (index probes on
---    (entity, event_time), which create_* made sure exists), window views run
---    their sorted sweep; each gives one row per point;
--- 3. CREATE TABLE target AS spine LEFT JOIN each view's result on (entity,
---    at): every spine row exactly once (no drops, no duplicates).
+-- 1. for window views, the spine's distinct (entity, at) points, once per
+--    entity key type, into a temporary table (ANALYZEd, so a large spine gets
+--    hash joins and a small one index probes);
+-- 2. per window view one statement running its sorted sweep over the points,
+--    one row per point;
+-- 3. CREATE TABLE target AS spine LEFT JOIN each window view's result on
+--    (entity, at), and LEFT JOIN LATERAL each `latest` view's row query
+--    directly (index probes on (entity, event_time), which create_* made sure
+--    exists; materializing per distinct point and joining back measured
+--    slower): every spine row exactly once (no drops, no duplicates).
 -- The temporary tables are dropped before returning (and with an error, with
 -- the transaction). Sorts and hashes use the caller's work_mem; raise it for
 -- big spines.
@@ -689,7 +840,7 @@ BEGIN
         fv := mlmon._feature_view(v);
         fvs := fvs || fv;
         kt := mlmon._fv_entity_type(fv);
-        IF NOT kt = ANY (key_types) THEN
+        IF fv.kind = 'window' AND NOT kt = ANY (key_types) THEN
             key_types := key_types || kt;
         END IF;
         FOREACH new_col IN ARRAY (SELECT array_agg(fv.name || '__' || f) FROM unnest(fv.features) f) LOOP
@@ -723,29 +874,32 @@ BEGIN
     FOR i IN 1 .. cardinality(fvs) LOOP
         fv := fvs[i];
         kt := mlmon._fv_entity_type(fv);
+        entity_expr := CASE WHEN kt = spine_entity_type THEN format('s.%I', entity)
+                            ELSE format('s.%I::text::%s', entity, kt) END;
+        IF fv.kind = 'latest' THEN
+            -- Joined in step 3 directly: per spine row, the two index probes
+            -- of the row query (a NULL entity or time finds no row). Cheaper
+            -- than materializing per distinct point and joining back.
+            SELECT array_agg('c' || n ORDER BY n) INTO aliases FROM generate_series(1, cardinality(fv.features)) n;
+            joins := joins || format(' LEFT JOIN LATERAL (%s) f%s ON true',
+                                     mlmon._fv_latest_sql(fv, aliases, entity_expr, format('s.%I', at)), i);
+            FOR j IN 1 .. cardinality(fv.features) LOOP
+                select_list := select_list || format(', f%s.c%s AS %I', i, j, fv.name || '__' || fv.features[j]);
+            END LOOP;
+            CONTINUE;
+        END IF;
         k := array_position(key_types, kt);
         points := format('pg_temp.%I', format('_mlmon_points_%s_%s', tag, k));
         features := format('pg_temp.%I', format('_mlmon_features_%s_%s', tag, i));
         scratch := scratch || features;
-        entity_expr := CASE WHEN kt = spine_entity_type THEN format('s.%I', entity)
-                            ELSE format('s.%I::text::%s', entity, kt) END;
-        IF fv.kind = 'latest' THEN
-            SELECT array_agg('c' || n ORDER BY n) INTO aliases FROM generate_series(1, cardinality(fv.features)) n;
-            EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT p.e, p.t, x.* FROM %s p CROSS JOIN LATERAL (%s) x',
-                           features, points, mlmon._fv_latest_sql(fv, aliases, 'p.e', 'p.t'));
-            FOR j IN 1 .. cardinality(fv.features) LOOP
-                select_list := select_list || format(', f%s.c%s AS %I', i, j, fv.name || '__' || fv.features[j]);
-            END LOOP;
+        EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS %s', features, mlmon._fv_window_sweep_sql(fv, points));
+        IF fv.agg = 'count' THEN
+            -- An empty window counts 0, as count() does; a spine row without
+            -- entity or time has no window and stays NULL.
+            select_list := select_list || format(', CASE WHEN s.%I IS NOT NULL AND s.%I IS NOT NULL THEN coalesce(f%s.c1, 0) END AS %I',
+                                                 entity, at, i, fv.name || '__' || fv.agg);
         ELSE
-            EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS %s', features, mlmon._fv_window_sweep_sql(fv, points));
-            IF fv.agg = 'count' THEN
-                -- An empty window counts 0, as count() does; a spine row without
-                -- entity or time has no window and stays NULL.
-                select_list := select_list || format(', CASE WHEN s.%I IS NOT NULL AND s.%I IS NOT NULL THEN coalesce(f%s.c1, 0) END AS %I',
-                                                     entity, at, i, fv.name || '__' || fv.agg);
-            ELSE
-                select_list := select_list || format(', f%s.c1 AS %I', i, fv.name || '__' || fv.agg);
-            END IF;
+            select_list := select_list || format(', f%s.c1 AS %I', i, fv.name || '__' || fv.agg);
         END IF;
         EXECUTE format('ANALYZE %s', features);
         joins := joins || format(' LEFT JOIN %1$s f%2$s ON f%2$s.e = %3$s AND f%2$s.t = s.%4$I', features, i, entity_expr, at);
