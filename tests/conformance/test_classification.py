@@ -24,15 +24,15 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import psycopg
 import pytest
+from checker import ABS_TOL, REL_TOL
+from checker import ERROR as _ERROR
+from checker import Checker as BaseChecker
 from psycopg.types.json import Jsonb
 from sklearn import metrics as skm
 from sklearn.utils.multiclass import unique_labels
 from statsmodels.stats.proportion import proportion_confint
 
-REL_TOL = 1e-9
-ABS_TOL = 1e-12
 
 KINDS = ("bool", "score", "text", "bigint")
 BINARY_KINDS = ("bool", "score")  # boolean actuals: sklearn average='binary'
@@ -414,59 +414,14 @@ def num(x):
     return repr(float(x))
 
 
-_ERROR = object()  # a query failed; the failure is already recorded
 
 
-class Checker:
-    """Runs SQL, compares with expectations, and collects every mismatch."""
-
-    def __init__(self, conn, ds):
-        self.conn = conn
-        self.ds = ds
-        self.problems = []
-        self.compared = 0
-
-    def rows(self, what, sql, params=()):
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except psycopg.OperationalError:
-            raise  # the connection is gone; nothing more can be checked
-        except psycopg.Error as exc:
-            self.problems.append(f"{what}: SQL error {type(exc).__name__}: {exc}".strip())
-            return _ERROR
-
-    def value(self, what, sql, params=()):
-        rows = self.rows(what, sql, params)
-        return rows if rows is _ERROR else rows[0][0]
+class Checker(BaseChecker):
+    """The shared checker, plus reading accessors from a stored state."""
 
     def on_cm(self, cm_table, what, expr, params=()):
         """Evaluate an expression over the stored state `cm`."""
         return self.value(what, f"SELECT {expr} FROM {cm_table}", params)
-
-    def close(self, what, got, expected):
-        """Float comparison; expected None means the result must be NULL."""
-        self.compared += 1
-        if got is _ERROR:
-            return
-        if expected is None:
-            if got is not None:
-                self.problems.append(f"{what}: expected NULL, got {got!r}")
-        elif got is None:
-            self.problems.append(f"{what}: expected {expected!r}, got NULL")
-        elif not math.isclose(float(got), float(expected), rel_tol=REL_TOL, abs_tol=ABS_TOL):
-            self.problems.append(f"{what}: expected {float(expected)!r}, got {float(got)!r}")
-
-    def equal(self, what, got, expected):
-        self.compared += 1
-        if got is not _ERROR and got != expected:
-            self.problems.append(f"{what}: expected {expected!r}, got {got!r}")
-
-    def finish(self):
-        assert self.compared > 0, "test compared nothing"
-        assert not self.problems, (
-            f"{len(self.problems)} mismatch(es) for {self.ds.describe()}:\n  " + "\n  ".join(self.problems)
-        )
-
 
 # --------------------------------------------------------------------------
 # Reusable checks

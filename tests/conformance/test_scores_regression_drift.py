@@ -32,77 +32,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import psycopg
 import pytest
+from checker import Checker
+from checker import ERROR as _ERROR
+from checker import SKIP as _SKIP
+from checker import isclose as _isclose
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-REL_TOL = 1e-9
-ABS_TOL = 1e-12
 EXACT_MAX_DISTINCT = 4000  # comfortably below the documented 4096
 
-_ERROR = object()  # a query failed; the failure is already recorded
-_SKIP = object()  # expected value deliberately not pinned down
 
 
 # --------------------------------------------------------------------------
 # Comparison helper
 # --------------------------------------------------------------------------
 
-
-class Checker:
-    """Runs SQL, compares with expectations, collects every mismatch."""
-
-    def __init__(self, conn, context):
-        self.conn = conn
-        self.context = context
-        self.problems = []
-        self.compared = 0
-
-    def rows(self, what, sql, params=()):
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except psycopg.OperationalError:
-            raise  # the connection is gone; nothing more can be checked
-        except psycopg.Error as exc:
-            self.problems.append(f"{what}: SQL error {type(exc).__name__}: {exc}".strip())
-            return _ERROR
-
-    def value(self, what, sql, params=()):
-        rows = self.rows(what, sql, params)
-        return rows if rows is _ERROR else rows[0][0]
-
-    def close(self, what, got, expected, rel=REL_TOL, abs_=ABS_TOL):
-        """Float comparison; expected None means the result must be NULL."""
-        if expected is _SKIP:
-            return
-        self.compared += 1
-        if got is _ERROR:
-            return
-        if expected is None:
-            if got is not None:
-                self.problems.append(f"{what}: expected NULL, got {got!r}")
-        elif got is None:
-            self.problems.append(f"{what}: expected {float(expected)!r}, got NULL")
-        elif not _isclose(float(got), float(expected), rel, abs_):
-            self.problems.append(f"{what}: expected {float(expected)!r}, got {float(got)!r}")
-
-    def equal(self, what, got, expected):
-        self.compared += 1
-        if got is not _ERROR and got != expected:
-            self.problems.append(f"{what}: expected {expected!r}, got {got!r}")
-
-    def finish(self):
-        assert self.compared > 0, "test compared nothing"
-        assert not self.problems, (
-            f"{len(self.problems)} mismatch(es) for {self.context}:\n  " + "\n  ".join(self.problems[:60])
-        )
-
-
-def _isclose(a, b, rel=REL_TOL, abs_=ABS_TOL):
-    if math.isinf(a) or math.isinf(b):
-        return a == b
-    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
 
 
 def copy_rows(conn, table, columns, rows):
