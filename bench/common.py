@@ -13,7 +13,12 @@ DSN = os.environ.get("MLMON_DSN", "host=/tmp port=28815 dbname=postgres user=pos
 
 
 def connect():
-    return psycopg.connect(DSN, autocommit=True)
+    conn = psycopg.connect(DSN, autocommit=True)
+    # psycopg prepares a query after 5 executions, and a prepared plan keeps
+    # the parallel settings it was planned under: serial, 1-worker and
+    # 2-worker runs of the same text would all reuse one plan.
+    conn.prepare_threshold = None
+    return conn
 
 
 def timed(fn, runs=5, warmup=1):
@@ -36,3 +41,16 @@ def query_runner(conn, sql, settings=()):
             cur.execute(sql)
             cur.fetchall()
     return run
+
+
+def timed_pair(first, second, rounds=7):
+    """Medians of two commands run alternately, so that a noisy neighbour
+    slows both alike instead of whichever happened to run during it."""
+    first(), second()
+    a, b = [], []
+    for _ in range(rounds):
+        for fn, samples in ((first, a), (second, b)):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)

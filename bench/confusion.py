@@ -9,7 +9,7 @@ import time
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from common import connect, query_runner, timed
+from common import connect, query_runner, timed, timed_pair
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 SERIAL = ["SET max_parallel_workers_per_gather = 0"]
@@ -39,11 +39,11 @@ def main():
         SELECT count(*) FILTER (WHERE predicted AND actual), count(*) FILTER (WHERE predicted AND NOT actual),
                count(*) FILTER (WHERE NOT predicted AND actual), count(*) FILTER (WHERE NOT predicted AND NOT actual)
         FROM bench_confusion""", SERIAL))
-    one_worker, _ = timed(query_runner(conn, "SELECT mlmon.confusion_matrix(predicted, actual) FROM bench_confusion",
-                                       PARALLEL[1:] + ["SET max_parallel_workers_per_gather = 1",
-                                                       "SET parallel_leader_participation = off"]))
-    two_workers, _ = timed(query_runner(conn, "SELECT mlmon.confusion_matrix(predicted, actual) FROM bench_confusion",
-                                        PARALLEL + ["SET parallel_leader_participation = off"]))
+    one_worker, two_workers = timed_pair(
+        query_runner(conn, "SELECT mlmon.confusion_matrix(predicted, actual) FROM bench_confusion",
+                     PARALLEL[1:] + ["SET max_parallel_workers_per_gather = 1", "SET parallel_leader_participation = off"]),
+        query_runner(conn, "SELECT mlmon.confusion_matrix(predicted, actual) FROM bench_confusion",
+                     PARALLEL + ["SET parallel_leader_participation = off"]))
 
     def export_to_sklearn():
         with conn.cursor() as cur:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from common import connect, query_runner, timed
+from common import connect, query_runner, timed, timed_pair
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 SERIAL = ["SET max_parallel_workers_per_gather = 0"]
@@ -32,10 +32,11 @@ def main():
     scores, _ = timed(query_runner(conn, "SELECT mlmon.score_summary(score, actual) FROM bench_scores", SERIAL), runs=3)
     regression, _ = timed(query_runner(conn, "SELECT mlmon.regression_summary(predicted, target) FROM bench_scores", SERIAL), runs=3)
     exact_auc, _ = timed(query_runner(conn, "SELECT mlmon.roc_auc(score, actual) FROM bench_scores", SERIAL), runs=3)
-    one, _ = timed(query_runner(conn, "SELECT mlmon.score_summary(score, actual) FROM bench_scores",
-                                PARALLEL + ["SET max_parallel_workers_per_gather = 1"]), runs=3)
-    two, _ = timed(query_runner(conn, "SELECT mlmon.score_summary(score, actual) FROM bench_scores",
-                                PARALLEL + ["SET max_parallel_workers_per_gather = 2"]), runs=3)
+    one, two = timed_pair(
+        query_runner(conn, "SELECT mlmon.score_summary(score, actual) FROM bench_scores",
+                     PARALLEL + ["SET max_parallel_workers_per_gather = 1"]),
+        query_runner(conn, "SELECT mlmon.score_summary(score, actual) FROM bench_scores",
+                     PARALLEL + ["SET max_parallel_workers_per_gather = 2"]), rounds=3)
 
     def export_to_sklearn():
         with conn.cursor() as cur:
