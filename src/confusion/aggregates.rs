@@ -33,10 +33,6 @@ fn weight_of(weight: Option<f64>) -> Option<f64> {
     Some(w)
 }
 
-fn skip(state: Internal) -> Internal {
-    state
-}
-
 // confusion_matrix(boolean, boolean) uses the hand-written fast path in `memory.rs`.
 
 #[pg_extern(sql = false)]
@@ -47,7 +43,7 @@ fn confusion_trans_bool_w(
     weight: Option<f64>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
-    let (Some(p), Some(a), Some(w)) = (predicted, actual, weight_of(weight)) else { return skip(state) };
+    let (Some(p), Some(a), Some(w)) = (predicted, actual, weight_of(weight)) else { return state };
     update(state, fcinfo, LabelKind::Binary, true, |acc| acc.add_binary(a, p, w))
 }
 
@@ -68,7 +64,7 @@ fn confusion_trans_score(
     threshold: Option<f64>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
-    let (Some(p), Some(a)) = (thresholded(score, threshold), actual) else { return skip(state) };
+    let (Some(p), Some(a)) = (thresholded(score, threshold), actual) else { return state };
     update(state, fcinfo, LabelKind::Binary, false, |acc| acc.add_binary(a, p, 1.0))
 }
 
@@ -82,14 +78,14 @@ fn confusion_trans_score_w(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
     let (Some(p), Some(a), Some(w)) = (thresholded(score, threshold), actual, weight_of(weight)) else {
-        return skip(state);
+        return state;
     };
     update(state, fcinfo, LabelKind::Binary, true, |acc| acc.add_binary(a, p, w))
 }
 
 #[pg_extern(sql = false)]
 fn confusion_trans_int(state: Internal, predicted: Option<i64>, actual: Option<i64>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let (Some(p), Some(a)) = (predicted, actual) else { return skip(state) };
+    let (Some(p), Some(a)) = (predicted, actual) else { return state };
     update(state, fcinfo, LabelKind::Integer, false, |acc| acc.add_integer(a, p, 1.0).or_raise())
 }
 
@@ -101,13 +97,13 @@ fn confusion_trans_int_w(
     weight: Option<f64>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
-    let (Some(p), Some(a), Some(w)) = (predicted, actual, weight_of(weight)) else { return skip(state) };
+    let (Some(p), Some(a), Some(w)) = (predicted, actual, weight_of(weight)) else { return state };
     update(state, fcinfo, LabelKind::Integer, true, |acc| acc.add_integer(a, p, w).or_raise())
 }
 
 #[pg_extern(sql = false)]
 fn confusion_trans_text(state: Internal, predicted: Option<&str>, actual: Option<&str>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let (Some(p), Some(a)) = (predicted, actual) else { return skip(state) };
+    let (Some(p), Some(a)) = (predicted, actual) else { return state };
     update(state, fcinfo, LabelKind::Text, false, |acc| acc.add_text(a, p, 1.0).or_raise())
 }
 
@@ -119,7 +115,7 @@ fn confusion_trans_text_w(
     weight: Option<f64>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Internal {
-    let (Some(p), Some(a), Some(w)) = (predicted, actual, weight_of(weight)) else { return skip(state) };
+    let (Some(p), Some(a), Some(w)) = (predicted, actual, weight_of(weight)) else { return state };
     update(state, fcinfo, LabelKind::Text, true, |acc| acc.add_text(a, p, w).or_raise())
 }
 
