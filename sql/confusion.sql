@@ -132,13 +132,8 @@ BEGIN
             ('recall',    'mlmon._confusion_final_recall'),
             ('f1',        'mlmon._confusion_final_f1')) AS a(name, final)
         LOOP
-            EXECUTE format(
-                'CREATE AGGREGATE mlmon.%I(%s) (
-                     SFUNC = mlmon._confusion_trans, STYPE = internal, FINALFUNC = %s,
-                     COMBINEFUNC = mlmon._confusion_combine,
-                     SERIALFUNC = mlmon._confusion_serialize, DESERIALFUNC = mlmon._confusion_deserialize,
-                     PARALLEL = SAFE)',
-                aggregate.name, signature, aggregate.final);
+            PERFORM mlmon._create_internal_aggregate(aggregate.name, signature, 'mlmon._confusion_trans',
+                                                     aggregate.final, 'confusion');
         END LOOP;
     END LOOP;
 END

@@ -30,17 +30,13 @@ $$;
 CREATE FUNCTION mlmon._histogram_trans(internal, value double precision, lower double precision,
                                        upper double precision, bins integer) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'histogram_trans_wrapper';
-CREATE AGGREGATE mlmon.histogram(value double precision, lower double precision, upper double precision, bins integer) (
-    SFUNC = mlmon._histogram_trans, STYPE = internal, FINALFUNC = mlmon._histogram_final,
-    COMBINEFUNC = mlmon._histogram_combine, SERIALFUNC = mlmon._histogram_serialize,
-    DESERIALFUNC = mlmon._histogram_deserialize, PARALLEL = SAFE);
+SELECT mlmon._create_internal_aggregate('histogram', 'value double precision, lower double precision, upper double precision, bins integer',
+                                        'mlmon._histogram_trans', 'mlmon._histogram_final', 'histogram');
 
 CREATE FUNCTION mlmon._frequencies_trans(internal, value text) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'frequencies_trans_wrapper';
-CREATE AGGREGATE mlmon.frequencies(value text) (
-    SFUNC = mlmon._frequencies_trans, STYPE = internal, FINALFUNC = mlmon._frequencies_final,
-    COMBINEFUNC = mlmon._frequencies_combine, SERIALFUNC = mlmon._frequencies_serialize,
-    DESERIALFUNC = mlmon._frequencies_deserialize, PARALLEL = SAFE);
+SELECT mlmon._create_internal_aggregate('frequencies', 'value text', 'mlmon._frequencies_trans',
+                                        'mlmon._frequencies_final', 'frequencies');
 
 CREATE FUNCTION mlmon._ks_2samp(a double precision[], b double precision[]) RETURNS double precision[]
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'ks_2samp_values_wrapper';

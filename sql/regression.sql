@@ -46,13 +46,8 @@ BEGIN
                                aggregate.final, 'MODULE_PATHNAME',
                                'regression_final_' || aggregate.name || '_wrapper');
             END IF;
-            EXECUTE format(
-                'CREATE AGGREGATE mlmon.%I(%s) (
-                     SFUNC = mlmon._regression_trans, STYPE = internal, FINALFUNC = %s,
-                     COMBINEFUNC = mlmon._regression_combine,
-                     SERIALFUNC = mlmon._regression_serialize, DESERIALFUNC = mlmon._regression_deserialize,
-                     PARALLEL = SAFE)',
-                aggregate.name, signature, aggregate.final);
+            PERFORM mlmon._create_internal_aggregate(aggregate.name, signature, 'mlmon._regression_trans',
+                                                     aggregate.final, 'regression');
         END LOOP;
     END LOOP;
 END

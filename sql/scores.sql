@@ -59,16 +59,12 @@ BEGIN
     END LOOP;
     FOREACH signature IN ARRAY ARRAY['score double precision, actual boolean',
                                      'score double precision, actual boolean, weight double precision'] LOOP
-        EXECUTE format('CREATE AGGREGATE mlmon.score_summary(%s) (
-                            SFUNC = mlmon._scores_trans, STYPE = internal, FINALFUNC = mlmon._scores_final,
-                            COMBINEFUNC = mlmon._scores_combine, SERIALFUNC = mlmon._scores_serialize,
-                            DESERIALFUNC = mlmon._scores_deserialize, PARALLEL = SAFE)', signature);
+        PERFORM mlmon._create_internal_aggregate('score_summary', signature, 'mlmon._scores_trans',
+                                                 'mlmon._scores_final', 'scores');
         FOREACH metric IN ARRAY ARRAY['roc_auc', 'average_precision', 'log_loss', 'brier_score'] LOOP
-            EXECUTE format('CREATE AGGREGATE mlmon.%I(%s) (
-                                SFUNC = mlmon._scores_exact_trans, STYPE = internal, FINALFUNC = mlmon.%I,
-                                COMBINEFUNC = mlmon._scores_combine, SERIALFUNC = mlmon._scores_serialize,
-                                DESERIALFUNC = mlmon._scores_exact_deserialize, PARALLEL = SAFE)',
-                           metric, signature, '_scores_final_' || metric);
+            PERFORM mlmon._create_internal_aggregate(metric, signature, 'mlmon._scores_exact_trans',
+                                                     format('mlmon.%I', '_scores_final_' || metric), 'scores',
+                                                     deserialize => 'mlmon._scores_exact_deserialize');
         END LOOP;
     END LOOP;
 END

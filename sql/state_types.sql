@@ -48,3 +48,20 @@ COMMENT ON TYPE mlmon.regression IS 'Mergeable summary of (predicted, actual, we
 COMMENT ON TYPE mlmon.scores IS 'Mergeable score summary of a binary classifier (scores in [0, 1]). Text form is JSON.';
 COMMENT ON TYPE mlmon.histogram IS 'Mergeable fixed-bin histogram with underflow and overflow bins. Text form is JSON.';
 COMMENT ON TYPE mlmon.frequencies IS 'Mergeable category counts. Text form is JSON.';
+
+-- Creates a raw-row aggregate over an internal state of `state_type`, wired to
+-- that type's combine/serialize/deserialize and marked PARALLEL SAFE. Every
+-- such aggregate in the per-type files is made here, so none can miss the
+-- parallel wiring. Function names are passed as text (sfunc is overloaded);
+-- `deserialize` overrides the type's deserialize function.
+CREATE FUNCTION mlmon._create_internal_aggregate(name text, signature text, sfunc text, final text,
+                                                 state_type text, deserialize text DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('CREATE AGGREGATE mlmon.%I(%s) (
+                        SFUNC = %s, STYPE = internal, FINALFUNC = %s,
+                        COMBINEFUNC = mlmon.%I, SERIALFUNC = mlmon.%I, DESERIALFUNC = %s,
+                        PARALLEL = SAFE)',
+                   name, signature, sfunc, final, '_' || state_type || '_combine', '_' || state_type || '_serialize',
+                   coalesce(deserialize, format('mlmon.%I', '_' || state_type || '_deserialize')));
+END $$;
