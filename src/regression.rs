@@ -53,22 +53,13 @@ fn regression_metric(bytes: &[u8], name: &str) -> Option<f64> {
     metric(&state::decode::<Summary>(bytes), name)
 }
 
-macro_rules! one_step_final {
-    ($($fn_name:ident => $metric:literal),* $(,)?) => {$(
-        #[pg_extern(sql = false)]
-        fn $fn_name(state: Internal) -> Option<f64> {
-            metric(state::finish::<Summary>(&state)?, $metric)
-        }
-    )*};
-}
-
-one_step_final! {
+crate::one_step_finals!(Summary, metric, {
     regression_final_mae => "mae",
     regression_final_mse => "mse",
     regression_final_rmse => "rmse",
     regression_final_mape => "mape",
     regression_final_r2 => "r2",
-}
+});
 
 #[pg_extern(sql = false)]
 fn regression_count(bytes: &[u8]) -> i64 {

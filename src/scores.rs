@@ -88,21 +88,12 @@ fn scores_metric(bytes: &[u8], name: &str) -> Option<f64> {
     metric(&state::decode::<Summary>(bytes), name)
 }
 
-macro_rules! one_step_final {
-    ($($fn_name:ident => $metric:literal),* $(,)?) => {$(
-        #[pg_extern(sql = false)]
-        fn $fn_name(state: Internal) -> Option<f64> {
-            metric(state::finish::<Summary>(&state)?, $metric)
-        }
-    )*};
-}
-
-one_step_final! {
+crate::one_step_finals!(Summary, metric, {
     scores_final_roc_auc => "roc_auc",
     scores_final_average_precision => "average_precision",
     scores_final_log_loss => "log_loss",
     scores_final_brier_score => "brier_score",
-}
+});
 
 #[pg_extern(sql = false)]
 fn scores_count(bytes: &[u8]) -> i64 {

@@ -129,3 +129,15 @@ macro_rules! state_type {
         }
     };
 }
+
+/// Final functions of one-step aggregates (`mlmon.mae(predicted, actual)`):
+/// read one named metric from the internal state `$ty` with `$metric`.
+#[macro_export]
+macro_rules! one_step_finals {
+    ($ty:ty, $metric:path, { $($fn_name:ident => $name:literal),* $(,)? }) => {$(
+        #[pg_extern(sql = false)]
+        fn $fn_name(state: ::pgrx::Internal) -> Option<f64> {
+            $metric($crate::state::finish::<$ty>(&state)?, $name)
+        }
+    )*};
+}
