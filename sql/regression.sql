@@ -19,8 +19,9 @@ BEGIN
 END
 $$;
 
+-- The unweighted transition uses a hand-written fast path (src/memory.rs).
 CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision) RETURNS internal
-    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_wrapper';
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_fast';
 CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision, weight double precision) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_w_wrapper';
 

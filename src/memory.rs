@@ -1,6 +1,7 @@
 //! The only module allowed `unsafe`: aggregate transition state lives in the
-//! aggregate's memory context, reached through `internal` pointers, and binary
-//! receive reads a `StringInfo`.
+//! aggregate's memory context, reached through `internal` pointers, binary
+//! receive reads a `StringInfo`, and the hottest transition functions have
+//! hand-written V1 entry points.
 #![allow(unsafe_code)]
 
 use pgrx::prelude::*;
@@ -68,20 +69,109 @@ pub fn take_receive_buffer(buffer: Internal) -> Vec<u8> {
     }
 }
 
-/// Hand-written V1 entry point for the hottest transition function,
-/// `confusion_matrix(boolean, boolean)` and its one-step siblings.
-///
-/// The per-row work is two compares and two adds; pgrx's generic wrapper
-/// (argument unboxing, panic guard, result boxing) costs several times that,
-/// which put the aggregate at 2x a `count(*)` scan. This path reads the
-/// arguments directly and cannot panic; the first row goes through the guarded
-/// `start_binary_state`, which allocates the state in the aggregate context.
-#[no_mangle]
-pub extern "C" fn pg_finfo_confusion_trans_bool_fast() -> &'static pg_sys::Pg_finfo_record {
-    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
+// Hand-written V1 entry points for the hottest transition functions.
+//
+// The per-row work of `confusion_matrix(boolean, boolean)` is two compares and
+// two adds, of `regression_summary` a few multiply-adds, of `score_summary` a
+// hash-map update; pgrx's generic wrapper (argument unboxing, panic guard,
+// result boxing) costs several times that, which put these aggregates at 2-5x
+// a `count(*)` scan. The fast paths read the arguments directly and cannot
+// panic or raise: every row they do not handle (the first row, NULLs, invalid
+// values, a state that must compress) goes to a guarded function, which
+// allocates the state in the aggregate context or raises the proper error.
+
+/// Declares the V1 calling convention of a hand-written entry point.
+macro_rules! v1_function {
+    ($name:ident) => {
+        ::paste::paste! {
+            #[no_mangle]
+            pub extern "C" fn [<pg_finfo_ $name>]() -> &'static pg_sys::Pg_finfo_record {
+                static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+                &V1
+            }
+        }
+    };
 }
 
+v1_function!(confusion_trans_bool_fast);
+v1_function!(scores_trans_fast);
+v1_function!(scores_exact_trans_fast);
+v1_function!(regression_trans_fast);
+
+// pgrx's guarded wrappers of the transition functions in `scores.rs` and
+// `regression.rs`: the slow paths.
+extern "C-unwind" {
+    fn scores_trans_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    fn scores_exact_trans_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    fn regression_trans_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// Shared body of the `(internal, a, b)` fast paths: `add` updates the state
+/// `T` from the two argument datums, or returns false to take `slow`.
+///
+/// # Safety
+/// `fcinfo` must carry three arguments whose first is NULL or a `T` created by
+/// `with_state` in this aggregate, as the SQL declarations guarantee.
+unsafe fn two_argument_fast_path<T>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    slow: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+    add: impl FnOnce(&mut T, pg_sys::Datum, pg_sys::Datum) -> bool,
+) -> pg_sys::Datum {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(3);
+        let (state, a, b) = (args[0], args[1], args[2]);
+        if !(state.isnull || a.isnull || b.isnull) && add(&mut *state.value.cast_mut_ptr::<T>(), a.value, b.value) {
+            return state.value;
+        }
+        slow(fcinfo)
+    }
+}
+
+/// float8 is passed by value on the 64-bit platforms PostgreSQL 15 builds for.
+fn float8(datum: pg_sys::Datum) -> f64 {
+    f64::from_bits(datum.value() as u64)
+}
+
+/// `score_summary(score, actual)`.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn scores_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    use mlmon_core::scores::ScoreSummary;
+    // SAFETY: sql/scores.sql declares (internal, float8, boolean) with this state.
+    unsafe {
+        two_argument_fast_path(fcinfo, scores_trans_wrapper, |s: &mut ScoreSummary, score, actual| {
+            s.try_add_unweighted(float8(score), actual.value() != 0)
+        })
+    }
+}
+
+/// The exact one-step score aggregates (`roc_auc(score, actual)`, ...).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn scores_exact_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    use mlmon_core::scores::ScoreSummary;
+    // SAFETY: as above.
+    unsafe {
+        two_argument_fast_path(fcinfo, scores_exact_trans_wrapper, |s: &mut ScoreSummary, score, actual| {
+            s.try_add_unweighted(float8(score), actual.value() != 0)
+        })
+    }
+}
+
+/// `regression_summary(predicted, actual)` and the one-step mae, mse, ....
+#[no_mangle]
+pub unsafe extern "C-unwind" fn regression_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    use mlmon_core::regression::RegressionSummary;
+    // SAFETY: sql/regression.sql declares (internal, float8, float8) with this state.
+    unsafe {
+        two_argument_fast_path(fcinfo, regression_trans_wrapper, |s: &mut RegressionSummary, predicted, actual| {
+            s.try_add_unweighted(float8(predicted), float8(actual))
+        })
+    }
+}
+
+/// `confusion_matrix(boolean, boolean)` and its one-step siblings: the first
+/// row goes through the guarded `start_binary_state`, which allocates the
+/// state in the aggregate context.
 #[no_mangle]
 pub unsafe extern "C-unwind" fn confusion_trans_bool_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     use mlmon_core::accumulator::Accumulator;

@@ -64,9 +64,7 @@ fn scores_exact_trans_w(
 /// The stored form does not carry "unbounded"; the exact aggregates restore it.
 #[pg_extern(sql = false)]
 fn scores_exact_deserialize(bytes: &[u8], _unused: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    let mut summary = state::decode::<Summary>(bytes);
-    summary.set_unbounded();
-    new_state(summary, fcinfo)
+    new_state(Summary::decode_unbounded(bytes).or_raise(), fcinfo)
 }
 
 fn metric(summary: &Summary, name: &str) -> Option<f64> {

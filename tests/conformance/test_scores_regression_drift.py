@@ -1254,3 +1254,65 @@ def test_parallel_plan_matches_serial(conn):
         chk.finish()
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_parallel_exact_scores_with_many_distinct(conn):
+    """Exact one-step aggregates in a parallel plan: each worker's partial
+    state holds far more distinct scores than a stored mlmon.scores value,
+    and must still arrive whole (not compressed, not rejected)."""
+    rng = np.random.default_rng(4242)
+    n = 120_000
+    y = rng.random(n) < 0.3
+    s = np.where(y, rng.beta(3.0, 2.0, n), rng.beta(2.0, 3.0, n))  # continuous: ~n distinct
+    table = f"mlmon_conf_parallel_exact_{uuid.uuid4().hex[:10]}"
+    conn.execute(f"CREATE TABLE {table} (s float8, a boolean)")
+    try:
+        copy_rows(conn, table, ("s", "a"), zip(s.tolist(), y.tolist()))
+        conn.execute(f"ANALYZE {table}")
+        chk = Checker(conn, f"parallel exact score aggregates over {n} continuous scores")
+        for setting in ("parallel_setup_cost = 0", "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0",
+                        "max_parallel_workers_per_gather = 2", "parallel_leader_participation = off"):
+            conn.execute(f"SET {setting}")
+        sql = (f"SELECT mlmon.roc_auc(s, a), mlmon.average_precision(s, a), mlmon.log_loss(s, a),"
+               f" mlmon.brier_score(s, a) FROM {table}")
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (COSTS OFF) {sql}").fetchall())
+        chk.compared += 1
+        if "Partial Aggregate" not in plan:
+            chk.problems.append(f"no parallel plan:\n{plan}")
+        got = chk.rows("parallel one-step", sql)
+        if got is not _ERROR:
+            chk.close("roc_auc(s, a)", got[0][0], skm.roc_auc_score(y, s))
+            chk.close("average_precision(s, a)", got[0][1], skm.average_precision_score(y, s))
+            chk.close("log_loss(s, a)", got[0][2], skm.log_loss(y, y_proba=s))
+            chk.close("brier_score(s, a)", got[0][3], skm.brier_score_loss(y, s, pos_label=True))
+        chk.finish()
+    finally:
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size",
+                        "max_parallel_workers_per_gather", "parallel_leader_participation"):
+            conn.execute(f"RESET {setting}")
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.parametrize("aggregate, rows, sqlstate, hint_word", [
+    ("mlmon.score_summary(x, b)", "(0.5, true), (NULL, true), (0.25, NULL), (1.5, false)", "22023", "score"),
+    ("mlmon.roc_auc(x, b)", "(0.5, true), (0.75, false), ('NaN', true)", "22023", "score"),
+    ("mlmon.regression_summary(x, y)", "(1.0, true, 2.0), (NULL, true, 1.0), (1e308, true, -1e308)", "22023", "predicted"),
+    ("mlmon.mae(x, y)", "(1.0, true, 2.0), ('Infinity', true, 1.0)", "22023", "predicted"),
+])
+def test_bad_row_after_valid_rows(conn, aggregate, rows, sqlstate, hint_word):
+    """A bad value after the aggregate state exists (the per-row fast path)
+    raises the same clear error as on the first row."""
+    columns = "(x, b)" if aggregate.endswith("(x, b)") else "(x, b, y)"
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(f"SELECT {aggregate} FROM (VALUES {rows}) v{columns}")
+    conn.rollback()
+    assert info.value.sqlstate == sqlstate
+    assert hint_word in (info.value.diag.message_hint or "")
+
+
+def test_nulls_after_valid_rows_are_skipped(conn):
+    # Scores keep rows 1 and 4 (x, b); regression keeps rows 1, 3 and 4 (x, y).
+    got = conn.execute("SELECT mlmon.total(mlmon.score_summary(x, b)), mlmon.total(mlmon.regression_summary(x, y))"
+                       " FROM (VALUES (0.5::float8, true, 1.0::float8), (NULL, true, NULL), (0.5, NULL, 2.0),"
+                       " (0.25, false, 3.0)) v(x, b, y)").fetchone()
+    assert got == (2, 3)

@@ -87,9 +87,29 @@ impl RegressionSummary {
         if !e.is_finite() {
             return Err(Error::invalid("predicted", format!("predicted - actual overflows: {predicted} - {actual}"), "pass values whose difference is a finite double"));
         }
+        self.record(actual, e, weight);
+        Ok(())
+    }
+
+    /// `add(predicted, actual, 1.0)` for the per-row fast path of the
+    /// extension: returns false, changing nothing, when the row needs
+    /// [`Self::add`] to report an error.
+    #[inline]
+    pub fn try_add_unweighted(&mut self, predicted: f64, actual: f64) -> bool {
+        let e = predicted - actual;
+        // A finite difference implies finite operands.
+        if !e.is_finite() {
+            return false;
+        }
+        self.record(actual, e, 1.0);
+        true
+    }
+
+    #[inline]
+    fn record(&mut self, actual: f64, e: f64, weight: f64) {
         self.n += 1;
         if weight == 0.0 {
-            return Ok(());
+            return;
         }
         let total = self.weight + weight;
         self.actual.add(actual, weight, total);
@@ -97,7 +117,6 @@ impl RegressionSummary {
         self.weight = total;
         self.abs_error += weight * e.abs();
         self.abs_pct_error += weight * (e.abs() / actual.abs().max(f64::EPSILON));
-        Ok(())
     }
 
     /// Adds every row of `other`. The result is the same whichever side is

@@ -27,10 +27,14 @@
 //! distribution. Curves, thresholds, `confusion_at` and calibration read bins
 //! at their mean score and are likewise approximate once compressed.
 //! [`ScoreSummary::is_exact`] tells which case applies.
+//!
+//! While aggregating, a summary holds up to [`MAX_IN_MEMORY`] entries before
+//! compressing, so a scan over data with that many distinct scores stays exact
+//! until the state is stored; `encode` (and the text form) compress a copy to
+//! the stored bounds above.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
-
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::confusion::{Cell, Confusion, LabelKind};
@@ -44,6 +48,12 @@ pub const MAX_BINS: usize = 4096;
 /// Entries (bins plus scores added since) a compressed state holds before it
 /// compresses again; buffering makes compression O(log K) per row amortized.
 const MAX_ENTRIES: usize = 2 * MAX_BINS;
+/// Entries a summary holds in memory before compressing. Larger than the
+/// stored bounds above so that aggregating data with up to this many distinct
+/// scores (scores rounded to 1e-4, say) never compresses mid-scan; `encode`
+/// compresses a copy down to the stored bounds. Caps memory at about 1 MB per
+/// aggregate state.
+pub const MAX_IN_MEMORY: usize = 16_384;
 /// Most calibration bins accepted by `ece` and `calibration`.
 pub const MAX_CALIBRATION_BINS: usize = 10_000;
 
@@ -173,8 +183,9 @@ pub struct ScoreSummary {
     /// Σ w · (score − y)², likewise.
     brier: f64,
     /// Exact distinct scores, keyed by their bits (non-negative f64s order
-    /// like their bit patterns); once compressed, scores added since.
-    points: BTreeMap<u64, Tally>,
+    /// like their bit patterns); once compressed, scores added since. A hash
+    /// map because adding a row is the hot path; readers sort (`sorted_points`).
+    points: FxHashMap<u64, Tally>,
     /// Empty while exact; sorted by [`bin_order`].
     bins: Vec<Bin>,
     /// Never compress: the exact one-step aggregates (`mlmon.roc_auc(score,
@@ -193,10 +204,6 @@ impl ScoreSummary {
         ScoreSummary { unbounded: true, ..Self::default() }
     }
 
-    pub fn set_unbounded(&mut self) {
-        self.unbounded = true;
-    }
-
     /// Adds a row. `score` is the predicted probability of the positive class.
     pub fn add(&mut self, score: f64, actual: bool, weight: f64) -> Result<()> {
         if !(0.0..=1.0).contains(&score) {
@@ -204,8 +211,27 @@ impl ScoreSummary {
         }
         check_weight("weight", weight)?;
         self.weighted |= weight != 1.0;
-        // Log loss and Brier are summed per distinct score, not per row (see
-        // `point_losses`): one logarithm per score instead of one per row.
+        self.record(score, actual, weight);
+        self.compress_if_full();
+        Ok(())
+    }
+
+    /// `add(score, actual, 1.0)` for the per-row fast path of the extension:
+    /// returns false, changing nothing, when the row needs [`Self::add`]
+    /// (an invalid score, or a state that must compress first).
+    #[inline]
+    pub fn try_add_unweighted(&mut self, score: f64, actual: bool) -> bool {
+        if !(0.0..=1.0).contains(&score) || self.is_full() {
+            return false;
+        }
+        self.record(score, actual, 1.0);
+        true
+    }
+
+    /// Log loss and Brier are summed per distinct score, not per row (see
+    /// `point_losses`): one logarithm per score instead of one per row.
+    #[inline]
+    fn record(&mut self, score: f64, actual: bool, weight: f64) {
         let tally = self.points.entry((score + 0.0).to_bits()).or_default(); // + 0.0 turns −0 into 0
         if actual {
             tally.w_pos += weight;
@@ -214,18 +240,34 @@ impl ScoreSummary {
             tally.w_neg += weight;
             tally.n_neg = tally.n_neg.saturating_add(1);
         }
-        self.compress_if_full();
-        Ok(())
+    }
+
+    /// Whether one more distinct score would exceed the in-memory bound.
+    #[inline]
+    fn is_full(&self) -> bool {
+        !self.unbounded && self.points.len() + self.bins.len() >= MAX_IN_MEMORY
     }
 
     fn compress_if_full(&mut self) {
-        if self.unbounded {
-            return;
-        }
-        let full = if self.bins.is_empty() { self.points.len() > MAX_EXACT_SCORES } else { self.points.len() + self.bins.len() > MAX_ENTRIES };
-        if full {
+        if !self.unbounded && self.points.len() + self.bins.len() > MAX_IN_MEMORY {
             self.compress();
         }
+    }
+
+    /// Whether the state is within the bounds of the stored form.
+    fn fits_stored_form(&self) -> bool {
+        if self.bins.is_empty() {
+            self.points.len() <= MAX_EXACT_SCORES
+        } else {
+            self.bins.len() <= MAX_BINS && self.bins.len() + self.points.len() <= MAX_ENTRIES
+        }
+    }
+
+    /// The exact points in score order.
+    fn sorted_points(&self) -> Vec<(f64, Tally)> {
+        let mut points: Vec<(u64, Tally)> = self.points.iter().map(|(&k, t)| (k, *t)).collect();
+        points.sort_unstable_by_key(|p| p.0); // keys are distinct
+        points.into_iter().map(|(k, t)| (f64::from_bits(k), t)).collect()
     }
 
     fn compress(&mut self) {
@@ -233,14 +275,13 @@ impl ScoreSummary {
         let (log_loss, brier) = self.point_losses();
         self.log_loss += log_loss;
         self.brier += brier;
-        let mut entries: Vec<Bin> = std::mem::take(&mut self.points)
+        let mut entries: Vec<Bin> = self
+            .sorted_points()
             .into_iter()
-            .map(|(k, tally)| {
-                let s = f64::from_bits(k);
-                Bin { mean: s, lo: s, hi: s, tally }
-            })
+            .map(|(s, tally)| Bin { mean: s, lo: s, hi: s, tally })
             .chain(self.bins.drain(..))
             .collect();
+        self.points.clear();
         entries.sort_by(bin_order);
         self.bins = group(&entries, MAX_BINS);
     }
@@ -284,8 +325,8 @@ impl ScoreSummary {
 
     /// Distinct scores (bin means once compressed), ascending, equal ones combined.
     fn atoms(&self) -> Vec<(f64, Tally)> {
-        let mut all: Vec<(f64, Tally)> =
-            self.points.iter().map(|(&k, t)| (f64::from_bits(k), *t)).chain(self.bins.iter().map(|b| (b.mean, b.tally))).collect();
+        let mut all: Vec<(f64, Tally)> = self.sorted_points();
+        all.extend(self.bins.iter().map(|b| (b.mean, b.tally)));
         if !self.bins.is_empty() {
             all.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
@@ -370,8 +411,8 @@ impl ScoreSummary {
     fn point_losses(&self) -> (f64, f64) {
         // scikit-learn clips both columns [1 − p, p] to [eps, 1 − eps].
         let eps = f64::EPSILON;
-        self.points.iter().fold((0.0, 0.0), |(ll, br), (&bits, t)| {
-            let s = f64::from_bits(bits);
+        // In score order, so the sum does not depend on the map's layout.
+        self.sorted_points().iter().fold((0.0, 0.0), |(ll, br), &(s, t)| {
             let ll = ll + t.w_pos * -s.clamp(eps, 1.0 - eps).ln() + t.w_neg * -(1.0 - s).clamp(eps, 1.0 - eps).ln();
             let br = br + t.w_pos * (s - 1.0) * (s - 1.0) + t.w_neg * s * s;
             (ll, br)
@@ -505,12 +546,7 @@ impl ScoreSummary {
         if !(self.log_loss.is_finite() && self.log_loss >= 0.0 && self.brier.is_finite() && self.brier >= 0.0) {
             return bad("has a negative or non-finite loss sum");
         }
-        let size_ok = if self.bins.is_empty() {
-            self.points.len() <= MAX_EXACT_SCORES
-        } else {
-            self.bins.len() <= MAX_BINS && self.bins.len() + self.points.len() <= MAX_ENTRIES
-        };
-        if !size_ok {
+        if !(self.unbounded || self.fits_stored_form()) {
             return bad("has more scores or bins than this mlmon keeps");
         }
         let tally_ok = |t: &Tally| {
@@ -547,6 +583,9 @@ impl ScoreSummary {
     /// f64, w_neg f64, n_pos u64, n_neg u64`, `bin_count u32` then per bin
     /// `mean, lo, hi` (f64) and the same four tally fields.
     pub fn encode(&self) -> Vec<u8> {
+        if let Some(stored) = self.compressed_for_storage() {
+            return stored.encode();
+        }
         let mut w = Writer::new(TAG);
         w.u8(if self.weighted { FLAG_WEIGHTED } else { 0 });
         w.f64(self.log_loss);
@@ -558,9 +597,9 @@ impl ScoreSummary {
             w.u64(t.n_neg);
         };
         w.u32(self.points.len() as u32);
-        for (&k, t) in &self.points {
-            w.f64(f64::from_bits(k));
-            tally(&mut w, t);
+        for (s, t) in self.sorted_points() {
+            w.f64(s);
+            tally(&mut w, &t);
         }
         w.u32(self.bins.len() as u32);
         for b in &self.bins {
@@ -572,18 +611,40 @@ impl ScoreSummary {
         w.finish()
     }
 
+    /// A copy compressed to the stored bounds, if this state exceeds them.
+    fn compressed_for_storage(&self) -> Option<ScoreSummary> {
+        (!self.unbounded && !self.fits_stored_form()).then(|| {
+            let mut stored = self.clone();
+            stored.compress();
+            stored
+        })
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        Self::decode_with_limit(bytes, false)
+    }
+
+    /// Decodes the partial state of an exact one-step aggregate
+    /// (`mlmon.roc_auc(score, actual)` in a parallel plan), which may hold any
+    /// number of distinct scores; the result is unbounded.
+    pub fn decode_unbounded(bytes: &[u8]) -> Result<Self> {
+        Self::decode_with_limit(bytes, true)
+    }
+
+    fn decode_with_limit(bytes: &[u8], unbounded: bool) -> Result<Self> {
         let mut r = Reader::new(bytes, TAG, "score summary")?;
+        // Each score takes 40 bytes, so the input's length bounds an unbounded count.
+        let max_scores = if unbounded { bytes.len() / 40 } else { MAX_ENTRIES };
         let flags = r.u8("flags")?;
         if flags & !FLAG_WEIGHTED != 0 {
             return Err(Error::BadBinary(format!("unknown flags {flags:#x}")));
         }
-        let mut s = ScoreSummary { weighted: flags & FLAG_WEIGHTED != 0, log_loss: r.f64("log loss")?, brier: r.f64("brier")?, ..Default::default() };
+        let mut s = ScoreSummary { weighted: flags & FLAG_WEIGHTED != 0, log_loss: r.f64("log loss")?, brier: r.f64("brier")?, unbounded, ..Default::default() };
         fn tally(r: &mut Reader) -> Result<Tally> {
             Ok(Tally { w_pos: r.f64("weight")?, w_neg: r.f64("weight")?, n_pos: r.u64("count")?, n_neg: r.u64("count")? })
         }
         let mut previous: Option<f64> = None;
-        for _ in 0..r.len("score count", MAX_ENTRIES)? {
+        for _ in 0..r.len("score count", max_scores)? {
             let score = r.f64("score")?;
             if previous.is_some_and(|p| p >= score) {
                 return Err(Error::BadBinary("scores are out of order or repeated".into()));
@@ -600,12 +661,15 @@ impl ScoreSummary {
     }
 
     pub fn to_json(&self) -> String {
+        if let Some(stored) = self.compressed_for_storage() {
+            return stored.to_json();
+        }
         let form = TextForm {
             version: wire::FORMAT_VERSION,
             weighted: self.weighted,
             log_loss: self.log_loss,
             brier: self.brier,
-            scores: self.points.iter().map(|(&k, t)| TextEntry::new(f64::from_bits(k), None, t)).collect(),
+            scores: self.sorted_points().iter().map(|(s, t)| TextEntry::new(*s, None, t)).collect(),
             bins: self.bins.iter().map(|b| TextEntry::new(b.mean, Some((b.lo, b.hi)), &b.tally)).collect(),
         };
         serde_json::to_string(&form).expect("plain data serializes")
@@ -827,20 +891,22 @@ mod tests {
             for chunk in rows.chunks(rows.len().div_ceil(parts)) {
                 summary.merge(&build(chunk));
             }
-            assert!(!summary.is_exact() && summary.bins.len() + summary.points.len() <= MAX_ENTRIES);
+            assert!(!summary.is_exact() && summary.bins.len() + summary.points.len() <= MAX_IN_MEMORY);
             let (got, want) = (summary.roc_auc().unwrap(), exact_auc(&rows));
             assert!((got - want).abs() < 1e-3, "drift {drift}, {parts} parts: {got} vs exact {want}");
             assert_eq!(summary.count(), 1_000_000);
             let encoded = summary.encode();
             assert!(encoded.len() < 600_000);
-            assert_eq!(ScoreSummary::decode(&encoded).unwrap(), summary);
+            let decoded = ScoreSummary::decode(&encoded).unwrap();
+            assert!(decoded.fits_stored_form() && (decoded.roc_auc().unwrap() - want).abs() < 1e-3);
+            assert_eq!(decoded.count(), 1_000_000);
         }
     }
 
     #[test]
     fn merge_is_symmetric_exact_and_compressed() {
         let a = build(&continuous_rows(3000, 1, false));
-        let b = build(&continuous_rows(2500, 2, true));
+        let b = build(&continuous_rows(MAX_IN_MEMORY, 2, true));
         let c = weighted_sample();
         for (x, y) in [(&a, &c), (&a, &b), (&b, &c)] {
             let (mut xy, mut yx) = (x.clone(), y.clone());
@@ -857,7 +923,12 @@ mod tests {
     #[test]
     fn forms_round_trip_and_reject_garbage() {
         let exact = weighted_sample();
-        let mut compressed = build(&continuous_rows(5000, 3, false));
+        // A summary of more distinct scores than the stored form keeps is
+        // compressed when encoded; round-trip that stored state.
+        let in_memory = build(&continuous_rows(5000, 3, false));
+        assert!(in_memory.is_exact());
+        let mut compressed = ScoreSummary::decode(&in_memory.encode()).unwrap();
+        assert!(!compressed.is_exact() && compressed.count() == 5000);
         compressed.add(0.5, true, 2.0).unwrap();
         for s in [&exact, &compressed, &ScoreSummary::new()] {
             assert_eq!(&ScoreSummary::decode(&s.encode()).unwrap(), s);

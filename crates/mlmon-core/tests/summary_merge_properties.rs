@@ -86,7 +86,7 @@ fn smerge(a: &mut ScoreSummary, b: &ScoreSummary) {
     a.merge(b)
 }
 
-/// Enough continuous scores from a seed to force compression.
+/// Continuous scores from a seed, as stored (compressed beyond 4096 scores).
 fn continuous(seed: u64, n: usize) -> ScoreSummary {
     let mut x = seed | 1;
     let mut s = ScoreSummary::new();
@@ -97,7 +97,7 @@ fn continuous(seed: u64, n: usize) -> ScoreSummary {
         let u = (x >> 11) as f64 / (1u64 << 53) as f64;
         s.add(u, (x >> 3).is_multiple_of(3) || u > 0.8, 1.0).unwrap();
     }
-    s
+    ScoreSummary::decode(&s.encode()).unwrap()
 }
 
 // ---- drift --------------------------------------------------------------
