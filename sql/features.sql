@@ -563,7 +563,7 @@ $$;
 
 CREATE FUNCTION mlmon._fv_reader_name(fv mlmon.feature_view) RETURNS name
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    -- The same expression is inlined in mlmon._feature_at; keep them equal.
+    -- The same expression is inlined in mlmon._feature_at and _feature_at_checked; keep them equal.
     -- Times and intervals as numbers: the name must not depend on TimeZone,
     -- DateStyle or IntervalStyle.
     SELECT ('_fv_' || left(md5(fv.name), 16) || '_'
@@ -629,11 +629,49 @@ END $$;
 -- in the view's key type after a cast from text, so a caller may pass 42
 -- (integer) for a bigint key or a string for a uuid key.
 --
--- Fast path: one (cached) catalog query finds the view and its reader for the
--- current key type, whose plan is cached. Anything else (no reader that can
--- be made, a broken view, an unknown name, an error in the reader) takes the
--- checked, dynamic path below, which also raises the errors.
+-- The online path: mlmon._feature_at_fast (src/readers.rs) keeps each view's
+-- reader in a per-backend cache, re-validated from the system caches on every
+-- call, and calls it by OID -- no catalog query, no EXECUTE to parse and plan,
+-- no exception block. Anything else (no entity or time, no reader yet, a
+-- broken view, an unknown name) takes mlmon._feature_at_checked.
+
+-- What mlmon._feature_at_fast (src/readers.rs) needs to use a view's reader:
+-- the reader for the key type now, provided every column the view reads still
+-- exists, and the facts the caller re-checks from the system caches on every
+-- later call. No row: no usable reader.
+CREATE FUNCTION mlmon._fv_resolve(view text)
+    RETURNS TABLE (reader oid, reader_name text, source oid, source_schema text, source_table text,
+                   entity_column text, key_type oid, columns text[])
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.oid, p.proname::text, c.oid, n.nspname::text, c.relname::text, f.entity_column::text, a.atttypid,
+           mlmon._fv_columns(f)::text[]
+    FROM mlmon.feature_view f
+    JOIN pg_class c ON c.oid = f.source
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = f.source AND a.attname = f.entity_column AND a.attnum > 0 AND NOT a.attisdropped
+    JOIN pg_proc p ON p.proname = mlmon._fv_reader_name(f) AND p.pronamespace = 'mlmon'::regnamespace
+                  AND p.pronargs = 2 AND p.proargtypes[0] = a.atttypid AND p.proargtypes[1] = 'timestamptz'::regtype
+                  AND p.prorettype = 'jsonb'::regtype
+    WHERE f.name = $1
+      AND NOT EXISTS (SELECT FROM unnest(mlmon._fv_columns(f)) col
+                      WHERE NOT EXISTS (SELECT FROM pg_attribute x WHERE x.attrelid = f.source AND x.attname = col
+                                                                     AND x.attnum > 0 AND NOT x.attisdropped))
+$$;
+
+CREATE FUNCTION mlmon._feature_at_fast(view text, entity text, at timestamptz) RETURNS jsonb
+    STABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'feature_at_fast';
+
+-- feature_at: the cached reader, else the checked path (a reader never
+-- returns NULL, so NULL from the fast path means "not handled there").
+-- Plain SQL, every name qualified, so the planner inlines it into callers.
 CREATE FUNCTION mlmon._feature_at(view text, entity text, at timestamptz) RETURNS jsonb
+    STABLE LANGUAGE sql AS $$
+    SELECT COALESCE(mlmon._feature_at_fast($1, $2, $3), mlmon._feature_at_checked($1, $2, $3))
+$$;
+
+-- The checked path: finds (or makes) the reader dynamically and falls back to
+-- the view's dynamic query, which also raises the errors of a broken view.
+CREATE FUNCTION mlmon._feature_at_checked(view text, entity text, at timestamptz) RETURNS jsonb
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     kind text;

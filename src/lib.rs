@@ -12,6 +12,7 @@ mod confusion;
 mod drift;
 mod errors;
 mod memory;
+mod readers;
 mod regression;
 mod scores;
 mod state;

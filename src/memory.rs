@@ -85,13 +85,14 @@ macro_rules! v1_function {
     ($name:ident) => {
         ::paste::paste! {
             #[no_mangle]
-            pub extern "C" fn [<pg_finfo_ $name>]() -> &'static pg_sys::Pg_finfo_record {
-                static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            pub extern "C" fn [<pg_finfo_ $name>]() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
+                static V1: ::pgrx::pg_sys::Pg_finfo_record = ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
                 &V1
             }
         }
     };
 }
+pub(crate) use v1_function;
 
 v1_function!(confusion_trans_bool_fast);
 v1_function!(scores_trans_fast);

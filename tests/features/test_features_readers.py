@@ -92,3 +92,62 @@ def test_without_reader_same_answer(conn, src):
     assert fa(conn, v, 1, T0 + H) == {"score": 20}   # made on this call, used from the next
     assert readers(conn, v) == 1
     assert fa(conn, v, 1, T0 + H) == {"score": 20}
+
+
+def test_cached_reader_follows_changes_in_the_same_session(conn, src):
+    """The online path caches each view's reader per backend; every change
+    below happens in the session that cached it and must be seen at once."""
+    schema, prefix = src
+    v = prefix + "v"
+    ev = f'"{schema}".ev'
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts')", [v, ev])
+    for _ in range(3):
+        assert fa(conn, v, 1, T0 + H) == {"score": 20}
+    # Re-created under the same name over another table: the new definition.
+    conn.execute(sql.SQL("CREATE TABLE {} (uid bigint, ts timestamptz, score int)").format(I(schema, "other")))
+    conn.execute(sql.SQL("INSERT INTO {} VALUES (1, %s, 77)").format(I(schema, "other")), [T0])
+    conn.execute("SELECT mlmon.drop_feature_view(%s)", [v])
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts')", [v, f'"{schema}".other'])
+    assert fa(conn, v, 1, T0 + H) == {"score": 77}
+    # A view created and read in a rolled-back transaction leaves nothing usable behind.
+    conn.execute("SELECT mlmon.drop_feature_view(%s)", [v])
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        with conn.transaction():
+            conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts')", [v, f'"{schema}".other'])
+            assert fa(conn, v, 1, T0 + H) == {"score": 77}
+            raise psycopg.errors.QueryCanceled("roll back")
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts')", [v, ev])
+    assert fa(conn, v, 1, T0 + H) == {"score": 20}
+    # A dropped feature column: the view's own error, with its hint.
+    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN score").format(I(schema, "ev")))
+    with pytest.raises(psycopg.errors.UndefinedColumn) as info:
+        fa(conn, v, 1, T0 + H)
+    assert info.value.diag.message_hint
+
+
+def test_reader_without_execute_privilege_falls_back(conn, src):
+    """A reader is an internal function; a caller who may read the source but
+    not execute the reader still gets the answer (the checked path), and the
+    call by OID never skips the privilege check."""
+    schema, prefix = src
+    v = prefix + "v"
+    role = prefix + "reader_role"
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts')", [v, f'"{schema}".ev'])
+    (reader,) = conn.execute("SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'mlmon'::regnamespace "
+                             "AND starts_with(proname, mlmon._fv_reader_prefix(%s))", [v]).fetchone()
+    conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+    try:
+        for granted in (schema, "mlmon"):
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(granted), sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(I(schema, "ev"), sql.Identifier(role)))
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {reader} FROM PUBLIC")
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        for _ in range(3):
+            assert fa(conn, v, 1, T0 + H) == {"score": 20}
+        # A direct SQL call of the reader is refused as usual.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"SELECT {reader.split('(')[0]}(1::bigint, now())")
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
