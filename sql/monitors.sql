@@ -219,13 +219,19 @@ DECLARE
     key_array text := format('%s[]', m.key_type);
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
     claim_sql text;
+    claim_one_sql text;
     recount_sql text;
     side record;
 BEGIN
     -- compact(wait): fold delta rows into one row per cell.
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION %1$s(wait boolean) RETURNS bigint
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        -- Find the delta rows through the partial index on uncompacted rows:
+        -- the rollup churns (rows appended, folded, deleted), so the size seen
+        -- when the plan was cached says nothing, and a sequential scan would
+        -- read every dead row left since the last vacuum.
+        SET enable_seqscan = off AS $body$
         DECLARE
             folded bigint;
         BEGIN
@@ -274,6 +280,26 @@ BEGIN
                 FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
                 RETURNING 1)
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$;
+    -- The same claim for a single key (a single-row write, the common case
+    -- under many concurrent clients), as scalar statements: their plans are a
+    -- fraction of the set-based ones to start up and run.
+    claim_one_sql := $q$
+                SELECT c.bucket, c.segment, c.predicted, c.actual, c.weight INTO one FROM (%1$s) c;
+                IF NOT FOUND THEN
+                    RETURN;  -- a NULL key: nothing to count
+                END IF;
+                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
+                VALUES (changed[1], one.bucket, one.segment, one.predicted, one.actual, one.weight)
+                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                RETURNING (k.xmax = 0) INTO first_claim;
+                IF first_claim THEN
+                    IF one.bucket IS NOT NULL THEN
+                        INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
+                        VALUES (one.bucket, one.segment, one.predicted, one.actual, 1, one.weight);
+                    END IF;
+                    RETURN;
+                END IF;
+                contended := changed; $q$;
     recount_sql := $q$
             WITH contribution AS (%1$s),
             changes AS (
@@ -310,10 +336,12 @@ BEGIN
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
+            one record;
+            first_claim boolean;
         BEGIN
             -- Occasionally fold deltas so reads stay O(buckets). Only under READ
             -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
-            IF random() < 0.02 AND current_setting('transaction_isolation') = 'read committed' THEN
+            IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
                 PERFORM %3$s(false);
             END IF;
 
@@ -325,6 +353,8 @@ BEGIN
                 -- Room to hash and sort a big batch; local to this transaction.
                 PERFORM set_config('work_mem', '64MB', true);
                 EXECUTE %4$L INTO contended USING changed;
+            ELSIF cardinality(changed) = 1 THEN
+                %8$s
             ELSE
                 %5$s INTO contended;
             END IF;
@@ -344,7 +374,8 @@ BEGIN
         format(claim_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
         format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table),
         format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
-        format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table));
+        format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table),
+        format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table));
 
     -- Trigger functions, one per source table: collect the keys a statement
     -- touched and apply them.
