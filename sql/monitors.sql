@@ -129,6 +129,34 @@ BEGIN
     RETURN w;
 END $$;
 
+-- The actual label of key `key_expr` from the outcomes table, as text (NULL
+-- without outcome rows when an actual column is set): a per-key subquery.
+-- Several outcome rows for a key: any true outcome makes a boolean positive;
+-- otherwise the greatest value counts. With no actual column, an outcome row's
+-- presence means positive and absence negative.
+CREATE FUNCTION mlmon._actual_sql(m mlmon.monitor, key_expr text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN m.actual_column IS NULL
+        THEN format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = %s))::text', m.outcomes, m.outcome_key_column, key_expr)
+        ELSE format('(SELECT %s(o.%I)::text FROM %s o WHERE o.%I = %s)',
+                    CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END,
+                    m.actual_column, m.outcomes, m.outcome_key_column, key_expr) END
+$$;
+
+-- The same for every key of a relation `batch(key)`, set-based: rows (key,
+-- actual) for keys with outcome rows; callers LEFT JOIN it and take the
+-- returned expression for the actual of a key without outcome rows.
+CREATE FUNCTION mlmon._outcomes_sql(m mlmon.monitor, OUT rows_sql text, OUT absent text)
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN m.actual_column IS NULL
+        THEN format('SELECT DISTINCT o.%I AS key, ''true'' AS actual FROM %s o JOIN batch b ON o.%I = b.key',
+                    m.outcome_key_column, m.outcomes, m.outcome_key_column)
+        ELSE format('SELECT o.%1$I AS key, %2$s(o.%3$I)::text AS actual FROM %4$s o JOIN batch b ON o.%1$I = b.key GROUP BY o.%1$I',
+                    m.outcome_key_column, CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END,
+                    m.actual_column, m.outcomes) END,
+           CASE WHEN m.actual_column IS NULL THEN '''false''' ELSE 'NULL' END
+$$;
+
 -- SQL computing the current contribution of every key in the array
 -- `keys_expr`: (key, bucket, segment, predicted, actual, weight), one row per
 -- key, NULL bucket when the key has no counted prediction.
@@ -143,11 +171,8 @@ DECLARE
     segment_expr text := '''{}''::jsonb';
     weight_expr text := '1.0::float8';
     weight_filter text := '';
-    -- Several outcome rows for a key: any true outcome makes a boolean
-    -- positive; otherwise the greatest value counts.
-    outcome_agg text := CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END;
     outcome_sql text;
-    actual_expr text;
+    absent text;
 BEGIN
     IF cardinality(m.segment_by) > 0 THEN
         SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', c, c), ', ') || ')'
@@ -159,14 +184,6 @@ BEGIN
     END IF;
 
     IF NOT bulk THEN
-        IF m.actual_column IS NULL THEN
-            -- An outcome row's presence means positive; absence means negative.
-            actual_expr := format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = a.key))::text',
-                                  m.outcomes, m.outcome_key_column);
-        ELSE
-            actual_expr := format('(SELECT %s(o.%I)::text FROM %s o WHERE o.%I = a.key)',
-                                  outcome_agg, m.actual_column, m.outcomes, m.outcome_key_column);
-        END IF;
         RETURN format($q$
             SELECT a.key, p.bucket, p.segment, p.predicted,
                    CASE WHEN p.bucket IS NOT NULL THEN %1$s END AS actual, p.weight
@@ -178,19 +195,11 @@ BEGIN
                 WHERE t.%9$I = a.key AND t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%10$s
                 ORDER BY t.%4$I %11$s, t.%6$I::text %11$s, (%5$s)::text %11$s, %7$s %11$s
                 LIMIT 1) p ON true
-            $q$, actual_expr, keys_expr, m.bucket, m.predicted_at_column, segment_expr,
+            $q$, mlmon._actual_sql(m, 'a.key'), keys_expr, m.bucket, m.predicted_at_column, segment_expr,
             m.predicted_column, weight_expr, m.predictions, m.key_column, weight_filter, dir);
     END IF;
 
-    IF m.actual_column IS NULL THEN
-        outcome_sql := format('SELECT DISTINCT o.%I AS key, ''true'' AS actual FROM %s o JOIN batch b ON o.%I = b.key',
-                              m.outcome_key_column, m.outcomes, m.outcome_key_column);
-        actual_expr := 'coalesce(o.actual, ''false'')';
-    ELSE
-        outcome_sql := format('SELECT o.%1$I AS key, %2$s(o.%3$I)::text AS actual FROM %4$s o JOIN batch b ON o.%1$I = b.key GROUP BY o.%1$I',
-                              m.outcome_key_column, outcome_agg, m.actual_column, m.outcomes);
-        actual_expr := 'o.actual';
-    END IF;
+    SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
     RETURN format($q$
         WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
         chosen AS (
@@ -202,10 +211,73 @@ BEGIN
             ORDER BY t.%2$I, t.%4$I %10$s, t.%6$I::text %10$s, (%5$s)::text %10$s, %7$s %10$s),
         outcome AS (%11$s)
         SELECT b.key, c.bucket, c.segment, c.predicted,
-               CASE WHEN c.bucket IS NOT NULL THEN %12$s END AS actual, c.weight
+               CASE WHEN c.bucket IS NOT NULL THEN coalesce(o.actual, %12$s) END AS actual, c.weight
         FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
         $q$, keys_expr, m.key_column, m.bucket, m.predicted_at_column, segment_expr,
-        m.predicted_column, weight_expr, m.predictions, weight_filter, dir, outcome_sql, actual_expr);
+        m.predicted_column, weight_expr, m.predictions, weight_filter, dir, outcome_sql, absent);
+END $$;
+
+-- Rows to claim for a statement on the outcomes table: the full contribution
+-- of keys not yet in the keys table, and placeholder rows for keys already
+-- there, whose counted prediction side an outcome change leaves as it is (the
+-- claim only locks them; the outcome recount reads them). Both sets come from
+-- the same snapshot, so every key appears once. A placeholder is only ever
+-- inserted (instead of conflicting) if its keys row vanished since: that takes
+-- a rebuild, which keeps a row for every key with raw rows, so the key has no
+-- countable prediction and the placeholder's empty contribution is right.
+CREATE FUNCTION mlmon._outcome_claim_rows_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+        SELECT * FROM (%1$s) fresh
+        UNION ALL
+        SELECT b.key, NULL::timestamptz, NULL::jsonb, NULL::text, NULL::text, NULL::float8
+        FROM (SELECT DISTINCT k AS key FROM unnest(%2$s) k WHERE k IS NOT NULL) b
+        WHERE EXISTS (SELECT 1 FROM %3$s x WHERE x.key = b.key) $q$,
+        mlmon._contribution_sql(m, format('ARRAY(SELECT k FROM unnest(%s) k WHERE NOT EXISTS (SELECT 1 FROM %s x WHERE x.key = k))',
+                                          keys_expr, mlmon._keys_table(m)), bulk),
+        keys_expr, mlmon._keys_table(m))
+$$;
+
+-- Recount of claimed keys after a statement on the outcomes table: the
+-- prediction side of a locked keys row is current (every writer of a key's
+-- predictions claims and recounts it), so only the actual is recomputed --
+-- no reading and deduplicating of predictions.
+CREATE FUNCTION mlmon._outcome_recount_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    outcome_sql text;
+    absent text;
+    fresh_sql text;
+BEGIN
+    IF bulk THEN
+        SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
+        fresh_sql := format($q$
+            WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
+            outcome AS (%2$s)
+            SELECT k.*, CASE WHEN k.bucket IS NOT NULL THEN coalesce(o.actual, %3$s) END AS new_actual
+            FROM %4$s k JOIN batch b ON k.key = b.key LEFT JOIN outcome o ON o.key = b.key $q$,
+            keys_expr, outcome_sql, absent, mlmon._keys_table(m));
+    ELSE
+        fresh_sql := format($q$
+            SELECT k.*, CASE WHEN k.bucket IS NOT NULL THEN %1$s END AS new_actual
+            FROM %2$s k WHERE k.key = ANY(%3$s) $q$,
+            mlmon._actual_sql(m, 'k.key'), mlmon._keys_table(m), keys_expr);
+    END IF;
+    RETURN format($q$
+            WITH fresh AS (%1$s),
+            changes AS (SELECT * FROM fresh WHERE new_actual IS DISTINCT FROM actual),
+            updated AS (
+                UPDATE %2$s k SET actual = ch.new_actual FROM changes ch WHERE k.key = ch.key
+                RETURNING 1),
+            delta AS (
+                SELECT bucket, segment, predicted, actual, -1 AS n, -weight AS weight
+                FROM changes WHERE bucket IS NOT NULL
+                UNION ALL
+                SELECT bucket, segment, predicted, new_actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
+            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
+            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
+            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$,
+        fresh_sql, mlmon._keys_table(m), mlmon._rollup_table(m));
 END $$;
 
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
@@ -257,7 +329,7 @@ BEGIN
             RETURN folded;
         END $body$ $f$, mlmon._internal_function(m, 'compact'), lock_id, rollup_table);
 
-    -- apply(keys): bring the rollup in line with the raw tables for these keys.
+    -- apply_*(keys): bring the rollup in line with the raw tables for these keys.
     -- Each step exists twice, from one template: static SQL over the per-key
     -- LATERAL contribution (a cached plan of index probes for the usual small
     -- statement) and, for batches of 1000+ keys, EXECUTE of the set-based
@@ -323,6 +395,23 @@ BEGIN
             SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
             FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$;
 
+    -- apply_predictions and apply_outcomes: one template; the outcome side
+    -- claims and recounts keys already counted without re-reading predictions.
+    FOR side IN SELECT * FROM (VALUES
+        ('apply_predictions',
+         format(claim_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
+         format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table),
+         format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
+         format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table),
+         format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table)),
+        ('apply_outcomes',
+         format(claim_sql, mlmon._outcome_claim_rows_sql(m, '$1', true), keys_table, rollup_table),
+         format(claim_sql, mlmon._outcome_claim_rows_sql(m, 'changed', false), keys_table, rollup_table),
+         mlmon._outcome_recount_sql(m, '$1', true),
+         mlmon._outcome_recount_sql(m, 'contended', false),
+         format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed', false), keys_table, rollup_table))
+    ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one)
+    LOOP
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION %1$s(changed %2$s) RETURNS void
         LANGUAGE plpgsql
@@ -370,16 +459,14 @@ BEGIN
                 %7$s;
             END IF;
         END $body$ $f$,
-        mlmon._internal_function(m, 'apply'), key_array, mlmon._internal_function(m, 'compact'),
-        format(claim_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
-        format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table),
-        format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
-        format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table),
-        format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table));
+        mlmon._internal_function(m, side.suffix), key_array, mlmon._internal_function(m, 'compact'),
+        side.claim_bulk, side.claim_small, side.recount_bulk, side.recount_small, side.claim_one);
+    END LOOP;
 
     -- Trigger functions, one per source table: collect the keys a statement
     -- touched and apply them.
-    FOR side IN SELECT * FROM (VALUES ('on_predictions', m.key_column), ('on_outcomes', m.outcome_key_column)) v(suffix, key_column)
+    FOR side IN SELECT * FROM (VALUES ('on_predictions', m.key_column, 'apply_predictions'),
+                                      ('on_outcomes', m.outcome_key_column, 'apply_outcomes')) v(suffix, key_column, apply)
     LOOP
         EXECUTE format($f$
             CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
@@ -396,7 +483,7 @@ BEGIN
                 END IF;
                 RETURN NULL;
             END $body$ $f$,
-            mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, 'apply'),
+            mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, side.apply),
             side.key_column, m.key_type, m.name);
     END LOOP;
 END $gen$;
@@ -558,9 +645,11 @@ BEGIN
     -- DROP EXTENSION then takes the generated functions (and with them the
     -- triggers) along, instead of leaving triggers that call missing functions.
     -- The rollup and keys tables stay: they are the user's data.
-    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(%s[]) FROM PUBLIC', mlmon._internal_function(m, 'apply'), m.key_type);
+    FOREACH col IN ARRAY ARRAY['apply_predictions', 'apply_outcomes'] LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(%s[]) FROM PUBLIC', mlmon._internal_function(m, col), m.key_type);
+        EXECUTE format('ALTER FUNCTION %s(%s[]) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, col), m.key_type);
+    END LOOP;
     EXECUTE format('ALTER FUNCTION %s(boolean) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'compact'));
-    EXECUTE format('ALTER FUNCTION %s(%s[]) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'apply'), m.key_type);
     EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_predictions'));
     EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_outcomes'));
     PERFORM mlmon.rebuild_monitor(m.name);
@@ -619,7 +708,8 @@ BEGIN
     END LOOP;
     EXECUTE format('DROP FUNCTION IF EXISTS %s()', mlmon._internal_function(m, 'on_predictions'));
     EXECUTE format('DROP FUNCTION IF EXISTS %s()', mlmon._internal_function(m, 'on_outcomes'));
-    EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply'), m.key_type);
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type);
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply_outcomes'), m.key_type);
     EXECUTE format('DROP FUNCTION IF EXISTS %s(boolean)', mlmon._internal_function(m, 'compact'));
     EXECUTE format('DROP TABLE IF EXISTS %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m));
     DELETE FROM mlmon.monitor mm WHERE mm.name = m.name;

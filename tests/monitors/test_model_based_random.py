@@ -203,6 +203,34 @@ class Workload:
             for r in rows:
                 cp.write_row(r)
 
+    def op_copy_outcomes_large(self):
+        """Late outcomes in bulk: thousands of keys, most already predicted (and
+        counted), the rest fresh or from the key pool, so the set-based outcome
+        path meets counted keys, new keys and keys with several outcome rows."""
+        predicted = [r[0] for r in self.conn.execute(
+            sql.SQL("SELECT DISTINCT k FROM {} WHERE k IS NOT NULL").format(self.preds))]
+        rows = []
+        for _ in range(self.rng.randint(1100, 1600)):
+            row = self.out_row()
+            roll = self.rng.random()
+            if roll < 0.6 and predicted:
+                row[0] = self.rng.choice(predicted)
+            elif roll < 0.85:
+                row[0] = self.cfg.fresh_key(self.rng)
+            rows.append(row)
+        q = sql.SQL("COPY {} ({}) FROM STDIN").format(self.outs, sql.SQL(", ").join(map(I, self.out_cols)))
+        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows (large)")
+        with self.conn.cursor().copy(q) as cp:
+            for r in rows:
+                cp.write_row(r)
+
+    def op_update_outcomes_all(self):
+        """One UPDATE over every outcome row (a large batch once outcomes pile up)."""
+        if self.cfg.actual_type and self.rng.random() < 0.5:
+            self.ex(sql.SQL("UPDATE {} SET actual = actual").format(self.outs))
+        else:
+            self.ex(sql.SQL("UPDATE {} SET at = at + interval '1 second'").format(self.outs))
+
     def op_update_all(self):
         """One UPDATE over every row: as many keys as the table holds."""
         col = self.rng.choice(["ts", "label"] + (["w"] if self.cfg.weight_type else []))
@@ -288,6 +316,7 @@ WEIGHTED_OPS = [
     ("op_insert_outcomes", 12), ("op_update_label", 6), ("op_update_ts", 6), ("op_update_key", 6),
     ("op_update_segment", 4), ("op_update_weight", 4), ("op_update_outcome", 6), ("op_delete_pred", 6),
     ("op_delete_outcome", 5), ("op_truncate_preds", 0.6), ("op_truncate_outcomes", 0.8), ("compact", 3),
+    ("op_copy_outcomes_large", 1), ("op_update_outcomes_all", 0.5),
 ]
 
 
