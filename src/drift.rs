@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::Internal;
 
 use crate::errors::{raise, OrRaise};
-use crate::memory::with_state;
+use crate::ffi::with_state;
 use crate::state;
 
 crate::state_type!(Histogram, histogram);

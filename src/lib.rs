@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 mod confusion;
 mod drift;
 mod errors;
-mod memory;
+mod ffi;
 mod readers;
 mod regression;
 mod scores;

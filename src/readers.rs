@@ -1,6 +1,7 @@
 //! The online read path of feature views: `mlmon._feature_at_fast(view,
 //! entity, at)` finds the view's generated reader (see "Readers" in
-//! `sql/features.sql`) in a per-backend cache and calls it by OID.
+//! `sql/features.sql`) in a per-backend cache and calls it by OID (the call
+//! itself, and the system-cache lookups, are in `ffi.rs`).
 //!
 //! The SQL path (`mlmon._feature_at_checked`) finds the reader with a catalog
 //! query (a hash of the view's definition names it) and runs it through
@@ -20,15 +21,14 @@
 //! signature (`mlmon._fv_resolve` only returns those), and the caller must have
 //! EXECUTE on it. Readers run as the caller, like any SQL call, so table
 //! privileges and row security apply.
-#![allow(unsafe_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 use pgrx::prelude::*;
 
-use crate::memory::v1_function;
+use crate::ffi;
 
 /// A resolved reader and what must still hold to keep using it.
 struct Reader {
@@ -48,40 +48,9 @@ thread_local! {
     static READERS: RefCell<HashMap<String, Reader>> = RefCell::new(HashMap::new());
 }
 
-v1_function!(feature_at_fast);
-
-/// `mlmon._feature_at_fast(view text, entity text, at timestamptz) RETURNS
-/// jsonb`, STRICT: the view's reader at (entity, at), or NULL when the view has
-/// no usable reader. Readers never return NULL (an entity without data gives
-/// NULL feature values), so NULL always means "take the checked path".
-#[no_mangle]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn feature_at_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: sql/features.sql declares this function STRICT with arguments
-    // (text, text, timestamptz), so all three datums are present and valid.
-    unsafe {
-        let args = (*fcinfo).args.as_slice(3);
-        let view = CStr::from_ptr(pg_sys::text_to_cstring(args[0].value.cast_mut_ptr())).to_string_lossy().into_owned();
-        let Some((reader, key_type)) = usable_reader(&view).filter(|&(reader, _)| may_execute(reader)) else {
-            (*fcinfo).isnull = true;
-            return pg_sys::Datum::from(0);
-        };
-        // The entity is compared in the view's key type, converted from text
-        // by the type's input function, exactly as the checked path's cast.
-        let entity = pg_sys::text_to_cstring(args[1].value.cast_mut_ptr());
-        let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
-        pg_sys::getTypeInputInfo(key_type, &mut input, &mut io_param);
-        let key = pg_sys::OidInputFunctionCall(input, entity, io_param, -1);
-        let mut flinfo = pg_sys::FmgrInfo::default();
-        pg_sys::fmgr_info(reader, &mut flinfo);
-        // FunctionCall2Coll raises if a reader ever returned NULL.
-        pg_sys::FunctionCall2Coll(&mut flinfo, pg_sys::InvalidOid, key, args[2].value)
-    }
-}
-
 /// The cached reader of `view` if it is still valid, else a freshly resolved
 /// one (cached), else None.
-fn usable_reader(view: &str) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+pub(crate) fn usable_reader(view: &str) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     let cached = READERS.with_borrow(|readers| readers.get(view).filter(|r| still_valid(r)).map(|r| (r.oid, r.key_type)));
     if cached.is_some() {
         return cached;
@@ -123,28 +92,8 @@ fn resolve(view: &str) -> Option<Reader> {
 
 /// Re-checks a cached reader against the system caches (see module docs).
 fn still_valid(r: &Reader) -> bool {
-    // SAFETY: syscache lookups by OID and name; returned strings are palloc'd
-    // copies or NULL.
-    unsafe {
-        let same = |p: *mut std::ffi::c_char, expected: &CStr| !p.is_null() && CStr::from_ptr(p) == expected;
-        let column_exists = |c: &CString| pg_sys::get_attnum(r.source, c.as_ptr()) != pg_sys::InvalidAttrNumber as i16;
-        let entity = pg_sys::get_attnum(r.source, r.entity_column.as_ptr());
-        same(pg_sys::get_func_name(r.oid), &r.name)
-            && same(pg_sys::get_rel_name(r.source), &r.source_table)
-            && same(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(r.source)), &r.source_schema)
-            && entity != pg_sys::InvalidAttrNumber as i16
-            && pg_sys::get_atttype(r.source, entity) == r.key_type
-            && r.columns.iter().all(column_exists)
-    }
-}
-
-/// A call by OID skips the EXECUTE check a SQL call makes, so make it. A
-/// caller without EXECUTE on the reader (an internal function) takes the
-/// checked path, which reads the source directly, as the SQL path does.
-fn may_execute(reader: pg_sys::Oid) -> bool {
-    // SAFETY: a catalog lookup for an existing function (checked by the caller).
-    unsafe {
-        pg_sys::pg_proc_aclcheck(reader, pg_sys::GetUserId(), pg_sys::ACL_EXECUTE as pg_sys::AclMode)
-            == pg_sys::AclResult::ACLCHECK_OK
-    }
+    ffi::function_name(r.oid).as_ref() == Some(&r.name)
+        && ffi::relation_name(r.source).is_some_and(|(schema, table)| schema == r.source_schema && table == r.source_table)
+        && ffi::column_type(r.source, &r.entity_column) == Some(r.key_type)
+        && r.columns.iter().all(|c| ffi::column_type(r.source, c).is_some())
 }

@@ -7,7 +7,7 @@ use pgrx::Internal;
 use mlmon_core::Error;
 
 use crate::errors::{raise, OrRaise};
-use crate::memory::with_state;
+use crate::ffi::with_state;
 use crate::state;
 
 crate::state_type!(Summary, regression);

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::Internal;
 
 use crate::errors::{raise, OrRaise};
-use crate::memory::{new_state, with_state};
+use crate::ffi::{new_state, with_state};
 use crate::state;
 
 crate::state_type!(Summary, scores);

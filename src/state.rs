@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use pgrx::Internal;
 
 use crate::errors::{raise, OrRaise};
-use crate::memory::{new_state, state_ref, take_receive_buffer, with_state};
+use crate::ffi::{new_state, state_ref, take_receive_buffer, with_state};
 
 pub fn decode<S: State>(bytes: &[u8]) -> S {
     S::decode(bytes).or_raise()

@@ -14,7 +14,7 @@ use pgrx::Internal;
 
 use super::{decode, encode};
 use crate::errors::OrRaise;
-use crate::memory::{new_state, state_ref, with_state};
+use crate::ffi::{new_state, state_ref, with_state};
 
 fn update(
     state: Internal,
@@ -33,7 +33,7 @@ fn weight_of(weight: Option<f64>) -> Option<f64> {
     Some(w)
 }
 
-// confusion_matrix(boolean, boolean) uses the hand-written fast path in `memory.rs`.
+// confusion_matrix(boolean, boolean) uses the hand-written fast path in `ffi.rs`.
 
 #[pg_extern(sql = false)]
 fn confusion_trans_bool_w(

@@ -1,8 +1,12 @@
-//! The only module allowed `unsafe`: aggregate transition state lives in the
-//! aggregate's memory context, reached through `internal` pointers, binary
-//! receive reads a `StringInfo`, and the hottest transition functions have
-//! hand-written V1 entry points.
+//! The only module allowed `unsafe`: everything that touches raw PostgreSQL
+//! pointers. Aggregate transition state lives in the aggregate's memory
+//! context, reached through `internal` pointers; binary receive reads a
+//! `StringInfo`; the hottest transition functions have hand-written V1 entry
+//! points; and the online feature read calls a view's reader by OID
+//! (`readers.rs` holds its logic, this module its calls into PostgreSQL).
 #![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
 
 use pgrx::prelude::*;
 use pgrx::{Internal, PgMemoryContexts};
@@ -92,7 +96,6 @@ macro_rules! v1_function {
         }
     };
 }
-pub(crate) use v1_function;
 
 v1_function!(confusion_trans_bool_fast);
 v1_function!(scores_trans_fast);
@@ -207,3 +210,75 @@ extern "C-unwind" fn start_binary_state(fcinfo: pg_sys::FunctionCallInfo, actual
     new_state(accumulator, fcinfo).unwrap().expect("new state is not null")
 }
 
+
+// The online feature read (see `readers.rs`).
+
+v1_function!(feature_at_fast);
+
+/// `mlmon._feature_at_fast(view text, entity text, at timestamptz) RETURNS
+/// jsonb`, STRICT: the view's reader at (entity, at), or NULL when the view has
+/// no usable reader. Readers never return NULL (an entity without data gives
+/// NULL feature values), so NULL always means "take the checked path".
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn feature_at_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: sql/features.sql declares this function STRICT with arguments
+    // (text, text, timestamptz), so all three datums are present and valid.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(3);
+        let view = CStr::from_ptr(pg_sys::text_to_cstring(args[0].value.cast_mut_ptr())).to_string_lossy().into_owned();
+        let Some((reader, key_type)) = crate::readers::usable_reader(&view).filter(|&(reader, _)| may_execute(reader)) else {
+            (*fcinfo).isnull = true;
+            return pg_sys::Datum::from(0);
+        };
+        // The entity is compared in the view's key type, converted from text
+        // by the type's input function, exactly as the checked path's cast.
+        let entity = pg_sys::text_to_cstring(args[1].value.cast_mut_ptr());
+        let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(key_type, &mut input, &mut io_param);
+        let key = pg_sys::OidInputFunctionCall(input, entity, io_param, -1);
+        let mut flinfo = pg_sys::FmgrInfo::default();
+        pg_sys::fmgr_info(reader, &mut flinfo);
+        // FunctionCall2Coll raises if a reader ever returned NULL.
+        pg_sys::FunctionCall2Coll(&mut flinfo, pg_sys::InvalidOid, key, args[2].value)
+    }
+}
+
+/// A call by OID skips the EXECUTE check a SQL call makes, so make it.
+fn may_execute(function: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup; a missing function is simply not executable.
+    unsafe {
+        pg_sys::pg_proc_aclcheck(function, pg_sys::GetUserId(), pg_sys::ACL_EXECUTE as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
+/// Copies a palloc'd C string (NULL: None).
+fn owned(p: *mut std::ffi::c_char) -> Option<CString> {
+    // SAFETY: PostgreSQL's lsyscache functions return NULL or a valid C string.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_owned())
+}
+
+/// A function's name from the system cache, if it exists.
+pub fn function_name(function: pg_sys::Oid) -> Option<CString> {
+    // SAFETY: a syscache lookup by OID.
+    owned(unsafe { pg_sys::get_func_name(function) })
+}
+
+/// A relation's (schema, name) from the system cache, if it exists.
+pub fn relation_name(relation: pg_sys::Oid) -> Option<(CString, CString)> {
+    // SAFETY: syscache lookups by OID.
+    unsafe {
+        let table = owned(pg_sys::get_rel_name(relation))?;
+        Some((owned(pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relation)))?, table))
+    }
+}
+
+/// The type of a relation's live (not dropped) column, if there is one.
+pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> {
+    // SAFETY: syscache lookups by OID and name.
+    unsafe {
+        let attnum = pg_sys::get_attnum(relation, column.as_ptr());
+        (attnum != pg_sys::InvalidAttrNumber as i16).then(|| pg_sys::get_atttype(relation, attnum))
+    }
+}
