@@ -157,6 +157,32 @@ CREATE FUNCTION mlmon._outcomes_sql(m mlmon.monitor, OUT rows_sql text, OUT abse
            CASE WHEN m.actual_column IS NULL THEN '''false''' ELSE 'NULL' END
 $$;
 
+-- Expressions over a predictions row aliased `alias`: its segment (jsonb), its
+-- weight (checked; 1 without a weight column), the condition for the row to
+-- count, and the dedup order ('first': earliest predicted_at, ties broken by
+-- label, segment and weight; 'last': the reverse) -- one definition for every
+-- path that picks a key's counted prediction.
+CREATE FUNCTION mlmon._prediction_exprs(m mlmon.monitor, alias text,
+                                        OUT segment text, OUT weight text, OUT countable text, OUT dedup_order text)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dir text := CASE m.dedup WHEN 'first' THEN 'ASC' ELSE 'DESC' END;
+BEGIN
+    segment := '''{}''::jsonb';
+    IF cardinality(m.segment_by) > 0 THEN
+        SELECT 'jsonb_build_object(' || string_agg(format('%L, %I.%I', c, alias, c), ', ') || ')'
+        INTO segment FROM unnest(m.segment_by) c;
+    END IF;
+    weight := '1.0::float8';
+    countable := format('%1$I.%2$I IS NOT NULL AND %1$I.%3$I IS NOT NULL', alias, m.predicted_at_column, m.predicted_column);
+    IF m.weight_column IS NOT NULL THEN
+        weight := format('mlmon._check_weight(%I.%I::float8)', alias, m.weight_column);
+        countable := countable || format(' AND %I.%I IS NOT NULL', alias, m.weight_column);
+    END IF;
+    dedup_order := format('%1$I.%2$I %4$s, %1$I.%3$I::text %4$s, (%5$s)::text %4$s, %6$s %4$s',
+                          alias, m.predicted_at_column, m.predicted_column, dir, segment, weight);
+END $$;
+
 -- SQL computing the current contribution of every key in the array
 -- `keys_expr`: (key, bucket, segment, predicted, actual, weight), one row per
 -- key, NULL bucket when the key has no counted prediction.
@@ -167,21 +193,11 @@ $$;
 CREATE FUNCTION mlmon._contribution_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    dir text := CASE m.dedup WHEN 'first' THEN 'ASC' ELSE 'DESC' END;
-    segment_expr text := '''{}''::jsonb';
-    weight_expr text := '1.0::float8';
-    weight_filter text := '';
+    e record;
     outcome_sql text;
     absent text;
 BEGIN
-    IF cardinality(m.segment_by) > 0 THEN
-        SELECT 'jsonb_build_object(' || string_agg(format('%L, t.%I', c, c), ', ') || ')'
-        INTO segment_expr FROM unnest(m.segment_by) c;
-    END IF;
-    IF m.weight_column IS NOT NULL THEN
-        weight_expr := format('mlmon._check_weight(t.%I::float8)', m.weight_column);
-        weight_filter := format(' AND t.%I IS NOT NULL', m.weight_column);
-    END IF;
+    e := mlmon._prediction_exprs(m, 't');
 
     IF NOT bulk THEN
         RETURN format($q$
@@ -192,11 +208,11 @@ BEGIN
                 SELECT date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
                        %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
                 FROM %8$s t
-                WHERE t.%9$I = a.key AND t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%10$s
-                ORDER BY t.%4$I %11$s, t.%6$I::text %11$s, (%5$s)::text %11$s, %7$s %11$s
+                WHERE t.%9$I = a.key AND %10$s
+                ORDER BY %11$s
                 LIMIT 1) p ON true
-            $q$, mlmon._actual_sql(m, 'a.key'), keys_expr, m.bucket, m.predicted_at_column, segment_expr,
-            m.predicted_column, weight_expr, m.predictions, m.key_column, weight_filter, dir);
+            $q$, mlmon._actual_sql(m, 'a.key'), keys_expr, m.bucket, m.predicted_at_column, e.segment,
+            m.predicted_column, e.weight, m.predictions, m.key_column, e.countable, e.dedup_order);
     END IF;
 
     SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
@@ -207,35 +223,70 @@ BEGIN
                    date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
                    %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
             FROM %8$s t JOIN batch b ON t.%2$I = b.key
-            WHERE t.%4$I IS NOT NULL AND t.%6$I IS NOT NULL%9$s
-            ORDER BY t.%2$I, t.%4$I %10$s, t.%6$I::text %10$s, (%5$s)::text %10$s, %7$s %10$s),
+            WHERE %9$s
+            ORDER BY t.%2$I, %10$s),
         outcome AS (%11$s)
         SELECT b.key, c.bucket, c.segment, c.predicted,
                CASE WHEN c.bucket IS NOT NULL THEN coalesce(o.actual, %12$s) END AS actual, c.weight
         FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
-        $q$, keys_expr, m.key_column, m.bucket, m.predicted_at_column, segment_expr,
-        m.predicted_column, weight_expr, m.predictions, weight_filter, dir, outcome_sql, absent);
+        $q$, keys_expr, m.key_column, m.bucket, m.predicted_at_column, e.segment,
+        m.predicted_column, e.weight, m.predictions, e.countable, e.dedup_order, outcome_sql, absent);
 END $$;
 
--- Rows to claim for a statement on the outcomes table: the full contribution
--- of keys not yet in the keys table, and placeholder rows for keys already
--- there, whose counted prediction side an outcome change leaves as it is (the
--- claim only locks them; the outcome recount reads them). Both sets come from
--- the same snapshot, so every key appears once. A placeholder is only ever
--- inserted (instead of conflicting) if its keys row vanished since: that takes
--- a rebuild, which keeps a row for every key with raw rows, so the key has no
--- countable prediction and the placeholder's empty contribution is right.
-CREATE FUNCTION mlmon._outcome_claim_rows_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
+-- The claim of an INSERT into the predictions table, from its transition
+-- table `new_rows` alone: each inserted key's best new row (per the dedup
+-- order), as the key's contribution with no outcome. That is the key's whole
+-- contribution when the key is new to the keys table -- the only case it is
+-- counted here: every statement that writes a key's predictions or outcomes
+-- claims the key in the same transaction, and rebuild_monitor keeps a keys row
+-- for every key with raw rows, so a key without a keys row has no other
+-- prediction and no outcome visible to us (a concurrent writer's rows make its
+-- claim conflict with ours, and that writer recounts after we commit). Keys
+-- already there come back (an array) to be recounted. One sort, no join: the
+-- cached plan fits a single row and a COPY of millions alike.
+CREATE FUNCTION mlmon._insert_claim_sql(m mlmon.monitor) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e record := mlmon._prediction_exprs(m, 'n');
+BEGIN
+    RETURN format($q$
+            WITH chosen AS (
+                SELECT DISTINCT ON (n.%1$I::%2$s) n.%1$I::%2$s AS key, (%3$s) AS countable,
+                       date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) AS bucket,
+                       %6$s AS segment, n.%7$I::text AS predicted,
+                       CASE WHEN %3$s THEN %8$s END AS weight
+                FROM new_rows n
+                WHERE n.%1$I IS NOT NULL
+                ORDER BY n.%1$I::%2$s, (%3$s) DESC, %9$s),
+            claimed AS (
+                INSERT INTO %10$s AS k (key, bucket, segment, predicted, actual, weight)
+                SELECT key, CASE WHEN countable THEN bucket END, CASE WHEN countable THEN segment END,
+                       CASE WHEN countable THEN predicted END, CASE WHEN countable THEN %11$s END, weight
+                FROM chosen ORDER BY key
+                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                RETURNING k.*, (k.xmax = 0) AS inserted),
+            counted AS (
+                INSERT INTO %12$s (bucket, segment, predicted, actual, n, weight)
+                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
+                FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+                RETURNING 1)
+            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$,
+        m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
+        e.weight, e.dedup_order, mlmon._keys_table(m), (SELECT o.absent FROM mlmon._outcomes_sql(m) o),
+        mlmon._rollup_table(m));
+END $$;
+
+-- Rows to claim for a statement on the outcomes table: a placeholder (empty
+-- contribution) per key. A key already in the keys table keeps its row (the
+-- claim only locks it; the outcome recount reads its prediction side). A key
+-- new to the keys table has no countable prediction (see _insert_claim_sql),
+-- so its empty contribution is right as inserted.
+CREATE FUNCTION mlmon._outcome_claim_rows_sql(m mlmon.monitor, keys_expr text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
-        SELECT * FROM (%1$s) fresh
-        UNION ALL
-        SELECT b.key, NULL::timestamptz, NULL::jsonb, NULL::text, NULL::text, NULL::float8
-        FROM (SELECT DISTINCT k AS key FROM unnest(%2$s) k WHERE k IS NOT NULL) b
-        WHERE EXISTS (SELECT 1 FROM %3$s x WHERE x.key = b.key) $q$,
-        mlmon._contribution_sql(m, format('ARRAY(SELECT k FROM unnest(%s) k WHERE NOT EXISTS (SELECT 1 FROM %s x WHERE x.key = k))',
-                                          keys_expr, mlmon._keys_table(m)), bulk),
-        keys_expr, mlmon._keys_table(m))
+        SELECT k AS key, NULL::timestamptz AS bucket, NULL::jsonb AS segment, NULL::text AS predicted,
+               NULL::text AS actual, NULL::float8 AS weight
+        FROM (SELECT DISTINCT k FROM unnest(%s) k WHERE k IS NOT NULL) b $q$, keys_expr)
 $$;
 
 -- Recount of claimed keys after a statement on the outcomes table: the
@@ -405,11 +456,11 @@ BEGIN
          format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table),
          format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table)),
         ('apply_outcomes',
-         format(claim_sql, mlmon._outcome_claim_rows_sql(m, '$1', true), keys_table, rollup_table),
-         format(claim_sql, mlmon._outcome_claim_rows_sql(m, 'changed', false), keys_table, rollup_table),
+         format(claim_sql, mlmon._outcome_claim_rows_sql(m, '$1'), keys_table, rollup_table),
+         format(claim_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table),
          mlmon._outcome_recount_sql(m, '$1', true),
          mlmon._outcome_recount_sql(m, 'contended', false),
-         format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed', false), keys_table, rollup_table))
+         format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table))
     ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one)
     LOOP
     EXECUTE format($f$
@@ -428,12 +479,6 @@ BEGIN
             one record;
             first_claim boolean;
         BEGIN
-            -- Occasionally fold deltas so reads stay O(buckets). Only under READ
-            -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
-            IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
-                PERFORM %3$s(false);
-            END IF;
-
             -- 1. Claim every key: keys seen for the first time are counted at
             --    once (no other writer can have counted them); keys already
             --    counted are locked, so every other writer of them has committed
@@ -441,11 +486,11 @@ BEGIN
             IF large THEN
                 -- Room to hash and sort a big batch; local to this transaction.
                 PERFORM set_config('work_mem', '64MB', true);
-                EXECUTE %4$L INTO contended USING changed;
+                EXECUTE %3$L INTO contended USING changed;
             ELSIF cardinality(changed) = 1 THEN
-                %8$s
+                %7$s
             ELSE
-                %5$s INTO contended;
+                %4$s INTO contended;
             END IF;
             IF contended IS NULL THEN
                 RETURN;
@@ -454,26 +499,43 @@ BEGIN
             -- 2. Recompute locked keys in this statement's fresh snapshot and
             --    apply the differences.
             IF large THEN
-                EXECUTE %6$L USING contended;
+                EXECUTE %5$L USING contended;
             ELSE
-                %7$s;
+                %6$s;
             END IF;
         END $body$ $f$,
-        mlmon._internal_function(m, side.suffix), key_array, mlmon._internal_function(m, 'compact'),
+        mlmon._internal_function(m, side.suffix), key_array,
         side.claim_bulk, side.claim_small, side.recount_bulk, side.recount_small, side.claim_one);
     END LOOP;
 
     -- Trigger functions, one per source table: collect the keys a statement
-    -- touched and apply them.
-    FOR side IN SELECT * FROM (VALUES ('on_predictions', m.key_column, 'apply_predictions'),
-                                      ('on_outcomes', m.outcome_key_column, 'apply_outcomes')) v(suffix, key_column, apply)
+    -- touched and apply them. An INSERT into the predictions table claims its
+    -- keys from the inserted rows alone (_insert_claim_sql) and applies only
+    -- the keys that were already counted.
+    FOR side IN SELECT * FROM (VALUES
+        ('on_predictions', m.key_column, 'apply_predictions',
+         format(E'%s INTO contended;\n                    IF contended IS NOT NULL THEN\n'
+                '                        PERFORM %s(contended);\n                    END IF;',
+                mlmon._insert_claim_sql(m), mlmon._internal_function(m, 'apply_predictions'))),
+        ('on_outcomes', m.outcome_key_column, 'apply_outcomes',
+         format('PERFORM %s(ARRAY(SELECT n.%I::%s FROM new_rows n));',
+                mlmon._internal_function(m, 'apply_outcomes'), m.outcome_key_column, m.key_type))
+    ) v(suffix, key_column, apply, on_insert)
     LOOP
         EXECUTE format($f$
             CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+            SET plan_cache_mode = force_generic_plan AS $body$
+            DECLARE
+                contended %4$s[];
             BEGIN
+                -- Occasionally fold deltas so reads stay O(buckets). Only under READ
+                -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
+                IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
+                    PERFORM %7$s(false);
+                END IF;
                 IF TG_OP = 'INSERT' THEN
-                    PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n));
+                    %6$s
                 ELSIF TG_OP = 'UPDATE' THEN
                     PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
                 ELSIF TG_OP = 'DELETE' THEN
@@ -484,7 +546,7 @@ BEGIN
                 RETURN NULL;
             END $body$ $f$,
             mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, side.apply),
-            side.key_column, m.key_type, m.name);
+            side.key_column, m.key_type, m.name, side.on_insert, mlmon._internal_function(m, 'compact'));
     END LOOP;
 END $gen$;
 
