@@ -242,14 +242,50 @@ END $$;
 -- for every key with raw rows, so a key without a keys row has no other
 -- prediction and no outcome visible to us (a concurrent writer's rows make its
 -- claim conflict with ours, and that writer recounts after we commit). Keys
--- already there come back (an array) to be recounted. One sort, no join: the
--- cached plan fits a single row and a COPY of millions alike.
-CREATE FUNCTION mlmon._insert_claim_sql(m mlmon.monitor) RETURNS text
+-- already there are recounted by apply_predictions.
+--
+-- Returns the PL/pgSQL statements of the trigger function's INSERT branch
+-- (variables `one`, `first_claim`, `contended`): a single-row INSERT, the
+-- common case under many clients, as scalar statements whose plans are cheap
+-- to start; otherwise one set-based statement -- one sort, no join, so its
+-- cached plan fits a few rows and a COPY of millions alike.
+CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record := mlmon._prediction_exprs(m, 'n');
+    absent text := (SELECT o.absent FROM mlmon._outcomes_sql(m) o);
+    apply text := mlmon._internal_function(m, 'apply_predictions');
 BEGIN
     RETURN format($q$
+                SELECT n.%1$I::%2$s AS key, (%3$s) AS countable,
+                       date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) AS bucket,
+                       %6$s AS segment, n.%7$I::text AS predicted, CASE WHEN %3$s THEN %8$s END AS weight,
+                       (SELECT count(*) FROM new_rows) AS statement_rows
+                INTO one FROM new_rows n LIMIT 1;
+                IF one.statement_rows = 1 THEN
+                    IF one.key IS NULL THEN
+                        RETURN NULL;
+                    END IF;
+                    INSERT INTO %9$s AS k (key, bucket, segment, predicted, actual, weight)
+                    VALUES (one.key, CASE WHEN one.countable THEN one.bucket END, CASE WHEN one.countable THEN one.segment END,
+                            CASE WHEN one.countable THEN one.predicted END, CASE WHEN one.countable THEN %10$s END, one.weight)
+                    ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                    RETURNING (k.xmax = 0) INTO first_claim;
+                    IF NOT first_claim THEN
+                        PERFORM %11$s(ARRAY[one.key]);
+                    ELSIF one.countable THEN
+                        INSERT INTO %12$s (bucket, segment, predicted, actual, n, weight)
+                        VALUES (one.bucket, one.segment, one.predicted, %10$s, 1, one.weight);
+                    END IF;
+                    RETURN NULL;
+                END IF;
+                %13$s INTO contended;
+                IF contended IS NOT NULL THEN
+                    PERFORM %11$s(contended);
+                END IF; $q$,
+        m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
+        e.weight, mlmon._keys_table(m), absent, apply, mlmon._rollup_table(m),
+        format($q$
             WITH chosen AS (
                 SELECT DISTINCT ON (n.%1$I::%2$s) n.%1$I::%2$s AS key, (%3$s) AS countable,
                        date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) AS bucket,
@@ -272,14 +308,13 @@ BEGIN
                 RETURNING 1)
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$,
         m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
-        e.weight, e.dedup_order, mlmon._keys_table(m), (SELECT o.absent FROM mlmon._outcomes_sql(m) o),
-        mlmon._rollup_table(m));
+        e.weight, e.dedup_order, mlmon._keys_table(m), absent, mlmon._rollup_table(m)));
 END $$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
 -- contribution) per key. A key already in the keys table keeps its row (the
 -- claim only locks it; the outcome recount reads its prediction side). A key
--- new to the keys table has no countable prediction (see _insert_claim_sql),
+-- new to the keys table has no countable prediction (see _on_insert_predictions_sql),
 -- so its empty contribution is right as inserted.
 CREATE FUNCTION mlmon._outcome_claim_rows_sql(m mlmon.monitor, keys_expr text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
@@ -353,8 +388,10 @@ BEGIN
         -- Find the delta rows through the partial index on uncompacted rows:
         -- the rollup churns (rows appended, folded, deleted), so the size seen
         -- when the plan was cached says nothing, and a sequential scan would
-        -- read every dead row left since the last vacuum.
-        SET enable_seqscan = off AS $body$
+        -- read every dead row left since the last vacuum. A plain index scan,
+        -- not a bitmap scan: it marks the index entries of dead rows as it
+        -- passes them, so the next compaction skips them.
+        SET enable_seqscan = off SET enable_bitmapscan = off AS $body$
         DECLARE
             folded bigint;
         BEGIN
@@ -510,13 +547,11 @@ BEGIN
 
     -- Trigger functions, one per source table: collect the keys a statement
     -- touched and apply them. An INSERT into the predictions table claims its
-    -- keys from the inserted rows alone (_insert_claim_sql) and applies only
-    -- the keys that were already counted.
+    -- keys from the inserted rows alone (_on_insert_predictions_sql) and
+    -- applies only the keys that were already counted.
     FOR side IN SELECT * FROM (VALUES
         ('on_predictions', m.key_column, 'apply_predictions',
-         format(E'%s INTO contended;\n                    IF contended IS NOT NULL THEN\n'
-                '                        PERFORM %s(contended);\n                    END IF;',
-                mlmon._insert_claim_sql(m), mlmon._internal_function(m, 'apply_predictions'))),
+         mlmon._on_insert_predictions_sql(m)),
         ('on_outcomes', m.outcome_key_column, 'apply_outcomes',
          format('PERFORM %s(ARRAY(SELECT n.%I::%s FROM new_rows n));',
                 mlmon._internal_function(m, 'apply_outcomes'), m.outcome_key_column, m.key_type))
@@ -524,10 +559,11 @@ BEGIN
     LOOP
         EXECUTE format($f$
             CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-            SET plan_cache_mode = force_generic_plan AS $body$
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
             DECLARE
                 contended %4$s[];
+                one record;
+                first_claim boolean;
             BEGIN
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
                 -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
@@ -692,7 +728,10 @@ BEGIN
                    format('mlmon monitor %s: the contribution currently counted for each key', m.name));
     EXECUTE format($t$CREATE TABLE %s (
                        bucket timestamptz NOT NULL, segment jsonb NOT NULL, predicted text NOT NULL, actual text,
-                       n bigint NOT NULL, weight double precision NOT NULL, compacted boolean NOT NULL DEFAULT false)$t$,
+                       n bigint NOT NULL, weight double precision NOT NULL, compacted boolean NOT NULL DEFAULT false)
+                   -- Every statement appends delta rows that compaction deletes soon
+                   -- after: vacuum by dead-row count, not by a share of a small table.
+                   WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)$t$,
                    mlmon._rollup_table(m));
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
