@@ -157,6 +157,33 @@ CREATE FUNCTION mlmon._outcomes_sql(m mlmon.monitor, OUT rows_sql text, OUT abse
            CASE WHEN m.actual_column IS NULL THEN '''false''' ELSE 'NULL' END
 $$;
 
+-- The claim of a batch of keys, given their contributions as computed now
+-- (SQL of rows (key, bucket, segment, predicted, actual, weight), one per key):
+-- keys new to the keys table are inserted and counted at once (no other
+-- writer can have counted them); the statement returns the array of keys
+-- already there, which it has locked, for the caller to recount.
+CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+            WITH contribution AS (%1$s),
+            claimed AS (
+                -- One pass in key order: new keys are inserted with their
+                -- contribution; existing keys are locked and given a new row
+                -- version, so that a REPEATABLE READ writer whose snapshot
+                -- predates another writer's change of the key fails with 40001
+                -- instead of counting from stale data.
+                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
+                SELECT * FROM contribution ORDER BY key
+                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                RETURNING k.*, (k.xmax = 0) AS inserted),
+            counted AS (
+                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
+                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
+                FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+                RETURNING 1)
+            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+$$;
+
 -- Expressions over a predictions row aliased `alias`: its segment (jsonb), its
 -- weight (checked; 1 without a weight column), the condition for the row to
 -- count, and the dedup order ('first': earliest predicted_at, ties broken by
@@ -285,7 +312,7 @@ BEGIN
                 END IF; $q$,
         m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
         e.weight, mlmon._keys_table(m), absent, apply, mlmon._rollup_table(m),
-        format($q$
+        mlmon._claim_sql(m, format($q$
             WITH chosen AS (
                 SELECT DISTINCT ON (n.%1$I::%2$s) n.%1$I::%2$s AS key, (%3$s) AS countable,
                        date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) AS bucket,
@@ -293,22 +320,12 @@ BEGIN
                        CASE WHEN %3$s THEN %8$s END AS weight
                 FROM new_rows n
                 WHERE n.%1$I IS NOT NULL
-                ORDER BY n.%1$I::%2$s, (%3$s) DESC, %9$s),
-            claimed AS (
-                INSERT INTO %10$s AS k (key, bucket, segment, predicted, actual, weight)
-                SELECT key, CASE WHEN countable THEN bucket END, CASE WHEN countable THEN segment END,
-                       CASE WHEN countable THEN predicted END, CASE WHEN countable THEN %11$s END, weight
-                FROM chosen ORDER BY key
-                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-                RETURNING k.*, (k.xmax = 0) AS inserted),
-            counted AS (
-                INSERT INTO %12$s (bucket, segment, predicted, actual, n, weight)
-                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
-                FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
-                RETURNING 1)
-            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$,
+                ORDER BY n.%1$I::%2$s, (%3$s) DESC, %9$s)
+            SELECT key, CASE WHEN countable THEN bucket END, CASE WHEN countable THEN segment END,
+                   CASE WHEN countable THEN predicted END, CASE WHEN countable THEN %10$s END, weight
+            FROM chosen $q$,
         m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
-        e.weight, e.dedup_order, mlmon._keys_table(m), absent, mlmon._rollup_table(m)));
+        e.weight, e.dedup_order, absent)));
 END $$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
@@ -376,7 +393,6 @@ DECLARE
     rollup_table text := mlmon._rollup_table(m);
     key_array text := format('%s[]', m.key_type);
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
-    claim_sql text;
     claim_one_sql text;
     recount_sql text;
     side record;
@@ -422,24 +438,6 @@ BEGIN
     -- LATERAL contribution (a cached plan of index probes for the usual small
     -- statement) and, for batches of 1000+ keys, EXECUTE of the set-based
     -- contribution (a one-shot plan that hash-joins a COPY of a million rows).
-    claim_sql := $q$
-            WITH contribution AS (%1$s),
-            claimed AS (
-                -- One pass in key order: new keys are inserted with their
-                -- contribution; existing keys are locked and given a new row
-                -- version, so that a REPEATABLE READ writer whose snapshot
-                -- predates another writer's change of the key fails with 40001
-                -- instead of counting from stale data.
-                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
-                SELECT * FROM contribution ORDER BY key
-                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-                RETURNING k.*, (k.xmax = 0) AS inserted),
-            counted AS (
-                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
-                FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
-                RETURNING 1)
-            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$;
     -- The same claim for a single key (a single-row write, the common case
     -- under many concurrent clients), as scalar statements: their plans are a
     -- fraction of the set-based ones to start up and run.
@@ -487,14 +485,14 @@ BEGIN
     -- claims and recounts keys already counted without re-reading predictions.
     FOR side IN SELECT * FROM (VALUES
         ('apply_predictions',
-         format(claim_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
-         format(claim_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table),
+         mlmon._claim_sql(m, mlmon._contribution_sql(m, '$1', true)),
+         mlmon._claim_sql(m, mlmon._contribution_sql(m, 'changed', false)),
          format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
          format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table),
          format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table)),
         ('apply_outcomes',
-         format(claim_sql, mlmon._outcome_claim_rows_sql(m, '$1'), keys_table, rollup_table),
-         format(claim_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table),
+         mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, '$1')),
+         mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, 'changed')),
          mlmon._outcome_recount_sql(m, '$1', true),
          mlmon._outcome_recount_sql(m, 'contended', false),
          format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table))
