@@ -34,7 +34,9 @@
 //! the stored bounds above.
 
 use std::cmp::Ordering;
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 
 use crate::confusion::{Cell, Confusion, LabelKind};
@@ -185,7 +187,9 @@ pub struct ScoreSummary {
     /// Exact distinct scores, keyed by their bits (non-negative f64s order
     /// like their bit patterns); once compressed, scores added since. A hash
     /// map because adding a row is the hot path; readers sort (`sorted_points`).
-    points: FxHashMap<u64, Tally>,
+    /// foldhash, seeded fixed: FxHash clustered these bit patterns (33 ns per
+    /// row on scores rounded to 1e-4, against 12 ns).
+    points: HashMap<u64, Tally, FixedState>,
     /// Empty while exact; sorted by [`bin_order`].
     bins: Vec<Bin>,
     /// Never compress: the exact one-step aggregates (`mlmon.roc_auc(score,
