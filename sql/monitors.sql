@@ -184,6 +184,36 @@ CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS tex
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
 $$;
 
+-- The recount of claimed (locked) keys in this statement's fresh snapshot,
+-- given their contributions as computed now: keys rows whose contribution
+-- changed are updated, and the rollup gets -1 for what was counted and +1 for
+-- what counts now.
+CREATE FUNCTION mlmon._recount_sql(m mlmon.monitor, contribution text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+            WITH contribution AS (%1$s),
+            changes AS (
+                SELECT c.*, o.bucket AS old_bucket, o.segment AS old_segment, o.predicted AS old_predicted,
+                       o.actual AS old_actual, o.weight AS old_weight
+                FROM contribution c JOIN %2$s o ON o.key = c.key
+                WHERE (o.bucket, o.segment, o.predicted, o.actual, o.weight)
+                      IS DISTINCT FROM (c.bucket, c.segment, c.predicted, c.actual, c.weight)),
+            updated AS (
+                UPDATE %2$s k SET bucket = ch.bucket, segment = ch.segment, predicted = ch.predicted,
+                                  actual = ch.actual, weight = ch.weight
+                FROM changes ch WHERE k.key = ch.key
+                RETURNING 1),
+            delta AS (
+                SELECT old_bucket AS bucket, old_segment AS segment, old_predicted AS predicted,
+                       old_actual AS actual, -1 AS n, -old_weight AS weight
+                FROM changes WHERE old_bucket IS NOT NULL
+                UNION ALL
+                SELECT bucket, segment, predicted, actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
+            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
+            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
+            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+$$;
+
 -- Expressions over a predictions row aliased `alias`: its segment (jsonb), its
 -- weight (checked; 1 without a weight column), the condition for the row to
 -- count, and the dedup order ('first': earliest predicted_at, ties broken by
@@ -280,52 +310,48 @@ CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record := mlmon._prediction_exprs(m, 'n');
-    absent text := (SELECT o.absent FROM mlmon._outcomes_sql(m) o);
     apply text := mlmon._internal_function(m, 'apply_predictions');
+    -- A new row `n` as a key's contribution: its key, and (when it counts)
+    -- bucket, segment, label, no outcome and weight; NULLs when it does not
+    -- count, so a non-NULL bucket means "counted".
+    contribution text := format(
+        $q$n.%1$I::%2$s AS key, CASE WHEN %3$s THEN date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) END AS bucket,
+                       CASE WHEN %3$s THEN %6$s END AS segment, CASE WHEN %3$s THEN n.%7$I::text END AS predicted,
+                       CASE WHEN %3$s THEN %8$s END AS actual, CASE WHEN %3$s THEN %9$s END AS weight$q$,
+        m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
+        (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight);
 BEGIN
     RETURN format($q$
-                SELECT n.%1$I::%2$s AS key, (%3$s) AS countable,
-                       date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) AS bucket,
-                       %6$s AS segment, n.%7$I::text AS predicted, CASE WHEN %3$s THEN %8$s END AS weight,
-                       (SELECT count(*) FROM new_rows) AS statement_rows
+                SELECT %1$s, (SELECT count(*) FROM new_rows) AS statement_rows
                 INTO one FROM new_rows n LIMIT 1;
                 IF one.statement_rows = 1 THEN
                     IF one.key IS NULL THEN
                         RETURN NULL;
                     END IF;
-                    INSERT INTO %9$s AS k (key, bucket, segment, predicted, actual, weight)
-                    VALUES (one.key, CASE WHEN one.countable THEN one.bucket END, CASE WHEN one.countable THEN one.segment END,
-                            CASE WHEN one.countable THEN one.predicted END, CASE WHEN one.countable THEN %10$s END, one.weight)
+                    INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
+                    VALUES (one.key, one.bucket, one.segment, one.predicted, one.actual, one.weight)
                     ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
                     RETURNING (k.xmax = 0) INTO first_claim;
                     IF NOT first_claim THEN
-                        PERFORM %11$s(ARRAY[one.key]);
-                    ELSIF one.countable THEN
-                        INSERT INTO %12$s (bucket, segment, predicted, actual, n, weight)
-                        VALUES (one.bucket, one.segment, one.predicted, %10$s, 1, one.weight);
+                        PERFORM %3$s(ARRAY[one.key]);
+                    ELSIF one.bucket IS NOT NULL THEN
+                        INSERT INTO %4$s (bucket, segment, predicted, actual, n, weight)
+                        VALUES (one.bucket, one.segment, one.predicted, one.actual, 1, one.weight);
                     END IF;
                     RETURN NULL;
                 END IF;
-                %13$s INTO contended;
+                %5$s INTO contended;
                 IF contended IS NOT NULL THEN
-                    PERFORM %11$s(contended);
+                    PERFORM %3$s(contended);
                 END IF; $q$,
-        m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
-        e.weight, mlmon._keys_table(m), absent, apply, mlmon._rollup_table(m),
+        contribution, mlmon._keys_table(m), apply, mlmon._rollup_table(m),
+        -- Each key's best new row: counted rows first, then the dedup order.
         mlmon._claim_sql(m, format($q$
-            WITH chosen AS (
-                SELECT DISTINCT ON (n.%1$I::%2$s) n.%1$I::%2$s AS key, (%3$s) AS countable,
-                       date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) AS bucket,
-                       %6$s AS segment, n.%7$I::text AS predicted,
-                       CASE WHEN %3$s THEN %8$s END AS weight
-                FROM new_rows n
-                WHERE n.%1$I IS NOT NULL
-                ORDER BY n.%1$I::%2$s, (%3$s) DESC, %9$s)
-            SELECT key, CASE WHEN countable THEN bucket END, CASE WHEN countable THEN segment END,
-                   CASE WHEN countable THEN predicted END, CASE WHEN countable THEN %10$s END, weight
-            FROM chosen $q$,
-        m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
-        e.weight, e.dedup_order, absent)));
+            SELECT DISTINCT ON (n.%1$I::%2$s) %3$s
+            FROM new_rows n
+            WHERE n.%1$I IS NOT NULL
+            ORDER BY n.%1$I::%2$s, (%4$s) DESC, %5$s $q$,
+            m.key_column, m.key_type, contribution, e.countable, e.dedup_order)));
 END $$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
@@ -341,46 +367,31 @@ CREATE FUNCTION mlmon._outcome_claim_rows_sql(m mlmon.monitor, keys_expr text) R
         FROM (SELECT DISTINCT k FROM unnest(%s) k WHERE k IS NOT NULL) b $q$, keys_expr)
 $$;
 
--- Recount of claimed keys after a statement on the outcomes table: the
--- prediction side of a locked keys row is current (every writer of a key's
--- predictions claims and recounts it), so only the actual is recomputed --
--- no reading and deduplicating of predictions.
-CREATE FUNCTION mlmon._outcome_recount_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
+-- The contribution of claimed (locked) keys after a statement on the
+-- outcomes table, for _recount_sql: the prediction side of a locked keys row
+-- is current (every writer of a key's predictions claims and recounts it), so
+-- only the actual is recomputed -- no reading and deduplicating of predictions.
+CREATE FUNCTION mlmon._outcome_contribution_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     outcome_sql text;
     absent text;
-    fresh_sql text;
 BEGIN
-    IF bulk THEN
-        SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
-        fresh_sql := format($q$
-            WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
-            outcome AS (%2$s)
-            SELECT k.*, CASE WHEN k.bucket IS NOT NULL THEN coalesce(o.actual, %3$s) END AS new_actual
-            FROM %4$s k JOIN batch b ON k.key = b.key LEFT JOIN outcome o ON o.key = b.key $q$,
-            keys_expr, outcome_sql, absent, mlmon._keys_table(m));
-    ELSE
-        fresh_sql := format($q$
-            SELECT k.*, CASE WHEN k.bucket IS NOT NULL THEN %1$s END AS new_actual
+    IF NOT bulk THEN
+        RETURN format($q$
+            SELECT k.key, k.bucket, k.segment, k.predicted,
+                   CASE WHEN k.bucket IS NOT NULL THEN %1$s END AS actual, k.weight
             FROM %2$s k WHERE k.key = ANY(%3$s) $q$,
             mlmon._actual_sql(m, 'k.key'), mlmon._keys_table(m), keys_expr);
     END IF;
+    SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
     RETURN format($q$
-            WITH fresh AS (%1$s),
-            changes AS (SELECT * FROM fresh WHERE new_actual IS DISTINCT FROM actual),
-            updated AS (
-                UPDATE %2$s k SET actual = ch.new_actual FROM changes ch WHERE k.key = ch.key
-                RETURNING 1),
-            delta AS (
-                SELECT bucket, segment, predicted, actual, -1 AS n, -weight AS weight
-                FROM changes WHERE bucket IS NOT NULL
-                UNION ALL
-                SELECT bucket, segment, predicted, new_actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
-            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
-            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$,
-        fresh_sql, mlmon._keys_table(m), mlmon._rollup_table(m));
+        WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
+        outcome AS (%2$s)
+        SELECT k.key, k.bucket, k.segment, k.predicted,
+               CASE WHEN k.bucket IS NOT NULL THEN coalesce(o.actual, %3$s) END AS actual, k.weight
+        FROM %4$s k JOIN batch b ON k.key = b.key LEFT JOIN outcome o ON o.key = b.key $q$,
+        keys_expr, outcome_sql, absent, mlmon._keys_table(m));
 END $$;
 
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
@@ -394,7 +405,6 @@ DECLARE
     key_array text := format('%s[]', m.key_type);
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
     claim_one_sql text;
-    recount_sql text;
     side record;
 BEGIN
     -- compact(wait): fold delta rows into one row per cell.
@@ -458,28 +468,6 @@ BEGIN
                     RETURN;
                 END IF;
                 contended := changed; $q$;
-    recount_sql := $q$
-            WITH contribution AS (%1$s),
-            changes AS (
-                SELECT c.*, o.bucket AS old_bucket, o.segment AS old_segment, o.predicted AS old_predicted,
-                       o.actual AS old_actual, o.weight AS old_weight
-                FROM contribution c JOIN %2$s o ON o.key = c.key
-                WHERE (o.bucket, o.segment, o.predicted, o.actual, o.weight)
-                      IS DISTINCT FROM (c.bucket, c.segment, c.predicted, c.actual, c.weight)),
-            updated AS (
-                UPDATE %2$s k SET bucket = ch.bucket, segment = ch.segment, predicted = ch.predicted,
-                                  actual = ch.actual, weight = ch.weight
-                FROM changes ch WHERE k.key = ch.key
-                RETURNING 1),
-            delta AS (
-                SELECT old_bucket AS bucket, old_segment AS segment, old_predicted AS predicted,
-                       old_actual AS actual, -1 AS n, -old_weight AS weight
-                FROM changes WHERE old_bucket IS NOT NULL
-                UNION ALL
-                SELECT bucket, segment, predicted, actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
-            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
-            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$;
 
     -- apply_predictions and apply_outcomes: one template; the outcome side
     -- claims and recounts keys already counted without re-reading predictions.
@@ -487,14 +475,14 @@ BEGIN
         ('apply_predictions',
          mlmon._claim_sql(m, mlmon._contribution_sql(m, '$1', true)),
          mlmon._claim_sql(m, mlmon._contribution_sql(m, 'changed', false)),
-         format(recount_sql, mlmon._contribution_sql(m, '$1', true), keys_table, rollup_table),
-         format(recount_sql, mlmon._contribution_sql(m, 'contended', false), keys_table, rollup_table),
+         mlmon._recount_sql(m, mlmon._contribution_sql(m, '$1', true)),
+         mlmon._recount_sql(m, mlmon._contribution_sql(m, 'contended', false)),
          format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table)),
         ('apply_outcomes',
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, '$1')),
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, 'changed')),
-         mlmon._outcome_recount_sql(m, '$1', true),
-         mlmon._outcome_recount_sql(m, 'contended', false),
+         mlmon._recount_sql(m, mlmon._outcome_contribution_sql(m, '$1', true)),
+         mlmon._recount_sql(m, mlmon._outcome_contribution_sql(m, 'contended', false)),
          format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table))
     ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one)
     LOOP
