@@ -236,8 +236,10 @@ BEGIN
         weight := format('mlmon._check_weight(%I.%I::float8)', alias, m.weight_column);
         countable := countable || format(' AND %I.%I IS NOT NULL', alias, m.weight_column);
     END IF;
-    dedup_order := format('%1$I.%2$I %4$s, %1$I.%3$I::text %4$s, (%5$s)::text %4$s, %6$s %4$s',
-                          alias, m.predicted_at_column, m.predicted_column, dir, segment, weight);
+    -- The weight only of rows that count: ordering must not check (and reject)
+    -- the weight of a row that is not counted.
+    dedup_order := format('%1$I.%2$I %4$s, %1$I.%3$I::text %4$s, (%5$s)::text %4$s, CASE WHEN %7$s THEN %6$s END %4$s',
+                          alias, m.predicted_at_column, m.predicted_column, dir, segment, weight, countable);
 END $$;
 
 -- SQL computing the current contribution of every key in the array

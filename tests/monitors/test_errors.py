@@ -121,6 +121,11 @@ def test_errors(conn, dsn, uniq, tables):
         _expect(conn, "22023", lambda: conn.execute(
             f"INSERT INTO {p} (k, ts, label, w) VALUES (1, now(), true, 'NaN')"))
         assert conn.execute(f"SELECT count(*) FROM {p}").fetchone()[0] == 0
+        # The weight of a row that does not count (no label) is not checked,
+        # whether it is inserted alone or beside a row of the same key.
+        conn.execute(f"INSERT INTO {p} (k, ts, label, w) VALUES (2, now(), NULL, -1)")
+        conn.execute(f"INSERT INTO {p} (k, ts, label, w) VALUES (3, now(), NULL, -1), (3, now(), true, 2)")
+        assert conn.execute(f"SELECT count(*) FROM {p}").fetchone()[0] == 3
     finally:
         drop_monitor_quietly(dsn, name)
     # Unknown monitor, in every entry point.
