@@ -137,28 +137,23 @@ fn float8(datum: pg_sys::Datum) -> f64 {
     f64::from_bits(datum.value() as u64)
 }
 
+/// A `(score float8, actual boolean)` row for the score fast paths.
+fn add_score(summary: &mut mlmon_core::scores::ScoreSummary, score: pg_sys::Datum, actual: pg_sys::Datum) -> bool {
+    summary.try_add_unweighted(float8(score), actual.value() != 0)
+}
+
 /// `score_summary(score, actual)`.
 #[no_mangle]
 pub unsafe extern "C-unwind" fn scores_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    use mlmon_core::scores::ScoreSummary;
     // SAFETY: sql/scores.sql declares (internal, float8, boolean) with this state.
-    unsafe {
-        two_argument_fast_path(fcinfo, scores_trans_wrapper, |s: &mut ScoreSummary, score, actual| {
-            s.try_add_unweighted(float8(score), actual.value() != 0)
-        })
-    }
+    unsafe { two_argument_fast_path(fcinfo, scores_trans_wrapper, add_score) }
 }
 
 /// The exact one-step score aggregates (`roc_auc(score, actual)`, ...).
 #[no_mangle]
 pub unsafe extern "C-unwind" fn scores_exact_trans_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    use mlmon_core::scores::ScoreSummary;
     // SAFETY: as above.
-    unsafe {
-        two_argument_fast_path(fcinfo, scores_exact_trans_wrapper, |s: &mut ScoreSummary, score, actual| {
-            s.try_add_unweighted(float8(score), actual.value() != 0)
-        })
-    }
+    unsafe { two_argument_fast_path(fcinfo, scores_exact_trans_wrapper, add_score) }
 }
 
 /// `regression_summary(predicted, actual)` and the one-step mae, mse, ....

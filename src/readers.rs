@@ -39,7 +39,7 @@ struct Reader {
     source_table: CString,
     entity_column: CString,
     key_type: pg_sys::Oid,
-    /// Every other column the view reads.
+    /// Every column the view reads (as `mlmon._fv_columns` lists them).
     columns: Vec<CString>,
 }
 
