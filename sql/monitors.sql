@@ -184,20 +184,19 @@ CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS tex
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
 $$;
 
--- The recount of claimed (locked) keys in this statement's fresh snapshot,
--- given their contributions as computed now: keys rows whose contribution
--- changed are updated, and the rollup gets -1 for what was counted and +1 for
--- what counts now.
-CREATE FUNCTION mlmon._recount_sql(m mlmon.monitor, contribution text) RETURNS text
+-- The recount of claimed (locked) keys in this statement's fresh snapshot.
+-- `recounted` is SQL of rows (key, bucket, segment, predicted, actual, weight,
+-- old_bucket, old_segment, old_predicted, old_actual, old_weight): each key's
+-- contribution as computed now beside the one its keys row holds. Keys rows
+-- whose contribution changed are updated, and the rollup gets -1 for what was
+-- counted and +1 for what counts now.
+CREATE FUNCTION mlmon._recount_sql(m mlmon.monitor, recounted text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
-            WITH contribution AS (%1$s),
-            changes AS (
-                SELECT c.*, o.bucket AS old_bucket, o.segment AS old_segment, o.predicted AS old_predicted,
-                       o.actual AS old_actual, o.weight AS old_weight
-                FROM contribution c JOIN %2$s o ON o.key = c.key
-                WHERE (o.bucket, o.segment, o.predicted, o.actual, o.weight)
-                      IS DISTINCT FROM (c.bucket, c.segment, c.predicted, c.actual, c.weight)),
+            WITH changes AS (
+                SELECT * FROM (%1$s) r
+                WHERE (old_bucket, old_segment, old_predicted, old_actual, old_weight)
+                      IS DISTINCT FROM (bucket, segment, predicted, actual, weight)),
             updated AS (
                 UPDATE %2$s k SET bucket = ch.bucket, segment = ch.segment, predicted = ch.predicted,
                                   actual = ch.actual, weight = ch.weight
@@ -211,7 +210,18 @@ CREATE FUNCTION mlmon._recount_sql(m mlmon.monitor, contribution text) RETURNS t
                 SELECT bucket, segment, predicted, actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
             INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
             SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
-            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$,
+        recounted, mlmon._keys_table(m), mlmon._rollup_table(m))
+$$;
+
+-- A contribution (see _contribution_sql) beside what the keys rows hold, for
+-- _recount_sql.
+CREATE FUNCTION mlmon._beside_counted_sql(m mlmon.monitor, contribution text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+            SELECT c.*, o.bucket AS old_bucket, o.segment AS old_segment, o.predicted AS old_predicted,
+                   o.actual AS old_actual, o.weight AS old_weight
+            FROM (%s) c JOIN %s o ON o.key = c.key $q$, contribution, mlmon._keys_table(m))
 $$;
 
 -- Expressions over a predictions row aliased `alias`: its segment (jsonb), its
@@ -369,31 +379,35 @@ CREATE FUNCTION mlmon._outcome_claim_rows_sql(m mlmon.monitor, keys_expr text) R
         FROM (SELECT DISTINCT k FROM unnest(%s) k WHERE k IS NOT NULL) b $q$, keys_expr)
 $$;
 
--- The contribution of claimed (locked) keys after a statement on the
--- outcomes table, for _recount_sql: the prediction side of a locked keys row
--- is current (every writer of a key's predictions claims and recounts it), so
--- only the actual is recomputed -- no reading and deduplicating of predictions.
-CREATE FUNCTION mlmon._outcome_contribution_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
+-- The recount rows (see _recount_sql) of claimed (locked) keys after a
+-- statement on the outcomes table, from one read of their keys rows: the
+-- prediction side of a locked keys row is current (every writer of a key's
+-- predictions claims and recounts it), so only the actual is recomputed -- no
+-- reading and deduplicating of predictions.
+CREATE FUNCTION mlmon._outcome_recounted_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     outcome_sql text;
     absent text;
+    -- Everything but the new actual comes from the keys row `k`.
+    unchanged text := 'k.key, k.bucket, k.segment, k.predicted, %s AS actual, k.weight, k.bucket AS old_bucket,
+                       k.segment AS old_segment, k.predicted AS old_predicted, k.actual AS old_actual, k.weight AS old_weight';
 BEGIN
     IF NOT bulk THEN
         RETURN format($q$
-            SELECT k.key, k.bucket, k.segment, k.predicted,
-                   CASE WHEN k.bucket IS NOT NULL THEN %1$s END AS actual, k.weight
-            FROM %2$s k WHERE k.key = ANY(%3$s) $q$,
-            mlmon._actual_sql(m, 'k.key'), mlmon._keys_table(m), keys_expr);
+            SELECT %1$s FROM %2$s k WHERE k.key = ANY(%3$s) $q$,
+            format(unchanged, format('CASE WHEN k.bucket IS NOT NULL THEN %s END', mlmon._actual_sql(m, 'k.key'))),
+            mlmon._keys_table(m), keys_expr);
     END IF;
     SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
     RETURN format($q$
         WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
         outcome AS (%2$s)
-        SELECT k.key, k.bucket, k.segment, k.predicted,
-               CASE WHEN k.bucket IS NOT NULL THEN coalesce(o.actual, %3$s) END AS actual, k.weight
+        SELECT %3$s
         FROM %4$s k JOIN batch b ON k.key = b.key LEFT JOIN outcome o ON o.key = b.key $q$,
-        keys_expr, outcome_sql, absent, mlmon._keys_table(m));
+        keys_expr, outcome_sql,
+        format(unchanged, format('CASE WHEN k.bucket IS NOT NULL THEN coalesce(o.actual, %s) END', absent)),
+        mlmon._keys_table(m));
 END $$;
 
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
@@ -477,14 +491,14 @@ BEGIN
         ('apply_predictions',
          mlmon._claim_sql(m, mlmon._contribution_sql(m, '$1', true)),
          mlmon._claim_sql(m, mlmon._contribution_sql(m, 'changed', false)),
-         mlmon._recount_sql(m, mlmon._contribution_sql(m, '$1', true)),
-         mlmon._recount_sql(m, mlmon._contribution_sql(m, 'contended', false)),
+         mlmon._recount_sql(m, mlmon._beside_counted_sql(m, mlmon._contribution_sql(m, '$1', true))),
+         mlmon._recount_sql(m, mlmon._beside_counted_sql(m, mlmon._contribution_sql(m, 'contended', false))),
          format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table)),
         ('apply_outcomes',
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, '$1')),
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, 'changed')),
-         mlmon._recount_sql(m, mlmon._outcome_contribution_sql(m, '$1', true)),
-         mlmon._recount_sql(m, mlmon._outcome_contribution_sql(m, 'contended', false)),
+         mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, '$1', true)),
+         mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, 'contended', false)),
          format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table))
     ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one)
     LOOP
