@@ -418,41 +418,55 @@ $$;
 -- returning zero or one row with the view's features, aliased `aliases`.
 -- `entity_expr` must have the entity column's type; `at_expr` is timestamptz.
 --
--- Two steps, each an index probe on (entity, event_time): the newest known
--- event_time (a backward scan that stops at the first known row), then the
--- rows at exactly that time, where created_time and the row text break ties.
--- A single ORDER BY event_time, created_time, row text LIMIT 1 would be the
--- same definition, but its plan sorts every candidate row (or batches of 32
--- with an incremental sort) and renders each as text.
+-- One index probe on (entity, event_time) finds the newest known row (a
+-- backward scan that stops at the first known, fresh row). Full ties (same
+-- event_time and created_time) are rare, but the choice must not depend on
+-- the plan: a second probe looks for another row at the same time (no sort),
+-- and only for a real tie does a third query pick the row with the greatest
+-- text, read as a whole row of the source ((t.*), not t: the source may have
+-- a column named t). Ordering every probe by the row text instead (as an
+-- earlier version did) sorted and rendered the candidates on every call,
+-- which made a training set about twice as slow.
 CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text) RETURNS text
     IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cols text;
-    known_n text := '';
-    known_src text := '';
+    -- Internal names (c1.., event_time_, created_time_, tied, tb) never
+    -- meet a source column name: features are renamed only at the end.
+    probed text;
+    chosen text;
+    known text := '';
     fresh text := '';
     newest text := '';
+    same_time text;
 BEGIN
-    SELECT string_agg(format('src.%I AS %I', f, a), ', ' ORDER BY i) INTO cols
+    SELECT string_agg(format('src.%I AS c%s', f, i), ', ' ORDER BY i),
+           string_agg(format('CASE WHEN r.tied THEN (r.tb).%I ELSE r.c%s END AS %I', f, i, a), ', ' ORDER BY i)
+    INTO probed, chosen
     FROM unnest(fv.features, aliases) WITH ORDINALITY u(f, a, i);
+    same_time := format('%%1$s.%I = %%2$s.event_time_', fv.event_time_column);
     IF fv.created_time_column IS NOT NULL THEN
         -- A row with a NULL created_time is never known: it cannot be shown
         -- to predate `at`.
-        known_n := format(' AND n.%I <= %s', fv.created_time_column, at_expr);
-        known_src := format(' AND src.%I <= %s', fv.created_time_column, at_expr);
-        newest := format('src.%I DESC, ', fv.created_time_column);
+        known := format(' AND src.%I <= %s', fv.created_time_column, at_expr);
+        newest := format(', src.%I DESC', fv.created_time_column);
+        probed := probed || format(', src.%I AS created_time_', fv.created_time_column);
+        same_time := same_time || format(' AND %%1$s.%I = %%2$s.created_time_', fv.created_time_column);
     END IF;
     IF fv.ttl IS NOT NULL THEN
         -- The newest known row is too old exactly when no known row is fresh,
         -- so freshness can bound the scan (inclusive: event_time = at - ttl
         -- is still fresh).
-        fresh := format(' AND n.%I >= %s - %L::interval', fv.event_time_column, at_expr, fv.ttl);
+        fresh := format(' AND src.%I >= %s - %L::interval', fv.event_time_column, at_expr, fv.ttl);
     END IF;
-    RETURN format('SELECT %1$s FROM %2$s src WHERE src.%3$I = %4$s AND src.%5$I = '
-                  '(SELECT n.%5$I FROM %2$s n WHERE n.%3$I = %4$s AND n.%5$I <= %6$s%7$s%8$s ORDER BY n.%5$I DESC LIMIT 1)%9$s '
-                  'ORDER BY %10$s(src.*)::text COLLATE "C" DESC LIMIT 1',
-                  cols, fv.source, fv.entity_column, entity_expr, fv.event_time_column, at_expr,
-                  known_n, fresh, known_src, newest);
+    -- OFFSET 0 keeps each level a subquery, so that the tie count and the
+    -- tie-break run once per probe, not once per reference.
+    RETURN format('SELECT %1$s FROM ('
+                  'SELECT p.*, CASE WHEN p.tied THEN (SELECT (t.*)::%2$s FROM %2$s t WHERE t.%3$I = %4$s AND %10$s ORDER BY (t.*)::text COLLATE "C" DESC LIMIT 1) END AS tb FROM ('
+                  'SELECT q.*, EXISTS (SELECT FROM %2$s z WHERE z.%3$I = %4$s AND %11$s OFFSET 1) AS tied FROM ('
+                  'SELECT %5$s, src.%6$I AS event_time_ FROM %2$s src WHERE src.%3$I = %4$s AND src.%6$I <= %7$s%8$s%9$s '
+                  'ORDER BY src.%6$I DESC%12$s LIMIT 1) q OFFSET 0) p OFFSET 0) r',
+                  chosen, fv.source, fv.entity_column, entity_expr, probed, fv.event_time_column, at_expr,
+                  known, fresh, format(same_time, 't', 'p'), format(same_time, 'z', 'q'), newest);
 END $$;
 
 -- The aggregate of a window view over rows aliased `src`, for one point.
@@ -788,8 +802,11 @@ COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an e
 -- The temporary tables are dropped before returning (and with an error, with
 -- the transaction). Sorts and hashes use the caller's work_mem; raise it for
 -- big spines.
+-- jit = off: the statements are index probes per spine row, which JIT
+-- compilation does not speed up; at a million rows their cost passes the JIT
+-- thresholds and compiling took a few hundred milliseconds per call.
 CREATE FUNCTION mlmon.build_training_set(spine regclass, entity text, at text, views text[], target text) RETURNS bigint
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off AS $$
 DECLARE
     spine_entity_type regtype;
     t regtype;
@@ -943,8 +960,17 @@ BEGIN
         joins := joins || format(' LEFT JOIN %1$s f%2$s ON f%2$s.e = %3$s AND f%2$s.t = s.%4$I', features, i, entity_expr, at);
     END LOOP;
 
-    -- 3. The training set.
-    EXECUTE format('CREATE TABLE %I.%I AS SELECT %s FROM %s s%s', target_schema, target_table, select_list, spine, joins);
+    -- 3. The training set. The spine is read in (entity, at) order so that
+    -- consecutive probes of a view's index land on neighbouring pages (about
+    -- 1.6x faster than probing in the spine's own order at 200k rows); a
+    -- table has no row order to keep.
+    -- (An entity type without a btree ordering is read unsorted.)
+    EXECUTE format('CREATE TABLE %I.%I AS SELECT %s FROM (SELECT * FROM %s ORDER BY %s%I) s%s',
+                   target_schema, target_table, select_list, spine,
+                   CASE WHEN EXISTS (SELECT 1 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
+                                     WHERE a.amname = 'btree' AND c.opcdefault AND c.opcintype = spine_entity_type)
+                        THEN format('%I, ', entity) ELSE '' END,
+                   at, joins);
     GET DIAGNOSTICS n_rows = ROW_COUNT;
     FOREACH v IN ARRAY scratch LOOP
         EXECUTE format('DROP TABLE %s', v);
