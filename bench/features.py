@@ -60,6 +60,40 @@ def setup(cur):
     cur.execute("VACUUM ANALYZE bench_spine")
 
 
+def feast_sql():
+    """The query Feast's PostgreSQL offline store builds for these views (its
+    MULTIPLE_FEATURE_VIEW_POINT_IN_TIME_JOIN template, no TTL, no created
+    timestamp), written out for the benchmark's tables: the spine with a text
+    row id per view (entity and time cast to varchar), per view the spine
+    grouped by that id, the feature rows up to the spine's latest time, their
+    range join with the spine (`base`), ROW_NUMBER over it (`latest`), `base`
+    joined back to `latest` (`cleaned`), and one LEFT JOIN per view on the id."""
+    ctes = ["entity_dataframe AS (SELECT *, at AS entity_timestamp"
+            + "".join(f", (CAST(entity AS varchar) || CAST(at AS varchar)) AS fv{v}__entity_row_unique_id"
+                      for v in range(1, VIEWS + 1))
+            + " FROM bench_spine)"]
+    for v in range(1, VIEWS + 1):
+        rid = f"fv{v}__entity_row_unique_id"
+        ctes += [
+            f"fv{v}__entity_dataframe AS (SELECT entity, entity_timestamp, {rid} FROM entity_dataframe "
+            f"GROUP BY entity, entity_timestamp, {rid})",
+            f"fv{v}__subquery AS (SELECT event_time AS event_timestamp, entity, f1 AS v{v}_f1, f2 AS v{v}_f2, f3 AS v{v}_f3 "
+            f"FROM bench_feats{v} AS sub WHERE event_time <= (SELECT max(entity_timestamp) FROM entity_dataframe))",
+            f"fv{v}__base AS (SELECT subquery.*, entity_dataframe.entity_timestamp, entity_dataframe.{rid} "
+            f"FROM fv{v}__subquery AS subquery JOIN fv{v}__entity_dataframe AS entity_dataframe "
+            f"ON subquery.event_timestamp <= entity_dataframe.entity_timestamp AND subquery.entity = entity_dataframe.entity)",
+            f"fv{v}__latest AS (SELECT event_timestamp, {rid} FROM (SELECT *, row_number() OVER "
+            f"(PARTITION BY {rid} ORDER BY event_timestamp DESC) AS row_number FROM fv{v}__base) AS sub WHERE row_number = 1)",
+            f"fv{v}__cleaned AS (SELECT base.* FROM fv{v}__base AS base JOIN fv{v}__latest USING ({rid}, event_timestamp))",
+        ]
+    return ("WITH " + ", ".join(ctes)
+            + " SELECT row_id, entity, at, "
+            + ", ".join(f"v{v}_f{i}" for v in range(1, VIEWS + 1) for i in (1, 2, 3))
+            + " FROM entity_dataframe"
+            + "".join(f" LEFT JOIN (SELECT fv{v}__entity_row_unique_id, v{v}_f1, v{v}_f2, v{v}_f3 FROM fv{v}__cleaned) AS fv{v} "
+                      f"USING (fv{v}__entity_row_unique_id)" for v in range(1, VIEWS + 1)))
+
+
 def columns(alias, v):
     return ", ".join(f"{alias}.f{i} AS v{v}_f{i}" for i in (1, 2, 3))
 
@@ -87,22 +121,29 @@ def main():
             cur.execute("CHECKPOINT")
             lateral_runs.append(once(cur, lateral_sql))
         mlmon, lateral = statistics.median(mlmon_runs), statistics.median(lateral_runs)
-        # Feast's PostgreSQL offline store: per view, a range join of the
-        # spine with every earlier feature row, ranked per spine row.
-        feast = once(cur, "CREATE TABLE bench_ts_feast AS SELECT s.*, "
-                     + ", ".join(columns(f"r{v}", v) for v in range(1, VIEWS + 1))
-                     + " FROM bench_spine s"
-                     + "".join(f""" LEFT JOIN (
+        # The core of Feast's PostgreSQL offline store query: per view, a
+        # range join of the spine with every earlier feature row, ranked per
+        # spine row. A lower bound on what Feast runs (see feast_sql).
+        feast_core = once(cur, "CREATE TABLE bench_ts_feast AS SELECT s.*, "
+                          + ", ".join(columns(f"r{v}", v) for v in range(1, VIEWS + 1))
+                          + " FROM bench_spine s"
+                          + "".join(f""" LEFT JOIN (
                                  SELECT row_id, f1, f2, f3 FROM (
                                      SELECT s.row_id, x.f1, x.f2, x.f3,
                                             row_number() OVER (PARTITION BY s.row_id ORDER BY x.event_time DESC) AS rn
                                      FROM bench_spine s JOIN bench_feats{v} x
                                        ON x.entity = s.entity AND x.event_time <= s.at) ranked
                                  WHERE rn = 1) r{v} ON r{v}.row_id = s.row_id""" for v in range(1, VIEWS + 1)))
+        cur.execute("DROP TABLE bench_ts_feast")
+        feast = once(cur, "CREATE TABLE bench_ts_feast AS " + feast_sql())
         cur.execute("SELECT count(*) FROM bench_ts_mlmon m JOIN bench_ts_lateral l USING (row_id) WHERE "
                     + " OR ".join(f"m.bench_fv{v}__{f} IS DISTINCT FROM l.v{v}_{f}"
                                   for v in range(1, VIEWS + 1) for f in ("f1", "f2", "f3")))
         disagreements = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM bench_ts_mlmon m JOIN bench_ts_feast f USING (row_id) WHERE "
+                    + " OR ".join(f"m.bench_fv{v}__{f} IS DISTINCT FROM f.v{v}_{f}"
+                                  for v in range(1, VIEWS + 1) for f in ("f1", "f2", "f3")))
+        feast_disagreements = cur.fetchone()[0]
         dumps = {}
         for name in [f"bench_feats{v}" for v in range(1, VIEWS + 1)] + ["bench_spine"]:
             buf = io.BytesIO()
@@ -153,10 +194,12 @@ def main():
         "|---|---|---|---|",
         f"| `build_training_set` (median of {ROUNDS}, alternating with LATERAL) | {mlmon:.2f} | 1.00 | |",
         f"| hand-written LATERAL + index | {lateral:.2f} | mlmon {lateral / mlmon:.2f}x faster | >= 2x |",
-        f"| Feast-style range join + ROW_NUMBER | {feast:.2f} | mlmon {feast / mlmon:.2f}x faster | >= 10x |",
+        f"| Feast's generated query (its CTE structure, text row ids) | {feast:.2f} | mlmon {feast / mlmon:.2f}x faster | >= 10x |",
+        f"| its core alone: range join + ROW_NUMBER | {feast_core:.2f} | mlmon {feast_core / mlmon:.2f}x faster | |",
         f"| DuckDB ASOF JOIN (in memory, load excluded) | {duck_time:.2f} | mlmon takes {mlmon / duck_time:.2f}x DuckDB's time | <= 2x |",
         f"| `latest_features` vs primary-key lookup (pgbench, 8 clients) | {latest:.0f} vs {pk:.0f} tps | {pk / latest:.2f}x per call | <= 2x |",
         f"| rows where mlmon and LATERAL disagree | {disagreements} | | 0 |",
+        f"| rows where mlmon and Feast's query disagree | {feast_disagreements} | | 0 |",
         "",
     ]))
 

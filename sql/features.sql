@@ -19,8 +19,8 @@
 -- mlmon.latest_features, which is feature_at at now()) evaluates it for one
 -- (entity, at); mlmon.build_training_set evaluates it for a whole spine with
 -- set-based statements. The row-choice SQL of `latest` views comes from one
--- generator (mlmon._fv_latest_sql) for both (feature_at runs it from a
--- generated per-view reader function with a cached plan, see _feature_at);
+-- definition (mlmon._fv_latest_parts) for both (feature_at runs it from a
+-- generated per-view reader function with cached plans, see mlmon._fv_reader_body);
 -- window features use a plain aggregate for one point and a sorted sweep for
 -- a spine, checked against each other and against a brute-force reference by
 -- tests/features.
@@ -414,43 +414,50 @@ CREATE FUNCTION mlmon._fv_entity_type(fv mlmon.feature_view) RETURNS regtype
     WHERE a.attrelid = fv.source AND a.attname = fv.entity_column AND a.attnum > 0 AND NOT a.attisdropped
 $$;
 
--- The one definition of "the row of a `latest` view known at `at`": a query
--- returning zero or one row with the view's features, aliased `aliases`.
--- `entity_expr` must have the entity column's type; `at_expr` is timestamptz.
+-- The one definition of "the row of a `latest` view known at `at`", in three
+-- parts that mlmon._fv_latest_sql assembles into one query (for feature_at's
+-- checked path and build_training_set) and the generated readers run as
+-- separate statements (see mlmon._fv_reader_body). `entity_expr` must have the
+-- entity column's type; `at_expr` is timestamptz.
 --
--- One index probe on (entity, event_time) finds the newest known row (a
--- backward scan that stops at the first known, fresh row). Full ties (same
--- event_time and created_time) are rare, but the choice must not depend on
--- the plan: a second probe looks for another row at the same time (no sort),
--- and only for a real tie does a third query pick the row with the greatest
--- text, read as a whole row of the source ((t.*), not t: the source may have
--- a column named t). Ordering every probe by the row text instead (as an
--- earlier version did) sorted and rendered the candidates on every call,
--- which made a training set about twice as slow.
-CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text) RETURNS text
+-- probe: one index probe on (entity, event_time) for the newest known row (a
+--   backward scan that stops at the first known, fresh row), with its
+--   features as c1.. and its times as event_time_ (and created_time_).
+-- tied: whether another known row has the same times (one more probe, no
+--   sort). Full ties are rare, but the choice must not depend on the plan.
+-- tie_break: for a real tie only, the tied row with the greatest text, as a
+--   whole row of the source ((t.*), not t: the source may have a column t).
+-- `tied` and `tie_break` read the probed times from probed_.event_time_ (and
+-- probed_.created_time_): the probed row is named probed_ where they run.
+--
+-- Ordering every probe by the row text instead (as an earlier version did)
+-- sorted and rendered the candidates on every call, which made a training
+-- set about twice as slow. Internal names (c1.., event_time_, created_time_)
+-- never meet a source column name: features are renamed only at the end.
+CREATE FUNCTION mlmon._fv_latest_parts(fv mlmon.feature_view, entity_expr text, at_expr text,
+                                       OUT probe text, OUT tied text, OUT tie_break text)
     IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    -- Internal names (c1.., event_time_, created_time_, tied, tb) never
-    -- meet a source column name: features are renamed only at the end.
     probed text;
-    chosen text;
     known text := '';
     fresh text := '';
     newest text := '';
-    same_time text;
+    -- Another row (z in `tied`, t in `tie_break`) at the probed row's times.
+    same_z text;
+    same_t text;
 BEGIN
-    SELECT string_agg(format('src.%I AS c%s', f, i), ', ' ORDER BY i),
-           string_agg(format('CASE WHEN r.tied THEN (r.tb).%I ELSE r.c%s END AS %I', f, i, a), ', ' ORDER BY i)
-    INTO probed, chosen
-    FROM unnest(fv.features, aliases) WITH ORDINALITY u(f, a, i);
-    same_time := format('%%1$s.%I = %%2$s.event_time_', fv.event_time_column);
+    SELECT string_agg(format('src.%I AS c%s', f, i), ', ' ORDER BY i) INTO probed
+    FROM unnest(fv.features) WITH ORDINALITY u(f, i);
+    same_z := format('z.%I = probed_.event_time_', fv.event_time_column);
+    same_t := format('t.%I = probed_.event_time_', fv.event_time_column);
     IF fv.created_time_column IS NOT NULL THEN
         -- A row with a NULL created_time is never known: it cannot be shown
         -- to predate `at`.
         known := format(' AND src.%I <= %s', fv.created_time_column, at_expr);
         newest := format(', src.%I DESC', fv.created_time_column);
         probed := probed || format(', src.%I AS created_time_', fv.created_time_column);
-        same_time := same_time || format(' AND %%1$s.%I = %%2$s.created_time_', fv.created_time_column);
+        same_z := same_z || format(' AND z.%I = probed_.created_time_', fv.created_time_column);
+        same_t := same_t || format(' AND t.%I = probed_.created_time_', fv.created_time_column);
     END IF;
     IF fv.ttl IS NOT NULL THEN
         -- The newest known row is too old exactly when no known row is fresh,
@@ -458,15 +465,30 @@ BEGIN
         -- is still fresh).
         fresh := format(' AND src.%I >= %s - %L::interval', fv.event_time_column, at_expr, fv.ttl);
     END IF;
-    -- OFFSET 0 keeps each level a subquery, so that the tie count and the
-    -- tie-break run once per probe, not once per reference.
-    RETURN format('SELECT %1$s FROM ('
-                  'SELECT p.*, CASE WHEN p.tied THEN (SELECT (t.*)::%2$s FROM %2$s t WHERE t.%3$I = %4$s AND %10$s ORDER BY (t.*)::text COLLATE "C" DESC LIMIT 1) END AS tb FROM ('
-                  'SELECT q.*, EXISTS (SELECT FROM %2$s z WHERE z.%3$I = %4$s AND %11$s OFFSET 1) AS tied FROM ('
-                  'SELECT %5$s, src.%6$I AS event_time_ FROM %2$s src WHERE src.%3$I = %4$s AND src.%6$I <= %7$s%8$s%9$s '
-                  'ORDER BY src.%6$I DESC%12$s LIMIT 1) q OFFSET 0) p OFFSET 0) r',
-                  chosen, fv.source, fv.entity_column, entity_expr, probed, fv.event_time_column, at_expr,
-                  known, fresh, format(same_time, 't', 'p'), format(same_time, 'z', 'q'), newest);
+    probe := format('SELECT %s, src.%I AS event_time_ FROM %s src WHERE src.%I = %s AND src.%I <= %s%s%s ORDER BY src.%I DESC%s LIMIT 1',
+                    probed, fv.event_time_column, fv.source, fv.entity_column, entity_expr,
+                    fv.event_time_column, at_expr, known, fresh, fv.event_time_column, newest);
+    tied := format('EXISTS (SELECT FROM %s z WHERE z.%I = %s AND %s OFFSET 1)',
+                   fv.source, fv.entity_column, entity_expr, same_z);
+    tie_break := format('(SELECT (t.*)::%1$s FROM %1$s t WHERE t.%2$I = %3$s AND %4$s ORDER BY (t.*)::text COLLATE "C" DESC LIMIT 1)',
+                        fv.source, fv.entity_column, entity_expr, same_t);
+END $$;
+
+-- The row of a `latest` view as one query returning zero or one row with the
+-- view's features aliased `aliases`. OFFSET 0 keeps each level a subquery, so
+-- that the tie check and the tie-break run once per probe, not once per
+-- reference.
+CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text) RETURNS text
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part record := mlmon._fv_latest_parts(fv, entity_expr, at_expr);
+    chosen text;
+BEGIN
+    SELECT string_agg(format('CASE WHEN r.tied THEN (r.tb).%I ELSE r.c%s END AS %I', f, i, a), ', ' ORDER BY i) INTO chosen
+    FROM unnest(fv.features, aliases) WITH ORDINALITY u(f, a, i);
+    RETURN format('SELECT %s FROM (SELECT probed_.*, CASE WHEN probed_.tied THEN %s END AS tb FROM ('
+                  'SELECT probed_.*, %s AS tied FROM (%s) probed_ OFFSET 0) probed_ OFFSET 0) r',
+                  chosen, part.tie_break, part.tied, part.probe);
 END $$;
 
 -- The aggregate of a window view over rows aliased `src`, for one point.
@@ -561,8 +583,9 @@ END $$;
 -- Readers: per view, a generated function mlmon."_fv_<h>_<d>"(entity <key
 -- type>, at timestamptz) RETURNS jsonb with the one-point query as static SQL,
 -- so PL/pgSQL keeps its plan for the session instead of generating, parsing
--- and planning the query on every feature_at call. Its body is exactly the
--- query _feature_at would run (the same generators), so results agree.
+-- and planning the query on every feature_at call. Its body runs the parts of
+-- the same row-choice definition as the checked path's query (the same
+-- generators), so results agree.
 --
 -- The name is content-addressed: <h> from the view name (to find them all on
 -- drop), <d> from everything the body depends on, including the source's
@@ -577,7 +600,7 @@ $$;
 
 CREATE FUNCTION mlmon._fv_reader_name(fv mlmon.feature_view) RETURNS name
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    -- The same expression is inlined in mlmon._feature_at and _feature_at_checked; keep them equal.
+    -- The same expression is inlined in mlmon._feature_at_checked; keep them equal.
     -- Times and intervals as numbers: the name must not depend on TimeZone,
     -- DateStyle or IntervalStyle.
     SELECT ('_fv_' || left(md5(fv.name), 16) || '_'
@@ -604,6 +627,39 @@ BEGIN
                   CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END);
 END $$;
 
+-- The body of a view's generated reader (a plpgsql function of entity $1,
+-- of type key_type, and time $2, returning the features as jsonb). For a
+-- `latest` view the parts of the row choice run as separate statements, so a
+-- call plans and starts only the probe and the tie check; the tie-break runs
+-- for a real tie only (a third of a reader's time when it was one query).
+CREATE FUNCTION mlmon._fv_reader_body(fv mlmon.feature_view, key_type regtype) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part record;
+    probed text;
+    tied_row text;
+    nulls text;
+BEGIN
+    IF fv.kind <> 'latest' THEN
+        RETURN format(E'BEGIN\n    RETURN (%s);\nEND', mlmon._fv_point_sql(fv, key_type));
+    END IF;
+    part := mlmon._fv_latest_parts(fv, format('$1::%s', key_type), '$2');
+    SELECT string_agg(format('%L, probed_.c%s', f, i), ', ' ORDER BY i),
+           string_agg(format('%L, tied_row_.%I', f, f), ', ' ORDER BY i),
+           string_agg(format('%L, NULL', f), ', ' ORDER BY i)
+    INTO probed, tied_row, nulls
+    FROM unnest(fv.features) WITH ORDINALITY u(f, i);
+    -- No row known (or fresh): every feature key with a NULL value.
+    -- probed_ and tied_row_ are the only variables: no alias of the parts
+    -- (src, z, t) can be mistaken for one.
+    RETURN format(E'DECLARE\n    probed_ record;\n    tied_row_ %s;\nBEGIN\n'
+                  '    SELECT * INTO probed_ FROM (%s) q;\n'
+                  '    IF NOT FOUND THEN\n        RETURN jsonb_build_object(%s);\n    END IF;\n'
+                  '    IF %s THEN\n        tied_row_ := %s;\n        RETURN jsonb_build_object(%s);\n    END IF;\n'
+                  '    RETURN jsonb_build_object(%s);\nEND',
+                  fv.source, part.probe, nulls, part.tied, part.tie_break, tied_row, probed);
+END $$;
+
 -- Makes the reader of a (checked) view for its current key type, unless it
 -- exists; returns it, or NULL when it cannot be made here (read-only
 -- transaction, standby, no CREATE on schema mlmon, a concurrent creator):
@@ -627,7 +683,7 @@ BEGIN
     BEGIN
         EXECUTE format('CREATE FUNCTION %s(%s, timestamptz) RETURNS jsonb STABLE LANGUAGE plpgsql '
                        'SET search_path = pg_catalog, pg_temp AS %L',
-                       fn, key_type, format(E'BEGIN\n    RETURN (%s);\nEND', mlmon._fv_point_sql(fv, key_type)));
+                       fn, key_type, mlmon._fv_reader_body(fv, key_type));
         reader := format('%s(%s, timestamptz)', fn, key_type)::regprocedure;
         EXECUTE format('COMMENT ON FUNCTION %s IS %L', reader,
                        format('mlmon: generated reader of feature view %s (use mlmon.feature_at)', quote_literal(fv.name)));
@@ -639,17 +695,17 @@ BEGIN
     RETURN reader;
 END $$;
 
--- The implementation of feature_at, with the entity as text: it is compared
--- in the view's key type after a cast from text, so a caller may pass 42
--- (integer) for a bigint key or a string for a uuid key.
+-- feature_at and latest_features compare the entity in the view's key type,
+-- after a cast to text unless it has that type already, so a caller may pass
+-- 42 (integer) for a bigint key or a string for a uuid key.
 --
--- The online path: mlmon._feature_at_fast (src/readers.rs) keeps each view's
--- reader in a per-backend cache, re-validated from the system caches on every
--- call, and calls it by OID -- no catalog query, no EXECUTE to parse and plan,
--- no exception block. Anything else (no entity or time, no reader yet, a
+-- The online path (feature_at_entry in src/ffi.rs, src/readers.rs) keeps each
+-- view's reader in a per-backend cache, re-validated from the system caches on
+-- every call, and calls it by OID -- no catalog query, no EXECUTE to parse and
+-- plan, no exception block. Anything else (a NULL argument, no reader yet, a
 -- broken view, an unknown name) takes mlmon._feature_at_checked.
 
--- What mlmon._feature_at_fast (src/readers.rs) needs to use a view's reader:
+-- What the online path (src/readers.rs) needs to use a view's reader:
 -- the reader for the key type now, provided every column the view reads still
 -- exists, and the facts the caller re-checks from the system caches on every
 -- later call. No row: no usable reader.
@@ -672,16 +728,6 @@ CREATE FUNCTION mlmon._fv_resolve(view text)
                                                                      AND x.attnum > 0 AND NOT x.attisdropped))
 $$;
 
-CREATE FUNCTION mlmon._feature_at_fast(view text, entity text, at timestamptz) RETURNS jsonb
-    STABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'feature_at_fast';
-
--- feature_at: the cached reader, else the checked path (a reader never
--- returns NULL, so NULL from the fast path means "not handled there").
--- Plain SQL, every name qualified, so the planner inlines it into callers.
-CREATE FUNCTION mlmon._feature_at(view text, entity text, at timestamptz) RETURNS jsonb
-    STABLE LANGUAGE sql AS $$
-    SELECT COALESCE(mlmon._feature_at_fast($1, $2, $3), mlmon._feature_at_checked($1, $2, $3))
-$$;
 
 -- The checked path: finds (or makes) the reader dynamically and falls back to
 -- the view's dynamic query, which also raises the errors of a broken view.
@@ -748,12 +794,10 @@ BEGIN
     RETURN result;
 END $$;
 
+-- C functions (feature_at_entry and latest_features_entry in src/ffi.rs): the
+-- cached reader, else mlmon._feature_at_checked.
 CREATE FUNCTION mlmon.feature_at(view text, entity anyelement, at timestamptz) RETURNS jsonb
-    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
-    -- inlines it: one function layer less per call.
-    STABLE LANGUAGE sql AS $$
-    SELECT mlmon._feature_at($1, $2::pg_catalog.text, $3)
-$$;
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'feature_at_entry';
 COMMENT ON FUNCTION mlmon.feature_at(text, anyelement, timestamptz) IS
     'Feature values of an entity as known at `at`, as a JSON object {feature: value}.';
 
@@ -761,11 +805,7 @@ COMMENT ON FUNCTION mlmon.feature_at(text, anyelement, timestamptz) IS
 -- untyped literal, so without this overload feature_at('v', 'abc', t) and
 -- feature_at('v', NULL, t) would need a cast.
 CREATE FUNCTION mlmon.feature_at(view text, entity text, at timestamptz) RETURNS jsonb
-    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
-    -- inlines it: one function layer less per call.
-    STABLE LANGUAGE sql AS $$
-    SELECT mlmon._feature_at($1, $2, $3)
-$$;
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'feature_at_entry';
 COMMENT ON FUNCTION mlmon.feature_at(text, text, timestamptz) IS
     'Feature values of an entity as known at `at`, as a JSON object {feature: value}.';
 
@@ -773,19 +813,11 @@ COMMENT ON FUNCTION mlmon.feature_at(text, text, timestamptz) IS
 -- created time lies after it (clock skew, future-dated rows) do not count,
 -- exactly as feature_at(view, entity, now()) -- serving sees what training saw.
 CREATE FUNCTION mlmon.latest_features(view text, entity anyelement) RETURNS jsonb
-    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
-    -- inlines it: one function layer less per call.
-    STABLE LANGUAGE sql AS $$
-    SELECT mlmon._feature_at($1, $2::pg_catalog.text, pg_catalog.now())
-$$;
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'latest_features_entry';
 COMMENT ON FUNCTION mlmon.latest_features(text, anyelement) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
 
 CREATE FUNCTION mlmon.latest_features(view text, entity text) RETURNS jsonb
-    -- A plain SQL wrapper (no SET clause, every name qualified) so the planner
-    -- inlines it: one function layer less per call.
-    STABLE LANGUAGE sql AS $$
-    SELECT mlmon._feature_at($1, $2, pg_catalog.now())
-$$;
+    STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'latest_features_entry';
 COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an entity now: mlmon.feature_at(view, entity, now()).';
 
 -- Set-based, in steps that each give the planner real statistics:

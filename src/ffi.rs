@@ -208,34 +208,124 @@ extern "C-unwind" fn start_binary_state(fcinfo: pg_sys::FunctionCallInfo, actual
 
 // The online feature read (see `readers.rs`).
 
-v1_function!(feature_at_fast);
+v1_function!(feature_at_entry);
+v1_function!(latest_features_entry);
 
-/// `mlmon._feature_at_fast(view text, entity text, at timestamptz) RETURNS
-/// jsonb`, STRICT: the view's reader at (entity, at), or NULL when the view has
-/// no usable reader. Readers never return NULL (an entity without data gives
-/// NULL feature values), so NULL always means "take the checked path".
+/// `mlmon.feature_at(view text, entity anyelement|text, at timestamptz) RETURNS
+/// jsonb`: the view's reader when it has a usable one, else the checked path.
+/// A C function rather than a SQL wrapper: the planner re-parses the body of
+/// an inlined SQL function every time it plans the caller's query, which cost
+/// about a sixth of a `latest_features` call.
 #[no_mangle]
 #[pg_guard]
-pub unsafe extern "C-unwind" fn feature_at_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: sql/features.sql declares this function STRICT with arguments
-    // (text, text, timestamptz), so all three datums are present and valid.
+pub unsafe extern "C-unwind" fn feature_at_entry(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: sql/features.sql declares this function with three arguments.
     unsafe {
         let args = (*fcinfo).args.as_slice(3);
-        let view = CStr::from_ptr(pg_sys::text_to_cstring(args[0].value.cast_mut_ptr())).to_string_lossy().into_owned();
-        let Some((reader, key_type)) = crate::readers::usable_reader(&view).filter(|&(reader, _)| may_execute(reader)) else {
-            (*fcinfo).isnull = true;
-            return pg_sys::Datum::from(0);
+        read_features(fcinfo, args[0], args[1], args[2])
+    }
+}
+
+/// `mlmon.latest_features(view text, entity anyelement|text) RETURNS jsonb`:
+/// `feature_at(view, entity, now())`. now() is the transaction's start.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn latest_features_entry(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: sql/features.sql declares this function with two arguments.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(2);
+        let now = pg_sys::NullableDatum { value: pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()), isnull: false };
+        read_features(fcinfo, args[0], args[1], now)
+    }
+}
+
+/// The features of `entity` (argument 1 of `fcinfo`, of any type) as known at
+/// `at`: called by OID through the view's cached reader, or by the checked
+/// path (`mlmon._feature_at_checked`), which also handles NULL arguments and
+/// raises the errors of unknown or broken views.
+///
+/// SAFETY: `fcinfo` is the current call's, and the datums are its arguments.
+unsafe fn read_features(
+    fcinfo: pg_sys::FunctionCallInfo,
+    view: pg_sys::NullableDatum,
+    entity: pg_sys::NullableDatum,
+    at: pg_sys::NullableDatum,
+) -> pg_sys::Datum {
+    unsafe {
+        let entity_type = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1);
+        if entity_type == pg_sys::InvalidOid {
+            pgrx::error!("mlmon could not determine the type of the entity argument");
+        }
+        if !view.isnull && !entity.isnull && !at.isnull {
+            let name = CStr::from_ptr(pg_sys::text_to_cstring(view.value.cast_mut_ptr())).to_string_lossy().into_owned();
+            if let Some((reader, key_type)) = crate::readers::usable_reader(&name).filter(|&(reader, _)| may_execute(reader)) {
+                // The entity is compared in the view's key type, as the
+                // checked path does: through text, unless it already has it.
+                let key = if entity_type == key_type {
+                    entity.value
+                } else {
+                    let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+                    pg_sys::getTypeInputInfo(key_type, &mut input, &mut io_param);
+                    let text = entity_as_text(entity.value, entity_type);
+                    pg_sys::OidInputFunctionCall(input, pg_sys::text_to_cstring(text.cast_mut_ptr()), io_param, -1)
+                };
+                let mut flinfo = pg_sys::FmgrInfo::default();
+                pg_sys::fmgr_info(reader, &mut flinfo);
+                // FunctionCall2Coll raises if a reader ever returned NULL.
+                return pg_sys::FunctionCall2Coll(&mut flinfo, pg_sys::InvalidOid, key, at.value);
+            }
+        }
+        let entity_text = pg_sys::NullableDatum {
+            value: if entity.isnull { pg_sys::Datum::from(0) } else { entity_as_text(entity.value, entity_type) },
+            isnull: entity.isnull,
         };
-        // The entity is compared in the view's key type, converted from text
-        // by the type's input function, exactly as the checked path's cast.
-        let entity = pg_sys::text_to_cstring(args[1].value.cast_mut_ptr());
+        call_checked(fcinfo, [view, entity_text, at])
+    }
+}
+
+/// `value::text` for a value of type `type_oid`, by the same coercion as the
+/// SQL cast (a cast function, a binary-compatible relabeling, or the type's
+/// output function).
+///
+/// SAFETY: `value` is a valid, non-NULL datum of `type_oid`.
+unsafe fn entity_as_text(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> pg_sys::Datum {
+    unsafe {
+        let mut cast = pg_sys::InvalidOid;
+        match pg_sys::find_coercion_pathway(pg_sys::TEXTOID, type_oid, pg_sys::CoercionContext::COERCION_EXPLICIT, &mut cast) {
+            pg_sys::CoercionPathType::COERCION_PATH_RELABELTYPE => value,
+            pg_sys::CoercionPathType::COERCION_PATH_FUNC => pg_sys::OidFunctionCall1Coll(cast, pg_sys::DEFAULT_COLLATION_OID, value),
+            _ => {
+                let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+                pg_sys::getTypeOutputInfo(type_oid, &mut output, &mut varlena);
+                pg_sys::Datum::from(pg_sys::cstring_to_text(pg_sys::OidOutputFunctionCall(output, value)))
+            }
+        }
+    }
+}
+
+/// Calls `mlmon._feature_at_checked(view text, entity text, at timestamptz)`
+/// with `args`, any of which may be NULL, and returns its result (or NULL).
+///
+/// SAFETY: `fcinfo` is the current call's; `args` hold valid datums.
+unsafe fn call_checked(fcinfo: pg_sys::FunctionCallInfo, args: [pg_sys::NullableDatum; 3]) -> pg_sys::Datum {
+    unsafe {
+        let signature = c"mlmon._feature_at_checked(text, text, timestamp with time zone)";
         let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
-        pg_sys::getTypeInputInfo(key_type, &mut input, &mut io_param);
-        let key = pg_sys::OidInputFunctionCall(input, entity, io_param, -1);
+        pg_sys::getTypeInputInfo(pg_sys::REGPROCEDUREOID, &mut input, &mut io_param);
+        let checked = pg_sys::OidInputFunctionCall(input, signature.as_ptr().cast_mut(), io_param, -1);
+        let checked = pg_sys::Oid::from(checked.value() as u32);
         let mut flinfo = pg_sys::FmgrInfo::default();
-        pg_sys::fmgr_info(reader, &mut flinfo);
-        // FunctionCall2Coll raises if a reader ever returned NULL.
-        pg_sys::FunctionCall2Coll(&mut flinfo, pg_sys::InvalidOid, key, args[2].value)
+        pg_sys::fmgr_info(checked, &mut flinfo);
+        // A FunctionCallInfo for three arguments (SizeForFunctionCallInfo(3)).
+        let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>() + 3 * std::mem::size_of::<pg_sys::NullableDatum>();
+        let call = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
+        (*call).flinfo = &mut flinfo;
+        (*call).fncollation = (*fcinfo).fncollation;
+        (*call).nargs = 3;
+        (*call).args.as_mut_slice(3).copy_from_slice(&args);
+        let result = flinfo.fn_addr.expect("a function address")(call);
+        (*fcinfo).isnull = (*call).isnull;
+        result
     }
 }
 

@@ -1,6 +1,6 @@
-//! The online read path of feature views: `mlmon._feature_at_fast(view,
-//! entity, at)` finds the view's generated reader (see "Readers" in
-//! `sql/features.sql`) in a per-backend cache and calls it by OID (the call
+//! The online read path of feature views: `mlmon.feature_at(view, entity, at)`
+//! and `mlmon.latest_features` find the view's generated reader (see "Readers"
+//! in `sql/features.sql`) in a per-backend cache and call it by OID (the call
 //! itself, and the system-cache lookups, are in `ffi.rs`).
 //!
 //! The SQL path (`mlmon._feature_at_checked`) finds the reader with a catalog
@@ -12,9 +12,9 @@
 //! dropped or re-created view drops its readers; a changed definition renames
 //! them), the source keeps its schema and name, the entity column keeps its
 //! type, and every column the view reads is still there. When any check fails
-//! the reader is resolved again, and when there is none the function returns
-//! NULL and the SQL wrappers fall back to the checked path, which also raises
-//! the errors of a broken view.
+//! the reader is resolved again, and when there is none the call takes the
+//! checked path (`mlmon._feature_at_checked`), which also raises the errors of
+//! a broken view.
 //!
 //! Calling by OID bypasses the checks of a SQL call, so this makes them: the
 //! function is one of mlmon's readers in schema `mlmon` with the expected
