@@ -4,7 +4,10 @@ Benchmarks report ratios against a baseline measured in the same run on the
 same cluster, because absolute times on shared 2-core machines are noisy.
 """
 import os
+import re
 import statistics
+import subprocess
+import tempfile
 import time
 
 import psycopg
@@ -54,3 +57,33 @@ def timed_pair(first, second, rounds=7):
             fn()
             samples.append(time.perf_counter() - start)
     return statistics.median(a), statistics.median(b)
+
+
+def pgbench_tps(script, clients=8, seconds=20, options=None):
+    """Transactions per second of a pgbench custom script (its text) run by
+    `clients` clients on the cluster of DSN; `options` become PGOPTIONS."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    host = re.search(r"host=(\S+)", DSN).group(1)
+    port = re.search(r"port=(\d+)", DSN).group(1)
+    env = dict(os.environ, PGOPTIONS=options) if options else None
+    out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", str(clients), "-j", "2",
+                          "-T", str(seconds), "-f", f.name, "postgres"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+# One single-row INSERT of a prediction with a random key, as the issue's
+# ingest benchmark runs it (synchronous_commit off: CPU cost, not fsync).
+INSERT_SCRIPT = "\\set id random(1, 2000000000)\nINSERT INTO {table} VALUES (:id, now(), random() < 0.5, 'web');\n"
+NO_SYNC = "-c synchronous_commit=off"
+
+
+def prediction_rows(n):
+    """COPY text of n predictions (lead_id, created_at, label, source): keys
+    1..n, timestamps over the last day, a third negative."""
+    now = time.time()
+    return "".join(
+        f"{i}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now - (i % 86400)))}+00\t{'t' if i % 3 else 'f'}\tweb\n"
+        for i in range(1, n + 1)).encode()

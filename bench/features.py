@@ -10,16 +10,14 @@ Run: python3 bench/features.py [feature_rows] [entities] [spine_rows]
 """
 import io
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import duckdb
 
-from common import DSN, connect
+from common import connect, pgbench_tps
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 ENTITIES = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
@@ -169,16 +167,8 @@ def main():
                                for v in range(1, VIEWS + 1)))
         duck_time = time.perf_counter() - start
 
-    host = re.search(r"host=(\S+)", DSN).group(1)
-    port = re.search(r"port=(\d+)", DSN).group(1)
-
     def tps(sql):
-        script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-        script.write(f"\\set e random(0, {ENTITIES})\n{sql}\n")
-        script.close()
-        out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", "8", "-j", "2",
-                              "-T", "15", "-f", script.name, "postgres"], capture_output=True, text=True, check=True).stdout
-        return float(re.search(r"tps = ([\d.]+)", out).group(1))
+        return pgbench_tps(f"\\set e random(0, {ENTITIES})\n{sql}\n", seconds=15)
 
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE bench_latest AS SELECT DISTINCT ON (entity) * FROM bench_feats1 ORDER BY entity, event_time DESC")

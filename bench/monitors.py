@@ -7,15 +7,10 @@
 
 Run: python3 bench/monitors.py [big_rows]   (default 10,000,000; MLMON_DSN selects the cluster)
 """
-import io
-import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 
-from common import DSN, connect, query_runner, timed
+from common import INSERT_SCRIPT, NO_SYNC, connect, pgbench_tps, prediction_rows, query_runner, timed
 
 BIG = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
 SMALL = 100_000
@@ -73,10 +68,7 @@ def copy_rows(conn, table, lines):
 
 
 def ingest_benchmark(conn, n=1_000_000):
-    now = time.time()
-    predictions = "".join(
-        f"{i}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now - (i % 86400)))}+00\t{'t' if i % 3 else 'f'}\tweb\n"
-        for i in range(1, n + 1)).encode()
+    predictions = prediction_rows(n)
     outcomes = "".join(f"{i}\t2030-01-01 00:00:00+00\n" for i in range(1, n + 1, 2)).encode()
     results = {}
     for monitored in (False, True):
@@ -87,26 +79,12 @@ def ingest_benchmark(conn, n=1_000_000):
     return results
 
 
-def pgbench_tps(table, clients=8, seconds=20):
-    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    script.write("\\set id random(1, 2000000000)\n"
-                 f"INSERT INTO {table} VALUES (:id, now(), random() < 0.5, 'web');\n")
-    script.close()
-    host = re.search(r"host=(\S+)", DSN).group(1)
-    port = re.search(r"port=(\d+)", DSN).group(1)
-    env = dict(os.environ, PGOPTIONS="-c synchronous_commit=off")
-    out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", str(clients),
-                          "-j", "2", "-T", str(seconds), "-f", script.name, "postgres"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"tps = ([\d.]+)", out).group(1))
-
-
 def single_row_benchmark(conn):
     tps = {}
     for monitored in (False, True):
         with conn.cursor() as cur:
             p, _ = make_tables(cur, "rows", monitored)
-        tps[monitored] = pgbench_tps(p)
+        tps[monitored] = pgbench_tps(INSERT_SCRIPT.format(table=p), options=NO_SYNC)
     return tps
 
 

@@ -15,15 +15,11 @@ floors of the mechanism ARCHITECTURE.md prescribes, measured in the same run:
 COPY runs alternate between the four tables (medians of ROUNDS); pgbench runs
 alternate likewise. Run: python3 bench/trigger_floor.py [rows] [rounds]
 """
-import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-from common import DSN, connect
+from common import INSERT_SCRIPT, NO_SYNC, connect, pgbench_tps, prediction_rows
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -80,25 +76,8 @@ def copy_seconds(conn, table, data):
         return time.perf_counter() - start
 
 
-def pgbench_tps(table, seconds=10):
-    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    script.write("\\set id random(1, 2000000000)\n"
-                 f"INSERT INTO {table} VALUES (:id, now(), random() < 0.5, 'web');\n")
-    script.close()
-    host = re.search(r"host=(\S+)", DSN).group(1)
-    port = re.search(r"port=(\d+)", DSN).group(1)
-    env = dict(os.environ, PGOPTIONS="-c synchronous_commit=off")
-    out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", "8", "-j", "2",
-                          "-T", str(seconds), "-f", script.name, "postgres"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"tps = ([\d.]+)", out).group(1))
-
-
 def main():
-    now = time.time()
-    data = "".join(
-        f"{i}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now - (i % 86400)))}+00\t{'t' if i % 3 else 'f'}\tweb\n"
-        for i in range(1, ROWS + 1)).encode()
+    data = prediction_rows(ROWS)
     conn = connect()
     with conn.cursor() as cur:
         tables = setup(cur)
@@ -109,7 +88,7 @@ def main():
     rates = {kind: [] for kind in KINDS}
     for _ in range(ROUNDS):
         for kind in KINDS:
-            rates[kind].append(pgbench_tps(tables[kind]))
+            rates[kind].append(pgbench_tps(INSERT_SCRIPT.format(table=tables[kind]), seconds=10, options=NO_SYNC))
     copy = {kind: statistics.median(v) for kind, v in copies.items()}
     tps = {kind: statistics.median(v) for kind, v in rates.items()}
     out = [f"### trigger floors ({time.strftime('%Y-%m-%d')}, `python3 bench/trigger_floor.py {ROWS} {ROUNDS}`)", "",
