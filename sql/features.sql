@@ -474,16 +474,40 @@ BEGIN
                         fv.source, fv.entity_column, entity_expr, same_t);
 END $$;
 
+-- Whether a unique index of the source rules out full ties: its key columns
+-- are all among entity, event_time and created_time, and it is valid,
+-- checked immediately, without predicate or expressions. (Rows with a NULL in
+-- these columns may repeat, but they are never chosen.) Asked per statement,
+-- never baked into a reader: the index could be dropped later.
+CREATE FUNCTION mlmon._fv_ties_impossible(fv mlmon.feature_view) RETURNS boolean
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT FROM pg_index i
+        WHERE i.indrelid = fv.source AND i.indisunique AND i.indisvalid AND i.indimmediate
+          AND i.indpred IS NULL AND i.indexprs IS NULL
+          AND NOT EXISTS (SELECT FROM unnest(i.indkey[0:i.indnkeyatts - 1]) k(attnum)
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                          WHERE a.attname NOT IN (fv.entity_column, fv.event_time_column)
+                            AND a.attname IS DISTINCT FROM fv.created_time_column))
+$$;
+
 -- The row of a `latest` view as one query returning zero or one row with the
 -- view's features aliased `aliases`. OFFSET 0 keeps each level a subquery, so
 -- that the tie check and the tie-break run once per probe, not once per
--- reference.
-CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text) RETURNS text
+-- reference. check_ties => false (when mlmon._fv_ties_impossible says so)
+-- leaves them out.
+CREATE FUNCTION mlmon._fv_latest_sql(fv mlmon.feature_view, aliases text[], entity_expr text, at_expr text,
+                                     check_ties boolean DEFAULT true) RETURNS text
     IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     part record := mlmon._fv_latest_parts(fv, entity_expr, at_expr);
     chosen text;
 BEGIN
+    IF NOT check_ties THEN
+        SELECT string_agg(format('probed_.c%s AS %I', i, a), ', ' ORDER BY i) INTO chosen
+        FROM unnest(aliases) WITH ORDINALITY u(a, i);
+        RETURN format('SELECT %s FROM (%s) probed_', chosen, part.probe);
+    END IF;
     SELECT string_agg(format('CASE WHEN r.tied THEN (r.tb).%I ELSE r.c%s END AS %I', f, i, a), ', ' ORDER BY i) INTO chosen
     FROM unnest(fv.features, aliases) WITH ORDINALITY u(f, a, i);
     RETURN format('SELECT %s FROM (SELECT probed_.*, CASE WHEN probed_.tied THEN %s END AS tb FROM ('
@@ -969,7 +993,8 @@ BEGIN
             -- than materializing per distinct point and joining back.
             SELECT array_agg('c' || n ORDER BY n) INTO aliases FROM generate_series(1, cardinality(fv.features)) n;
             joins := joins || format(' LEFT JOIN LATERAL (%s) f%s ON true',
-                                     mlmon._fv_latest_sql(fv, aliases, entity_expr, format('s.%I', at)), i);
+                                     mlmon._fv_latest_sql(fv, aliases, entity_expr, format('s.%I', at),
+                                                          NOT mlmon._fv_ties_impossible(fv)), i);
             FOR j IN 1 .. cardinality(fv.features) LOOP
                 select_list := select_list || format(', f%s.c%s AS %I', i, j, fv.name || '__' || fv.features[j]);
             END LOOP;

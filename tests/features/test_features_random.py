@@ -282,3 +282,45 @@ def test_latest_features_is_feature_at_now(conn, ns, key_type):
             expected = ref(now_)
             assert set(latest) == set(expected)
             assert all(same(expected[k], latest[k], approx=True) for k in expected), (v, e, expected, latest)
+
+
+@pytest.mark.parametrize("seed,key_type,spine_type", CASES[::2], ids=[f"{c[1]}-seed{c[0]}" for c in CASES[::2]])
+def test_unique_source_index_skips_the_tie_check(conn, ns, seed, key_type, spine_type):
+    """With a unique index on (entity, event_time) no two rows can tie, so
+    build_training_set leaves the tie check out; it still agrees with the
+    reference and with feature_at (whose readers always check). An index that
+    also covers another column does not count."""
+    schema, prefix = ns
+    src, spine = _make_data(conn, schema, seed, key_type, spine_type)
+    src_name = f'"{schema}".events'
+    v = prefix + "u"
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', %s, 'ct', %s)",
+                 [v, src_name, L2_FEATURES, L1_TTL])
+
+    def ties_impossible():
+        return conn.execute("SELECT mlmon._fv_ties_impossible(f) FROM mlmon.feature_view f WHERE f.name = %s", [v]).fetchone()[0]
+
+    # Keep one row per (entity, event_time), then make that a rule.
+    conn.execute(sql.SQL("DELETE FROM {0} a USING {0} b WHERE a.ent = b.ent AND a.et = b.et AND a.ctid < b.ctid").format(src))
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} (ent, et, a_int)").format(src))
+    assert not ties_impossible()
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} (et, ent)").format(src))
+    assert ties_impossible()
+
+    conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', ARRAY[%s], %s)",
+                 [f'"{schema}".spine', v, f'"{schema}".ts'])
+    built = conn.execute(sql.SQL("SELECT t.id, t.ent, t.at, {}, mlmon.feature_at(%s, t.ent, t.at) FROM {} t ORDER BY t.id").format(
+        sql.SQL(", ").join(sql.Identifier(f"{v}__{f}") for f in L2_FEATURES), I(schema, "ts")), [v]).fetchall()
+    src_rows = read_rows(conn, src, "ent", "et", "ct", ["a_int", "b_text", "c_num", "x", "flag", "keep"])
+    by_entity = {}
+    for x in src_rows:
+        by_entity.setdefault(x.ent, []).append(x)
+    mismatches = []
+    for rid, ent, at, *rest in built:
+        values, js = rest[:-1], rest[-1]
+        e = _to_key(ent, key_type)
+        ref = latest_ref(by_entity.get(e, []) if e is not None else [], e, at, L2_FEATURES, created=True, ttl=L1_TTL)
+        for f, got in zip(L2_FEATURES, values):
+            if not same(ref[f], got) or not same(got, js[f]):
+                mismatches.append((rid, e, at, f, ref[f], got, js[f]))
+    assert len(built) > 300 and not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
