@@ -572,15 +572,33 @@ BEGIN
                 IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
                     PERFORM %7$s(false);
                 END IF;
-                IF TG_OP = 'INSERT' THEN
-                    %6$s
-                ELSIF TG_OP = 'UPDATE' THEN
-                    PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
-                ELSIF TG_OP = 'DELETE' THEN
-                    PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
-                ELSE
-                    PERFORM mlmon.rebuild_monitor(%5$L);
-                END IF;
+                -- Writers of a key wait for each other until commit. A
+                -- transaction still holding keys from an earlier statement can
+                -- close a cycle with a statement claiming in key order, and
+                -- PostgreSQL aborts the waiter whose deadlock check runs first.
+                -- The work runs in a subtransaction that is retried on 40P01:
+                -- its claims are undone, so the other writer goes on, and the
+                -- retry waits for it to commit. A cycle between two writers
+                -- that both hold keys from earlier statements stays a deadlock
+                -- and fails after the last attempt.
+                FOR attempt IN 1 .. 5 LOOP
+                    BEGIN
+                        IF TG_OP = 'INSERT' THEN
+                            %6$s
+                        ELSIF TG_OP = 'UPDATE' THEN
+                            PERFORM %2$s(ARRAY(SELECT n.%3$I::%4$s FROM new_rows n UNION SELECT o.%3$I::%4$s FROM old_rows o));
+                        ELSIF TG_OP = 'DELETE' THEN
+                            PERFORM %2$s(ARRAY(SELECT o.%3$I::%4$s FROM old_rows o));
+                        ELSE
+                            PERFORM mlmon.rebuild_monitor(%5$L);
+                        END IF;
+                        RETURN NULL;
+                    EXCEPTION WHEN deadlock_detected THEN
+                        IF attempt = 5 THEN
+                            RAISE;
+                        END IF;
+                    END;
+                END LOOP;
                 RETURN NULL;
             END $body$ $f$,
             mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, side.apply),
