@@ -578,9 +578,12 @@ BEGIN
                 -- PostgreSQL aborts the waiter whose deadlock check runs first.
                 -- The work runs in a subtransaction that is retried on 40P01:
                 -- its claims are undone, so the other writer goes on, and the
-                -- retry waits for it to commit. A cycle between two writers
-                -- that both hold keys from earlier statements stays a deadlock
-                -- and fails after the last attempt.
+                -- retry waits for it to commit. The pause before a retry lets
+                -- the other writer, just woken, take the keys first: retrying
+                -- at once can win the race for them again and close the same
+                -- cycle (seen in CI). A cycle between two writers that both
+                -- hold keys from earlier statements stays a deadlock and fails
+                -- after the last attempt.
                 FOR attempt IN 1 .. 5 LOOP
                     BEGIN
                         IF TG_OP = 'INSERT' THEN
@@ -597,6 +600,7 @@ BEGIN
                         IF attempt = 5 THEN
                             RAISE;
                         END IF;
+                        PERFORM pg_sleep(0.05 * attempt * (1 + random()));
                     END;
                 END LOOP;
                 RETURN NULL;
