@@ -1,6 +1,6 @@
 """Crash recovery: kill -9 the server in the middle of a large load.
 
-A background connection runs one INSERT ... SELECT of 300k predictions (keys
+A background connection runs one INSERT ... SELECT of 1M predictions (keys
 overlapping committed ones) while another commits small batches. The test
 kills the postmaster and its children with SIGKILL (a machine crash), starts
 the server again with scripts/cluster.sh, and checks that the rollup equals
@@ -138,7 +138,7 @@ def test_crash_recovery(crash_env, dsn, uniq):
                     c.execute(f"""INSERT INTO {preds}
                         SELECT i % 150000, '2025-01-01'::timestamptz + i * interval '37 ms', i % 7 = 0, 'bulk',
                                (i % 4) * 0.25
-                        FROM generate_series(1, 300000) i""")
+                        FROM generate_series(1, 1000000) i""")
                     outcome["bulk"] = "committed"
             except psycopg.Error as e:
                 outcome["bulk"] = f"error {type(e).__name__}"
@@ -167,7 +167,7 @@ def test_crash_recovery(crash_env, dsn, uniq):
         tt.start()
         assert started.wait(30)
         time.sleep(3.0)
-        assert "bulk" not in outcome, "the 300k-row load finished before the crash; make it bigger"
+        assert "bulk" not in outcome, "the 1M-row load finished before the crash; make it bigger"
         t_crash = time.time()
         _crash()
         tb.join(60)
