@@ -633,7 +633,10 @@ CREATE FUNCTION mlmon._fv_reader_name(fv mlmon.feature_view) RETURNS name
                        extract(epoch FROM fv."window"), fv.filter_column, fv.owner, extract(epoch FROM fv.created_at))::text))::name
 $$;
 
--- The one-point query of a view, entity $1 (of type key_type), time $2.
+-- The one-point query of a view, entity $1 (of type key_type), time $2: the
+-- checked path runs it (mlmon._feature_at_checked), and so do the readers of
+-- window views; readers of `latest` views run the same parts as separate
+-- statements (mlmon._fv_reader_body).
 CREATE FUNCTION mlmon._fv_point_sql(fv mlmon.feature_view, key_type regtype) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -752,7 +755,6 @@ CREATE FUNCTION mlmon._fv_resolve(view text)
                                                                      AND x.attnum > 0 AND NOT x.attisdropped))
 $$;
 
-
 -- The checked path: finds (or makes) the reader dynamically and falls back to
 -- the view's dynamic query, which also raises the errors of a broken view.
 CREATE FUNCTION mlmon._feature_at_checked(view text, entity text, at timestamptz) RETURNS jsonb
@@ -798,23 +800,10 @@ BEGIN
         END IF;
     END IF;
 
+    -- The view's one-point query, run dynamically (it also raises the errors
+    -- of a broken view).
     fv := mlmon._feature_view($1);
-    IF fv.kind = 'latest' THEN
-        -- The lateral row is NULL-extended when nothing is known (or fresh),
-        -- which gives every feature key with a NULL value.
-        EXECUTE format('SELECT to_jsonb(o.*) FROM (SELECT x.* FROM (SELECT) d LEFT JOIN LATERAL (%s) x ON true) o',
-                       mlmon._fv_latest_sql(fv, fv.features::text[], format('$1::%s', mlmon._fv_entity_type(fv)), '$2'))
-        INTO result USING $2, $3;
-    ELSIF $2 IS NULL OR $3 IS NULL THEN
-        -- No entity or no time: unknown, not an empty window (build_training_set agrees).
-        result := jsonb_build_object(fv.agg, NULL);
-    ELSE
-        EXECUTE format('SELECT jsonb_build_object(%L, %s) FROM %s src WHERE src.%I = $1::%s AND src.%I > $2 - %L::interval AND src.%I <= $2%s',
-                       fv.agg, mlmon._fv_window_agg_sql(fv), fv.source, fv.entity_column, mlmon._fv_entity_type(fv),
-                       fv.event_time_column, fv."window", fv.event_time_column,
-                       CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END)
-        INTO result USING $2, $3;
-    END IF;
+    EXECUTE mlmon._fv_point_sql(fv, mlmon._fv_entity_type(fv)) INTO result USING $2, $3;
     RETURN result;
 END $$;
 
