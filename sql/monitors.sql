@@ -184,6 +184,24 @@ CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS tex
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
 $$;
 
+-- The same claim for one key (`key_expr`) whose contribution is in the
+-- PL/pgSQL record `one`, as scalar statements (a single-row write, the common
+-- case under many concurrent clients: their plans are a fraction of the
+-- set-based ones to start up and run). Sets `first_claim`: true when the key
+-- was new and is now counted, false when it was there and is now locked.
+CREATE FUNCTION mlmon._claim_one_sql(m mlmon.monitor, key_expr text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+                INSERT INTO %1$s AS k (key, bucket, segment, predicted, actual, weight)
+                VALUES (%3$s, one.bucket, one.segment, one.predicted, one.actual, one.weight)
+                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                RETURNING (k.xmax = 0) INTO first_claim;
+                IF first_claim AND one.bucket IS NOT NULL THEN
+                    INSERT INTO %2$s (bucket, segment, predicted, actual, n, weight)
+                    VALUES (one.bucket, one.segment, one.predicted, one.actual, 1, one.weight);
+                END IF; $q$, mlmon._keys_table(m), mlmon._rollup_table(m), key_expr)
+$$;
+
 -- The recount of claimed (locked) keys in this statement's fresh snapshot.
 -- `recounted` is SQL of rows (key, bucket, segment, predicted, actual, weight,
 -- old_bucket, old_segment, old_predicted, old_actual, old_weight): each key's
@@ -340,23 +358,17 @@ BEGIN
                     IF one.key IS NULL THEN
                         RETURN NULL;
                     END IF;
-                    INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
-                    VALUES (one.key, one.bucket, one.segment, one.predicted, one.actual, one.weight)
-                    ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-                    RETURNING (k.xmax = 0) INTO first_claim;
+                    %2$s
                     IF NOT first_claim THEN
                         PERFORM %3$s(ARRAY[one.key]);
-                    ELSIF one.bucket IS NOT NULL THEN
-                        INSERT INTO %4$s (bucket, segment, predicted, actual, n, weight)
-                        VALUES (one.bucket, one.segment, one.predicted, one.actual, 1, one.weight);
                     END IF;
                     RETURN NULL;
                 END IF;
-                %5$s INTO contended;
+                %4$s INTO contended;
                 IF contended IS NOT NULL THEN
                     PERFORM %3$s(contended);
                 END IF; $q$,
-        contribution, mlmon._keys_table(m), apply, mlmon._rollup_table(m),
+        contribution, mlmon._claim_one_sql(m, 'one.key'), apply,
         -- Each key's best new row: counted rows first, then the dedup order.
         mlmon._claim_sql(m, format($q$
             SELECT DISTINCT ON (n.%1$I::%2$s) %3$s
@@ -416,7 +428,6 @@ END $$;
 CREATE FUNCTION mlmon._generate_functions(m mlmon.monitor) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $gen$
 DECLARE
-    keys_table text := mlmon._keys_table(m);
     rollup_table text := mlmon._rollup_table(m);
     key_array text := format('%s[]', m.key_type);
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
@@ -464,26 +475,18 @@ BEGIN
     -- LATERAL contribution (a cached plan of index probes for the usual small
     -- statement) and, for batches of 1000+ keys, EXECUTE of the set-based
     -- contribution (a one-shot plan that hash-joins a COPY of a million rows).
-    -- The same claim for a single key (a single-row write, the common case
-    -- under many concurrent clients), as scalar statements: their plans are a
-    -- fraction of the set-based ones to start up and run.
-    claim_one_sql := $q$
-                SELECT c.bucket, c.segment, c.predicted, c.actual, c.weight INTO one FROM (%1$s) c;
+    -- The claim of a single key (_claim_one_sql), after computing its
+    -- contribution into `one`.
+    claim_one_sql := format($q$
+                SELECT c.bucket, c.segment, c.predicted, c.actual, c.weight INTO one FROM (%%1$s) c;
                 IF NOT FOUND THEN
                     RETURN;  -- a NULL key: nothing to count
                 END IF;
-                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
-                VALUES (changed[1], one.bucket, one.segment, one.predicted, one.actual, one.weight)
-                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-                RETURNING (k.xmax = 0) INTO first_claim;
+                %1$s
                 IF first_claim THEN
-                    IF one.bucket IS NOT NULL THEN
-                        INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-                        VALUES (one.bucket, one.segment, one.predicted, one.actual, 1, one.weight);
-                    END IF;
                     RETURN;
                 END IF;
-                contended := changed; $q$;
+                contended := changed; $q$, replace(mlmon._claim_one_sql(m, 'changed[1]'), '%', '%%'));
 
     -- apply_predictions and apply_outcomes: one template; the outcome side
     -- claims and recounts keys already counted without re-reading predictions.
@@ -493,13 +496,13 @@ BEGIN
          mlmon._claim_sql(m, mlmon._contribution_sql(m, 'changed', false)),
          mlmon._recount_sql(m, mlmon._beside_counted_sql(m, mlmon._contribution_sql(m, '$1', true))),
          mlmon._recount_sql(m, mlmon._beside_counted_sql(m, mlmon._contribution_sql(m, 'contended', false))),
-         format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false), keys_table, rollup_table)),
+         format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false))),
         ('apply_outcomes',
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, '$1')),
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, 'changed')),
          mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, '$1', true)),
          mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, 'contended', false)),
-         format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed'), keys_table, rollup_table))
+         format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed')))
     ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one)
     LOOP
     EXECUTE format($f$
