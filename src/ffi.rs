@@ -205,7 +205,6 @@ extern "C-unwind" fn start_binary_state(fcinfo: pg_sys::FunctionCallInfo, actual
     new_state(accumulator, fcinfo).unwrap().expect("new state is not null")
 }
 
-
 // The online feature read (see `readers.rs`).
 
 v1_function!(feature_at_entry);
@@ -264,10 +263,8 @@ unsafe fn read_features(
                 let key = if entity_type == key_type {
                     entity.value
                 } else {
-                    let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
-                    pg_sys::getTypeInputInfo(key_type, &mut input, &mut io_param);
                     let text = entity_as_text(entity.value, entity_type);
-                    pg_sys::OidInputFunctionCall(input, pg_sys::text_to_cstring(text.cast_mut_ptr()), io_param, -1)
+                    from_cstring(key_type, pg_sys::text_to_cstring(text.cast_mut_ptr()))
                 };
                 let mut flinfo = pg_sys::FmgrInfo::default();
                 pg_sys::fmgr_info(reader, &mut flinfo);
@@ -303,6 +300,18 @@ unsafe fn entity_as_text(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> pg_sys:
     }
 }
 
+/// A value of `type_oid` read from its text form by the type's input function
+/// (which raises on malformed text, as a SQL cast would).
+///
+/// SAFETY: `text` is a valid C string.
+unsafe fn from_cstring(type_oid: pg_sys::Oid, text: *mut std::ffi::c_char) -> pg_sys::Datum {
+    unsafe {
+        let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(type_oid, &mut input, &mut io_param);
+        pg_sys::OidInputFunctionCall(input, text, io_param, -1)
+    }
+}
+
 /// Calls `mlmon._feature_at_checked(view text, entity text, at timestamptz)`
 /// with `args`, any of which may be NULL, and returns its result (or NULL).
 ///
@@ -310,9 +319,7 @@ unsafe fn entity_as_text(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> pg_sys:
 unsafe fn call_checked(fcinfo: pg_sys::FunctionCallInfo, args: [pg_sys::NullableDatum; 3]) -> pg_sys::Datum {
     unsafe {
         let signature = c"mlmon._feature_at_checked(text, text, timestamp with time zone)";
-        let (mut input, mut io_param) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
-        pg_sys::getTypeInputInfo(pg_sys::REGPROCEDUREOID, &mut input, &mut io_param);
-        let checked = pg_sys::OidInputFunctionCall(input, signature.as_ptr().cast_mut(), io_param, -1);
+        let checked = from_cstring(pg_sys::REGPROCEDUREOID, signature.as_ptr().cast_mut());
         let checked = pg_sys::Oid::from(checked.value() as u32);
         let mut flinfo = pg_sys::FmgrInfo::default();
         pg_sys::fmgr_info(checked, &mut flinfo);
