@@ -105,6 +105,15 @@ def feast_sql():
                       f"USING (fv{v}__entity_row_unique_id)" for v in range(1, VIEWS + 1)))
 
 
+def disagreeing_rows(cur, other):
+    """Spine rows where mlmon's training set and `other` (a table with the
+    columns v<view>_f<i>) differ in any feature."""
+    cur.execute(f"SELECT count(*) FROM bench_ts_mlmon m JOIN {other} o USING (row_id) WHERE "
+                + " OR ".join(f"m.bench_fv{v}__{f} IS DISTINCT FROM o.v{v}_{f}"
+                              for v in range(1, VIEWS + 1) for f in ("f1", "f2", "f3")))
+    return cur.fetchone()[0]
+
+
 def columns(alias, v):
     return ", ".join(f"{alias}.f{i} AS v{v}_f{i}" for i in (1, 2, 3))
 
@@ -139,23 +148,15 @@ def main():
                                  WHERE rn = 1) r{v} ON r{v}.row_id = s.row_id""" for v in range(1, VIEWS + 1)))
         cur.execute("DROP TABLE bench_ts_feast")
         feast = once(cur, "CREATE TABLE bench_ts_feast AS " + feast_sql())
-        disagreement_sql = ("SELECT count(*) FROM bench_ts_mlmon m JOIN bench_ts_lateral l USING (row_id) WHERE "
-                            + " OR ".join(f"m.bench_fv{v}__{f} IS DISTINCT FROM l.v{v}_{f}"
-                                          for v in range(1, VIEWS + 1) for f in ("f1", "f2", "f3")))
-        cur.execute(disagreement_sql)
-        disagreements = cur.fetchone()[0]
-        cur.execute("SELECT count(*) FROM bench_ts_mlmon m JOIN bench_ts_feast f USING (row_id) WHERE "
-                    + " OR ".join(f"m.bench_fv{v}__{f} IS DISTINCT FROM f.v{v}_{f}"
-                                  for v in range(1, VIEWS + 1) for f in ("f1", "f2", "f3")))
-        feast_disagreements = cur.fetchone()[0]
+        disagreements = disagreeing_rows(cur, "bench_ts_lateral")
+        feast_disagreements = disagreeing_rows(cur, "bench_ts_feast")
         # The same sources with a unique (entity, event_time) index, as feature
         # tables keyed by entity and time have: no full ties are possible, so
         # build_training_set leaves out its tie check.
         for v in range(1, VIEWS + 1):
             cur.execute(f"CREATE UNIQUE INDEX bench_feats{v}_unique ON bench_feats{v} (entity, event_time)")
         mlmon_unique, lateral_unique = alternate(cur, mlmon_sql, lateral_sql)
-        cur.execute(disagreement_sql)
-        disagreements += cur.fetchone()[0]
+        disagreements += disagreeing_rows(cur, "bench_ts_lateral")
         for v in range(1, VIEWS + 1):
             cur.execute(f"DROP INDEX bench_feats{v}_unique")
         dumps = {}

@@ -170,6 +170,13 @@ class Workload:
                                for _ in rows))
         self.ex(q, [v for r in rows for v in r])
 
+    def copy(self, table, cols, rows, note=""):
+        q = sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(", ").join(map(I, cols)))
+        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows{note}")
+        with self.conn.cursor().copy(q) as cp:
+            for r in rows:
+                cp.write_row(r)
+
     # -- operations ---------------------------------------------------------
     def op_insert_one(self):
         self.insert(self.preds, self.pred_cols, [self.pred_row()])
@@ -182,11 +189,7 @@ class Workload:
 
     def op_copy(self):
         rows = [self.pred_row() for _ in range(self.rng.randint(100, 400))]
-        q = sql.SQL("COPY {} ({}) FROM STDIN").format(self.preds, sql.SQL(", ").join(map(I, self.pred_cols)))
-        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows")
-        with self.conn.cursor().copy(q) as cp:
-            for r in rows:
-                cp.write_row(r)
+        self.copy(self.preds, self.pred_cols, rows)
 
     def op_copy_large(self):
         """Thousands of distinct keys in one statement (large batches may take a set-based path)."""
@@ -197,11 +200,7 @@ class Workload:
                 row[0] = self.cfg.fresh_key(self.rng)
             rows.append(row)
         rows += [list(r) for r in self.rng.sample(rows, 100)]  # in-statement duplicates
-        q = sql.SQL("COPY {} ({}) FROM STDIN").format(self.preds, sql.SQL(", ").join(map(I, self.pred_cols)))
-        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows (large)")
-        with self.conn.cursor().copy(q) as cp:
-            for r in rows:
-                cp.write_row(r)
+        self.copy(self.preds, self.pred_cols, rows, " (large)")
 
     def op_copy_outcomes_large(self):
         """Late outcomes in bulk: thousands of keys, most already predicted (and
@@ -218,11 +217,7 @@ class Workload:
             elif roll < 0.85:
                 row[0] = self.cfg.fresh_key(self.rng)
             rows.append(row)
-        q = sql.SQL("COPY {} ({}) FROM STDIN").format(self.outs, sql.SQL(", ").join(map(I, self.out_cols)))
-        self.log.append(f"{q.as_string(self.conn)} -- {len(rows)} rows (large)")
-        with self.conn.cursor().copy(q) as cp:
-            for r in rows:
-                cp.write_row(r)
+        self.copy(self.outs, self.out_cols, rows, " (large)")
 
     def op_update_outcomes_all(self):
         """One UPDATE over every outcome row (a large batch once outcomes pile up)."""
