@@ -491,6 +491,41 @@ CREATE FUNCTION mlmon._fv_ties_impossible(fv mlmon.feature_view) RETURNS boolean
                             AND a.attname IS DISTINCT FROM fv.created_time_column))
 $$;
 
+-- The same row read by a C function straight from the (entity, event_time)
+-- index (src/ffi/probe.rs): for points sorted by (entity, at), one forward
+-- walk over the index instead of a descent per point, and ties seen from the
+-- index keys. build_training_set uses it when mlmon._fv_probe_index finds an
+-- index it can walk; the rule is the one above, and the tests compare both.
+-- Set-returning only to get an expression context that closes the walk at
+-- the end of the query; it returns one row per call.
+CREATE FUNCTION mlmon._fv_probe(source_index regclass, source_row anyelement, entity "any", at timestamptz,
+                                not_before timestamptz, created_time smallint) RETURNS SETOF anyelement
+    STABLE PARALLEL SAFE ROWS 1 LANGUAGE c AS 'MODULE_PATHNAME', 'fv_probe';
+
+-- The index _fv_probe can read for a `latest` view, or NULL: a valid btree
+-- index of a plain table or materialized view leading with (entity,
+-- event_time), without predicate or expressions; a timestamptz created_time
+-- column if the view has one; and a caller who may read the whole table
+-- without row security (else the SQL path applies the policies).
+CREATE FUNCTION mlmon._fv_probe_index(fv mlmon.feature_view) RETURNS regclass
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT min(i.indexrelid)::regclass
+    FROM pg_index i
+    JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+    JOIN pg_class t ON t.oid = i.indrelid
+    JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
+    JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
+    WHERE i.indrelid = fv.source AND am.amname = 'btree' AND i.indnkeyatts >= 2 AND i.indisvalid
+      AND i.indpred IS NULL AND i.indexprs IS NULL AND t.relkind IN ('r', 'm')
+      AND i.indoption[0] = 0 AND i.indoption[1] = 0  -- ascending, NULLs last: the walk's order
+      AND a0.attname = fv.entity_column AND a1.attname = fv.event_time_column
+      AND fv.kind = 'latest'
+      AND (fv.created_time_column IS NULL
+           OR (SELECT c.atttypid FROM pg_attribute c WHERE c.attrelid = fv.source AND c.attname = fv.created_time_column
+                  AND NOT c.attisdropped) = 'timestamp with time zone'::regtype)
+      AND has_table_privilege(fv.source, 'SELECT') AND NOT row_security_active(fv.source)
+$$;
+
 -- The row of a `latest` view as one query returning zero or one row with the
 -- view's features aliased `aliases`. OFFSET 0 keeps each level a subquery, so
 -- that the tie check and the tie-break run once per probe, not once per
@@ -872,7 +907,9 @@ DECLARE
     scratch text[] := '{}';
     points text;
     features text;
-    select_list text := 's.*';
+    select_list text;
+    probes text := '';
+    probe_index regclass;
     joins text := '';
     entity_expr text;
     col_names text[];
@@ -935,6 +972,8 @@ BEGIN
 
     SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') INTO col_names
     FROM pg_attribute a WHERE a.attrelid = spine AND a.attnum > 0 AND NOT a.attisdropped;
+    -- The spine's columns by name: the subquery in step 3 adds probe columns to s.
+    SELECT string_agg(format('s.%I', c), ', ') INTO select_list FROM unnest(col_names) c;
 
     FOREACH v IN ARRAY views LOOP
         fv := mlmon._feature_view(v);
@@ -976,6 +1015,23 @@ BEGIN
         kt := mlmon._fv_entity_type(fv);
         entity_expr := CASE WHEN kt = spine_entity_type THEN format('s.%I', entity)
                             ELSE format('s.%I::text::%s', entity, kt) END;
+        probe_index := mlmon._fv_probe_index(fv);
+        IF probe_index IS NOT NULL THEN
+            -- Computed in step 3 as one composite per spine row (the
+            -- subquery there keeps it one call), then taken apart.
+            probes := probes || format(', mlmon._fv_probe(%s::regclass, NULL::%s, %s, s.%I, %s, %s::smallint) AS %I',
+                                       probe_index::oid, fv.source, entity_expr, at,
+                                       CASE WHEN fv.ttl IS NULL THEN 'NULL'
+                                            ELSE format('s.%I - %L::interval', at, fv.ttl) END,
+                                       coalesce((SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = fv.source
+                                                   AND a.attname = fv.created_time_column AND NOT a.attisdropped), 0),
+                                       format('_mlmon_probe_%s_%s', tag, i));
+            FOREACH new_col IN ARRAY fv.features LOOP
+                select_list := select_list || format(', (s.%I).%I AS %I', format('_mlmon_probe_%s_%s', tag, i), new_col,
+                                                     fv.name || '__' || new_col);
+            END LOOP;
+            CONTINUE;
+        END IF;
         IF fv.kind = 'latest' THEN
             -- Joined in step 3 directly: per spine row, the two index probes
             -- of the row query (a NULL entity or time finds no row). Cheaper
@@ -1011,8 +1067,8 @@ BEGIN
     -- 1.6x faster than probing in the spine's own order at 200k rows); a
     -- table has no row order to keep.
     -- (An entity type without a btree ordering is read unsorted.)
-    EXECUTE format('CREATE TABLE %I.%I AS SELECT %s FROM (SELECT * FROM %s ORDER BY %s%I) s%s',
-                   target_schema, target_table, select_list, spine,
+    EXECUTE format('CREATE TABLE %I.%I AS SELECT %s FROM (SELECT s.*%s FROM (SELECT * FROM %s ORDER BY %s%I) s OFFSET 0) s%s',
+                   target_schema, target_table, select_list, probes, spine,
                    CASE WHEN EXISTS (SELECT 1 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
                                      WHERE a.amname = 'btree' AND c.opcdefault AND c.opcintype = spine_entity_type)
                         THEN format('%I, ', entity) ELSE '' END,

@@ -232,6 +232,29 @@ def test_random_agreement(conn, ns, seed, key_type, spine_type):
                 mismatches.append(("build != feature_at", view, feat, r["id"], e, at, built, js[feat]))
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
 
+    # build_training_set read latest views by walking the (entity, et) index
+    # (mlmon._fv_probe) in (entity, at) order. Points in any other order make
+    # the walk start again or move back; it must give the same rows. (l2 has no
+    # created_time, whose filter would hide rows read past `at`.)
+    built = {r["id"]: r for r in ts_rows}
+    created_attnum = conn.execute("SELECT attnum FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'ct'",
+                                  [src_name]).fetchone()[0]
+    for view, features, ttl, created in ((l1, L1_FEATURES, L1_TTL, created_attnum), (l2, L2_FEATURES, None, 0)):
+        probe_index = conn.execute("SELECT mlmon._fv_probe_index(f) FROM mlmon.feature_view f WHERE name = %s",
+                                   [view]).fetchone()[0]
+        assert probe_index is not None
+        for order in ("random()", "ent DESC, at DESC", "at"):
+            probed = conn.execute(sql.SQL(
+                "SELECT id, {features} FROM (SELECT id, mlmon._fv_probe(%s::regclass, NULL::{src}, ent::text::{kt}, at,"
+                " at - %s::interval, %s::smallint) p FROM (SELECT * FROM {spine} ORDER BY {order}) s OFFSET 0) q").format(
+                    features=sql.SQL(", ").join(sql.SQL("(p).{}").format(sql.Identifier(f)) for f in features),
+                    src=src, kt=sql.SQL(key_type), spine=spine, order=sql.SQL(order)),
+                [probe_index, ttl, created]).fetchall()
+            assert len(probed) == len(ts_rows)
+            for rid, *values in probed:
+                for f, v in zip(features, values):
+                    assert same(built[rid][f"{view}__{f}"], v), (view, order, rid, f, built[rid][f"{view}__{f}"], v)
+
     # Keys of latest views: every feature, NULL or not.
     for (v, rid), j in at_json.items():
         if v == l1:

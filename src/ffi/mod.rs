@@ -374,3 +374,5 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
         (attnum != pg_sys::InvalidAttrNumber as i16).then(|| pg_sys::get_atttype(relation, attnum))
     }
 }
+
+mod probe;
