@@ -761,7 +761,7 @@ END $$;
 -- after a cast to text unless it has that type already, so a caller may pass
 -- 42 (integer) for a bigint key or a string for a uuid key.
 --
--- The online path (feature_at_entry in src/ffi.rs, src/readers.rs) keeps each
+-- The online path (feature_at_entry in src/ffi/mod.rs, src/readers.rs) keeps each
 -- view's reader in a per-backend cache, re-validated from the system caches on
 -- every call, and calls it by OID -- no catalog query, no EXECUTE to parse and
 -- plan, no exception block. Anything else (a NULL argument, no reader yet, a
@@ -842,7 +842,7 @@ BEGIN
     RETURN result;
 END $$;
 
--- C functions (feature_at_entry and latest_features_entry in src/ffi.rs): the
+-- C functions (feature_at_entry and latest_features_entry in src/ffi/mod.rs): the
 -- cached reader, else mlmon._feature_at_checked.
 CREATE FUNCTION mlmon.feature_at(view text, entity anyelement, at timestamptz) RETURNS jsonb
     STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'feature_at_entry';

@@ -1,7 +1,7 @@
 //! The online read path of feature views: `mlmon.feature_at(view, entity, at)`
 //! and `mlmon.latest_features` find the view's generated reader (see "Readers"
 //! in `sql/features.sql`) in a per-backend cache and call it by OID (the call
-//! itself, and the system-cache lookups, are in `ffi.rs`).
+//! itself, and the system-cache lookups, are in `ffi/mod.rs`).
 //!
 //! The SQL path (`mlmon._feature_at_checked`) finds the reader with a catalog
 //! query (a hash of the view's definition names it) and runs it through

@@ -33,7 +33,7 @@ fn weight_of(weight: Option<f64>) -> Option<f64> {
     Some(w)
 }
 
-// confusion_matrix(boolean, boolean) uses the hand-written fast path in `ffi.rs`.
+// confusion_matrix(boolean, boolean) uses the hand-written fast path in `ffi/mod.rs`.
 
 #[pg_extern(sql = false)]
 fn confusion_trans_bool_w(
