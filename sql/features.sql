@@ -179,6 +179,18 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The btree indexes of `rel` leading with (entity, event_time), without
+-- predicate or expressions: the indexes feature reads scan.
+CREATE FUNCTION mlmon._fv_time_indexes(rel regclass, entity name, event_time name) RETURNS SETOF pg_index
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT i.* FROM pg_index i
+    JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+    JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
+    JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
+    WHERE i.indrelid = rel AND am.amname = 'btree' AND i.indnkeyatts >= 2
+      AND a0.attname = entity AND a1.attname = event_time AND i.indpred IS NULL AND i.indexprs IS NULL
+$$;
+
 -- An index on (entity, event_time) unless one already leads with those two
 -- columns: every read is "this entity, newest rows up to `at`" (or "rows in
 -- (at - window, at]"), which is a backward index range scan per point. Only
@@ -188,14 +200,7 @@ END $$;
 CREATE FUNCTION mlmon._fv_ensure_index(rel regclass, entity name, event_time name) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF EXISTS (
-        SELECT 1 FROM pg_index i
-        JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
-        JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
-        JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
-        WHERE i.indrelid = rel AND am.amname = 'btree' AND i.indnkeyatts >= 2
-          AND a0.attname = entity AND a1.attname = event_time AND i.indpred IS NULL AND i.indexprs IS NULL)
-    THEN
+    IF EXISTS (SELECT 1 FROM mlmon._fv_time_indexes(rel, entity, event_time)) THEN
         RETURN;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind IN ('r', 'p', 'm')
@@ -510,15 +515,10 @@ CREATE FUNCTION mlmon._fv_probe(source_index regclass, source_row anyelement, en
 CREATE FUNCTION mlmon._fv_probe_index(fv mlmon.feature_view) RETURNS regclass
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT min(i.indexrelid)::regclass
-    FROM pg_index i
-    JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+    FROM mlmon._fv_time_indexes(fv.source, fv.entity_column, fv.event_time_column) i
     JOIN pg_class t ON t.oid = i.indrelid
-    JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
-    JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
-    WHERE i.indrelid = fv.source AND am.amname = 'btree' AND i.indnkeyatts >= 2 AND i.indisvalid
-      AND i.indpred IS NULL AND i.indexprs IS NULL AND t.relkind IN ('r', 'm')
+    WHERE i.indisvalid AND t.relkind IN ('r', 'm')
       AND i.indoption[0] = 0 AND i.indoption[1] = 0  -- ascending, NULLs last: the walk's order
-      AND a0.attname = fv.entity_column AND a1.attname = fv.event_time_column
       AND fv.kind = 'latest'
       AND (fv.created_time_column IS NULL
            OR (SELECT c.atttypid FROM pg_attribute c WHERE c.attrelid = fv.source AND c.attname = fv.created_time_column

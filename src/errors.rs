@@ -21,6 +21,11 @@ pub fn raise(error: Error) -> ! {
         ),
         Error::LimitExceeded { hint, .. } => (PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, hint),
     };
+    raise_coded(code, message, &hint)
+}
+
+/// Raises an ERROR with `code`, `message` and `hint`; never returns.
+pub fn raise_coded(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
     ErrorReport::new(code, message, "mlmon").set_hint(hint).report(PgLogLevel::ERROR);
     unreachable!("ERROR-level reports do not return")
 }

@@ -1,13 +1,13 @@
 //! `mlmon._fv_probe`: one entity's row of a feature view as known at a time,
 //! read straight from the source's (entity, event_time) btree index.
 //!
-//! `build_training_set` calls it once per spine row and view. In SQL the same
-//! answer (`mlmon._fv_latest_parts`) is a LATERAL probe plus a second probe
-//! looking for a full tie, and through the executor each is a subplan rescan:
-//! at 1M spine rows the tie check alone was about a quarter of the time. Here
-//! one backward index scan finds the newest known row and then reads the next
-//! index keys, without touching the table, to see whether another row shares
-//! its event_time; only such rows are fetched.
+//! `build_training_set` calls it once per spine row and view, with the spine
+//! sorted by (entity, at). In SQL the same answer (`mlmon._fv_latest_parts`)
+//! is an index descent per point plus a second probe looking for a full tie.
+//! Here one forward index scan walks in step with the points: it reads index
+//! keys (not table rows) up to each point's `at`, descends from the root
+//! again only to skip a long stretch or when a point comes out of order, and
+//! fetches from the table only the newest entries and those tied with them.
 //!
 //! The rule is the SQL one, and the tests compare the two: among rows with
 //! entity = `entity`, `not_before` <= event_time <= `at`, and created_time <=
@@ -21,8 +21,9 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
+
+use crate::errors::raise_coded as raise;
 
 v1_function!(fv_probe);
 
@@ -246,7 +247,8 @@ impl Walk {
         }
     }
 
-    /// The chosen row for (`entity`, `at`), built in `caller`'s context.
+    /// The chosen row for (`entity`, `at`), built in the caller's memory
+    /// context; the walk's own state lives in `context` (the query's).
     /// Points normally come sorted by (entity, at), and the walk only moves
     /// forward; a point out of that order starts it again at its entity.
     ///
@@ -413,11 +415,6 @@ impl Walk {
     }
 }
 
-
-fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
-    ErrorReport::new(code, message, "mlmon").set_hint(hint).report(PgLogLevel::ERROR);
-    unreachable!("ERROR-level reports do not return")
-}
 
 /// Checks that `index` is a plain btree index leading with (entity,
 /// event_time timestamptz) of a table the caller may read whole, that the
