@@ -17,6 +17,15 @@ DSN = os.environ.get("MLMON_DSN", "host=/tmp port=28815 dbname=postgres user=pos
 
 def connect():
     conn = psycopg.connect(DSN, autocommit=True)
+    # `cargo pgrx test` installs a debug build over the release one; its
+    # assertions slow mlmon's own code several-fold, so a benchmark on it
+    # measures the wrong thing.
+    conn.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
+    profile = conn.execute("SELECT mlmon.build_info()->>'profile'").fetchone()[0]
+    if profile != "release" and not os.environ.get("MLMON_BENCH_ANY_BUILD"):
+        raise SystemExit(f"mlmon is a {profile} build: run `cargo pgrx install --release "
+                         "--pg-config /usr/lib/postgresql/15/bin/pg_config` first "
+                         "(or set MLMON_BENCH_ANY_BUILD=1)")
     # psycopg prepares a query after 5 executions, and a prepared plan keeps
     # the parallel settings it was planned under: serial, 1-worker and
     # 2-worker runs of the same text would all reuse one plan.

@@ -184,22 +184,24 @@ CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS tex
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
 $$;
 
--- The same claim for one key (`key_expr`) whose contribution is in the
--- PL/pgSQL record `one`, as scalar statements (a single-row write, the common
--- case under many concurrent clients: their plans are a fraction of the
--- set-based ones to start up and run). Sets `first_claim`: true when the key
--- was new and is now counted, false when it was there and is now locked.
-CREATE FUNCTION mlmon._claim_one_sql(m mlmon.monitor, key_expr text) RETURNS text
+-- The same claim for at most one key, given its contribution (SQL of at most
+-- one row, as above), as a single statement: single-row writes are the common
+-- case under many concurrent clients, where every statement a PL/pgSQL
+-- function runs costs its own start-up. Returns one row (key, inserted) --
+-- inserted: the key was new and is now counted; otherwise it was there and is
+-- now locked -- or no row when the contribution has none.
+CREATE FUNCTION mlmon._claim_one_sql(m mlmon.monitor, contribution text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
-                INSERT INTO %1$s AS k (key, bucket, segment, predicted, actual, weight)
-                VALUES (%3$s, one.bucket, one.segment, one.predicted, one.actual, one.weight)
+            WITH claimed AS (
+                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
+                SELECT * FROM (%1$s) c
                 ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-                RETURNING (k.xmax = 0) INTO first_claim;
-                IF first_claim AND one.bucket IS NOT NULL THEN
-                    INSERT INTO %2$s (bucket, segment, predicted, actual, n, weight)
-                    VALUES (one.bucket, one.segment, one.predicted, one.actual, 1, one.weight);
-                END IF; $q$, mlmon._keys_table(m), mlmon._rollup_table(m), key_expr)
+                RETURNING k.key, k.bucket, k.segment, k.predicted, k.actual, k.weight, (k.xmax = 0) AS inserted),
+            counted AS (
+                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
+                SELECT bucket, segment, predicted, actual, 1, weight FROM claimed WHERE inserted AND bucket IS NOT NULL)
+            SELECT key, inserted FROM claimed $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
 $$;
 
 -- The recount of claimed (locked) keys in this statement's fresh snapshot.
@@ -331,12 +333,14 @@ END $$;
 -- claim conflict with ours, and that writer recounts after we commit). Keys
 -- already there are recounted by apply_predictions.
 --
--- Returns the PL/pgSQL statements of the trigger function's INSERT branch
--- (variables `one`, `first_claim`, `contended`): a single-row INSERT, the
--- common case under many clients, as scalar statements whose plans are cheap
--- to start; otherwise one set-based statement -- one sort, no join, so its
--- cached plan fits a few rows and a COPY of millions alike.
-CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor) RETURNS text
+-- Returns PL/pgSQL statements for the trigger function's INSERT branch
+-- (variables `one_key`, `first_claim`, `contended`):
+-- * `single_row`: a statement of one row, the common case under many
+--   clients, claimed by one statement (_claim_one_sql) that finds no row for
+--   any other statement (it counts at most two transition rows);
+-- * `batch`: every other statement, set-based -- one sort, no join, so its
+--   cached plan fits a few rows and a COPY of millions alike.
+CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor, OUT single_row text, OUT batch text)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record := mlmon._prediction_exprs(m, 'n');
@@ -351,31 +355,32 @@ DECLARE
         m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
         (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight);
 BEGIN
-    RETURN format($q$
-                SELECT %1$s, (SELECT count(*) FROM new_rows) AS statement_rows
-                INTO one FROM new_rows n LIMIT 1;
-                IF one.statement_rows = 1 THEN
-                    IF one.key IS NULL THEN
-                        RETURN NULL;
-                    END IF;
-                    %2$s
+    single_row := format($q$
+                %1$s INTO one_key, first_claim;
+                IF FOUND THEN
                     IF NOT first_claim THEN
-                        PERFORM %3$s(ARRAY[one.key]);
+                        PERFORM %2$s(ARRAY[one_key]);
                     END IF;
                     RETURN NULL;
-                END IF;
-                %4$s INTO contended;
-                IF contended IS NOT NULL THEN
-                    PERFORM %3$s(contended);
                 END IF; $q$,
-        contribution, mlmon._claim_one_sql(m, 'one.key'), apply,
+        mlmon._claim_one_sql(m, format($q$
+            SELECT %1$s FROM new_rows n
+            WHERE n.%2$I IS NOT NULL AND (SELECT count(*) FROM (SELECT FROM new_rows LIMIT 2) r) = 1 $q$,
+            contribution, m.key_column)),
+        apply);
+    batch := format($q$
+                %1$s INTO contended;
+                IF contended IS NOT NULL THEN
+                    PERFORM %2$s(contended);
+                END IF; $q$,
         -- Each key's best new row: counted rows first, then the dedup order.
         mlmon._claim_sql(m, format($q$
             SELECT DISTINCT ON (n.%1$I::%2$s) %3$s
             FROM new_rows n
             WHERE n.%1$I IS NOT NULL
             ORDER BY n.%1$I::%2$s, (%4$s) DESC, %5$s $q$,
-            m.key_column, m.key_type, contribution, e.countable, e.dedup_order)));
+            m.key_column, m.key_type, contribution, e.countable, e.dedup_order)),
+        apply);
 END $$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
@@ -432,6 +437,7 @@ DECLARE
     key_array text := format('%s[]', m.key_type);
     lock_id bigint := hashtextextended('mlmon monitor ' || m.name, 0);
     claim_one_sql text;
+    on_insert_predictions record := mlmon._on_insert_predictions_sql(m);
     side record;
 BEGIN
     -- compact(wait): fold delta rows into one row per cell.
@@ -475,18 +481,13 @@ BEGIN
     -- LATERAL contribution (a cached plan of index probes for the usual small
     -- statement) and, for batches of 1000+ keys, EXECUTE of the set-based
     -- contribution (a one-shot plan that hash-joins a COPY of a million rows).
-    -- The claim of a single key (_claim_one_sql), after computing its
-    -- contribution into `one`.
-    claim_one_sql := format($q$
-                SELECT c.bucket, c.segment, c.predicted, c.actual, c.weight INTO one FROM (%%1$s) c;
-                IF NOT FOUND THEN
-                    RETURN;  -- a NULL key: nothing to count
+    -- The claim of a single key (_claim_one_sql) given its contribution.
+    claim_one_sql := $q$
+                %s INTO one_key, first_claim;
+                IF NOT FOUND OR first_claim THEN
+                    RETURN;  -- a NULL key (nothing to count), or a new key, now counted
                 END IF;
-                %1$s
-                IF first_claim THEN
-                    RETURN;
-                END IF;
-                contended := changed; $q$, replace(mlmon._claim_one_sql(m, 'changed[1]'), '%', '%%'));
+                contended := ARRAY[one_key]; $q$;
 
     -- apply_predictions and apply_outcomes: one template; the outcome side
     -- claims and recounts keys already counted without re-reading predictions.
@@ -496,13 +497,13 @@ BEGIN
          mlmon._claim_sql(m, mlmon._contribution_sql(m, 'changed', false)),
          mlmon._recount_sql(m, mlmon._beside_counted_sql(m, mlmon._contribution_sql(m, '$1', true))),
          mlmon._recount_sql(m, mlmon._beside_counted_sql(m, mlmon._contribution_sql(m, 'contended', false))),
-         format(claim_one_sql, mlmon._contribution_sql(m, 'changed', false))),
+         format(claim_one_sql, mlmon._claim_one_sql(m, mlmon._contribution_sql(m, 'changed', false)))),
         ('apply_outcomes',
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, '$1')),
          mlmon._claim_sql(m, mlmon._outcome_claim_rows_sql(m, 'changed')),
          mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, '$1', true)),
          mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, 'contended', false)),
-         format(claim_one_sql, mlmon._outcome_claim_rows_sql(m, 'changed')))
+         format(claim_one_sql, mlmon._claim_one_sql(m, mlmon._outcome_claim_rows_sql(m, 'changed'))))
     ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one)
     LOOP
     EXECUTE format($f$
@@ -518,7 +519,7 @@ BEGIN
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
-            one record;
+            one_key %8$s;
             first_claim boolean;
         BEGIN
             -- 1. Claim every key: keys seen for the first time are counted at
@@ -547,7 +548,7 @@ BEGIN
             END IF;
         END $body$ $f$,
         mlmon._internal_function(m, side.suffix), key_array,
-        side.claim_bulk, side.claim_small, side.recount_bulk, side.recount_small, side.claim_one);
+        side.claim_bulk, side.claim_small, side.recount_bulk, side.recount_small, side.claim_one, m.key_type);
     END LOOP;
 
     -- Trigger functions, one per source table: collect the keys a statement
@@ -556,24 +557,32 @@ BEGIN
     -- applies only the keys that were already counted.
     FOR side IN SELECT * FROM (VALUES
         ('on_predictions', m.key_column, 'apply_predictions',
-         mlmon._on_insert_predictions_sql(m)),
-        ('on_outcomes', m.outcome_key_column, 'apply_outcomes',
+         on_insert_predictions.single_row, on_insert_predictions.batch),
+        ('on_outcomes', m.outcome_key_column, 'apply_outcomes', '',
          format('PERFORM %s(ARRAY(SELECT n.%I::%s FROM new_rows n));',
                 mlmon._internal_function(m, 'apply_outcomes'), m.outcome_key_column, m.key_type))
-    ) v(suffix, key_column, apply, on_insert)
+    ) v(suffix, key_column, apply, single_row_insert, on_insert)
     LOOP
         EXECUTE format($f$
             CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
             DECLARE
                 contended %4$s[];
-                one record;
+                one_key %4$s;
                 first_claim boolean;
             BEGIN
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
                 -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
                 IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
                     PERFORM %7$s(false);
+                END IF;
+                -- A single-row INSERT claims one key, so a deadlock through it
+                -- can only close on keys its transaction took in earlier
+                -- statements, which the retry below could not release: it
+                -- runs without the subtransaction (whose XID and bookkeeping
+                -- cost a tenth of the trigger under many single-row writers).
+                IF TG_OP = 'INSERT' THEN
+                    %8$s
                 END IF;
                 -- Writers of a key wait for each other until commit. A
                 -- transaction still holding keys from an earlier statement can
@@ -609,7 +618,8 @@ BEGIN
                 RETURN NULL;
             END $body$ $f$,
             mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, side.apply),
-            side.key_column, m.key_type, m.name, side.on_insert, mlmon._internal_function(m, 'compact'));
+            side.key_column, m.key_type, m.name, side.on_insert, mlmon._internal_function(m, 'compact'),
+            side.single_row_insert);
     END LOOP;
 END $gen$;
 

@@ -1,3 +1,9 @@
+-- The library's version and build profile ("release" or "debug"), fixed
+-- for the loaded library: STABLE, not IMMUTABLE, since an upgrade changes it.
+CREATE FUNCTION mlmon.build_info() RETURNS jsonb
+    STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'build_info_wrapper';
+COMMENT ON FUNCTION mlmon.build_info() IS 'Version and build profile of the loaded mlmon library.';
+
 -- The mergeable state types: mlmon.confusion, mlmon.regression, mlmon.scores,
 -- mlmon.histogram and mlmon.frequencies. Each is a varlena holding the core
 -- crate's versioned binary form, printed and read as JSON, and each gets the

@@ -28,6 +28,17 @@ extension_sql_file!("../sql/monitors.sql", name = "monitors_sql", requires = ["c
 extension_sql_file!("../sql/monitor_reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
 extension_sql_file!("../sql/features.sql", name = "features_sql", requires = ["monitors_sql"]);
 
+/// How the loaded library was built. The benchmarks refuse a debug build:
+/// `cargo pgrx test` installs one over the release build, and its assertions
+/// made the training-set benchmark 1.6x slower without anyone noticing.
+#[pg_extern(sql = false)]
+fn build_info() -> pgrx::JsonB {
+    pgrx::JsonB(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    }))
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 mod sql_tests;
 

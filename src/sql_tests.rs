@@ -142,4 +142,15 @@ mod tests {
         );
         assert_eq!(same, Ok(Some(true)));
     }
+
+    #[pg_test]
+    fn build_info_names_the_crate_version_and_a_debug_profile() {
+        // Tests run a debug build (`cargo pgrx test`); benchmarks check for "release".
+        let info = Spi::get_one::<String>("SELECT mlmon.build_info()::text").unwrap().unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(parsed["profile"], "debug");
+        let volatility = Spi::get_one::<String>("SELECT provolatile::text FROM pg_proc WHERE oid = 'mlmon.build_info'::regproc");
+        assert_eq!(volatility, Ok(Some("s".to_string())));
+    }
 }
