@@ -13,6 +13,10 @@ writer's commit must either keep the rollup exact or fail with 40001.
 
 test_no_deadlock_new_key_and_locked_key: a deterministic two-writer schedule
 that cannot deadlock without mlmon.
+
+test_bulk_outcomes_beside_single_key_writers: COPYs and DELETEs of thousands
+of outcomes (the one-pass update of _outcome_update_sql) while other clients
+change the same keys one statement at a time, in ascending order.
 """
 
 import datetime as dt
@@ -234,3 +238,168 @@ def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq, schedule):
     finally:
         drop_monitor_quietly(dsn, name)
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+BULK_KEYS = 1500  # more than the 1000 keys that make a batch "large"
+
+
+def test_bulk_outcomes_beside_single_key_writers(conn, dsn, uniq):
+    """Large outcome batches update keys rows in one pass, trusting the row
+    version their snapshot read; here single-key writers keep changing those
+    keys meanwhile (new outcomes, deleted outcomes, relabelled and duplicated
+    predictions), so some rows change under the batch and must be recounted,
+    not overwritten. Every writer takes its row locks in key order and a
+    transaction that may wait for the bulk DELETE's row locks holds nothing
+    else, so nothing here deadlocks without mlmon."""
+    preds, outs, name = uniq("bo_pred"), uniq("bo_out"), uniq("bo")
+    conn.execute(f"CREATE TABLE {preds} (rid bigserial PRIMARY KEY, k int, ts timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {outs} (rid bigserial PRIMARY KEY, k int)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute")
+    errors_seen = Counter()
+    unexpected = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    batches_done = []
+
+    def record(e):
+        with lock:
+            if isinstance(e, (errors.DeadlockDetected, errors.SerializationFailure)):
+                errors_seen[type(e).__name__] += 1
+            else:
+                unexpected.append(f"{e.sqlstate}: {e}")
+
+    def bulk_writer():
+        rng = random.Random(7)
+        with connect(dsn) as c:
+            for i in range(20):
+                keys = rng.sample(range(1, BULK_KEYS + 1), 1200)
+                try:
+                    with c.transaction():
+                        if i % 3 == 2:
+                            # Row locks in key order, as the single-key writers take theirs.
+                            c.execute(f"""DELETE FROM {outs} WHERE rid IN (
+                                              SELECT rid FROM {outs} WHERE k = ANY(%s) ORDER BY k, rid FOR UPDATE)""",
+                                      [keys])
+                        else:
+                            with c.cursor().copy(f"COPY {outs} (k) FROM STDIN") as cp:
+                                for k in keys:
+                                    cp.write_row((k,))
+                        if rng.random() < 0.25:
+                            raise psycopg.Rollback()
+                    batches_done.append(i)
+                except psycopg.Error as e:
+                    record(e)
+        stop.set()
+
+    def single_writer(tid):
+        rng = random.Random(100 + tid)
+        with connect(dsn) as c:
+            while not stop.is_set():
+                try:
+                    if rng.random() < 0.25:
+                        # Alone in its transaction: it may wait for the bulk
+                        # DELETE's row locks, so it must hold no key meanwhile.
+                        c.execute(f"DELETE FROM {outs} WHERE rid = (SELECT min(rid) FROM {outs} WHERE k = %s)",
+                                  [rng.randint(1, BULK_KEYS)])
+                        continue
+                    with c.transaction():
+                        for key in sorted(rng.sample(range(1, BULK_KEYS + 1), rng.randint(1, 3))):
+                            kind = rng.choice(["ins_out", "relabel", "dup_pred"])
+                            if kind == "ins_out":
+                                c.execute(f"INSERT INTO {outs} (k) VALUES (%s)", [key])
+                            elif kind == "relabel":
+                                c.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [key])
+                            else:
+                                c.execute(f"INSERT INTO {preds} (k, ts, label) VALUES (%s, %s, %s)",
+                                          [key, HOT, rng.random() < 0.5])
+                except psycopg.Error as e:
+                    record(e)
+
+    try:
+        conn.execute(f"INSERT INTO {preds} (k, ts, label) SELECT i, %s, i %% 3 = 0 FROM generate_series(1, %s) i",
+                     [HOT, BULK_KEYS])
+        conn.execute(f"INSERT INTO {outs} (k) SELECT i FROM generate_series(1, %s, 4) i", [BULK_KEYS])
+        create_monitor(conn, spec)
+        threads = [threading.Thread(target=bulk_writer)] + [
+            threading.Thread(target=single_writer, args=(t,)) for t in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not unexpected, f"unexpected errors: {unexpected[:5]}"
+        assert batches_done, "no bulk batch committed or rolled back cleanly"
+        assert_rollup_matches(conn, spec, "after bulk outcomes beside single-key writers")
+        assert errors_seen["DeadlockDetected"] == 0, f"deadlocks surfaced to clients: {dict(errors_seen)}"
+        assert errors_seen["SerializationFailure"] == 0, f"serialization failures at READ COMMITTED: {dict(errors_seen)}"
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+# Keys 1..3000 have predictions; even keys have an outcome. Another writer
+# changes one key (transaction left open) while a large outcome statement that
+# includes the key runs; that statement read the key before the change and
+# waits for its lock, then the writer commits. The statement must recount the
+# key from the committed change, not apply what it read before.
+STALE_KEY_SCHEDULES = {
+    # Key 5 (no outcome yet) is relabelled under a COPY that gives it one.
+    "relabel_during_copy": dict(
+        writer="UPDATE {p} SET label = NOT label WHERE k = 5",
+        bulk="INSERT INTO {o} (k) SELECT i FROM generate_series(1, 3000) i"),
+    # Key 6 gets a new outcome while a DELETE removes all the old ones.
+    "outcome_during_delete": dict(
+        writer="INSERT INTO {o} (k) VALUES (6)",
+        bulk="DELETE FROM {o} WHERE rid <= 1500"),
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(STALE_KEY_SCHEDULES))
+def test_bulk_outcomes_recount_a_key_changed_under_them(conn, dsn, uniq, schedule):
+    sch = STALE_KEY_SCHEDULES[schedule]
+    preds, outs, name = uniq("sk_pred"), uniq("sk_out"), uniq("sk")
+
+    def q(text):
+        return text.format(p=preds, o=outs)
+
+    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {outs} (rid bigserial PRIMARY KEY, k int)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute")
+    result = {}
+    try:
+        conn.execute(f"INSERT INTO {preds} SELECT i, %s, i %% 3 = 0 FROM generate_series(1, 3000) i", [HOT])
+        conn.execute(f"INSERT INTO {outs} (k) SELECT i FROM generate_series(2, 3000, 2) i")
+        create_monitor(conn, spec)
+        with connect(dsn) as bulk, connect(dsn) as writer:
+            writer.execute("BEGIN")
+            writer.execute(q(sch["writer"]))
+            bulk_pid = bulk.info.backend_pid
+
+            def run_bulk():
+                try:
+                    bulk.execute(q(sch["bulk"]))
+                    result["bulk"] = "ok"
+                except psycopg.Error as e:
+                    result["bulk"] = e.sqlstate
+
+            th = threading.Thread(target=run_bulk)
+            th.start()
+            waited = False
+            for _ in range(500):
+                row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [bulk_pid]).fetchone()
+                if row and row[0] == "Lock":
+                    waited = True
+                    break
+                if "bulk" in result:
+                    break
+                threading.Event().wait(0.01)
+            writer.execute("COMMIT")
+            th.join()
+        assert result == {"bulk": "ok"}, result
+        assert waited, "the bulk statement never waited for the writer's key: the schedule did not happen"
+        assert_rollup_matches(conn, spec, f"after {schedule}")
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
