@@ -279,7 +279,9 @@ END $$;
 -- Two shapes of the same definition: `bulk` is set-based (joins, DISTINCT ON)
 -- so a million-key batch is hash-joined; otherwise a LATERAL ... LIMIT 1 per
 -- key, whose cached plan is index probes whatever the batch size estimate.
-CREATE FUNCTION mlmon._contribution_sql(m mlmon.monitor, keys_expr text, bulk boolean) RETURNS text
+-- `batch_sql`, for `bulk` only, replaces the array by a query of distinct
+-- keys (column `key`) whose size the planner can estimate.
+CREATE FUNCTION mlmon._contribution_sql(m mlmon.monitor, keys_expr text, bulk boolean, batch_sql text DEFAULT NULL) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record;
@@ -306,7 +308,7 @@ BEGIN
 
     SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
     RETURN format($q$
-        WITH batch AS (SELECT DISTINCT k AS key FROM unnest(%1$s) k WHERE k IS NOT NULL),
+        WITH batch AS (%1$s),
         chosen AS (
             SELECT DISTINCT ON (t.%2$I) t.%2$I AS key,
                    date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
@@ -318,7 +320,8 @@ BEGIN
         SELECT b.key, c.bucket, c.segment, c.predicted,
                CASE WHEN c.bucket IS NOT NULL THEN coalesce(o.actual, %12$s) END AS actual, c.weight
         FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
-        $q$, keys_expr, m.key_column, m.bucket, m.predicted_at_column, e.segment,
+        $q$, coalesce(batch_sql, format('SELECT DISTINCT k AS key FROM unnest(%s) k WHERE k IS NOT NULL', keys_expr)),
+        m.key_column, m.bucket, m.predicted_at_column, e.segment,
         m.predicted_column, e.weight, m.predictions, e.countable, e.dedup_order, outcome_sql, absent);
 END $$;
 
@@ -894,9 +897,14 @@ BEGIN
     EXECUTE format('LOCK TABLE %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m));
     EXECUTE format('TRUNCATE %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m));
     EXECUTE format('INSERT INTO %s (key, bucket, segment, predicted, actual, weight) %s', mlmon._keys_table(m),
-                   mlmon._contribution_sql(m, format('ARRAY(SELECT %I::%s FROM %s UNION SELECT %I::%s FROM %s)',
-                                                     m.key_column, m.key_type, m.predictions,
-                                                     m.outcome_key_column, m.key_type, m.outcomes), true));
+                   -- Every key of both tables, as a query rather than an array: the
+                   -- planner then knows there are millions and joins by hashing
+                   -- (an array of unknown length was planned as ten keys, probed
+                   -- one by one).
+                   mlmon._contribution_sql(m, NULL, true, format(
+                       'SELECT %I::%s AS key FROM %s WHERE %I IS NOT NULL UNION SELECT %I::%s FROM %s WHERE %I IS NOT NULL',
+                       m.key_column, m.key_type, m.predictions, m.key_column,
+                       m.outcome_key_column, m.key_type, m.outcomes, m.outcome_key_column)));
     EXECUTE format($q$INSERT INTO %s (bucket, segment, predicted, actual, n, weight, compacted)
                       SELECT bucket, segment, predicted, actual, count(*), sum(weight), true
                       FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4$q$,
