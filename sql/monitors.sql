@@ -905,9 +905,12 @@ BEGIN
                        'SELECT %I::%s AS key FROM %s WHERE %I IS NOT NULL UNION SELECT %I::%s FROM %s WHERE %I IS NOT NULL',
                        m.key_column, m.key_type, m.predictions, m.key_column,
                        m.outcome_key_column, m.key_type, m.outcomes, m.outcome_key_column)));
+    -- In bucket order, so that a time range of cells sits on few pages: in
+    -- hash order, a trailing 3-hour read at 10M predictions fetched a page per
+    -- cell and took twice as long.
     EXECUTE format($q$INSERT INTO %s (bucket, segment, predicted, actual, n, weight, compacted)
                       SELECT bucket, segment, predicted, actual, count(*), sum(weight), true
-                      FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4$q$,
+                      FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1$q$,
                    mlmon._rollup_table(m), mlmon._keys_table(m));
     GET DIAGNOSTICS counted = ROW_COUNT;
     RETURN counted;
