@@ -17,9 +17,9 @@ DSN = os.environ.get("MLMON_DSN", "host=/tmp port=28815 dbname=postgres user=pos
 
 def connect():
     conn = psycopg.connect(DSN, autocommit=True)
-    # `cargo pgrx test` installs a debug build over the release one; its
-    # assertions slow mlmon's own code several-fold, so a benchmark on it
-    # measures the wrong thing.
+    # Every benchmark needs the extension. `cargo pgrx test` installs a debug
+    # build over the release one; its assertions slow mlmon's own code
+    # several-fold, so a benchmark on it measures the wrong thing.
     conn.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
     profile = conn.execute("SELECT mlmon.build_info()->>'profile'").fetchone()[0]
     if profile != "release" and not os.environ.get("MLMON_BENCH_ANY_BUILD"):

@@ -20,7 +20,6 @@ PARALLEL = ["SET max_parallel_workers_per_gather = 2", "SET parallel_setup_cost 
 def main():
     conn = connect()
     with conn.cursor() as cur:
-        cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
         cur.execute("SELECT count(*) FROM pg_class WHERE relname = 'bench_confusion'")
         exists = cur.fetchone()[0] == 1
         if exists:

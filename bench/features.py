@@ -35,7 +35,6 @@ ROUNDS = 3
 
 
 def setup(cur):
-    cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
     cur.execute("SELECT mlmon.drop_feature_view(name) FROM mlmon.feature_views WHERE name LIKE 'bench_fv%'")
     cur.execute("DROP TABLE IF EXISTS bench_feats, bench_spine, bench_ts_mlmon, bench_ts_lateral, bench_ts_feast, bench_latest")
     # Three feature views over three sources (as in the issue), ROWS feature

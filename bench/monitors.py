@@ -97,8 +97,6 @@ def single_row_benchmark(conn, rounds=3):
 
 def main():
     conn = connect()
-    with conn.cursor() as cur:
-        cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
     out = [f"### monitors ({time.strftime('%Y-%m-%d')}, `python3 bench/monitors.py {BIG}`)", ""]
     small_rollup, small_hand, small_backfill = query_benchmark(conn, SMALL)
     big_rollup, big_hand, big_backfill = query_benchmark(conn, BIG)

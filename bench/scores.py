@@ -20,7 +20,6 @@ PARALLEL = ["SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0", "SET m
 def main():
     conn = connect()
     with conn.cursor() as cur:
-        cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
         cur.execute("DROP TABLE IF EXISTS bench_scores")
         # Scores on a 1e-4 grid: realistic model outputs, and the bounded state stays exact.
         cur.execute(f"""CREATE TABLE bench_scores AS

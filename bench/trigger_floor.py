@@ -59,7 +59,6 @@ def make_table(cur, kind):
 
 
 def setup(cur):
-    cur.execute("CREATE EXTENSION IF NOT EXISTS mlmon")
     cur.execute("DROP TABLE IF EXISTS floor_deltas")
     cur.execute("CREATE TABLE floor_deltas (bucket timestamptz, source text, label boolean, n bigint)")
     cur.execute(FUNCTIONS)
