@@ -158,6 +158,32 @@ def test_snapshot_isolation_writer(conn, dsn, uniq, isolation):
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
+def start_until_blocked(observer, client, statement, result, label):
+    """Runs `statement` on `client` in a thread that records "ok" or the
+    SQLSTATE in result[label]. Returns the thread once the statement has ended
+    or waits for a lock (as `observer` sees it; up to 5 s), and whether it
+    waited."""
+    pid = client.info.backend_pid
+
+    def run():
+        try:
+            client.execute(statement)
+            result[label] = "ok"
+        except psycopg.Error as e:
+            result[label] = e.sqlstate
+
+    th = threading.Thread(target=run)
+    th.start()
+    for _ in range(500):
+        if label in result:
+            return th, False
+        row = observer.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+        if row and row[0] == "Lock":
+            return th, True
+        threading.Event().wait(0.01)
+    return th, False
+
+
 # Two READ COMMITTED writers that never wait for each other without mlmon:
 # T2 runs `first` (transaction left open); T1 runs one multi-row INSERT that
 # includes a key T2 holds and a key nobody has seen; T2 then runs `second` and
@@ -205,26 +231,8 @@ def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq, schedule):
         with connect(dsn) as t1, connect(dsn) as t2:
             t2.execute("BEGIN")
             t2.execute(q(sch["first"]))
-            t1_pid = t1.info.backend_pid
-
-            def run_t1():
-                try:
-                    t1.execute(q(sch["t1"]))
-                    result["t1"] = "ok"
-                except psycopg.Error as e:
-                    result["t1"] = e.sqlstate
-
-            th = threading.Thread(target=run_t1)
-            th.start()
-            # Wait until T1 has run or blocks on a lock before T2 goes on.
-            for _ in range(250):
-                if "t1" in result:
-                    break
-                waiting = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
-                                       [t1_pid]).fetchone()
-                if waiting and waiting[0] == "Lock":
-                    break
-                threading.Event().wait(0.02)
+            # T1 runs or blocks on a lock before T2 goes on.
+            th, _ = start_until_blocked(conn, t1, q(sch["t1"]), result, "t1")
             try:
                 t2.execute(q(sch["second"]))
                 t2.execute("COMMIT")
@@ -374,26 +382,7 @@ def test_bulk_outcomes_recount_a_key_changed_under_them(conn, dsn, uniq, schedul
         with connect(dsn) as bulk, connect(dsn) as writer:
             writer.execute("BEGIN")
             writer.execute(q(sch["writer"]))
-            bulk_pid = bulk.info.backend_pid
-
-            def run_bulk():
-                try:
-                    bulk.execute(q(sch["bulk"]))
-                    result["bulk"] = "ok"
-                except psycopg.Error as e:
-                    result["bulk"] = e.sqlstate
-
-            th = threading.Thread(target=run_bulk)
-            th.start()
-            waited = False
-            for _ in range(500):
-                row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [bulk_pid]).fetchone()
-                if row and row[0] == "Lock":
-                    waited = True
-                    break
-                if "bulk" in result:
-                    break
-                threading.Event().wait(0.01)
+            th, waited = start_until_blocked(conn, bulk, q(sch["bulk"]), result, "bulk")
             writer.execute("COMMIT")
             th.join()
         assert result == {"bulk": "ok"}, result
