@@ -436,49 +436,41 @@ END $$;
 -- actual (computed in that snapshot) in a single UPDATE, where the claim and
 -- recount wrote every row twice and probed the keys index three times.
 --
--- Why this is exact: the rows are locked first, in key order (as every
--- multi-key claim locks, so writers do not deadlock), and updated only where
--- the locked row is still the version the snapshot read (same xmin). Every
--- writer of a key's predictions or outcomes gives its keys row a new version
--- in its own transaction, so a writer that changed the key after our
--- snapshot makes the row fail that test (READ COMMITTED locks the newest
--- version after waiting for the writer); a writer that has not yet reached
--- the key will wait for our lock and recount after we commit. (The UPDATE's
--- TID lookup, made in the same snapshot, would not find a newer version
--- either: two guards. Dropping the recount of the keys it leaves out makes
--- tests/monitors/test_concurrent_writers.py fail.) Every key is written,
--- changed or not, so that such a writer does wait.
--- Returns the keys left for the claim and recount: those without a keys row,
--- and those another writer changed (still locked by us).
+-- Why this is exact: the UPDATE reads `seen` in key order and probes each
+-- row by TID (a nested loop: the caller turns hash and merge joins off), so
+-- it locks rows in key order, as every multi-key claim does, and writers do
+-- not deadlock. It updates a row only while it is the version this
+-- statement's snapshot read: same TID, same xmin. Every writer of a key's
+-- predictions or outcomes gives its keys row a new version in its own
+-- transaction. If one did so after our snapshot, the UPDATE (READ COMMITTED)
+-- waits for it, locks the newer version and re-checks its conditions there:
+-- the xmin differs, so the key is left out (still locked by us) and recounted
+-- afterwards. (PostgreSQL 15.18 also re-checks the TID there and rejects
+-- the newer version, so on it the tests cannot tell the xmin condition is
+-- needed; TID scans of older releases re-checked nothing.) A writer that has
+-- not yet reached the key waits for our lock and recounts after we commit.
+-- Every key is written, changed or not, so that such a writer does wait.
+-- (Dropping the recount of the keys left out makes
+-- tests/monitors/test_concurrent_writers.py fail.) Without a separate FOR
+-- UPDATE pass each row is written once, not locked and then written.
+-- With hash and merge joins off every join is an index or TID probe per key
+-- of the batch, costing the size of the batch rather than of the tables.
+-- $1: the batch's keys, distinct, ascending, no NULL. Returns the keys left
+-- for the claim and recount: those without a keys row, and those another
+-- writer changed (still locked by us).
 CREATE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    outcome_sql text;
-    absent text;
-BEGIN
-    SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
-    RETURN format($q$
-        -- $1 holds distinct keys, no NULL: a plain unnest, whose row count the
-        -- planner knows, so it hash-joins the keys table instead of probing
-        -- it once per key (0.9 s against 3.9 s for 500k keys).
-        WITH batch AS (SELECT k AS key FROM unnest($1) k),
-        outcome AS (%1$s),
-        seen AS MATERIALIZED (
-            SELECT k.xmin AS seen_xmin, k.key, k.bucket, k.segment, k.predicted, k.weight, k.actual AS old_actual,
-                   CASE WHEN k.bucket IS NOT NULL THEN coalesce(o.actual, %2$s) END AS actual
-            FROM %3$s k JOIN batch b ON k.key = b.key LEFT JOIN outcome o ON o.key = b.key),
-        -- Locked above the sort, so in key order. A row another writer
-        -- changed is locked in its newest version, which fails the xmin test
-        -- when re-checked, so it is left out.
-        locked AS MATERIALIZED (
-            SELECT k.ctid AS locked_ctid, s.*
-            FROM %3$s k JOIN seen s ON s.key = k.key AND k.xmin = s.seen_xmin
-            ORDER BY k.key FOR UPDATE OF k),
-        -- By the locked row's TID, not another probe of the index.
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+        WITH seen AS MATERIALIZED (
+            -- The planner knows the batch's size from the array (a plain
+            -- unnest, not DISTINCT).
+            SELECT k.ctid AS seen_ctid, k.xmin AS seen_xmin, k.actual AS old_actual
+            FROM unnest($1) b(key) JOIN %1$s k ON k.key = b.key
+            ORDER BY k.key),
         updated AS (
-            UPDATE %3$s k SET actual = l.actual
-            FROM locked l WHERE k.ctid = l.locked_ctid
-            RETURNING l.key, l.bucket, l.segment, l.predicted, l.weight, l.old_actual, l.actual),
+            UPDATE %1$s k SET actual = CASE WHEN k.bucket IS NOT NULL THEN %2$s END
+            FROM seen s WHERE k.ctid = s.seen_ctid AND k.xmin = s.seen_xmin
+            RETURNING k.key, k.bucket, k.segment, k.predicted, k.weight, s.old_actual, k.actual),
         changes AS (
             SELECT bucket, segment, predicted, old_actual, actual, count(*) AS n, sum(weight) AS weight
             FROM updated WHERE bucket IS NOT NULL AND old_actual IS DISTINCT FROM actual
@@ -488,15 +480,16 @@ BEGIN
             UNION ALL
             SELECT bucket, segment, predicted, actual, n, weight FROM changes),
         counted AS (
-            INSERT INTO %4$s (bucket, segment, predicted, actual, n, weight)
+            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
             SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
             FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0)
         -- The keys left over, looked for only when some are (usually none).
-        SELECT CASE WHEN (SELECT count(*) FROM updated) < (SELECT count(*) FROM batch)
-                    THEN (SELECT array_agg(b.key) FROM batch b WHERE NOT EXISTS (SELECT FROM updated u WHERE u.key = b.key))
+        SELECT CASE WHEN (SELECT count(*) FROM updated) < cardinality($1)
+                    THEN (SELECT array_agg(b.key) FROM unnest($1) b(key)
+                          WHERE NOT EXISTS (SELECT FROM updated u WHERE u.key = b.key))
                END $q$,
-        outcome_sql, absent, mlmon._keys_table(m), mlmon._rollup_table(m));
-END $$;
+        mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_table(m))
+$$;
 
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
 -- compact and trigger functions. Replacing keeps their OIDs, so the triggers
@@ -579,10 +572,17 @@ BEGIN
          format($q$
             IF large THEN
                 -- Most keys of a large batch of outcomes are updated in one
-                -- pass (_outcome_update_sql); only the rest are claimed and
-                -- recounted below.
-                changed := ARRAY(SELECT DISTINCT k FROM unnest(changed) k WHERE k IS NOT NULL);
-                EXECUTE %L INTO changed USING changed;
+                -- pass (_outcome_update_sql, run with the join methods it
+                -- asks for); only the rest are claimed and recounted below.
+                DECLARE
+                    hashjoin text := current_setting('enable_hashjoin');
+                    mergejoin text := current_setting('enable_mergejoin');
+                BEGIN
+                    changed := ARRAY(SELECT DISTINCT k FROM unnest(changed) k WHERE k IS NOT NULL ORDER BY k);
+                    PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+                    EXECUTE %L INTO changed USING changed;
+                    PERFORM set_config('enable_hashjoin', hashjoin, true), set_config('enable_mergejoin', mergejoin, true);
+                END;
                 IF changed IS NULL THEN
                     RETURN;
                 END IF;
@@ -598,8 +598,11 @@ BEGIN
         -- PUBLIC): no SECURITY DEFINER or search_path switch per statement here.
         -- One plan per session for the small path: its per-key LATERAL shape is
         -- index probes whatever the batch estimate, and re-planning it for every
-        -- single-row INSERT cost several times executing it.
-        SET plan_cache_mode = force_generic_plan AS $body$
+        -- single-row INSERT cost several times executing it. No JIT: a large
+        -- batch's row estimates are guesses (keys from an array, joined to
+        -- tables), and compiling for a guessed billion rows took 0.8 s of a
+        -- 500k-key load of outcomes.
+        SET plan_cache_mode = force_generic_plan SET jit = off AS $body$
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
