@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or restarts) a private PostgreSQL 15 cluster for mlmon's demo and tests.
 # Runs the server as the `postgres` OS user because initdb refuses root.
-# Usage: scripts/cluster.sh start|stop|psql   (env: MLMON_PORT, MLMON_PGDATA)
+# Usage: scripts/cluster.sh start|stop|restart|psql   (env: MLMON_PORT, MLMON_PGDATA)
 set -euo pipefail
 PORT="${MLMON_PORT:-28815}"
 PGDATA="${MLMON_PGDATA:-/tmp/mlmon-pgdata-$PORT}"
@@ -37,8 +37,16 @@ CONF
   stop)
     as_postgres "$BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
     ;;
+  restart)
+    "$0" stop
+    exec "$0" start
+    ;;
   psql)
     shift
     exec psql "host=/tmp port=$PORT dbname=postgres user=postgres" "$@"
+    ;;
+  *)
+    echo "usage: $0 start|stop|restart|psql" >&2
+    exit 2
     ;;
 esac
