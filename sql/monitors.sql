@@ -601,18 +601,15 @@ BEGIN
         -- single-row INSERT cost several times executing it. No JIT: a large
         -- batch's row estimates are guesses (keys from an array, joined to
         -- tables), and compiling for a guessed billion rows took 0.8 s of a
-        -- 500k-key load of outcomes.
-        SET plan_cache_mode = force_generic_plan SET jit = off AS $body$
+        -- 500k-key load of outcomes. work_mem: room to hash and sort a big
+        -- batch, for this call only (a small batch needs none of it).
+        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' AS $body$
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
             one_key %8$s;
             first_claim boolean;
         BEGIN
-            IF large THEN
-                -- Room to hash and sort a big batch; local to this transaction.
-                PERFORM set_config('work_mem', '64MB', true);
-            END IF;
             %9$s
             -- 1. Claim every key: keys seen for the first time are counted at
             --    once (no other writer can have counted them); keys already

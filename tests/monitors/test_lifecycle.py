@@ -150,3 +150,29 @@ def test_drop_extension_cascade(conn, dsn, uniq):
         assert left == 0, f"{left} mlmon triggers left on user tables after DROP EXTENSION"
     finally:
         conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_large_batches_leave_the_callers_settings_alone(conn, dsn, uniq):
+    """The apply functions change work_mem and the join methods for large
+    batches (1000+ keys); the caller's transaction must get its own values back."""
+    p, o, name = uniq("gs_p"), uniq("gs_o"), uniq("gs")
+    _tables(conn, p, o)
+    spec = _spec(name, p, o)
+    try:
+        create_monitor(conn, spec)
+        conn.execute(f"INSERT INTO {p} SELECT i, %s, i %% 3 = 0 FROM generate_series(1, 3000) i", [T0])
+        with conn.transaction():
+            conn.execute("SET LOCAL work_mem = '2MB'")
+            conn.execute("SET LOCAL enable_mergejoin = off")
+            before = conn.execute("SELECT current_setting('work_mem'), current_setting('enable_hashjoin'), "
+                                  "current_setting('enable_mergejoin'), current_setting('jit')").fetchone()
+            # A large batch on each side: late outcomes, then relabelled predictions.
+            conn.execute(f"INSERT INTO {o} SELECT i FROM generate_series(1, 3000, 2) i")
+            conn.execute(f"UPDATE {p} SET label = NOT label WHERE k <= 2000")
+            after = conn.execute("SELECT current_setting('work_mem'), current_setting('enable_hashjoin'), "
+                                 "current_setting('enable_mergejoin'), current_setting('jit')").fetchone()
+            assert after == before == ("2MB", "on", "off", before[3])
+        assert_rollup_matches(conn, spec, "after the large batches")
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {p}, {o}")
