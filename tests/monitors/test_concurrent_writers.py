@@ -392,3 +392,38 @@ def test_bulk_outcomes_recount_a_key_changed_under_them(conn, dsn, uniq, schedul
         drop_monitor_quietly(dsn, name)
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
+
+
+# A multi-row INSERT of predictions claims the keys it does not see in the
+# keys table with a plain INSERT (mlmon._claim_new_keys_sql). Here another
+# writer has inserted one of those keys and not yet committed: the bulk
+# statement's INSERT waits for it. If the writer commits, the INSERT raises
+# unique_violation, and the trigger must claim again with ON CONFLICT (and
+# recount the key) instead of failing; if it rolls back, the INSERT goes on.
+@pytest.mark.parametrize("writer_ends", ["COMMIT", "ROLLBACK"])
+def test_bulk_predictions_meet_a_key_inserted_under_them(conn, dsn, uniq, writer_ends):
+    preds, outs, name = uniq("nk_pred"), uniq("nk_out"), uniq("nk")
+    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {outs} (k int)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute")
+    result = {}
+    try:
+        create_monitor(conn, spec)
+        conn.execute(f"INSERT INTO {outs} SELECT i FROM generate_series(1, 3000, 7) i")
+        with connect(dsn) as bulk, connect(dsn) as writer:
+            writer.execute("BEGIN")
+            # Earlier than the bulk rows' times, so under dedup 'first' the
+            # writer's prediction is the one that counts once it commits.
+            writer.execute(f"INSERT INTO {preds} VALUES (5, %s, false)", [HOT - dt.timedelta(minutes=5)])
+            th, waited = start_until_blocked(
+                conn, bulk, f"INSERT INTO {preds} SELECT i, '{HOT.isoformat()}', i % 3 = 0 FROM generate_series(1, 3000) i",
+                result, "bulk")
+            writer.execute(writer_ends)
+            th.join()
+        assert result == {"bulk": "ok"}, result
+        assert waited, "the bulk statement never waited for the writer's key: the schedule did not happen"
+        assert_rollup_matches(conn, spec, f"after the writer's {writer_ends}")
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
