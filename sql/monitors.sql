@@ -185,32 +185,48 @@ CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS tex
 $$;
 
 -- The claim of a batch of keys as _claim_sql, for a statement that inserts
--- predictions: the keys that have no keys row in this statement's snapshot
--- are inserted with a plain INSERT and counted at once; the statement returns
--- the array of the other keys, unlocked, for apply_predictions to claim and
--- recount. A plain INSERT costs half of ON CONFLICT's speculative insertion:
--- 1M new keys took 2.7-3.3 s against 5.7-6.7 s (into an empty keys table) and,
--- with the NOT-known filter here, 6.5 s against 8.5-9.4 s (beside 1M other
--- keys). If another writer inserted one of these keys after our snapshot, the
--- INSERT raises unique_violation (after waiting for that writer, if it had not
--- committed yet); the trigger then rolls the statement back and claims with
--- _claim_sql instead.
+-- predictions, cheaper when none of its keys has a keys row in this
+-- statement's snapshot (a bulk load of new keys): they are inserted with a
+-- plain INSERT, which costs half of ON CONFLICT's speculative insertion (1M
+-- new keys: 2.7-3.3 s against 5.7-6.7 s into an empty keys table; with the
+-- check for known keys, 6.5 s against 8.5-9.4 s beside 1M other keys).
+-- When any key is known, all are claimed in key order with ON CONFLICT, as
+-- _claim_sql does: inserting the new keys first and locking the known ones
+-- afterwards would take keys out of key order, and a writer holding a known
+-- key while inserting a new one would then close a deadlock.
+-- If another writer inserted one of the "new" keys after our snapshot, the
+-- plain INSERT raises unique_violation (after waiting for that writer, if it
+-- had not committed yet); the trigger rolls the statement back and claims
+-- with _claim_sql. Returns the array of keys already there (locked), as
+-- _claim_sql does.
 CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
             WITH contribution AS MATERIALIZED (
                 SELECT c.*, EXISTS (SELECT FROM %2$s k WHERE k.key = c.key) AS known FROM (%1$s) c),
-            claimed AS (
+            mixed AS (
+                SELECT EXISTS (SELECT FROM contribution WHERE known) AS yes),
+            inserted_new AS (
                 INSERT INTO %2$s (key, bucket, segment, predicted, actual, weight)
                 SELECT key, bucket, segment, predicted, actual, weight FROM contribution
-                WHERE NOT known ORDER BY key
+                WHERE NOT (SELECT yes FROM mixed) ORDER BY key
                 RETURNING bucket, segment, predicted, actual, weight),
+            claimed AS (
+                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
+                SELECT key, bucket, segment, predicted, actual, weight FROM contribution
+                WHERE (SELECT yes FROM mixed) ORDER BY key
+                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+                RETURNING k.key, k.bucket, k.segment, k.predicted, k.actual, k.weight, (k.xmax = 0) AS inserted),
             counted AS (
                 INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
                 SELECT bucket, segment, predicted, actual, count(*), sum(weight)
-                FROM claimed WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+                FROM (SELECT bucket, segment, predicted, actual, weight FROM inserted_new
+                      UNION ALL
+                      SELECT bucket, segment, predicted, actual, weight FROM claimed WHERE inserted) c
+                WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
                 RETURNING 1)
-            SELECT array_agg(key) FROM contribution WHERE known $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$,
+        contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
 $$;
 
 -- The same claim for at most one key, given its contribution (SQL of at most
@@ -408,10 +424,10 @@ BEGIN
             WHERE n.%1$I IS NOT NULL
             ORDER BY n.%1$I::%2$s, (%4$s) DESC, %5$s $q$,
             m.key_column, m.key_type, contribution, e.countable, e.dedup_order);
-    -- `new_keys_only`: see _claim_new_keys_sql; the trigger clears it when
-    -- that claim meets a key another writer inserted meanwhile.
+    -- `try_plain_insert`: see _claim_new_keys_sql; the trigger clears it when
+    -- that claim meets a key another writer inserted after our snapshot.
     batch := format($q$
-                IF new_keys_only THEN
+                IF try_plain_insert THEN
                     %1$s INTO contended;
                 ELSE
                     %2$s INTO contended;
@@ -694,7 +710,7 @@ BEGIN
                 contended %4$s[];
                 one_key %4$s;
                 first_claim boolean;
-                new_keys_only boolean := true;
+                try_plain_insert boolean := true;
             BEGIN
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
                 -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
@@ -739,14 +755,14 @@ BEGIN
                                 RAISE;
                             END IF;
                             PERFORM pg_sleep(0.05 * attempt * (1 + random()));
-                        -- Only the claim of new keys raises this on purpose (a key
-                        -- another writer inserted after our snapshot): claim again
-                        -- with ON CONFLICT, which locks and recounts such keys.
+                        -- Only the plain INSERT of _claim_new_keys_sql raises this
+                        -- (a key another writer inserted after our snapshot): claim
+                        -- again with ON CONFLICT, which locks and recounts such keys.
                         WHEN unique_violation THEN
-                            IF NOT new_keys_only OR attempt = 5 THEN
+                            IF NOT try_plain_insert OR attempt = 5 THEN
                                 RAISE;
                             END IF;
-                            new_keys_only := false;
+                            try_plain_insert := false;
                     END;
                 END LOOP;
                 RETURN NULL;

@@ -192,8 +192,13 @@ def start_until_blocked(observer, client, statement, result, label):
 DEADLOCK_SCHEDULES = {
     # T2 touches key 3 then key 5 (ascending). T2's outcome insert leaves key 3's
     # contribution unchanged, so mlmon only row-locks key 3 for T2.
+    # No cycle may form here at all: T1 claims key 3 (waiting for T2) before
+    # key 5. T1 looks for deadlocks only after a minute, so if a cycle did form
+    # (T1 holding 5 while waiting for 3), T2 would be the one aborted, and
+    # its 40P01 fails the test; otherwise T1 would be aborted and retried.
     "ascending": dict(
         setup=["INSERT INTO {p} VALUES (3, '2031-01-01 10:00:10+00', true)", "INSERT INTO {o} VALUES (3)"],
+        t1_settings=["SET deadlock_timeout = '60s'"],
         first="INSERT INTO {o} VALUES (3)",
         t1="INSERT INTO {p} VALUES (3, '2031-01-01 10:00:30+00', true), (5, '2031-01-01 10:00:40+00', true)",
         second="INSERT INTO {p} VALUES (5, '2031-01-01 10:00:50+00', false)"),
@@ -229,6 +234,8 @@ def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq, schedule):
         for stmt in sch["setup"]:
             conn.execute(q(stmt))
         with connect(dsn) as t1, connect(dsn) as t2:
+            for setting in sch.get("t1_settings", []):
+                t1.execute(setting)
             t2.execute("BEGIN")
             t2.execute(q(sch["first"]))
             # T1 runs or blocks on a lock before T2 goes on.
