@@ -19,6 +19,7 @@ of outcomes (the one-pass update of _outcome_update_sql) while other clients
 change the same keys one statement at a time, in ascending order.
 """
 
+import contextlib
 import datetime as dt
 import random
 import threading
@@ -34,6 +35,25 @@ THREADS = 6
 TX_PER_THREAD = 150
 KEYS = list(range(1, 31))
 HOT = dt.datetime(2031, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)  # a minute boundary: one bucket
+
+
+@contextlib.contextmanager
+def monitored_tables(conn, dsn, uniq, prefix, preds_columns="k int, ts timestamptz, label boolean",
+                     outs_columns="k int", **spec_options):
+    """A predictions table and an outcomes table with fresh names, and the
+    Spec of a monitor over them (key k, time ts, label label, one-minute
+    buckets), not yet created: some tests load data first. Yields (preds,
+    outs, spec); drops the monitor and both tables afterwards."""
+    preds, outs, name = uniq(f"{prefix}_pred"), uniq(f"{prefix}_out"), uniq(prefix)
+    conn.execute(f"CREATE TABLE {preds} ({preds_columns})")
+    conn.execute(f"CREATE TABLE {outs} ({outs_columns})")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute", **spec_options)
+    try:
+        yield preds, outs, spec
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 def _hot_ts(rng):
@@ -67,43 +87,41 @@ def _statement(rng, preds, outs, key):
 
 
 def test_concurrent_writers(conn, dsn, uniq):
-    preds, outs, name = uniq("cc_pred"), uniq("cc_out"), uniq("cc")
-    conn.execute(f"CREATE TABLE {preds} (rid bigserial PRIMARY KEY, k int, ts timestamptz, label boolean, "
-                 f"seg text, w float8)")
-    conn.execute(f"CREATE TABLE {outs} (rid bigserial PRIMARY KEY, k int)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute", segment_by=["seg"], weight="w")
-    errors_seen = Counter()
-    unexpected = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(THREADS)
+    with monitored_tables(conn, dsn, uniq, "cc",
+                          preds_columns="rid bigserial PRIMARY KEY, k int, ts timestamptz, label boolean, seg text, w float8",
+                          outs_columns="rid bigserial PRIMARY KEY, k int",
+                          segment_by=["seg"], weight="w") as (preds, outs, spec):
+        name = spec.name
+        errors_seen = Counter()
+        unexpected = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(THREADS)
 
-    def worker(tid):
-        rng = random.Random(1000 + tid)
-        with connect(dsn) as c:
-            barrier.wait()
-            for _ in range(TX_PER_THREAD):
-                if rng.random() < 0.03:
-                    c.execute("SELECT mlmon.compact_monitor(%s)", [name])
-                    continue
-                try:
-                    if rng.random() < 0.35:  # one multi-row INSERT, keys in any order, fresh keys too
-                        keys = rng.sample(KEYS, rng.randint(1, 4))
-                        if rng.random() < 0.3:
-                            keys.append(rng.randint(100, 100000))
-                        c.execute(*_insert(rng, preds, keys))
-                    else:
-                        with c.transaction():
-                            for key in sorted(rng.sample(KEYS, rng.randint(1, 3))):
-                                c.execute(*_statement(rng, preds, outs, key))
-                except (errors.DeadlockDetected, errors.SerializationFailure) as e:
-                    with lock:
-                        errors_seen[type(e).__name__] += 1
-                except psycopg.Error as e:
-                    with lock:
-                        unexpected.append(f"{e.sqlstate}: {e}")
+        def worker(tid):
+            rng = random.Random(1000 + tid)
+            with connect(dsn) as c:
+                barrier.wait()
+                for _ in range(TX_PER_THREAD):
+                    if rng.random() < 0.03:
+                        c.execute("SELECT mlmon.compact_monitor(%s)", [name])
+                        continue
+                    try:
+                        if rng.random() < 0.35:  # one multi-row INSERT, keys in any order, fresh keys too
+                            keys = rng.sample(KEYS, rng.randint(1, 4))
+                            if rng.random() < 0.3:
+                                keys.append(rng.randint(100, 100000))
+                            c.execute(*_insert(rng, preds, keys))
+                        else:
+                            with c.transaction():
+                                for key in sorted(rng.sample(KEYS, rng.randint(1, 3))):
+                                    c.execute(*_statement(rng, preds, outs, key))
+                    except (errors.DeadlockDetected, errors.SerializationFailure) as e:
+                        with lock:
+                            errors_seen[type(e).__name__] += 1
+                    except psycopg.Error as e:
+                        with lock:
+                            unexpected.append(f"{e.sqlstate}: {e}")
 
-    try:
         create_monitor(conn, spec)
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
         for t in threads:
@@ -119,9 +137,6 @@ def test_concurrent_writers(conn, dsn, uniq):
         # Compaction folds everything for the hot bucket into one row per cell and keeps the sums.
         conn.execute("SELECT mlmon.compact_monitor(%s)", [name])
         assert_rollup_matches(conn, spec, "after final compaction")
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 @pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
@@ -133,12 +148,7 @@ def test_snapshot_isolation_writer(conn, dsn, uniq, isolation):
     deletes key 1's first prediction and commits. Either T1 fails with 40001
     or the rollup counts T2's row.
     """
-    preds, outs, name = uniq("si_pred"), uniq("si_out"), uniq("si")
-    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (k int)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute")
-    try:
+    with monitored_tables(conn, dsn, uniq, "si") as (preds, outs, spec):
         create_monitor(conn, spec)
         conn.execute(f"INSERT INTO {preds} VALUES (1, '2031-01-01 10:00:10+00', true)")
         with connect(dsn) as t1:
@@ -153,9 +163,6 @@ def test_snapshot_isolation_writer(conn, dsn, uniq, isolation):
             except errors.SerializationFailure:
                 t1.execute("ROLLBACK")
         assert_rollup_matches(conn, spec, f"{isolation} writer")
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 def start_until_blocked(observer, client, statement, result, label):
@@ -219,17 +226,11 @@ DEADLOCK_SCHEDULES = {
 @pytest.mark.parametrize("schedule", ["ascending", "descending"])
 def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq, schedule):
     sch = DEADLOCK_SCHEDULES[schedule]
-    preds, outs, name = uniq("dl_pred"), uniq("dl_out"), uniq("dl")
+    with monitored_tables(conn, dsn, uniq, "dl") as (preds, outs, spec):
+        def q(text):
+            return text.format(p=preds, o=outs)
 
-    def q(text):
-        return text.format(p=preds, o=outs)
-
-    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (k int)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute")
-    result = {}
-    try:
+        result = {}
         create_monitor(conn, spec)
         for stmt in sch["setup"]:
             conn.execute(q(stmt))
@@ -250,9 +251,6 @@ def test_no_deadlock_new_key_and_locked_key(conn, dsn, uniq, schedule):
             th.join()
         assert_rollup_matches(conn, spec, "after both writers")
         assert result == {"t1": "ok", "t2": "ok"}, f"writers failed: {result} (40P01 = deadlock_detected)"
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 BULK_KEYS = 1500  # more than the 1000 keys that make a batch "large"
@@ -266,72 +264,69 @@ def test_bulk_outcomes_beside_single_key_writers(conn, dsn, uniq):
     not overwritten. Every writer takes its row locks in key order and a
     transaction that may wait for the bulk DELETE's row locks holds nothing
     else, so nothing here deadlocks without mlmon."""
-    preds, outs, name = uniq("bo_pred"), uniq("bo_out"), uniq("bo")
-    conn.execute(f"CREATE TABLE {preds} (rid bigserial PRIMARY KEY, k int, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (rid bigserial PRIMARY KEY, k int)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute")
-    errors_seen = Counter()
-    unexpected = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    batches_done = []
+    with monitored_tables(conn, dsn, uniq, "bo",
+                          preds_columns="rid bigserial PRIMARY KEY, k int, ts timestamptz, label boolean",
+                          outs_columns="rid bigserial PRIMARY KEY, k int") as (preds, outs, spec):
+        errors_seen = Counter()
+        unexpected = []
+        lock = threading.Lock()
+        stop = threading.Event()
+        batches_done = []
 
-    def record(e):
-        with lock:
-            if isinstance(e, (errors.DeadlockDetected, errors.SerializationFailure)):
-                errors_seen[type(e).__name__] += 1
-            else:
-                unexpected.append(f"{e.sqlstate}: {e}")
+        def record(e):
+            with lock:
+                if isinstance(e, (errors.DeadlockDetected, errors.SerializationFailure)):
+                    errors_seen[type(e).__name__] += 1
+                else:
+                    unexpected.append(f"{e.sqlstate}: {e}")
 
-    def bulk_writer():
-        rng = random.Random(7)
-        with connect(dsn) as c:
-            for i in range(20):
-                keys = rng.sample(range(1, BULK_KEYS + 1), 1200)
-                try:
-                    with c.transaction():
-                        if i % 3 == 2:
-                            # Row locks in key order, as the single-key writers take theirs.
-                            c.execute(f"""DELETE FROM {outs} WHERE rid IN (
-                                              SELECT rid FROM {outs} WHERE k = ANY(%s) ORDER BY k, rid FOR UPDATE)""",
-                                      [keys])
-                        else:
-                            with c.cursor().copy(f"COPY {outs} (k) FROM STDIN") as cp:
-                                for k in keys:
-                                    cp.write_row((k,))
-                        if rng.random() < 0.25:
-                            raise psycopg.Rollback()
-                    batches_done.append(i)
-                except psycopg.Error as e:
-                    record(e)
-        stop.set()
-
-    def single_writer(tid):
-        rng = random.Random(100 + tid)
-        with connect(dsn) as c:
-            while not stop.is_set():
-                try:
-                    if rng.random() < 0.25:
-                        # Alone in its transaction: it may wait for the bulk
-                        # DELETE's row locks, so it must hold no key meanwhile.
-                        c.execute(f"DELETE FROM {outs} WHERE rid = (SELECT min(rid) FROM {outs} WHERE k = %s)",
-                                  [rng.randint(1, BULK_KEYS)])
-                        continue
-                    with c.transaction():
-                        for key in sorted(rng.sample(range(1, BULK_KEYS + 1), rng.randint(1, 3))):
-                            kind = rng.choice(["ins_out", "relabel", "dup_pred"])
-                            if kind == "ins_out":
-                                c.execute(f"INSERT INTO {outs} (k) VALUES (%s)", [key])
-                            elif kind == "relabel":
-                                c.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [key])
+        def bulk_writer():
+            rng = random.Random(7)
+            with connect(dsn) as c:
+                for i in range(20):
+                    keys = rng.sample(range(1, BULK_KEYS + 1), 1200)
+                    try:
+                        with c.transaction():
+                            if i % 3 == 2:
+                                # Row locks in key order, as the single-key writers take theirs.
+                                c.execute(f"""DELETE FROM {outs} WHERE rid IN (
+                                                  SELECT rid FROM {outs} WHERE k = ANY(%s) ORDER BY k, rid FOR UPDATE)""",
+                                          [keys])
                             else:
-                                c.execute(f"INSERT INTO {preds} (k, ts, label) VALUES (%s, %s, %s)",
-                                          [key, HOT, rng.random() < 0.5])
-                except psycopg.Error as e:
-                    record(e)
+                                with c.cursor().copy(f"COPY {outs} (k) FROM STDIN") as cp:
+                                    for k in keys:
+                                        cp.write_row((k,))
+                            if rng.random() < 0.25:
+                                raise psycopg.Rollback()
+                        batches_done.append(i)
+                    except psycopg.Error as e:
+                        record(e)
+            stop.set()
 
-    try:
+        def single_writer(tid):
+            rng = random.Random(100 + tid)
+            with connect(dsn) as c:
+                while not stop.is_set():
+                    try:
+                        if rng.random() < 0.25:
+                            # Alone in its transaction: it may wait for the bulk
+                            # DELETE's row locks, so it must hold no key meanwhile.
+                            c.execute(f"DELETE FROM {outs} WHERE rid = (SELECT min(rid) FROM {outs} WHERE k = %s)",
+                                      [rng.randint(1, BULK_KEYS)])
+                            continue
+                        with c.transaction():
+                            for key in sorted(rng.sample(range(1, BULK_KEYS + 1), rng.randint(1, 3))):
+                                kind = rng.choice(["ins_out", "relabel", "dup_pred"])
+                                if kind == "ins_out":
+                                    c.execute(f"INSERT INTO {outs} (k) VALUES (%s)", [key])
+                                elif kind == "relabel":
+                                    c.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [key])
+                                else:
+                                    c.execute(f"INSERT INTO {preds} (k, ts, label) VALUES (%s, %s, %s)",
+                                              [key, HOT, rng.random() < 0.5])
+                    except psycopg.Error as e:
+                        record(e)
+
         conn.execute(f"INSERT INTO {preds} (k, ts, label) SELECT i, %s, i %% 3 = 0 FROM generate_series(1, %s) i",
                      [HOT, BULK_KEYS])
         conn.execute(f"INSERT INTO {outs} (k) SELECT i FROM generate_series(1, %s, 4) i", [BULK_KEYS])
@@ -347,9 +342,6 @@ def test_bulk_outcomes_beside_single_key_writers(conn, dsn, uniq):
         assert_rollup_matches(conn, spec, "after bulk outcomes beside single-key writers")
         assert errors_seen["DeadlockDetected"] == 0, f"deadlocks surfaced to clients: {dict(errors_seen)}"
         assert errors_seen["SerializationFailure"] == 0, f"serialization failures at READ COMMITTED: {dict(errors_seen)}"
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 # Keys 1..3000 have predictions; even keys have an outcome. Another writer
@@ -372,17 +364,11 @@ STALE_KEY_SCHEDULES = {
 @pytest.mark.parametrize("schedule", sorted(STALE_KEY_SCHEDULES))
 def test_bulk_outcomes_recount_a_key_changed_under_them(conn, dsn, uniq, schedule):
     sch = STALE_KEY_SCHEDULES[schedule]
-    preds, outs, name = uniq("sk_pred"), uniq("sk_out"), uniq("sk")
+    with monitored_tables(conn, dsn, uniq, "sk", outs_columns="rid bigserial PRIMARY KEY, k int") as (preds, outs, spec):
+        def q(text):
+            return text.format(p=preds, o=outs)
 
-    def q(text):
-        return text.format(p=preds, o=outs)
-
-    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (rid bigserial PRIMARY KEY, k int)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute")
-    result = {}
-    try:
+        result = {}
         conn.execute(f"INSERT INTO {preds} SELECT i, %s, i %% 3 = 0 FROM generate_series(1, 3000) i", [HOT])
         conn.execute(f"INSERT INTO {outs} (k) SELECT i FROM generate_series(2, 3000, 2) i")
         create_monitor(conn, spec)
@@ -395,9 +381,6 @@ def test_bulk_outcomes_recount_a_key_changed_under_them(conn, dsn, uniq, schedul
         assert result == {"bulk": "ok"}, result
         assert waited, "the bulk statement never waited for the writer's key: the schedule did not happen"
         assert_rollup_matches(conn, spec, f"after {schedule}")
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 
@@ -409,13 +392,8 @@ def test_bulk_outcomes_recount_a_key_changed_under_them(conn, dsn, uniq, schedul
 # recount the key) instead of failing; if it rolls back, the INSERT goes on.
 @pytest.mark.parametrize("writer_ends", ["COMMIT", "ROLLBACK"])
 def test_bulk_predictions_meet_a_key_inserted_under_them(conn, dsn, uniq, writer_ends):
-    preds, outs, name = uniq("nk_pred"), uniq("nk_out"), uniq("nk")
-    conn.execute(f"CREATE TABLE {preds} (k int, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (k int)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute")
-    result = {}
-    try:
+    with monitored_tables(conn, dsn, uniq, "nk") as (preds, outs, spec):
+        result = {}
         create_monitor(conn, spec)
         conn.execute(f"INSERT INTO {outs} SELECT i FROM generate_series(1, 3000, 7) i")
         with connect(dsn) as bulk, connect(dsn) as writer:
@@ -431,6 +409,3 @@ def test_bulk_predictions_meet_a_key_inserted_under_them(conn, dsn, uniq, writer
         assert result == {"bulk": "ok"}, result
         assert waited, "the bulk statement never waited for the writer's key: the schedule did not happen"
         assert_rollup_matches(conn, spec, f"after the writer's {writer_ends}")
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
