@@ -196,16 +196,17 @@ $$;
 -- key while inserting a new one would then close a deadlock.
 -- If another writer inserted one of the "new" keys after our snapshot, the
 -- plain INSERT raises unique_violation (after waiting for that writer, if it
--- had not committed yet); the trigger rolls the statement back and claims
--- with _claim_sql. Returns the array of keys already there (locked), as
--- _claim_sql does.
-CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text) RETURNS text
+-- had not committed yet); the trigger rolls the statement back and runs it
+-- again with `plain_insert_allowed` (a boolean expression, the caller's
+-- variable) false, which takes the ON CONFLICT path. Returns the array of keys
+-- already there (locked), as _claim_sql does.
+CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text, plain_insert_allowed text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
             WITH contribution AS MATERIALIZED (
                 SELECT c.*, EXISTS (SELECT FROM %2$s k WHERE k.key = c.key) AS known FROM (%1$s) c),
             mixed AS (
-                SELECT EXISTS (SELECT FROM contribution WHERE known) AS yes),
+                SELECT NOT %4$s OR EXISTS (SELECT FROM contribution WHERE known) AS yes),
             inserted_new AS (
                 INSERT INTO %2$s (key, bucket, segment, predicted, actual, weight)
                 SELECT key, bucket, segment, predicted, actual, weight FROM contribution
@@ -226,7 +227,7 @@ CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text) RE
                 WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
                 RETURNING 1)
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$,
-        contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+        contribution, mlmon._keys_table(m), mlmon._rollup_table(m), plain_insert_allowed)
 $$;
 
 -- The same claim for at most one key, given its contribution (SQL of at most
@@ -427,15 +428,11 @@ BEGIN
     -- `try_plain_insert`: see _claim_new_keys_sql; the trigger clears it when
     -- that claim meets a key another writer inserted after our snapshot.
     batch := format($q$
-                IF try_plain_insert THEN
-                    %1$s INTO contended;
-                ELSE
-                    %2$s INTO contended;
-                END IF;
+                %1$s INTO contended;
                 IF contended IS NOT NULL THEN
-                    PERFORM %3$s(contended);
+                    PERFORM %2$s(contended);
                 END IF; $q$,
-        mlmon._claim_new_keys_sql(m, best_rows), mlmon._claim_sql(m, best_rows), apply);
+        mlmon._claim_new_keys_sql(m, best_rows, 'try_plain_insert'), apply);
 END $$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
