@@ -507,6 +507,20 @@ CREATE FUNCTION mlmon._fv_probe(source_index regclass, source_row anyelement, en
                                 not_before timestamptz, created_time smallint) RETURNS SETOF anyelement
     STABLE PARALLEL SAFE ROWS 1 LANGUAGE c AS 'MODULE_PATHNAME', 'fv_probe';
 
+-- The rows of a training set whose views all have an index _fv_probe can
+-- walk, inserted into the existing table `target` (see
+-- src/ffi/training_set.rs): the same rule as _fv_probe, with the chosen
+-- rows read in table order a chunk of spine rows at a time. `spine_query`
+-- returns the spine's columns (`spine_columns` of them), then the entity
+-- expressions and TTL bounds the views need beyond them; the other arguments
+-- give column numbers in it (see src/ffi/training_set.rs). Runs
+-- `spine_query` as the caller: only build_training_set builds it.
+CREATE FUNCTION mlmon._fv_fill_training_set(target regclass, spine_query text, spine_columns integer, at_column integer,
+                                            indexes regclass[], entity_columns smallint[], not_before_columns smallint[],
+                                            created_times smallint[], feature_views smallint[], feature_attnums smallint[])
+    RETURNS bigint
+    VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'fv_fill_training_set';
+
 -- The index _fv_probe can read for a `latest` view, or NULL: a valid btree
 -- index of a plain table or materialized view leading with (entity,
 -- event_time), without predicate or expressions; a timestamptz created_time
@@ -915,6 +929,20 @@ DECLARE
     col_names text[];
     new_col text;
     n_rows bigint;
+    spine_order text;
+    spine_list text;
+    spine_width int;
+    query text;
+    -- The arguments of _fv_fill_training_set, when every view is walked.
+    fill_indexes regclass[] := '{}';
+    fill_entities smallint[] := '{}';
+    fill_not_before smallint[] := '{}';
+    fill_created smallint[] := '{}';
+    fill_views smallint[] := '{}';
+    fill_attnums smallint[] := '{}';
+    fill_columns text[] := '{}';  -- the spine query's columns beyond the spine's
+    not_before text;
+    created_attnum smallint;
 BEGIN
     IF spine IS NULL OR entity IS NULL OR at IS NULL THEN
         RAISE EXCEPTION 'spine, entity and at are required'
@@ -974,6 +1002,8 @@ BEGIN
     FROM pg_attribute a WHERE a.attrelid = spine AND a.attnum > 0 AND NOT a.attisdropped;
     -- The spine's columns by name: the subquery in step 3 adds probe columns to s.
     SELECT string_agg(format('s.%I', c), ', ') INTO select_list FROM unnest(col_names) c;
+    spine_list := select_list;
+    spine_width := cardinality(col_names);
 
     FOREACH v IN ARRAY views LOOP
         fv := mlmon._feature_view(v);
@@ -1019,16 +1049,40 @@ BEGIN
         IF probe_index IS NOT NULL THEN
             -- Computed in step 3 as one composite per spine row (the
             -- subquery there keeps it one call), then taken apart.
+            created_attnum := coalesce((SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = fv.source
+                                          AND a.attname = fv.created_time_column AND NOT a.attisdropped), 0);
             probes := probes || format(', mlmon._fv_probe(%s::regclass, NULL::%s, %s, s.%I, %s, %s::smallint) AS %I',
                                        probe_index::oid, fv.source, entity_expr, at,
                                        CASE WHEN fv.ttl IS NULL THEN 'NULL'
                                             ELSE format('s.%I - %L::interval', at, fv.ttl) END,
-                                       coalesce((SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = fv.source
-                                                   AND a.attname = fv.created_time_column AND NOT a.attisdropped), 0),
-                                       format('_mlmon_probe_%s_%s', tag, i));
+                                       created_attnum, format('_mlmon_probe_%s_%s', tag, i));
+            fill_indexes := fill_indexes || probe_index;
+            fill_created := fill_created || created_attnum;
+            -- Column numbers in the spine query: the spine's own entity
+            -- column, or an expression added once for all views needing it.
+            IF entity_expr = format('s.%I', entity) THEN
+                fill_entities := fill_entities || array_position(col_names, entity)::smallint;
+            ELSE
+                IF NOT entity_expr = ANY (fill_columns) THEN
+                    fill_columns := fill_columns || entity_expr;
+                END IF;
+                fill_entities := fill_entities || (spine_width + array_position(fill_columns, entity_expr))::smallint;
+            END IF;
+            IF fv.ttl IS NULL THEN
+                fill_not_before := fill_not_before || 0::smallint;
+            ELSE
+                not_before := format('s.%I - %L::interval', at, fv.ttl);
+                IF NOT not_before = ANY (fill_columns) THEN
+                    fill_columns := fill_columns || not_before;
+                END IF;
+                fill_not_before := fill_not_before || (spine_width + array_position(fill_columns, not_before))::smallint;
+            END IF;
             FOREACH new_col IN ARRAY fv.features LOOP
                 select_list := select_list || format(', (s.%I).%I AS %I', format('_mlmon_probe_%s_%s', tag, i), new_col,
                                                      fv.name || '__' || new_col);
+                fill_views := fill_views || cardinality(fill_indexes)::smallint;
+                fill_attnums := fill_attnums || (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = fv.source
+                                                   AND a.attname = new_col AND NOT a.attisdropped);
             END LOOP;
             CONTINUE;
         END IF;
@@ -1067,13 +1121,27 @@ BEGIN
     -- 1.6x faster than probing in the spine's own order at 200k rows); a
     -- table has no row order to keep.
     -- (An entity type without a btree ordering is read unsorted.)
-    EXECUTE format('CREATE TABLE %I.%I AS SELECT %s FROM (SELECT s.*%s FROM (SELECT * FROM %s ORDER BY %s%I) s OFFSET 0) s%s',
-                   target_schema, target_table, select_list, probes, spine,
-                   CASE WHEN EXISTS (SELECT 1 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
+    spine_order := CASE WHEN EXISTS (SELECT 1 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod
                                      WHERE a.amname = 'btree' AND c.opcdefault AND c.opcintype = spine_entity_type)
-                        THEN format('%I, ', entity) ELSE '' END,
-                   at, joins);
-    GET DIAGNOSTICS n_rows = ROW_COUNT;
+                        THEN format('s.%I, ', entity) ELSE '' END || format('s.%I', at);
+    query := format('SELECT %s FROM (SELECT s.*%s FROM (SELECT * FROM %s s ORDER BY %s) s OFFSET 0) s%s',
+                    select_list, probes, spine, spine_order, joins);
+    IF joins = '' THEN
+        -- Every view is walked: the table gets the query's columns, and
+        -- _fv_fill_training_set its rows, reading each chunk of spine rows'
+        -- chosen rows in table order rather than one random page per spine
+        -- row and view (see bench/RESULTS.md, seventh session). Chunks are
+        -- sized by maintenance_work_mem.
+        EXECUTE format('CREATE TABLE %I.%I AS %s WITH NO DATA', target_schema, target_table, query);
+        n_rows := mlmon._fv_fill_training_set(
+            format('%I.%I', target_schema, target_table)::regclass,
+            format('SELECT %s FROM %s s ORDER BY %s', array_to_string(spine_list || fill_columns, ', '), spine, spine_order),
+            spine_width, array_position(col_names, at), fill_indexes, fill_entities, fill_not_before, fill_created,
+            fill_views, fill_attnums);
+    ELSE
+        EXECUTE format('CREATE TABLE %I.%I AS %s', target_schema, target_table, query);
+        GET DIAGNOSTICS n_rows = ROW_COUNT;
+    END IF;
     FOREACH v IN ARRAY scratch LOOP
         EXECUTE format('DROP TABLE %s', v);
     END LOOP;

@@ -376,3 +376,4 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
 }
 
 mod probe;
+mod training_set;

@@ -29,7 +29,7 @@ v1_function!(fv_probe);
 
 /// What a call site needs, checked once per query and kept in `fn_extra`.
 #[derive(Clone, Copy)]
-struct Setup {
+pub(super) struct Setup {
     index: Oid,
     created_attnum: i16,
     heap: Oid,
@@ -55,7 +55,7 @@ struct Pending {
 /// A forward walk over the index, in step with points sorted by (entity, at):
 /// kept across calls in `fn_extra`, closed when the query's expression
 /// context shuts down (`close_walk`).
-struct Walk {
+pub(super) struct Walk {
     setup: Setup,
     heap: pg_sys::Relation,
     index: pg_sys::Relation,
@@ -63,6 +63,9 @@ struct Walk {
     fetch: *mut pg_sys::IndexFetchTableData,
     slot: *mut pg_sys::TupleTableSlot,
     compare: *mut pg_sys::FmgrInfo,
+    /// The entity order computed here instead of by `compare` (a function
+    /// call per index entry read) for the integer types.
+    native_order: NativeOrder,
     entity_byval: bool,
     entity_len: i16,
     snapshot: pg_sys::Snapshot,
@@ -72,6 +75,34 @@ struct Walk {
     entity: Option<Datum>,
     entries: Vec<Entry>,
     last_at: i64,
+    /// The visibility-map page last read by `locate` (or InvalidBuffer).
+    vm_buffer: pg_sys::Buffer,
+    /// The scan key's argument (see `restart`).
+    key_argument: Option<Datum>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum NativeOrder {
+    Int8,
+    Int4,
+    Call,
+}
+
+/// A row `Walk::fetch_sorted` read: a heap tuple on a locked page, or a
+/// slot (other table access methods).
+pub(super) enum Row {
+    Tuple(pg_sys::HeapTuple),
+    Slot(*mut pg_sys::TupleTableSlot),
+}
+
+/// Where `Walk::locate` found a point's row.
+pub(super) enum Located {
+    /// No row of the entity is known at the point's time.
+    Nothing,
+    /// The row, already read (a composite datum of the table's row type).
+    Row(Datum),
+    /// The row is the visible one at this TID: fetch it with `fetch`.
+    At(pg_sys::ItemPointerData),
 }
 
 /// A visible, known row of the newest event_time seen so far.
@@ -115,7 +146,9 @@ pub unsafe extern "C-unwind" fn fv_probe(fcinfo: pg_sys::FunctionCallInfo) -> Da
         let site = call_site(fcinfo);
         if (*site).setup.is_none_or(|s| s.index != index || s.created_attnum != created_attnum) {
             close_walk(Datum::from(site));
-            (*site).setup = Some(check_setup(fcinfo, index, created_attnum));
+            (*site).setup = Some(check_setup(index, created_attnum,
+                                             Some(pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1)),
+                                             pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 2)));
         }
         if (*site).walk.is_null() {
             let context = pg_sys::MemoryContextSwitchTo((*site).context);
@@ -206,7 +239,7 @@ impl Walk {
     /// which must be the query's).
     ///
     /// SAFETY: `setup` was checked by `check_setup` in this query.
-    unsafe fn open(setup: Setup) -> Walk {
+    pub(super) unsafe fn open(setup: Setup) -> Walk {
         unsafe {
             let heap = pg_sys::table_open(setup.heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             let index = pg_sys::index_open(setup.index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
@@ -215,6 +248,12 @@ impl Walk {
             // Index keys come back with each TID: the walk compares them
             // without reading the table.
             (*scan).xs_want_itup = true;
+            let compare = pg_sys::index_getprocinfo(index, 1, 1 /* BTORDER_PROC */);
+            let native_order = match (*compare).fn_oid.to_u32() {
+                pg_sys::F_BTINT8CMP => NativeOrder::Int8,
+                pg_sys::F_BTINT4CMP => NativeOrder::Int4,
+                _ => NativeOrder::Call,
+            };
             let (mut entity_len, mut entity_byval) = (0i16, false);
             pg_sys::get_typlenbyval((*(*(*index).rd_att).attrs.as_ptr()).atttypid, &mut entity_len, &mut entity_byval);
             Walk {
@@ -225,20 +264,37 @@ impl Walk {
                 snapshot,
                 fetch: pg_sys::table_index_fetch_begin(heap),
                 slot: pg_sys::table_slot_create(heap, std::ptr::null_mut()),
-                compare: pg_sys::index_getprocinfo(index, 1, 1 /* BTORDER_PROC */),
+                compare,
+                native_order,
                 entity_byval,
                 entity_len,
                 pending: None,
                 entity: None,
                 entries: Vec::new(),
                 last_at: i64::MIN,
+                vm_buffer: pg_sys::InvalidBuffer as pg_sys::Buffer,
+                key_argument: None,
             }
         }
     }
 
+    /// What the walk was opened with.
+    pub(super) fn setup(&self) -> Setup {
+        self.setup
+    }
+
+    /// The descriptor of the rows the walk returns (its table's).
+    pub(super) fn row_desc(&self) -> pg_sys::TupleDesc {
+        // SAFETY: the table stays open while the walk is.
+        unsafe { (*self.heap).rd_att }
+    }
+
     /// SAFETY: called once, in the query that opened the walk.
-    unsafe fn close(self) {
+    pub(super) unsafe fn close(self) {
         unsafe {
+            if self.vm_buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                pg_sys::ReleaseBuffer(self.vm_buffer);
+            }
             pg_sys::index_endscan(self.scan);
             pg_sys::table_index_fetch_end(self.fetch);
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
@@ -253,7 +309,107 @@ impl Walk {
     /// forward; a point out of that order starts it again at its entity.
     ///
     /// SAFETY: `entity` has the index's key type; `context` is the query's.
-    unsafe fn point(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64, not_before: Option<i64>) -> Option<Datum> {
+    pub(super) unsafe fn point(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64, not_before: Option<i64>) -> Option<Datum> {
+        unsafe {
+            self.read_to(context, entity, at);
+            self.choose(at, not_before)
+        }
+    }
+
+    /// As `point`, but when the answer is the newest entry alone (no tie,
+    /// no created_time to check) on a page the visibility map marks
+    /// all-visible, returns its TID without reading the table: that row is
+    /// visible to every snapshot, as an index-only scan relies on. A caller
+    /// with many points fetches such rows later in TID order, a page at a
+    /// time, instead of one random page per point.
+    ///
+    /// SAFETY: as `point`.
+    pub(super) unsafe fn locate(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64, not_before: Option<i64>) -> Located {
+        unsafe {
+            self.read_to(context, entity, at);
+            let Some(newest) = self.entries.last().copied() else {
+                return Located::Nothing;
+            };
+            if not_before.is_some_and(|bound| newest.event_time < bound) {
+                return Located::Nothing; // outside the TTL, as is everything older
+            }
+            let tied = self.entries.len() >= 2 && self.entries[self.entries.len() - 2].event_time == newest.event_time;
+            if !tied && self.setup.created_attnum == 0 && self.all_visible(newest.tid) {
+                return Located::At(newest.tid);
+            }
+            match self.choose(at, not_before) {
+                Some(row) => Located::Row(row),
+                None => Located::Nothing,
+            }
+        }
+    }
+
+    /// Reads the row `locate` returned the TID of, with the walk's snapshot:
+    /// the walk's slot holding it, or None if it is not visible after all
+    /// (the caller then asks `point`).
+    ///
+    /// SAFETY: `tid` came from `locate` of this walk.
+    pub(super) unsafe fn fetch(&mut self, tid: pg_sys::ItemPointerData) -> Option<*mut pg_sys::TupleTableSlot> {
+        unsafe {
+            let mut tid = tid;
+            let (mut call_again, mut all_dead) = (false, false);
+            pg_sys::table_index_fetch_tuple(self.fetch, &mut tid, self.snapshot, self.slot, &mut call_again, &mut all_dead)
+                .then_some(self.slot)
+        }
+    }
+
+    /// Reads the rows `locate` returned TIDs of, given in table order as
+    /// (TID, caller's tag): calls `take(tag, row)` for each, with the row
+    /// (None if not visible after all; the caller then asks `point`). A heap
+    /// page is read and share-locked once for all its rows, where
+    /// `fetch` pins, locks and stores into a slot per row; `take` runs under
+    /// that lock and must copy what it keeps. Tables of other access methods
+    /// go through `fetch`.
+    ///
+    /// SAFETY: the TIDs came from `locate` of this walk, sorted.
+    pub(super) unsafe fn fetch_sorted(&mut self, tids: &[(pg_sys::ItemPointerData, usize)],
+                                      mut take: impl FnMut(usize, Option<Row>)) {
+        unsafe {
+            if (*(*self.heap).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID {
+                for &(tid, tag) in tids {
+                    take(tag, self.fetch(tid).map(Row::Slot));
+                }
+                return;
+            }
+            let mut buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+            let mut block = pg_sys::InvalidBlockNumber;
+            for &(tid, tag) in tids {
+                if block_number(&tid) != block {
+                    if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                        pg_sys::UnlockReleaseBuffer(buffer);
+                    }
+                    block = block_number(&tid);
+                    buffer = pg_sys::ReadBuffer(self.heap, block);
+                    pg_sys::LockBuffer(buffer, pg_sys::BUFFER_LOCK_SHARE as i32);
+                }
+                let mut tid = tid;
+                let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+                let mut all_dead = false;
+                let found = pg_sys::heap_hot_search_buffer(&mut tid, self.heap, buffer, self.snapshot, &mut tuple, &mut all_dead, true);
+                take(tag, found.then_some(Row::Tuple(&mut tuple)));
+            }
+            if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                pg_sys::UnlockReleaseBuffer(buffer);
+            }
+        }
+    }
+
+    /// Whether the visibility map marks the page of `tid` all-visible.
+    unsafe fn all_visible(&mut self, tid: pg_sys::ItemPointerData) -> bool {
+        unsafe {
+            let status = pg_sys::visibilitymap_get_status(self.heap, block_number(&tid), &mut self.vm_buffer);
+            u32::from(status) & pg_sys::VISIBILITYMAP_ALL_VISIBLE != 0
+        }
+    }
+
+    /// Reads the index up to the point (`entity`, `at`): afterwards `entries`
+    /// holds the entity's entries at or before `at`, oldest first.
+    unsafe fn read_to(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64) {
         unsafe {
             let caller = pg_sys::MemoryContextSwitchTo(context);
             let order = self.entity.map(|current| self.compare(entity, current));
@@ -279,7 +435,6 @@ impl Walk {
                 self.advance();
             }
             pg_sys::MemoryContextSwitchTo(caller);
-            self.choose(at, not_before)
         }
     }
 
@@ -351,12 +506,20 @@ impl Walk {
     }
 
     /// Starts the scan again at the first entry with key >= `entity`.
+    /// The scan keeps the key's argument and checks every entry it returns
+    /// against it, so the argument is a copy that lives until the next
+    /// restart: a caller's value passed by reference may be gone before the
+    /// scan is (build_training_set frees each chunk of spine rows).
     unsafe fn restart(&mut self, entity: Datum) {
         unsafe {
+            let argument = self.copy_entity(entity);
             let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
             pg_sys::ScanKeyEntryInitialize(&mut key, 0, 1, pg_sys::BTGreaterEqualStrategyNumber as u16, pg_sys::InvalidOid,
-                                           self.setup.entity_collation, self.setup.entity_ge, entity);
+                                           self.setup.entity_collation, self.setup.entity_ge, argument);
             pg_sys::index_rescan(self.scan, &mut key, 1, std::ptr::null_mut(), 0);
+            if let Some(old) = self.key_argument.replace(argument) {
+                self.free_entity(old);
+            }
             self.advance();
         }
     }
@@ -389,7 +552,13 @@ impl Walk {
 
     /// The btree order of two entity values.
     unsafe fn compare(&self, a: Datum, b: Datum) -> i32 {
-        unsafe { pg_sys::FunctionCall2Coll(self.compare, self.setup.entity_collation, a, b).value() as i32 }
+        match self.native_order {
+            NativeOrder::Int8 => (a.value() as i64).cmp(&(b.value() as i64)) as i32,
+            NativeOrder::Int4 => (a.value() as i32).cmp(&(b.value() as i32)) as i32,
+            NativeOrder::Call => unsafe {
+                pg_sys::FunctionCall2Coll(self.compare, self.setup.entity_collation, a, b).value() as i32
+            },
+        }
     }
 
     /// A copy of an entity value that outlives the index page it came from.
@@ -417,12 +586,13 @@ impl Walk {
 
 
 /// Checks that `index` is a plain btree index leading with (entity,
-/// event_time timestamptz) of a table the caller may read whole, that the
-/// arguments have the table's row type and entity type, and looks up the
-/// comparison functions of the scan keys.
+/// event_time timestamptz) of a table the caller may read whole, that
+/// `row_type` (when given) is the table's row type and `entity_type` its
+/// entity column's type, and looks up the comparison functions of the scan
+/// keys.
 ///
-/// SAFETY: `fcinfo` is the current call's.
-unsafe fn check_setup(fcinfo: pg_sys::FunctionCallInfo, index: Oid, created_attnum: i16) -> Setup {
+/// SAFETY: called inside a transaction.
+pub(super) unsafe fn check_setup(index: Oid, created_attnum: i16, row_type: Option<Oid>, entity_type: Oid) -> Setup {
     unsafe {
         let heap = pg_sys::IndexGetRelation(index, true);
         if heap == pg_sys::InvalidOid {
@@ -456,8 +626,8 @@ unsafe fn check_setup(fcinfo: pg_sys::FunctionCallInfo, index: Oid, created_attn
             && keys[1] > 0
             && column_type(keys[1]) == pg_sys::TIMESTAMPTZOID
             && *(*index_rel).rd_opcintype.add(1) == pg_sys::TIMESTAMPTZOID
-            && pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1) == (*(*heap_rel).rd_rel).reltype
-            && pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 2) == column_type(keys[0])
+            && row_type.is_none_or(|t| t == (*(*heap_rel).rd_rel).reltype)
+            && entity_type == column_type(keys[0])
             && (created_attnum == 0 || column_type(created_attnum) == pg_sys::TIMESTAMPTZOID);
         if !usable {
             raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "the index probe does not fit these arguments".into(),
@@ -521,4 +691,9 @@ unsafe fn row_datum(slot: *mut pg_sys::TupleTableSlot) -> Datum {
         let tuple = pg_sys::heap_form_tuple(desc, (*slot).tts_values, (*slot).tts_isnull);
         pg_sys::heap_copy_tuple_as_datum(tuple, desc)
     }
+}
+
+/// The block number of a TID (ItemPointerGetBlockNumber, a macro in 15).
+pub(super) fn block_number(tid: &pg_sys::ItemPointerData) -> pg_sys::BlockNumber {
+    (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo)
 }

@@ -267,6 +267,77 @@ def _with_et(row):
     return type(row)(row.ent, row.et, row.ct, dict(row.values, et=row.et), row.text)
 
 
+@pytest.mark.parametrize("seed,key_type,spine_type", CASES, ids=[f"{c[1]}-spine_{c[2].split()[0]}-seed{c[0]}" for c in CASES])
+def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
+    """When every view is a `latest` view with a walkable index,
+    build_training_set fills the table chunk by chunk, reading chosen rows by
+    TID in table order where the visibility map vouches for them
+    (mlmon._fv_fill_training_set). Its rows equal the reference and
+    feature_at: on pages never vacuumed (rows read at once, as _fv_probe
+    does), after VACUUM (all-visible pages, rows read by TID), and after
+    deletes and updates (dead rows, HOT chains, some pages all-visible and
+    some not), with maintenance_work_mem at its minimum so that a spine of
+    thousands of rows takes several chunks."""
+    schema, prefix = ns
+    src, spine = _make_data(conn, schema, seed, key_type, spine_type)
+    conn.execute(sql.SQL("INSERT INTO {0} (ent, at) SELECT ent, at + g * interval '30 minutes' "
+                         "FROM {0}, generate_series(-6, 6) g WHERE g <> 0").format(spine))
+    src_name = f'"{schema}".events'
+    # (view, features, created time?, ttl): without created_time the rows
+    # can be read by TID; with it, every row is read at once.
+    views = [(prefix + "plain", L2_FEATURES, False, None),
+             (prefix + "ttl", ["a_int", "c_num"], False, L3_TTL),
+             (prefix + "known", L1_FEATURES, True, L1_TTL)]
+    for v, features, created, ttl in views:
+        conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', %s, %s, %s)",
+                     [v, src_name, features, "ct" if created else None, ttl])
+    conn.execute("SET maintenance_work_mem = '1MB'")
+    rng = random.Random(seed)
+
+    def check(stage):
+        target = I(schema, f"ts_{stage}")
+        n = conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', %s, %s)",
+                         [f'"{schema}".spine', [v[0] for v in views], f'"{schema}".ts_{stage}']).fetchone()[0]
+        rows = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(target))
+        cols = [d.name for d in rows.description]
+        built = [dict(zip(cols, r)) for r in rows.fetchall()]
+        assert n == len(built) > 3000
+        assert [r["id"] for r in built] == [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(spine))]
+        src_rows = read_rows(conn, src, "ent", "et", "ct", ["a_int", "b_text", "c_num", "x", "flag", "keep"])
+        by_entity = {}
+        for x in src_rows:
+            by_entity.setdefault(x.ent, []).append(_with_et(x))
+        mismatches = []
+        for v, features, created, ttl in views:
+            at_json = dict(conn.execute(sql.SQL("SELECT id, mlmon.feature_at(%s, ent, at) FROM {}").format(spine), [v]).fetchall())
+            for r in built:
+                e = _to_key(r["ent"], key_type)
+                ref = latest_ref(by_entity.get(e, []) if e is not None else [], e, r["at"], features, created=created, ttl=ttl)
+                for f in features:
+                    got = r[f"{v}__{f}"]
+                    if not same(ref[f], got) or not same(got, at_json[r["id"]][f]):
+                        mismatches.append((stage, v, f, r["id"], e, r["at"], ref[f], got, at_json[r["id"]][f]))
+        assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+
+    check("fresh")
+    conn.execute(sql.SQL("VACUUM {}").format(src))
+    check("vacuumed")
+    # Churn: rows deleted and updated (the new versions on the same page or
+    # elsewhere), part of it vacuumed away, the rest left for the snapshot to
+    # sort out.
+    ctids = [r[0] for r in conn.execute(sql.SQL("SELECT ctid FROM {}").format(src))]
+    rng.shuffle(ctids)
+    for i, ctid in enumerate(ctids[:600]):
+        if i % 3 == 0:
+            conn.execute(sql.SQL("DELETE FROM {} WHERE ctid = %s").format(src), [ctid])
+        else:
+            conn.execute(sql.SQL("UPDATE {} SET a_int = a_int + 1000, b_text = %s WHERE ctid = %s").format(src),
+                         [rng.choice(TEXTS), ctid])
+        if i == 300:
+            conn.execute(sql.SQL("VACUUM {}").format(src))
+    check("churned")
+
+
 @pytest.mark.parametrize("key_type", ["bigint", "text", "uuid"])
 def test_latest_features_is_feature_at_now(conn, ns, key_type):
     """The online read equals feature_at(now()) and the reference at that now,

@@ -1,0 +1,495 @@
+//! `mlmon._fv_fill_training_set`: the rows of a training set whose feature
+//! views can all be walked (`probe.rs`), written straight into the target.
+//!
+//! Why not `_fv_probe` per spine row: the chosen rows of consecutive spine
+//! rows lie on random pages of the source, and reading one random page per
+//! spine row and view (buffer-table lookup, page prune check, cache misses)
+//! was about a third of `build_training_set`. Here the sorted spine is read
+//! in chunks; for each chunk and view the walk settles every point it can
+//! from the index and the visibility map alone (`Walk::locate`), the TIDs are
+//! sorted, and the rows are fetched in table order, many per page. Points the
+//! map cannot settle (ties, created_time, pages not all-visible) are read at
+//! once by the walk, exactly as `_fv_probe` reads them.
+//!
+//! The spine comes from a query built by `build_training_set` (its own
+//! columns, then `at`, then per view the entity in the view's key type and
+//! the TTL bound), sorted by (entity, at); the target table exists, with the
+//! spine's columns followed by the feature columns. Reads run as the caller
+//! under the caller's statement snapshot, like the SQL path.
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use super::probe::{block_number, check_setup, Located, Row, Walk};
+use crate::errors::raise_coded as raise;
+
+v1_function!(fv_fill_training_set);
+
+/// Bytes of memory a chunk holds per point and view, on top of the spine
+/// row: the chosen row's feature values. Used only to size chunks.
+const ROW_BYTES_ESTIMATE: usize = 64;
+
+/// The fewest points per chunk, whatever work_mem says: fewer points than
+/// the source has pages would fetch about one row per page, no better than
+/// probing in spine order.
+const MIN_CHUNK_POINTS: usize = 1024;
+
+/// Rows inserted per table_multi_insert call, as COPY FROM batches them: one
+/// WAL record per page filled instead of one per row.
+const INSERT_BATCH: usize = 1000;
+
+/// `mlmon._fv_fill_training_set(target regclass, spine_query text,
+/// spine_columns int, at_column int, indexes regclass[], entity_columns
+/// smallint[], not_before_columns smallint[], created_times smallint[],
+/// feature_views smallint[], feature_attnums smallint[]) RETURNS bigint`:
+/// inserts one target row per row of `spine_query` and returns their number.
+/// The query's first `spine_columns` columns are the spine's; column
+/// `at_column` (numbers are 1-based) is the time. View v walks `indexes[v]`
+/// with the entity in column `entity_columns[v]`, the TTL bound in column
+/// `not_before_columns[v]` (0: no TTL) and the created time in attribute
+/// `created_times[v]` of its table (0: none). Target column
+/// `spine_columns + k` is attribute `feature_attnums[k]` of the row chosen in
+/// view `feature_views[k]` (1-based).
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn fv_fill_training_set(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: sql/features.sql declares this STRICT function with these ten
+    // arguments; the relations are opened, scanned and written through the
+    // table and index access method APIs, as COPY FROM and index scans do.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(10);
+        let number = |i: usize| args[i].value.value() as i32;
+        let list = |i: usize| Vec::<i16>::from_datum(args[i].value, false).unwrap_or_default();
+        let spec = Spec {
+            target: Oid::from(args[0].value.value() as u32),
+            query: String::from_datum(args[1].value, false).unwrap_or_default(),
+            spine_columns: number(2),
+            at_column: number(3),
+            indexes: Vec::<Oid>::from_datum(args[4].value, false).unwrap_or_default(),
+            entity_columns: list(5),
+            not_before_columns: list(6),
+            created_times: list(7),
+            feature_views: list(8),
+            feature_attnums: list(9),
+        };
+        let views = spec.indexes.len();
+        if views == 0
+            || [&spec.entity_columns, &spec.not_before_columns, &spec.created_times].iter().any(|l| l.len() != views)
+            || spec.feature_views.len() != spec.feature_attnums.len()
+            || spec.feature_views.iter().any(|&v| v < 1 || v as usize > views)
+            || spec.spine_columns < 0
+        {
+            bad_arguments();
+        }
+        Datum::from(Fill::start(&spec).run() as i64)
+    }
+}
+
+/// The arguments, as passed.
+struct Spec {
+    target: Oid,
+    query: String,
+    spine_columns: i32,
+    at_column: i32,
+    indexes: Vec<Oid>,
+    entity_columns: Vec<i16>,
+    not_before_columns: Vec<i16>,
+    created_times: Vec<i16>,
+    feature_views: Vec<i16>,
+    feature_attnums: Vec<i16>,
+}
+
+fn bad_arguments() -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "mlmon._fv_fill_training_set got inconsistent arguments".into(),
+          "it is internal to mlmon.build_training_set")
+}
+
+/// One view's part of the fill.
+struct View {
+    walk: Walk,
+    /// A second walk for the rare point whose row `locate` promised but the
+    /// snapshot does not see: it starts again at that point's entity.
+    recheck: Option<Walk>,
+    /// Query columns (0-based) of the view's entity and TTL bound.
+    entity_column: usize,
+    not_before_column: Option<usize>,
+    /// The source's row descriptor, to take chosen rows apart.
+    row_desc: pg_sys::TupleDesc,
+    /// The attributes of the source the target takes, and how to copy each
+    /// (by value, length).
+    attnums: Vec<usize>,
+    copy: Vec<(bool, i16)>,
+}
+
+/// One chunk of spine rows, taken apart once: row i's column c is
+/// `values[i * columns + c]` (pointing into the SPI tuples where by
+/// reference).
+struct Spine {
+    rows: usize,
+    columns: usize,
+    values: Vec<Datum>,
+    nulls: Vec<bool>,
+}
+
+impl Spine {
+    unsafe fn deform(rows: &[pg_sys::HeapTuple], desc: pg_sys::TupleDesc) -> Spine {
+        unsafe {
+            let columns = (*desc).natts as usize;
+            let mut spine = Spine { rows: rows.len(), columns, values: vec![Datum::from(0); rows.len() * columns],
+                                    nulls: vec![true; rows.len() * columns] };
+            for (i, &row) in rows.iter().enumerate() {
+                pg_sys::heap_deform_tuple(row, desc, spine.values[i * columns..].as_mut_ptr(), spine.nulls[i * columns..].as_mut_ptr());
+            }
+            spine
+        }
+    }
+
+    fn value(&self, i: usize, column: usize) -> Option<Datum> {
+        (!self.nulls[i * self.columns + column]).then(|| self.values[i * self.columns + column])
+    }
+
+    fn row(&self, i: usize) -> (&[Datum], &[bool]) {
+        let range = i * self.columns..(i + 1) * self.columns;
+        (&self.values[range.clone()], &self.nulls[range])
+    }
+}
+
+/// One chunk's chosen feature values: those of point i in view v are
+/// `values[v][i * w .. (i + 1) * w]` (w: the view's number of attributes),
+/// in the chunk's memory context.
+struct Chosen {
+    values: Vec<Vec<Datum>>,
+    nulls: Vec<Vec<bool>>,
+}
+
+struct Fill {
+    target: pg_sys::Relation,
+    /// The rows of one multi-insert batch.
+    slots: Vec<*mut pg_sys::TupleTableSlot>,
+    bulk: pg_sys::BulkInsertState,
+    portal: pg_sys::Portal,
+    views: Vec<View>,
+    spine_columns: usize,
+    at_column: usize,
+    /// Per target feature column: (view, index into the view's `attnums`).
+    features: Vec<(usize, usize)>,
+    /// The memory of the walks (the caller's) and of one chunk's rows.
+    walk_context: pg_sys::MemoryContext,
+    chunk_context: pg_sys::MemoryContext,
+    chunk_points: usize,
+}
+
+impl Fill {
+    /// Opens the target, the walks and the spine cursor, checking that the
+    /// query's columns and the target's fit the views.
+    ///
+    /// SAFETY: inside a transaction, with an active snapshot.
+    unsafe fn start(spec: &Spec) -> Fill {
+        unsafe {
+            let walk_context = pg_sys::CurrentMemoryContext;
+            if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+                raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "SPI_connect failed".into(), "");
+            }
+            let query = std::ffi::CString::new(spec.query.as_str()).unwrap_or_else(|_| bad_arguments());
+            let plan = pg_sys::SPI_prepare(query.as_ptr(), 0, std::ptr::null_mut());
+            if plan.is_null() {
+                bad_arguments();
+            }
+            // read_only: the cursor runs under the caller's active snapshot,
+            // the one the walks read with.
+            let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), true);
+            let columns = (*portal).tupDesc;
+            // A 1-based column number of the query, checked, as 0-based.
+            let column = |number: i32| -> usize {
+                if number < 1 || number > (*columns).natts {
+                    bad_arguments();
+                }
+                number as usize - 1
+            };
+            let column_type = |i: usize| (*columns).attrs.as_slice((*columns).natts as usize)[i].atttypid;
+            if spec.spine_columns > (*columns).natts {
+                bad_arguments();
+            }
+            let spine_columns = spec.spine_columns as usize;
+            let at_column = column(spec.at_column);
+            if column_type(at_column) != pg_sys::TIMESTAMPTZOID {
+                bad_arguments();
+            }
+            let caller = pg_sys::MemoryContextSwitchTo(walk_context);
+            let mut views = Vec::with_capacity(spec.indexes.len());
+            for v in 0..spec.indexes.len() {
+                let entity_column = column(spec.entity_columns[v].into());
+                let not_before_column = (spec.not_before_columns[v] != 0).then(|| column(spec.not_before_columns[v].into()));
+                if not_before_column.is_some_and(|c| column_type(c) != pg_sys::TIMESTAMPTZOID) {
+                    bad_arguments();
+                }
+                let walk = Walk::open(check_setup(spec.indexes[v], spec.created_times[v], None, column_type(entity_column)));
+                let row_desc = walk.row_desc();
+                views.push(View { walk, recheck: None, entity_column, not_before_column, row_desc,
+                                  attnums: Vec::new(), copy: Vec::new() });
+            }
+            let target_rel = pg_sys::table_open(spec.target, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            let slots = (0..INSERT_BATCH).map(|_| pg_sys::table_slot_create(target_rel, std::ptr::null_mut())).collect();
+            let bulk = pg_sys::GetBulkInsertState();
+            pg_sys::MemoryContextSwitchTo(caller);
+
+            // The target's columns: the spine's, then the features, typed alike.
+            let target_desc = (*target_rel).rd_att;
+            let target_attrs = (*target_desc).attrs.as_slice((*target_desc).natts as usize);
+            if target_attrs.len() != spine_columns + spec.feature_views.len()
+                || target_attrs.iter().any(|a| a.attisdropped)
+                || (0..spine_columns).any(|i| target_attrs[i].atttypid != column_type(i))
+            {
+                bad_arguments();
+            }
+            let mut features = Vec::with_capacity(spec.feature_views.len());
+            for (k, (&v, &attnum)) in spec.feature_views.iter().zip(&spec.feature_attnums).enumerate() {
+                let view = &mut views[v as usize - 1];
+                let natts = (*view.row_desc).natts as usize;
+                let attnum = attnum as usize;
+                if attnum < 1 || attnum > natts {
+                    bad_arguments();
+                }
+                let attribute = (*view.row_desc).attrs.as_slice(natts)[attnum - 1];
+                if attribute.attisdropped || target_attrs[spine_columns + k].atttypid != attribute.atttypid {
+                    bad_arguments();
+                }
+                features.push((v as usize - 1, view.attnums.len()));
+                view.attnums.push(attnum);
+                view.copy.push((attribute.attbyval, attribute.attlen));
+            }
+            // A bulk build, like CREATE INDEX: chunks are sized by
+            // maintenance_work_mem (the spine's sort, by work_mem).
+            let per_point = ROW_BYTES_ESTIMATE * (spec.indexes.len() + 2);
+            let chunk_points = (pg_sys::maintenance_work_mem as usize * 1024 / per_point).max(MIN_CHUNK_POINTS);
+            Fill {
+                target: target_rel,
+                slots,
+                bulk,
+                portal,
+                views,
+                spine_columns,
+                at_column,
+                features,
+                walk_context,
+                chunk_context: pg_sys::AllocSetContextCreateInternal(
+                    walk_context, c"mlmon training set chunk".as_ptr(), 0, 8 * 1024, 8 * 1024 * 1024),
+                chunk_points,
+            }
+        }
+    }
+
+    /// Fills the target chunk by chunk; returns the rows written.
+    ///
+    /// SAFETY: `self` was just started.
+    unsafe fn run(mut self) -> u64 {
+        unsafe {
+            let mut written = 0u64;
+            loop {
+                pgrx::check_for_interrupts!();
+                pg_sys::SPI_cursor_fetch(self.portal, true, self.chunk_points as std::ffi::c_long);
+                let table = pg_sys::SPI_tuptable;
+                let n = pg_sys::SPI_processed as usize;
+                if n == 0 {
+                    break;
+                }
+                let rows = std::slice::from_raw_parts((*table).vals, n);
+                let caller = pg_sys::MemoryContextSwitchTo(self.chunk_context);
+                let spine = Spine::deform(rows, (*table).tupdesc);
+                let chosen = self.choose_rows(&spine);
+                self.write_rows(&spine, &chosen);
+                pg_sys::MemoryContextSwitchTo(caller);
+                pg_sys::SPI_freetuptable(table);
+                pg_sys::MemoryContextReset(self.chunk_context);
+                written += n as u64;
+            }
+            self.finish();
+            written
+        }
+    }
+
+    /// The feature values of every point's chosen row in every view (NULL
+    /// where there is none), in the current (chunk) context.
+    unsafe fn choose_rows(&mut self, spine: &Spine) -> Chosen {
+        unsafe {
+            let mut chosen = Chosen { values: Vec::new(), nulls: Vec::new() };
+            let mut deferred: Vec<(u64, usize)> = Vec::new();
+            let mut missed: Vec<usize> = Vec::new();
+            for v in 0..self.views.len() {
+                let width = self.views[v].attnums.len();
+                let mut values = vec![Datum::from(0); spine.rows * width];
+                let mut nulls = vec![true; spine.rows * width];
+                deferred.clear();
+                for i in 0..spine.rows {
+                    let Some((entity, at, not_before)) = self.point(spine, i, v) else { continue };
+                    match self.views[v].walk.locate(self.walk_context, entity, at, not_before) {
+                        Located::Nothing => {}
+                        Located::Row(row) => self.views[v].take_row(row, &mut values[i * width..], &mut nulls[i * width..]),
+                        Located::At(tid) => deferred.push((tid_key(&tid), i)),
+                    }
+                }
+                // In table order: consecutive rows mostly share a page.
+                deferred.sort_unstable();
+                let tids: Vec<(pg_sys::ItemPointerData, usize)> = deferred.iter().map(|&(key, i)| (tid_from_key(key), i)).collect();
+                missed.clear();
+                let view = &mut self.views[v];
+                let (attnums, copy, row_desc) = (&view.attnums, &view.copy, view.row_desc);
+                view.walk.fetch_sorted(&tids, |i, row| match row {
+                    Some(row) => take_fetched(row, row_desc, attnums, copy, &mut values[i * width..], &mut nulls[i * width..]),
+                    None => missed.push(i),
+                });
+                for &i in &missed {
+                    if let Some(row) = self.recheck(spine, i, v) {
+                        self.views[v].take_row(row, &mut values[i * width..], &mut nulls[i * width..]);
+                    }
+                }
+                chosen.values.push(values);
+                chosen.nulls.push(nulls);
+            }
+            chosen
+        }
+    }
+
+    /// A point's (entity, at, not_before) for view `v`, None when the spine
+    /// row has no entity or no time (its features stay NULL).
+    fn point(&self, spine: &Spine, i: usize, v: usize) -> Option<(Datum, i64, Option<i64>)> {
+        let view = &self.views[v];
+        let at = spine.value(i, self.at_column)?.value() as i64;
+        let entity = spine.value(i, view.entity_column)?;
+        Some((entity, at, view.not_before_column.and_then(|c| spine.value(i, c)).map(|d| d.value() as i64)))
+    }
+
+    /// The row of a point whose promised row was not visible after all, by
+    /// the per-point rule (a walk that starts again at the point's entity).
+    unsafe fn recheck(&mut self, spine: &Spine, i: usize, v: usize) -> Option<Datum> {
+        unsafe {
+            let (entity, at, not_before) = self.point(spine, i, v)?;
+            let context = self.walk_context;
+            let view = &mut self.views[v];
+            let walk = view.recheck.get_or_insert_with(|| {
+                let caller = pg_sys::MemoryContextSwitchTo(context);
+                let walk = Walk::open(view.walk.setup());
+                pg_sys::MemoryContextSwitchTo(caller);
+                walk
+            });
+            walk.point(context, entity, at, not_before)
+        }
+    }
+
+    /// Inserts one target row per point: its spine columns, then each
+    /// feature from the point's chosen row in its view.
+    unsafe fn write_rows(&mut self, spine: &Spine, chosen: &Chosen) {
+        unsafe {
+            let widths: Vec<usize> = self.views.iter().map(|v| v.attnums.len()).collect();
+            let command = pg_sys::GetCurrentCommandId(true);
+            let width = self.spine_columns + self.features.len();
+            let mut batched = 0;
+            for i in 0..spine.rows {
+                let (spine_values, spine_nulls) = spine.row(i);
+                let slot = self.slots[batched];
+                pg_sys::ExecClearTuple(slot);
+                let values = std::slice::from_raw_parts_mut((*slot).tts_values, width);
+                let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, width);
+                values[..self.spine_columns].copy_from_slice(&spine_values[..self.spine_columns]);
+                nulls[..self.spine_columns].copy_from_slice(&spine_nulls[..self.spine_columns]);
+                for (k, &(v, j)) in self.features.iter().enumerate() {
+                    values[self.spine_columns + k] = chosen.values[v][i * widths[v] + j];
+                    nulls[self.spine_columns + k] = chosen.nulls[v][i * widths[v] + j];
+                }
+                pg_sys::ExecStoreVirtualTuple(slot);
+                batched += 1;
+                if batched == INSERT_BATCH || i + 1 == spine.rows {
+                    // Before the chunk's memory, which the slots point into, goes.
+                    pg_sys::table_multi_insert(self.target, self.slots.as_mut_ptr(), batched as i32, command, 0, self.bulk);
+                    batched = 0;
+                }
+            }
+        }
+    }
+
+    /// Closes everything `start` opened (on error, PostgreSQL's resource
+    /// owner and memory contexts release them instead).
+    unsafe fn finish(self) {
+        unsafe {
+            pg_sys::SPI_cursor_close(self.portal);
+            pg_sys::SPI_finish();
+            pg_sys::FreeBulkInsertState(self.bulk);
+            pg_sys::table_finish_bulk_insert(self.target, 0);
+            for slot in self.slots {
+                pg_sys::ExecDropSingleTupleTableSlot(slot);
+            }
+            pg_sys::table_close(self.target, pg_sys::NoLock as pg_sys::LOCKMODE);
+            for view in self.views {
+                view.walk.close();
+                if let Some(walk) = view.recheck {
+                    walk.close();
+                }
+            }
+            pg_sys::MemoryContextDelete(self.chunk_context);
+        }
+    }
+}
+
+impl View {
+    /// Keeps the target's attributes of a chosen row given as a composite
+    /// datum (in the chunk's context already): `values`/`nulls` start at the
+    /// point's first.
+    unsafe fn take_row(&self, row: Datum, values: &mut [Datum], nulls: &mut [bool]) {
+        unsafe {
+            let header = row.cast_mut_ptr::<pg_sys::HeapTupleHeaderData>();
+            let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+            tuple.t_len = pgrx::varsize_any(header.cast()) as u32;
+            tuple.t_data = header;
+            for (j, &attnum) in self.attnums.iter().enumerate() {
+                values[j] = pg_sys::heap_getattr(&mut tuple, attnum as i32, self.row_desc, &mut nulls[j]);
+            }
+        }
+    }
+}
+
+/// Keeps the target's attributes (`attnums`, copied as `copy` says) of a row
+/// `Walk::fetch_sorted` read, copying into the current (chunk) context values
+/// that point into the table's page.
+unsafe fn take_fetched(row: Row, desc: pg_sys::TupleDesc, attnums: &[usize], copy: &[(bool, i16)],
+                       values: &mut [Datum], nulls: &mut [bool]) {
+    unsafe {
+        for (j, (&attnum, &(by_value, length))) in attnums.iter().zip(copy).enumerate() {
+            let value = match row {
+                Row::Tuple(tuple) => pg_sys::heap_getattr(tuple, attnum as i32, desc, &mut nulls[j]),
+                Row::Slot(slot) => pg_sys::slot_getattr(slot, attnum as i32, &mut nulls[j]),
+            };
+            values[j] = if nulls[j] || by_value { value } else { copy_by_reference(value, length) };
+        }
+    }
+}
+
+/// A copy of a by-reference value in the current memory context (datumCopy,
+/// which pgrx does not bind). A varlena is copied as it is, compressed or a
+/// TOAST pointer included: inserting it into the target detoasts as needed.
+unsafe fn copy_by_reference(value: Datum, length: i16) -> Datum {
+    unsafe {
+        let source = value.cast_mut_ptr::<u8>();
+        let size = match length {
+            -1 => pgrx::varsize_any(source.cast()),
+            -2 => std::ffi::CStr::from_ptr(source.cast()).to_bytes_with_nul().len(),
+            n => n as usize,
+        };
+        let copy = pg_sys::palloc(size).cast::<u8>();
+        std::ptr::copy_nonoverlapping(source, copy, size);
+        Datum::from(copy)
+    }
+}
+
+/// A TID as one integer in table order.
+fn tid_key(tid: &pg_sys::ItemPointerData) -> u64 {
+    (u64::from(block_number(tid)) << 16) | u64::from(tid.ip_posid)
+}
+
+fn tid_from_key(key: u64) -> pg_sys::ItemPointerData {
+    let block = (key >> 16) as u32;
+    pg_sys::ItemPointerData {
+        ip_blkid: pg_sys::BlockIdData { bi_hi: (block >> 16) as u16, bi_lo: block as u16 },
+        ip_posid: key as u16,
+    }
+}
