@@ -893,6 +893,9 @@ COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an e
 --    directly (index probes on (entity, event_time), which create_* made sure
 --    exists; materializing per distinct point and joining back measured
 --    slower): every spine row exactly once (no drops, no duplicates).
+-- When every view is walked (no window views, every latest view with an index
+-- _fv_probe reads), step 3 is mlmon._fv_fill_training_set instead, which
+-- writes the rows itself, chunks sized by maintenance_work_mem.
 -- The temporary tables are dropped before returning (and with an error, with
 -- the transaction). Sorts and hashes use the caller's work_mem; raise it for
 -- big spines.
@@ -1133,11 +1136,22 @@ BEGIN
         -- row and view (see bench/RESULTS.md, seventh session). Chunks are
         -- sized by maintenance_work_mem.
         EXECUTE format('CREATE TABLE %I.%I AS %s WITH NO DATA', target_schema, target_table, query);
-        n_rows := mlmon._fv_fill_training_set(
-            format('%I.%I', target_schema, target_table)::regclass,
-            format('SELECT %s FROM %s s ORDER BY %s', array_to_string(spine_list || fill_columns, ', '), spine, spine_order),
-            spine_width, array_position(col_names, at), fill_indexes, fill_entities, fill_not_before, fill_created,
-            fill_views, fill_attnums);
+        -- The fill bypasses indexes, triggers, constraints and row security:
+        -- if something (an event trigger, say) gave the new table any, the
+        -- rows go in by INSERT.
+        IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = format('%I.%I', target_schema, target_table)::regclass
+                     AND (c.relhasindex OR c.relhastriggers OR c.relrowsecurity OR c.relchecks > 0
+                          OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                                       AND (a.attnotnull OR a.atthasdef)))) THEN
+            EXECUTE format('INSERT INTO %I.%I %s', target_schema, target_table, query);
+            GET DIAGNOSTICS n_rows = ROW_COUNT;
+        ELSE
+            n_rows := mlmon._fv_fill_training_set(
+                format('%I.%I', target_schema, target_table)::regclass,
+                format('SELECT %s FROM %s s ORDER BY %s', array_to_string(spine_list || fill_columns, ', '), spine, spine_order),
+                spine_width, array_position(col_names, at), fill_indexes, fill_entities, fill_not_before, fill_created,
+                fill_views, fill_attnums);
+        END IF;
     ELSE
         EXECUTE format('CREATE TABLE %I.%I AS %s', target_schema, target_table, query);
         GET DIAGNOSTICS n_rows = ROW_COUNT;

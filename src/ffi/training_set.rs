@@ -122,6 +122,36 @@ struct View {
     copy: Vec<(bool, i16)>,
 }
 
+/// The rows go in through the table access method alone: no index entries,
+/// constraints, triggers, row security or privilege checks, as COPY FROM
+/// would apply. So the target must be a table that has none of them to miss:
+/// one this transaction created (build_training_set's CREATE TABLE), owned by
+/// the caller, plain, empty, and bare. Anything else is refused, whoever
+/// calls this function.
+///
+/// SAFETY: `target` is open.
+unsafe fn check_target(target: pg_sys::Relation) {
+    unsafe {
+        let form = (*target).rd_rel;
+        let desc = (*target).rd_att;
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let bare = (*form).relkind as u8 == pg_sys::RELKIND_RELATION
+            && (*target).rd_createSubid != 0 // InvalidSubTransactionId: created before this transaction
+            && pg_sys::pg_class_ownercheck((*target).rd_id, pg_sys::GetUserId())
+            && !(*form).relhasindex
+            && !(*form).relhastriggers
+            && !(*form).relrowsecurity
+            && (*form).relchecks == 0
+            && attrs.iter().all(|a| !a.attnotnull && !a.atthasdef)
+            && pg_sys::RelationGetNumberOfBlocksInFork(target, pg_sys::ForkNumber::MAIN_FORKNUM) == 0;
+        if !bare {
+            raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                  "mlmon._fv_fill_training_set writes only into the empty table build_training_set has just created".into(),
+                  "it is internal to mlmon.build_training_set");
+        }
+    }
+}
+
 /// One chunk of spine rows, taken apart once: row i's column c is
 /// `values[i * columns + c]` (pointing into the SPI tuples where by
 /// reference).
@@ -230,6 +260,7 @@ impl Fill {
                                   attnums: Vec::new(), copy: Vec::new() });
             }
             let target_rel = pg_sys::table_open(spec.target, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            check_target(target_rel);
             let slots = (0..INSERT_BATCH).map(|_| pg_sys::table_slot_create(target_rel, std::ptr::null_mut())).collect();
             let bulk = pg_sys::GetBulkInsertState();
             pg_sys::MemoryContextSwitchTo(caller);

@@ -163,3 +163,78 @@ def test_build_training_set_errors(conn, tables, case_id, sqlstate, overrides):
     # No scratch tables left in the session either.
     assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '\\_mlmon\\_%%' AND relpersistence = 't' "
                         "AND pg_table_is_visible(oid)").fetchone()[0] == 0
+
+
+def test_fill_writes_only_into_a_table_it_may_bypass(conn, tables):
+    """mlmon._fv_fill_training_set inserts through the table access method
+    alone (no index entries, constraints, triggers or privilege checks), so it
+    refuses every target but the empty, bare table build_training_set has just
+    created in the same transaction -- even called directly, with arguments
+    that are otherwise valid."""
+    schema, prefix, ev, sp = tables
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts', ARRAY['score'])", [prefix + "v", ev])
+    index = conn.execute("SELECT mlmon._fv_probe_index(f) FROM mlmon.feature_view f WHERE name = %s", [prefix + "v"]).fetchone()[0]
+    assert index is not None
+    spine_query = sql.SQL("SELECT s.uid, s.at FROM {} s").format(I(schema, "sp")).as_string(conn)
+    fill = ("SELECT mlmon._fv_fill_training_set(%s::regclass, %s, 2, 2, ARRAY[%s::regclass], '{1}', '{0}', '{0}', '{1}', "
+            "ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'score')])")
+    target = f"{schema}.target"
+
+    def call(extra=None):
+        """The fill into a fresh target (made in this transaction unless
+        `extra` is None) after `extra`, all in one transaction."""
+        if extra is None:
+            conn.execute(fill, [target, spine_query, index, ev])
+            return
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(I(schema, "target")))
+            conn.execute(sql.SQL("CREATE TABLE {} (uid bigint, at timestamptz, v__score int)").format(I(schema, "target")))
+            if extra:
+                conn.execute(sql.SQL(extra).format(t=I(schema, "target")))
+            conn.execute(fill, [target, spine_query, index, ev])
+            return conn.execute(sql.SQL("SELECT uid, v__score FROM {} ORDER BY uid").format(I(schema, "target"))).fetchall()
+
+    conn.execute(sql.SQL("CREATE TABLE {} (uid bigint, at timestamptz, v__score int)").format(I(schema, "target")))
+    _expect(conn, "22023", call)  # created in an earlier transaction
+    for extra in ("CREATE INDEX ON {t} (uid)",  # an index the fill would leave without entries
+                  "ALTER TABLE {t} ADD CHECK (v__score > 0)", "ALTER TABLE {t} ALTER uid SET NOT NULL",
+                  "INSERT INTO {t} VALUES (1, now(), 1)", "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"):
+        _expect(conn, "22023", lambda: call(extra))
+    # The same call into a fresh bare table of the transaction goes through.
+    conn.execute(sql.SQL("INSERT INTO {} (uid, at) VALUES (1, %s), (NULL, %s)").format(I(schema, "sp")),
+                 [T0 + dt.timedelta(hours=1), T0])
+    assert call("") == [(1, 5), (None, None)]
+
+
+def test_training_set_into_a_table_an_event_trigger_dressed(conn, tables):
+    """If something gives the new training-set table an index or a trigger
+    (an event trigger on CREATE TABLE AS, say), build_training_set inserts
+    its rows by INSERT, which maintains them, instead of refusing."""
+    schema, prefix, ev, sp = tables
+    conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'uid', 'ts', ARRAY['score'])", [prefix + "v", ev])
+    conn.execute(sql.SQL("INSERT INTO {} (uid, at) VALUES (1, %s), (2, %s)").format(I(schema, "sp")),
+                 [T0 + dt.timedelta(hours=1), T0])
+    fn = I(schema, "index_new_tables")
+    conn.execute(sql.SQL("""CREATE FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        DECLARE r record;
+        BEGIN
+            FOR r IN SELECT objid::regclass AS t FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE AS' LOOP
+                EXECUTE format('CREATE INDEX ON %s (uid)', r.t);
+            END LOOP;
+        END $$""").format(fn))
+    trigger = f"{prefix}index_new_tables"
+    conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON ddl_command_end WHEN TAG IN ('CREATE TABLE AS') EXECUTE FUNCTION {}()").format(
+        I(trigger), fn))
+    try:
+        n = conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'uid', 'at', ARRAY[%s], %s)",
+                         [sp, prefix + "v", f"{schema}.ts"]).fetchone()[0]
+    finally:
+        conn.execute(sql.SQL("DROP EVENT TRIGGER {}").format(I(trigger)))
+    assert n == 2
+    target = I(schema, "ts")
+    assert conn.execute(sql.SQL("SELECT uid, {} FROM {} ORDER BY uid").format(I(prefix + "v__score"), target)).fetchall() \
+        == [(1, 5), (2, None)]
+    # The index holds both rows: the scan below uses it.
+    conn.execute("SET enable_seqscan = off")
+    assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE uid IN (1, 2)").format(target)).fetchone()[0] == 2
+    conn.execute("RESET enable_seqscan")
