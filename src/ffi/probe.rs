@@ -2,7 +2,9 @@
 //! read straight from the source's (entity, event_time) btree index.
 //!
 //! `build_training_set` calls it once per spine row and view, with the spine
-//! sorted by (entity, at). In SQL the same answer (`mlmon._fv_latest_parts`)
+//! sorted by (entity, at), when some view is not walked; otherwise its fill
+//! (`training_set.rs`) drives the same walk through `locate` and
+//! `fetch_sorted`. In SQL the same answer (`mlmon._fv_latest_parts`)
 //! is an index descent per point plus a second probe looking for a full tie.
 //! Here one forward index scan walks in step with the points: it reads index
 //! keys (not table rows) up to each point's `at`, descends from the root

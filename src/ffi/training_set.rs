@@ -12,10 +12,10 @@
 //! once by the walk, exactly as `_fv_probe` reads them.
 //!
 //! The spine comes from a query built by `build_training_set` (its own
-//! columns, then `at`, then per view the entity in the view's key type and
-//! the TTL bound), sorted by (entity, at); the target table exists, with the
-//! spine's columns followed by the feature columns. Reads run as the caller
-//! under the caller's statement snapshot, like the SQL path.
+//! columns, then any entity casts and TTL bounds the views need), sorted by
+//! (entity, at); the target table exists, with the spine's columns followed
+//! by the feature columns. Reads run as the caller under the caller's
+//! statement snapshot, like the SQL path.
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -26,13 +26,15 @@ use crate::errors::raise_coded as raise;
 
 v1_function!(fv_fill_training_set);
 
-/// Bytes of memory a chunk holds per point and view, on top of the spine
-/// row: the chosen row's feature values. Used only to size chunks.
+/// Bytes of memory a chunk holds per point and view (the chosen row's
+/// feature values), an estimate used only to size chunks; the spine row
+/// itself (its SPI copy, taken apart) counts as two views' worth.
 const ROW_BYTES_ESTIMATE: usize = 64;
 
-/// The fewest points per chunk, whatever work_mem says: fewer points than
-/// the source has pages would fetch about one row per page, no better than
-/// probing in spine order.
+/// The fewest points per chunk (maintenance_work_mem's 1MB minimum gives
+/// about 3000 with three views). Chunks much smaller than the source's page
+/// count fetch about one row per page, no better than probing in spine
+/// order: raise maintenance_work_mem for big spines.
 const MIN_CHUNK_POINTS: usize = 1024;
 
 /// Rows inserted per table_multi_insert call, as COPY FROM batches them: one
@@ -123,7 +125,7 @@ struct View {
 }
 
 /// The rows go in through the table access method alone: no index entries,
-/// constraints, triggers, row security or privilege checks, as COPY FROM
+/// constraints, triggers, row security or privilege checks, which COPY FROM
 /// would apply. So the target must be a table that has none of them to miss:
 /// one this transaction created (build_training_set's CREATE TABLE), owned by
 /// the caller, plain, empty, and bare. Anything else is refused, whoever
