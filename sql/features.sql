@@ -946,6 +946,7 @@ DECLARE
     fill_columns text[] := '{}';  -- the spine query's columns beyond the spine's
     not_before text;
     created_attnum smallint;
+    target_rel regclass;
 BEGIN
     IF spine IS NULL OR entity IS NULL OR at IS NULL THEN
         RAISE EXCEPTION 'spine, entity and at are required'
@@ -1054,10 +1055,9 @@ BEGIN
             -- subquery there keeps it one call), then taken apart.
             created_attnum := coalesce((SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = fv.source
                                           AND a.attname = fv.created_time_column AND NOT a.attisdropped), 0);
+            not_before := CASE WHEN fv.ttl IS NOT NULL THEN format('s.%I - %L::interval', at, fv.ttl) END;
             probes := probes || format(', mlmon._fv_probe(%s::regclass, NULL::%s, %s, s.%I, %s, %s::smallint) AS %I',
-                                       probe_index::oid, fv.source, entity_expr, at,
-                                       CASE WHEN fv.ttl IS NULL THEN 'NULL'
-                                            ELSE format('s.%I - %L::interval', at, fv.ttl) END,
+                                       probe_index::oid, fv.source, entity_expr, at, coalesce(not_before, 'NULL'),
                                        created_attnum, format('_mlmon_probe_%s_%s', tag, i));
             fill_indexes := fill_indexes || probe_index;
             fill_created := fill_created || created_attnum;
@@ -1071,10 +1071,9 @@ BEGIN
                 END IF;
                 fill_entities := fill_entities || (spine_width + array_position(fill_columns, entity_expr))::smallint;
             END IF;
-            IF fv.ttl IS NULL THEN
+            IF not_before IS NULL THEN
                 fill_not_before := fill_not_before || 0::smallint;
             ELSE
-                not_before := format('s.%I - %L::interval', at, fv.ttl);
                 IF NOT not_before = ANY (fill_columns) THEN
                     fill_columns := fill_columns || not_before;
                 END IF;
@@ -1136,18 +1135,19 @@ BEGIN
         -- row and view (see bench/RESULTS.md, seventh session). Chunks are
         -- sized by maintenance_work_mem.
         EXECUTE format('CREATE TABLE %I.%I AS %s WITH NO DATA', target_schema, target_table, query);
+        target_rel := format('%I.%I', target_schema, target_table)::regclass;
         -- The fill bypasses indexes, triggers, constraints and row security:
         -- if something (an event trigger, say) gave the new table any, the
-        -- rows go in by INSERT.
-        IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = format('%I.%I', target_schema, target_table)::regclass
+        -- rows go in by INSERT. (The fill itself refuses such a table.)
+        IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = target_rel
                      AND (c.relhasindex OR c.relhastriggers OR c.relrowsecurity OR c.relchecks > 0
                           OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
                                        AND (a.attnotnull OR a.atthasdef)))) THEN
-            EXECUTE format('INSERT INTO %I.%I %s', target_schema, target_table, query);
+            EXECUTE format('INSERT INTO %s %s', target_rel, query);
             GET DIAGNOSTICS n_rows = ROW_COUNT;
         ELSE
             n_rows := mlmon._fv_fill_training_set(
-                format('%I.%I', target_schema, target_table)::regclass,
+                target_rel,
                 format('SELECT %s FROM %s s ORDER BY %s', array_to_string(spine_list || fill_columns, ', '), spine, spine_order),
                 spine_width, array_position(col_names, at), fill_indexes, fill_entities, fill_not_before, fill_created,
                 fill_views, fill_attnums);

@@ -84,7 +84,7 @@ pub(super) struct Walk {
     /// Where event_time sits in an index tuple's data, when the entity has a
     /// fixed length (then both columns sit at fixed offsets in a tuple
     /// without NULLs); None: index_deform_tuple reads them.
-    key_offsets: Option<usize>,
+    event_time_offset: Option<usize>,
 }
 
 /// MAXALIGN(sizeof(IndexTupleData)): where the data of an index tuple without
@@ -115,7 +115,7 @@ pub(super) enum Located {
     Nothing,
     /// The row, already read (a composite datum of the table's row type).
     Row(Datum),
-    /// The row is the visible one at this TID: fetch it with `fetch`.
+    /// The row is the visible one at this TID: read it with `fetch_sorted`.
     At(pg_sys::ItemPointerData),
 }
 
@@ -288,7 +288,7 @@ impl Walk {
                 last_at: i64::MIN,
                 vm_buffer: pg_sys::InvalidBuffer as pg_sys::Buffer,
                 key_argument: None,
-                key_offsets: fixed_key_offsets(index),
+                event_time_offset: fixed_event_time_offset(index),
             }
         }
     }
@@ -553,7 +553,7 @@ impl Walk {
                 return;
             }
             let itup = (*self.scan).xs_itup;
-            let (entity, event_time) = match self.key_offsets {
+            let (entity, event_time) = match self.event_time_offset {
                 // The two leading columns where a tuple without NULLs keeps
                 // them (access/itup.h): what index_getattr reads, without a
                 // call per entry.
@@ -748,7 +748,7 @@ pub(super) fn block_number(tid: &pg_sys::ItemPointerData) -> pg_sys::BlockNumber
 /// second follows at its alignment (att_align_nominal).
 ///
 /// SAFETY: `index` is open.
-unsafe fn fixed_key_offsets(index: pg_sys::Relation) -> Option<usize> {
+unsafe fn fixed_event_time_offset(index: pg_sys::Relation) -> Option<usize> {
     unsafe {
         let desc = (*index).rd_att;
         if (*desc).natts < 2 {

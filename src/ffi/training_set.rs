@@ -119,10 +119,14 @@ struct View {
     /// Query columns (0-based) of the view's entity and TTL bound.
     entity_column: usize,
     not_before_column: Option<usize>,
+    columns: Columns,
+}
+
+/// The columns of a view's source the target takes.
+struct Columns {
     /// The source's row descriptor, to take chosen rows apart.
     row_desc: pg_sys::TupleDesc,
-    /// The attributes of the source the target takes, and how to copy each
-    /// (by value, length).
+    /// The attributes, and how to copy each (by value, length).
     attnums: Vec<usize>,
     copy: Vec<(bool, i16)>,
 }
@@ -207,7 +211,7 @@ struct Fill {
     views: Vec<View>,
     spine_columns: usize,
     at_column: usize,
-    /// Per target feature column: (view, index into the view's `attnums`).
+    /// Per target feature column: (view, index into the view's `columns`).
     features: Vec<(usize, usize)>,
     /// The memory of the walks (the caller's) and of one chunk's rows.
     walk_context: pg_sys::MemoryContext,
@@ -261,8 +265,8 @@ impl Fill {
                 }
                 let walk = Walk::open(check_setup(spec.indexes[v], spec.created_times[v], None, column_type(entity_column)));
                 let row_desc = walk.row_desc();
-                views.push(View { walk, recheck: None, entity_column, not_before_column, row_desc,
-                                  attnums: Vec::new(), copy: Vec::new() });
+                views.push(View { walk, recheck: None, entity_column, not_before_column,
+                                  columns: Columns { row_desc, attnums: Vec::new(), copy: Vec::new() } });
             }
             let target_rel = pg_sys::table_open(spec.target, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             check_target(target_rel);
@@ -281,19 +285,19 @@ impl Fill {
             }
             let mut features = Vec::with_capacity(spec.feature_views.len());
             for (k, (&v, &attnum)) in spec.feature_views.iter().zip(&spec.feature_attnums).enumerate() {
-                let view = &mut views[v as usize - 1];
-                let natts = (*view.row_desc).natts as usize;
+                let columns = &mut views[v as usize - 1].columns;
+                let natts = (*columns.row_desc).natts as usize;
                 let attnum = attnum as usize;
                 if attnum < 1 || attnum > natts {
                     bad_arguments();
                 }
-                let attribute = (*view.row_desc).attrs.as_slice(natts)[attnum - 1];
+                let attribute = (*columns.row_desc).attrs.as_slice(natts)[attnum - 1];
                 if attribute.attisdropped || target_attrs[spine_columns + k].atttypid != attribute.atttypid {
                     bad_arguments();
                 }
-                features.push((v as usize - 1, view.attnums.len()));
-                view.attnums.push(attnum);
-                view.copy.push((attribute.attbyval, attribute.attlen));
+                features.push((v as usize - 1, columns.attnums.len()));
+                columns.attnums.push(attnum);
+                columns.copy.push((attribute.attbyval, attribute.attlen));
             }
             // A bulk build, like CREATE INDEX: chunks are sized by
             // maintenance_work_mem (the spine's sort, by work_mem).
@@ -350,10 +354,10 @@ impl Fill {
     unsafe fn choose_rows(&mut self, spine: &Spine) -> Chosen {
         unsafe {
             let mut chosen = Chosen { values: Vec::new(), nulls: Vec::new() };
-            let mut deferred: Vec<(u64, usize)> = Vec::new();
+            let mut deferred: Vec<(pg_sys::ItemPointerData, usize)> = Vec::new();
             let mut missed: Vec<usize> = Vec::new();
             for v in 0..self.views.len() {
-                let width = self.views[v].attnums.len();
+                let width = self.views[v].columns.attnums.len();
                 let mut values = vec![Datum::from(0); spine.rows * width];
                 let mut nulls = vec![true; spine.rows * width];
                 deferred.clear();
@@ -361,19 +365,18 @@ impl Fill {
                     let Some((entity, at, not_before)) = self.point(spine, i, v) else { continue };
                     match self.views[v].walk.locate(self.walk_context, entity, at, not_before) {
                         Located::Nothing => {}
-                        Located::Row(row) => self.views[v].take_row(row, &mut values[i * width..], &mut nulls[i * width..]),
-                        Located::At(tid) => deferred.push((tid_key(&tid), i)),
+                        Located::Row(row) => self.views[v].columns.take_composite(row, &mut values[i * width..], &mut nulls[i * width..]),
+                        Located::At(tid) => deferred.push((tid, i)),
                     }
                 }
                 // In table order: consecutive rows mostly share a page.
-                deferred.sort_unstable();
-                let tids: Vec<(pg_sys::ItemPointerData, usize)> = deferred.iter().map(|&(key, i)| (tid_from_key(key), i)).collect();
+                deferred.sort_unstable_by_key(|(tid, _)| tid_key(tid));
                 missed.clear();
                 let view = &mut self.views[v];
-                let (attnums, copy, row_desc) = (&view.attnums, &view.copy, view.row_desc);
+                let columns = &view.columns;
                 let (values_at, nulls_at) = (values.as_ptr(), nulls.as_ptr());
-                view.walk.fetch_sorted(&tids, |i, row| match row {
-                    Some(row) => take_fetched(row, row_desc, attnums, copy, &mut values[i * width..], &mut nulls[i * width..]),
+                view.walk.fetch_sorted(&deferred, |i, row| match row {
+                    Some(row) => columns.take(row, true, &mut values[i * width..], &mut nulls[i * width..]),
                     None => missed.push(i),
                 }, |i| {
                     // Point i's values sit at a random place in the arrays.
@@ -382,7 +385,7 @@ impl Fill {
                 });
                 for &i in &missed {
                     if let Some(row) = self.recheck(spine, i, v) {
-                        self.views[v].take_row(row, &mut values[i * width..], &mut nulls[i * width..]);
+                        self.views[v].columns.take_composite(row, &mut values[i * width..], &mut nulls[i * width..]);
                     }
                 }
                 chosen.values.push(values);
@@ -422,7 +425,7 @@ impl Fill {
     /// feature from the point's chosen row in its view.
     unsafe fn write_rows(&mut self, spine: &Spine, chosen: &Chosen) {
         unsafe {
-            let widths: Vec<usize> = self.views.iter().map(|v| v.attnums.len()).collect();
+            let widths: Vec<usize> = self.views.iter().map(|v| v.columns.attnums.len()).collect();
             let command = pg_sys::GetCurrentCommandId(true);
             let width = self.spine_columns + self.features.len();
             let mut batched = 0;
@@ -438,7 +441,7 @@ impl Fill {
                     let (value, null) = (chosen.values[v][i * widths[v] + j], chosen.nulls[v][i * widths[v] + j]);
                     values[self.spine_columns + k] = value;
                     nulls[self.spine_columns + k] = null;
-                    if !null && !self.views[v].copy[j].0 {
+                    if !null && !self.views[v].columns.copy[j].0 {
                         prefetch(value);
                     }
                 }
@@ -476,35 +479,32 @@ impl Fill {
     }
 }
 
-impl View {
+impl Columns {
     /// Keeps the target's attributes of a chosen row given as a composite
-    /// datum (in the chunk's context already): `values`/`nulls` start at the
-    /// point's first.
-    unsafe fn take_row(&self, row: Datum, values: &mut [Datum], nulls: &mut [bool]) {
+    /// datum (built in the chunk's context: nothing to copy). `values` and
+    /// `nulls` start at the point's first.
+    unsafe fn take_composite(&self, row: Datum, values: &mut [Datum], nulls: &mut [bool]) {
         unsafe {
             let header = row.cast_mut_ptr::<pg_sys::HeapTupleHeaderData>();
             let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
             tuple.t_len = pgrx::varsize_any(header.cast()) as u32;
             tuple.t_data = header;
-            for (j, &attnum) in self.attnums.iter().enumerate() {
-                values[j] = pg_sys::heap_getattr(&mut tuple, attnum as i32, self.row_desc, &mut nulls[j]);
-            }
+            self.take(Row::Tuple(&mut tuple), false, values, nulls);
         }
     }
-}
 
-/// Keeps the target's attributes (`attnums`, copied as `copy` says) of a row
-/// `Walk::fetch_sorted` read, copying into the current (chunk) context values
-/// that point into the table's page.
-unsafe fn take_fetched(row: Row, desc: pg_sys::TupleDesc, attnums: &[usize], copy: &[(bool, i16)],
-                       values: &mut [Datum], nulls: &mut [bool]) {
-    unsafe {
-        for (j, (&attnum, &(by_value, length))) in attnums.iter().zip(copy).enumerate() {
-            let value = match row {
-                Row::Tuple(tuple) => pg_sys::heap_getattr(tuple, attnum as i32, desc, &mut nulls[j]),
-                Row::Slot(slot) => pg_sys::slot_getattr(slot, attnum as i32, &mut nulls[j]),
-            };
-            values[j] = if nulls[j] || by_value { value } else { copy_by_reference(value, length) };
+    /// Keeps the target's attributes of a row; `on_page`: the row lies on a
+    /// table page (`Walk::fetch_sorted`), so values passed by reference are
+    /// copied into the current (chunk) context.
+    unsafe fn take(&self, row: Row, on_page: bool, values: &mut [Datum], nulls: &mut [bool]) {
+        unsafe {
+            for (j, (&attnum, &(by_value, length))) in self.attnums.iter().zip(&self.copy).enumerate() {
+                let value = match row {
+                    Row::Tuple(tuple) => pg_sys::heap_getattr(tuple, attnum as i32, self.row_desc, &mut nulls[j]),
+                    Row::Slot(slot) => pg_sys::slot_getattr(slot, attnum as i32, &mut nulls[j]),
+                };
+                values[j] = if nulls[j] || by_value || !on_page { value } else { copy_by_reference(value, length) };
+            }
         }
     }
 }
@@ -543,12 +543,4 @@ fn prefetch(value: Datum) {
 /// A TID as one integer in table order.
 fn tid_key(tid: &pg_sys::ItemPointerData) -> u64 {
     (u64::from(block_number(tid)) << 16) | u64::from(tid.ip_posid)
-}
-
-fn tid_from_key(key: u64) -> pg_sys::ItemPointerData {
-    let block = (key >> 16) as u32;
-    pg_sys::ItemPointerData {
-        ip_blkid: pg_sys::BlockIdData { bi_hi: (block >> 16) as u16, bi_lo: block as u16 },
-        ip_posid: key as u16,
-    }
 }
