@@ -512,10 +512,12 @@ CREATE FUNCTION mlmon._fv_probe(source_index regclass, source_row anyelement, en
 -- src/ffi/training_set.rs): the same rule as _fv_probe, with the chosen
 -- rows read in table order a chunk of spine rows at a time. `spine_query`
 -- returns the spine's columns (`spine_columns` of them), then the entity
--- expressions and TTL bounds the views need beyond them; the other arguments
--- give column numbers in it (see src/ffi/training_set.rs). Runs
--- `spine_query` as the caller: only build_training_set builds it.
-CREATE FUNCTION mlmon._fv_fill_training_set(target regclass, spine_query text, spine_columns integer, at_column integer,
+-- expressions and TTL bounds the views need beyond them, unsorted;
+-- `spine_order` is the ORDER BY list that sorts it by (entity, at). The
+-- other arguments give column numbers in it (see src/ffi/training_set.rs).
+-- Runs `spine_query` as the caller: only build_training_set builds it.
+CREATE FUNCTION mlmon._fv_fill_training_set(target regclass, spine_query text, spine_order text,
+                                            spine_columns integer, at_column integer,
                                             indexes regclass[], entity_columns smallint[], not_before_columns smallint[],
                                             created_times smallint[], feature_views smallint[], feature_attnums smallint[])
     RETURNS bigint
@@ -895,7 +897,8 @@ COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an e
 --    slower): every spine row exactly once (no drops, no duplicates).
 -- When every view is walked (no window views, every latest view with an index
 -- _fv_probe reads), step 3 is mlmon._fv_fill_training_set instead, which
--- writes the rows itself, chunks sized by maintenance_work_mem.
+-- writes the rows itself, the spine in memory (when it fits) and chunks sized
+-- by maintenance_work_mem.
 -- The temporary tables are dropped before returning (and with an error, with
 -- the transaction). Sorts and hashes use the caller's work_mem; raise it for
 -- big spines.
@@ -1132,8 +1135,9 @@ BEGIN
         -- Every view is walked: the table gets the query's columns, and
         -- _fv_fill_training_set its rows, reading each chunk of spine rows'
         -- chosen rows in table order rather than one random page per spine
-        -- row and view (see bench/RESULTS.md, seventh session). Chunks are
-        -- sized by maintenance_work_mem.
+        -- row and view (see bench/RESULTS.md, seventh session). It sorts the
+        -- spine itself when it fits in maintenance_work_mem (src/ffi/spine.rs),
+        -- else reads it through spine_order.
         EXECUTE format('CREATE TABLE %I.%I AS %s WITH NO DATA', target_schema, target_table, query);
         target_rel := format('%I.%I', target_schema, target_table)::regclass;
         -- The fill bypasses indexes, triggers, constraints and row security:
@@ -1148,7 +1152,7 @@ BEGIN
         ELSE
             n_rows := mlmon._fv_fill_training_set(
                 target_rel,
-                format('SELECT %s FROM %s s ORDER BY %s', array_to_string(spine_list || fill_columns, ', '), spine, spine_order),
+                format('SELECT %s FROM %s s', array_to_string(spine_list || fill_columns, ', '), spine), spine_order,
                 spine_width, array_position(col_names, at), fill_indexes, fill_entities, fill_not_before, fill_created,
                 fill_views, fill_attnums);
         END IF;

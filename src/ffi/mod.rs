@@ -376,4 +376,5 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
 }
 
 mod probe;
+mod spine;
 mod training_set;

@@ -12,8 +12,8 @@
 //! once by the walk, exactly as `_fv_probe` reads them.
 //!
 //! The spine comes from a query built by `build_training_set` (its own
-//! columns, then any entity casts and TTL bounds the views need), sorted by
-//! (entity, at); the target table exists, with the spine's columns followed
+//! columns, then any entity casts and TTL bounds the views need), read in
+//! (entity, at) order by `spine.rs`; the target table exists, with the spine's columns followed
 //! by the feature columns. Reads run as the caller under the caller's
 //! statement snapshot, like the SQL path.
 
@@ -22,33 +22,27 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use super::probe::{block_number, check_setup, Located, Row, Walk};
+use super::spine::{open_cursor, Spine, SpineReader, SpinePlan};
 use crate::errors::raise_coded as raise;
 
 v1_function!(fv_fill_training_set);
 
-/// Bytes of memory a chunk holds per spine row (its SPI copy and its
-/// columns taken apart) and per spine row and view (the chosen row's feature
-/// values), to size chunks by maintenance_work_mem. Measured with three
-/// views of three features (float8, int4, a 32-byte text): 170 + 27 bytes
-/// per spine row, 94 per view (the text copies most of it).
-const SPINE_ROW_BYTES: usize = 200;
+/// Bytes of memory a chunk holds per spine row and view (the chosen row's
+/// feature values), to size chunks by maintenance_work_mem. Measured with
+/// three views of three features (float8, int4, a 32-byte text): 94 bytes
+/// per view (the text copies most of it).
 const VIEW_BYTES: usize = 96;
-
-/// The fewest points per chunk (maintenance_work_mem's 1MB minimum gives
-/// about 2000 with three views). Chunks much smaller than the source's page
-/// count fetch about one row per page, no better than probing in spine
-/// order: raise maintenance_work_mem for big spines.
-const MIN_CHUNK_POINTS: usize = 1024;
 
 /// Rows inserted per table_multi_insert call, as COPY FROM batches them: one
 /// WAL record per page filled instead of one per row.
 const INSERT_BATCH: usize = 1000;
 
 /// `mlmon._fv_fill_training_set(target regclass, spine_query text,
-/// spine_columns int, at_column int, indexes regclass[], entity_columns
+/// spine_order text, spine_columns int, at_column int, indexes regclass[], entity_columns
 /// smallint[], not_before_columns smallint[], created_times smallint[],
 /// feature_views smallint[], feature_attnums smallint[]) RETURNS bigint`:
 /// inserts one target row per row of `spine_query` and returns their number.
+/// `spine_order` is the ORDER BY list that sorts the query by (entity, at).
 /// The query's first `spine_columns` columns are the spine's; column
 /// `at_column` (numbers are 1-based) is the time. View v walks `indexes[v]`
 /// with the entity in column `entity_columns[v]`, the TTL bound in column
@@ -59,24 +53,26 @@ const INSERT_BATCH: usize = 1000;
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn fv_fill_training_set(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
-    // SAFETY: sql/features.sql declares this STRICT function with these ten
+    // SAFETY: sql/features.sql declares this STRICT function with these eleven
     // arguments; the relations are opened, scanned and written through the
     // table and index access method APIs, as COPY FROM and index scans do.
     unsafe {
-        let args = (*fcinfo).args.as_slice(10);
+        let args = (*fcinfo).args.as_slice(11);
         let number = |i: usize| args[i].value.value() as i32;
+        let text = |i: usize| String::from_datum(args[i].value, false).unwrap_or_default();
         let list = |i: usize| Vec::<i16>::from_datum(args[i].value, false).unwrap_or_default();
         let spec = Spec {
             target: Oid::from(args[0].value.value() as u32),
-            query: String::from_datum(args[1].value, false).unwrap_or_default(),
-            spine_columns: number(2),
-            at_column: number(3),
-            indexes: Vec::<Oid>::from_datum(args[4].value, false).unwrap_or_default(),
-            entity_columns: list(5),
-            not_before_columns: list(6),
-            created_times: list(7),
-            feature_views: list(8),
-            feature_attnums: list(9),
+            query: text(1),
+            order: text(2),
+            spine_columns: number(3),
+            at_column: number(4),
+            indexes: Vec::<Oid>::from_datum(args[5].value, false).unwrap_or_default(),
+            entity_columns: list(6),
+            not_before_columns: list(7),
+            created_times: list(8),
+            feature_views: list(9),
+            feature_attnums: list(10),
         };
         let views = spec.indexes.len();
         if views == 0
@@ -95,6 +91,7 @@ pub unsafe extern "C-unwind" fn fv_fill_training_set(fcinfo: pg_sys::FunctionCal
 struct Spec {
     target: Oid,
     query: String,
+    order: String,
     spine_columns: i32,
     at_column: i32,
     indexes: Vec<Oid>,
@@ -161,39 +158,6 @@ unsafe fn check_target(target: pg_sys::Relation) {
     }
 }
 
-/// One chunk of spine rows, taken apart once: row i's column c is
-/// `values[i * columns + c]` (pointing into the SPI tuples where by
-/// reference).
-struct Spine {
-    rows: usize,
-    columns: usize,
-    values: Vec<Datum>,
-    nulls: Vec<bool>,
-}
-
-impl Spine {
-    unsafe fn deform(rows: &[pg_sys::HeapTuple], desc: pg_sys::TupleDesc) -> Spine {
-        unsafe {
-            let columns = (*desc).natts as usize;
-            let mut spine = Spine { rows: rows.len(), columns, values: vec![Datum::from(0); rows.len() * columns],
-                                    nulls: vec![true; rows.len() * columns] };
-            for (i, &row) in rows.iter().enumerate() {
-                pg_sys::heap_deform_tuple(row, desc, spine.values[i * columns..].as_mut_ptr(), spine.nulls[i * columns..].as_mut_ptr());
-            }
-            spine
-        }
-    }
-
-    fn value(&self, i: usize, column: usize) -> Option<Datum> {
-        (!self.nulls[i * self.columns + column]).then(|| self.values[i * self.columns + column])
-    }
-
-    fn row(&self, i: usize) -> (&[Datum], &[bool]) {
-        let range = i * self.columns..(i + 1) * self.columns;
-        (&self.values[range.clone()], &self.nulls[range])
-    }
-}
-
 /// One chunk's chosen feature values: those of point i in view v are
 /// `values[v][i * w .. (i + 1) * w]` (w: the view's number of attributes),
 /// in the chunk's memory context.
@@ -207,7 +171,7 @@ struct Fill {
     /// The rows of one multi-insert batch.
     slots: Vec<*mut pg_sys::TupleTableSlot>,
     bulk: pg_sys::BulkInsertState,
-    portal: pg_sys::Portal,
+    spine: Option<SpineReader>,
     views: Vec<View>,
     spine_columns: usize,
     at_column: usize,
@@ -216,7 +180,6 @@ struct Fill {
     /// The memory of the walks (the caller's) and of one chunk's rows.
     walk_context: pg_sys::MemoryContext,
     chunk_context: pg_sys::MemoryContext,
-    chunk_points: usize,
 }
 
 impl Fill {
@@ -230,14 +193,9 @@ impl Fill {
             if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
                 raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "SPI_connect failed".into(), "");
             }
-            let query = std::ffi::CString::new(spec.query.as_str()).unwrap_or_else(|_| bad_arguments());
-            let plan = pg_sys::SPI_prepare(query.as_ptr(), 0, std::ptr::null_mut());
-            if plan.is_null() {
-                bad_arguments();
-            }
-            // read_only: the cursor runs under the caller's active snapshot,
-            // the one the walks read with.
-            let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), true);
+            // The unsorted query first: its columns are checked here, and
+            // `SpineReader::open` reads it or turns to the sorted one.
+            let portal = open_cursor(&spec.query).unwrap_or_else(|| bad_arguments());
             let columns = (*portal).tupDesc;
             // A 1-based column number of the query, checked, as 0-based.
             let column = |number: i32| -> usize {
@@ -299,15 +257,23 @@ impl Fill {
                 columns.attnums.push(attnum);
                 columns.copy.push((attribute.attbyval, attribute.attlen));
             }
-            // A bulk build, like CREATE INDEX: chunks are sized by
-            // maintenance_work_mem (the spine's sort, by work_mem).
-            let per_point = SPINE_ROW_BYTES + VIEW_BYTES * spec.indexes.len();
-            let chunk_points = (pg_sys::maintenance_work_mem as usize * 1024 / per_point).max(MIN_CHUNK_POINTS);
+            // A bulk build, like CREATE INDEX: the spine in memory and the
+            // chunks are sized by maintenance_work_mem (the spine's sort, if
+            // it does not fit, by work_mem).
+            let plan = SpinePlan {
+                query: &spec.query,
+                order: &spec.order,
+                entity_column: views[0].entity_column,
+                at_column,
+                budget: pg_sys::maintenance_work_mem as usize * 1024,
+                point_bytes: VIEW_BYTES * views.len(),
+            };
+            let spine = SpineReader::open(portal, &plan, walk_context).unwrap_or_else(|| bad_arguments());
             Fill {
                 target: target_rel,
                 slots,
                 bulk,
-                portal,
+                spine: Some(spine),
                 views,
                 spine_columns,
                 at_column,
@@ -315,7 +281,6 @@ impl Fill {
                 walk_context,
                 chunk_context: pg_sys::AllocSetContextCreateInternal(
                     walk_context, c"mlmon training set chunk".as_ptr(), 0, 8 * 1024, 8 * 1024 * 1024),
-                chunk_points,
             }
         }
     }
@@ -326,24 +291,18 @@ impl Fill {
     unsafe fn run(mut self) -> u64 {
         unsafe {
             let mut written = 0u64;
+            let mut reader = self.spine.take().expect("started");
             loop {
                 pgrx::check_for_interrupts!();
-                pg_sys::SPI_cursor_fetch(self.portal, true, self.chunk_points as std::ffi::c_long);
-                let table = pg_sys::SPI_tuptable;
-                let n = pg_sys::SPI_processed as usize;
-                if n == 0 {
-                    break;
-                }
-                let rows = std::slice::from_raw_parts((*table).vals, n);
+                let Some(spine) = reader.next() else { break };
                 let caller = pg_sys::MemoryContextSwitchTo(self.chunk_context);
-                let spine = Spine::deform(rows, (*table).tupdesc);
                 let chosen = self.choose_rows(&spine);
                 self.write_rows(&spine, &chosen);
                 pg_sys::MemoryContextSwitchTo(caller);
-                pg_sys::SPI_freetuptable(table);
                 pg_sys::MemoryContextReset(self.chunk_context);
-                written += n as u64;
+                written += spine.rows as u64;
             }
+            reader.close();
             self.finish();
             written
         }
@@ -460,7 +419,6 @@ impl Fill {
     /// owner and memory contexts release them instead).
     unsafe fn finish(self) {
         unsafe {
-            pg_sys::SPI_cursor_close(self.portal);
             pg_sys::SPI_finish();
             pg_sys::FreeBulkInsertState(self.bulk);
             pg_sys::table_finish_bulk_insert(self.target, 0);
@@ -512,7 +470,7 @@ impl Columns {
 /// A copy of a by-reference value in the current memory context (datumCopy,
 /// which pgrx does not bind). A varlena is copied as it is, compressed or a
 /// TOAST pointer included: inserting it into the target detoasts as needed.
-unsafe fn copy_by_reference(value: Datum, length: i16) -> Datum {
+pub(super) unsafe fn copy_by_reference(value: Datum, length: i16) -> Datum {
     unsafe {
         let source = value.cast_mut_ptr::<u8>();
         let size = match length {

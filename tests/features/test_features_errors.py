@@ -176,7 +176,7 @@ def test_fill_writes_only_into_a_table_it_may_bypass(conn, tables):
     index = conn.execute("SELECT mlmon._fv_probe_index(f) FROM mlmon.feature_view f WHERE name = %s", [prefix + "v"]).fetchone()[0]
     assert index is not None
     spine_query = sql.SQL("SELECT s.uid, s.at FROM {} s").format(I(schema, "sp")).as_string(conn)
-    fill = ("SELECT mlmon._fv_fill_training_set(%s::regclass, %s, 2, 2, ARRAY[%s::regclass], '{1}', '{0}', '{0}', '{1}', "
+    fill = ("SELECT mlmon._fv_fill_training_set(%s::regclass, %s, 's.uid, s.at', 2, 2, ARRAY[%s::regclass], '{1}', '{0}', '{0}', '{1}', "
             "ARRAY[(SELECT attnum FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'score')])")
     target = f"{schema}.target"
 

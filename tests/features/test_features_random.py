@@ -277,7 +277,9 @@ def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
     does), after VACUUM (all-visible pages, rows read by TID), and after
     deletes and updates (dead rows, HOT chains, some pages all-visible and
     some not), with maintenance_work_mem at its minimum so that a spine of
-    thousands of rows takes several chunks."""
+    thousands of rows takes several chunks. The spine is sorted in memory
+    (bigint and uuid entities) or read sorted (text entities, and a spine
+    padded past maintenance_work_mem)."""
     schema, prefix = ns
     src, spine = _make_data(conn, schema, seed, key_type, spine_type)
     conn.execute(sql.SQL("INSERT INTO {0} (ent, at) SELECT ent, at + g * interval '30 minutes' "
@@ -336,6 +338,11 @@ def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
         if i == 300:
             conn.execute(sql.SQL("VACUUM {}").format(src))
     check("churned")
+    # A spine too big to hold in maintenance_work_mem: read through its
+    # ORDER BY instead of sorted in memory by the fill (src/ffi/spine.rs).
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN pad text").format(spine))
+    conn.execute(sql.SQL("UPDATE {} SET pad = repeat('x', 400)").format(spine))
+    check("wide")
 
 
 @pytest.mark.parametrize("key_type", ["bigint", "text", "uuid"])
