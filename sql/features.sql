@@ -898,7 +898,8 @@ COMMENT ON FUNCTION mlmon.latest_features(text, text) IS 'Feature values of an e
 -- When every view is walked (no window views, every latest view with an index
 -- _fv_probe reads), step 3 is mlmon._fv_fill_training_set instead, which
 -- writes the rows itself, the spine in memory (when it fits) and chunks sized
--- by maintenance_work_mem.
+-- by maintenance_work_mem, with a parallel worker walking half the views when
+-- max_parallel_maintenance_workers allows one (src/ffi/fill_helper.rs).
 -- The temporary tables are dropped before returning (and with an error, with
 -- the transaction). Sorts and hashes use the caller's work_mem; raise it for
 -- big spines.

@@ -375,6 +375,7 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
     }
 }
 
+mod fill_helper;
 mod probe;
 mod spine;
 mod training_set;

@@ -11,6 +11,10 @@
 //! map cannot settle (ties, created_time, pages not all-visible) are read at
 //! once by the walk, exactly as `_fv_probe` reads them.
 //!
+//! With a helper process (`fill_helper.rs`), a parallel worker walks half
+//! the views for each chunk while this process walks the rest, and it walks
+//! the next chunk while this one is written.
+//!
 //! The spine comes from a query built by `build_training_set` (its own
 //! columns, then any entity casts and TTL bounds the views need), read in
 //! (entity, at) order by `spine.rs`; the target table exists, with the spine's columns followed
@@ -22,6 +26,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use super::probe::{block_number, check_setup, Located, Row, Walk};
+use super::fill_helper::{Helper, HelperView, HELPED_CHUNKS, MIN_HELPED_POINTS};
 use super::spine::{open_cursor, Spine, SpineReader, SpinePlan};
 use crate::errors::raise_coded as raise;
 
@@ -107,8 +112,11 @@ fn bad_arguments() -> ! {
           "it is internal to mlmon.build_training_set")
 }
 
+/// A point of one view: (entity, at, TTL bound).
+pub(super) type Point = (Datum, i64, Option<i64>);
+
 /// One view's part of the fill.
-struct View {
+pub(super) struct View {
     walk: Walk,
     /// A second walk for the rare point whose row `locate` promised but the
     /// snapshot does not see: it starts again at that point's entity.
@@ -116,16 +124,110 @@ struct View {
     /// Query columns (0-based) of the view's entity and TTL bound.
     entity_column: usize,
     not_before_column: Option<usize>,
-    columns: Columns,
+    pub(super) columns: Columns,
 }
 
 /// The columns of a view's source the target takes.
-struct Columns {
+pub(super) struct Columns {
     /// The source's row descriptor, to take chosen rows apart.
     row_desc: pg_sys::TupleDesc,
     /// The attributes, and how to copy each (by value, length).
     attnums: Vec<usize>,
-    copy: Vec<(bool, i16)>,
+    pub(super) copy: Vec<(bool, i16)>,
+}
+
+impl View {
+    /// Opens the walk of `index` for points whose entity (of `entity_type`)
+    /// and TTL bound sit in the given query columns.
+    ///
+    /// SAFETY: inside a transaction; the current memory context lives as
+    /// long as the walk.
+    pub(super) unsafe fn open(index: Oid, created_time: i16, entity_type: Oid, entity_column: usize,
+                              not_before_column: Option<usize>) -> View {
+        unsafe {
+            let walk = Walk::open(check_setup(index, created_time, None, entity_type));
+            let row_desc = walk.row_desc();
+            View { walk, recheck: None, entity_column, not_before_column,
+                   columns: Columns { row_desc, attnums: Vec::new(), copy: Vec::new() } }
+        }
+    }
+
+    /// The values of the view's attributes (`width` per point) in each
+    /// point's chosen row, NULL where there is none (or no point), in the
+    /// current memory context. `walk_context` holds the walks.
+    ///
+    /// SAFETY: the points come sorted as the module comment says, or the
+    /// walks merely start again more often.
+    pub(super) unsafe fn choose(&mut self, walk_context: pg_sys::MemoryContext, points: &[Option<Point>]) -> (Vec<Datum>, Vec<bool>) {
+        unsafe {
+            let width = self.columns.attnums.len();
+            let mut values = vec![Datum::from(0); points.len() * width];
+            let mut nulls = vec![true; points.len() * width];
+            let mut deferred: Vec<(pg_sys::ItemPointerData, usize)> = Vec::new();
+            for (i, point) in points.iter().enumerate() {
+                let Some((entity, at, not_before)) = *point else { continue };
+                match self.walk.locate(walk_context, entity, at, not_before) {
+                    Located::Nothing => {}
+                    Located::Row(row) => self.columns.take_composite(row, &mut values[i * width..], &mut nulls[i * width..]),
+                    Located::At(tid) => deferred.push((tid, i)),
+                }
+            }
+            // In table order: consecutive rows mostly share a page.
+            deferred.sort_unstable_by_key(|(tid, _)| tid_key(tid));
+            let mut missed: Vec<usize> = Vec::new();
+            let columns = &self.columns;
+            let (values_at, nulls_at) = (values.as_ptr(), nulls.as_ptr());
+            self.walk.fetch_sorted(&deferred, |i, row| match row {
+                Some(row) => columns.take(row, true, &mut values[i * width..], &mut nulls[i * width..]),
+                None => missed.push(i),
+            }, |i| {
+                // Point i's values sit at a random place in the arrays.
+                prefetch(Datum::from(values_at.wrapping_add(i * width)));
+                prefetch(Datum::from(nulls_at.wrapping_add(i * width)));
+            });
+            // A row `locate` promised that the snapshot does not see after
+            // all: the per-point rule, by a walk that starts again at the
+            // point's entity.
+            for &i in &missed {
+                let Some((entity, at, not_before)) = points[i] else { continue };
+                let setup = self.walk.setup();
+                let walk = self.recheck.get_or_insert_with(|| {
+                    let caller = pg_sys::MemoryContextSwitchTo(walk_context);
+                    let walk = Walk::open(setup);
+                    pg_sys::MemoryContextSwitchTo(caller);
+                    walk
+                });
+                if let Some(row) = walk.point(walk_context, entity, at, not_before) {
+                    self.columns.take_composite(row, &mut values[i * width..], &mut nulls[i * width..]);
+                }
+            }
+            (values, nulls)
+        }
+    }
+
+    /// Closes the walks.
+    ///
+    /// SAFETY: in the query that opened them.
+    pub(super) unsafe fn close(self) {
+        unsafe {
+            self.walk.close();
+            if let Some(walk) = self.recheck {
+                walk.close();
+            }
+        }
+    }
+}
+
+impl Columns {
+    /// Takes attribute `attnum` of the chosen rows too.
+    pub(super) unsafe fn push(&mut self, attnum: usize) {
+        unsafe {
+            let natts = (*self.row_desc).natts as usize;
+            let attribute = (*self.row_desc).attrs.as_slice(natts)[attnum - 1];
+            self.attnums.push(attnum);
+            self.copy.push((attribute.attbyval, attribute.attlen));
+        }
+    }
 }
 
 /// The rows go in through the table access method alone: no index entries,
@@ -173,6 +275,8 @@ struct Fill {
     bulk: pg_sys::BulkInsertState,
     spine: Option<SpineReader>,
     views: Vec<View>,
+    /// The worker walking some of the views, if one could be had.
+    helper: Option<Helper>,
     spine_columns: usize,
     at_column: usize,
     /// Per target feature column: (view, index into the view's `columns`).
@@ -221,10 +325,8 @@ impl Fill {
                 if not_before_column.is_some_and(|c| column_type(c) != pg_sys::TIMESTAMPTZOID) {
                     bad_arguments();
                 }
-                let walk = Walk::open(check_setup(spec.indexes[v], spec.created_times[v], None, column_type(entity_column)));
-                let row_desc = walk.row_desc();
-                views.push(View { walk, recheck: None, entity_column, not_before_column,
-                                  columns: Columns { row_desc, attnums: Vec::new(), copy: Vec::new() } });
+                views.push(View::open(spec.indexes[v], spec.created_times[v], column_type(entity_column), entity_column,
+                                      not_before_column));
             }
             let target_rel = pg_sys::table_open(spec.target, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             check_target(target_rel);
@@ -254,12 +356,15 @@ impl Fill {
                     bad_arguments();
                 }
                 features.push((v as usize - 1, columns.attnums.len()));
-                columns.attnums.push(attnum);
-                columns.copy.push((attribute.attbyval, attribute.attlen));
+                columns.push(attnum);
             }
             // A bulk build, like CREATE INDEX: the spine in memory and the
             // chunks are sized by maintenance_work_mem (the spine's sort, if
             // it does not fit, by work_mem).
+            // Points go to a helper as plain integers.
+            let query_attrs = (*columns).attrs.as_slice((*columns).natts as usize);
+            let helpable = views.len() >= 2 && views.iter().all(|v| query_attrs[v.entity_column].attbyval);
+            let entity_types: Vec<Oid> = views.iter().map(|v| column_type(v.entity_column)).collect();
             let plan = SpinePlan {
                 query: &spec.query,
                 order: &spec.order,
@@ -268,12 +373,35 @@ impl Fill {
                 budget: pg_sys::maintenance_work_mem as usize * 1024,
                 point_bytes: VIEW_BYTES * views.len(),
             };
-            let spine = SpineReader::open(portal, &plan, walk_context).unwrap_or_else(|| bad_arguments());
+            let mut spine = SpineReader::open(portal, &plan, walk_context).unwrap_or_else(|| bad_arguments());
+            // The spine is read (or its cursor open) before parallel mode
+            // begins; from here on the leader reads and inserts only.
+            let helper = if helpable
+                && pg_sys::max_parallel_maintenance_workers > 0
+                && !pg_sys::IsInParallelMode()
+                && spine.rows().is_none_or(|n| n >= MIN_HELPED_POINTS)
+            {
+                let helped: Vec<usize> = (views.len() / 2..views.len()).collect();
+                let specs: Vec<HelperView> = helped.iter().map(|&v| HelperView {
+                    index: spec.indexes[v], created_time: spec.created_times[v], entity_type: entity_types[v],
+                    attnums: views[v].columns.attnums.clone(),
+                }).collect();
+                let caller = pg_sys::MemoryContextSwitchTo(walk_context);
+                let helper = Helper::start(helped, &specs);
+                pg_sys::MemoryContextSwitchTo(caller);
+                if helper.is_some() {
+                    spine.split(HELPED_CHUNKS);
+                }
+                helper
+            } else {
+                None
+            };
             Fill {
                 target: target_rel,
                 slots,
                 bulk,
                 spine: Some(spine),
+                helper,
                 views,
                 spine_columns,
                 at_column,
@@ -292,11 +420,20 @@ impl Fill {
         unsafe {
             let mut written = 0u64;
             let mut reader = self.spine.take().expect("started");
-            loop {
+            // With a helper, the next chunk's points go out before this
+            // chunk is written: the helper walks while the leader writes.
+            let mut next = reader.next();
+            if let Some(spine) = &next {
+                self.send_points(spine);
+            }
+            while let Some(spine) = next {
                 pgrx::check_for_interrupts!();
-                let Some(spine) = reader.next() else { break };
                 let caller = pg_sys::MemoryContextSwitchTo(self.chunk_context);
                 let chosen = self.choose_rows(&spine);
+                next = reader.next();
+                if let Some(following) = &next {
+                    self.send_points(following);
+                }
                 self.write_rows(&spine, &chosen);
                 pg_sys::MemoryContextSwitchTo(caller);
                 pg_sys::MemoryContextReset(self.chunk_context);
@@ -308,76 +445,50 @@ impl Fill {
         }
     }
 
+    /// Sends the helper, if any, the points of its views in a chunk.
+    unsafe fn send_points(&mut self, spine: &Spine) {
+        unsafe {
+            let Some(helped) = self.helper.as_ref().map(|h| h.views.clone()) else { return };
+            let theirs: Vec<Vec<Option<Point>>> = helped.iter().map(|&v| self.points(spine, v)).collect();
+            self.helper.as_mut().expect("helped").send_points(&theirs);
+        }
+    }
+
     /// The feature values of every point's chosen row in every view (NULL
-    /// where there is none), in the current (chunk) context.
+    /// where there is none), in the current (chunk) context. The helper, if
+    /// any, was sent the chunk's points and has been computing its views.
     unsafe fn choose_rows(&mut self, spine: &Spine) -> Chosen {
         unsafe {
-            let mut chosen = Chosen { values: Vec::new(), nulls: Vec::new() };
-            let mut deferred: Vec<(pg_sys::ItemPointerData, usize)> = Vec::new();
-            let mut missed: Vec<usize> = Vec::new();
+            let mut chosen = Chosen { values: vec![Vec::new(); self.views.len()], nulls: vec![Vec::new(); self.views.len()] };
             for v in 0..self.views.len() {
-                let width = self.views[v].columns.attnums.len();
-                let mut values = vec![Datum::from(0); spine.rows * width];
-                let mut nulls = vec![true; spine.rows * width];
-                deferred.clear();
-                for i in 0..spine.rows {
-                    let Some((entity, at, not_before)) = self.point(spine, i, v) else { continue };
-                    match self.views[v].walk.locate(self.walk_context, entity, at, not_before) {
-                        Located::Nothing => {}
-                        Located::Row(row) => self.views[v].columns.take_composite(row, &mut values[i * width..], &mut nulls[i * width..]),
-                        Located::At(tid) => deferred.push((tid, i)),
-                    }
+                if self.helper.as_ref().is_some_and(|h| h.views.contains(&v)) {
+                    continue;
                 }
-                // In table order: consecutive rows mostly share a page.
-                deferred.sort_unstable_by_key(|(tid, _)| tid_key(tid));
-                missed.clear();
-                let view = &mut self.views[v];
-                let columns = &view.columns;
-                let (values_at, nulls_at) = (values.as_ptr(), nulls.as_ptr());
-                view.walk.fetch_sorted(&deferred, |i, row| match row {
-                    Some(row) => columns.take(row, true, &mut values[i * width..], &mut nulls[i * width..]),
-                    None => missed.push(i),
-                }, |i| {
-                    // Point i's values sit at a random place in the arrays.
-                    prefetch(Datum::from(values_at.wrapping_add(i * width)));
-                    prefetch(Datum::from(nulls_at.wrapping_add(i * width)));
-                });
-                for &i in &missed {
-                    if let Some(row) = self.recheck(spine, i, v) {
-                        self.views[v].columns.take_composite(row, &mut values[i * width..], &mut nulls[i * width..]);
-                    }
+                let mine = self.points(spine, v);
+                (chosen.values[v], chosen.nulls[v]) = self.views[v].choose(self.walk_context, &mine);
+            }
+            if let Some(helper) = &mut self.helper {
+                for k in 0..helper.views.len() {
+                    let v = helper.views[k];
+                    (chosen.values[v], chosen.nulls[v]) = helper.receive_values(spine.rows, &self.views[v].columns);
                 }
-                chosen.values.push(values);
-                chosen.nulls.push(nulls);
             }
             chosen
         }
     }
 
+    /// Every point of a chunk for view `v`.
+    fn points(&self, spine: &Spine, v: usize) -> Vec<Option<Point>> {
+        (0..spine.rows).map(|i| self.point(spine, i, v)).collect()
+    }
+
     /// A point's (entity, at, not_before) for view `v`, None when the spine
     /// row has no entity or no time (its features stay NULL).
-    fn point(&self, spine: &Spine, i: usize, v: usize) -> Option<(Datum, i64, Option<i64>)> {
+    fn point(&self, spine: &Spine, i: usize, v: usize) -> Option<Point> {
         let view = &self.views[v];
         let at = spine.value(i, self.at_column)?.value() as i64;
         let entity = spine.value(i, view.entity_column)?;
         Some((entity, at, view.not_before_column.and_then(|c| spine.value(i, c)).map(|d| d.value() as i64)))
-    }
-
-    /// The row of a point whose promised row was not visible after all, by
-    /// the per-point rule (a walk that starts again at the point's entity).
-    unsafe fn recheck(&mut self, spine: &Spine, i: usize, v: usize) -> Option<Datum> {
-        unsafe {
-            let (entity, at, not_before) = self.point(spine, i, v)?;
-            let context = self.walk_context;
-            let view = &mut self.views[v];
-            let walk = view.recheck.get_or_insert_with(|| {
-                let caller = pg_sys::MemoryContextSwitchTo(context);
-                let walk = Walk::open(view.walk.setup());
-                pg_sys::MemoryContextSwitchTo(caller);
-                walk
-            });
-            walk.point(context, entity, at, not_before)
-        }
     }
 
     /// Inserts one target row per point: its spine columns, then each
@@ -419,6 +530,9 @@ impl Fill {
     /// owner and memory contexts release them instead).
     unsafe fn finish(self) {
         unsafe {
+            if let Some(helper) = self.helper {
+                helper.finish();
+            }
             pg_sys::SPI_finish();
             pg_sys::FreeBulkInsertState(self.bulk);
             pg_sys::table_finish_bulk_insert(self.target, 0);
@@ -427,10 +541,7 @@ impl Fill {
             }
             pg_sys::table_close(self.target, pg_sys::NoLock as pg_sys::LOCKMODE);
             for view in self.views {
-                view.walk.close();
-                if let Some(walk) = view.recheck {
-                    walk.close();
-                }
+                view.close();
             }
             pg_sys::MemoryContextDelete(self.chunk_context);
         }
@@ -441,7 +552,7 @@ impl Columns {
     /// Keeps the target's attributes of a chosen row given as a composite
     /// datum (built in the chunk's context: nothing to copy). `values` and
     /// `nulls` start at the point's first.
-    unsafe fn take_composite(&self, row: Datum, values: &mut [Datum], nulls: &mut [bool]) {
+    pub(super) unsafe fn take_composite(&self, row: Datum, values: &mut [Datum], nulls: &mut [bool]) {
         unsafe {
             let header = row.cast_mut_ptr::<pg_sys::HeapTupleHeaderData>();
             let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
@@ -472,15 +583,27 @@ impl Columns {
 /// TOAST pointer included: inserting it into the target detoasts as needed.
 pub(super) unsafe fn copy_by_reference(value: Datum, length: i16) -> Datum {
     unsafe {
+        let bytes = datum_bytes(value, length);
+        let copy = pg_sys::palloc(bytes.len()).cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), copy, bytes.len());
+        Datum::from(copy)
+    }
+}
+
+/// The bytes of a by-reference value of a type of length `length` (-1: a
+/// varlena, -2: a C string).
+///
+/// SAFETY: `value` points to a valid value of the type, which outlives the
+/// slice.
+pub(super) unsafe fn datum_bytes<'a>(value: Datum, length: i16) -> &'a [u8] {
+    unsafe {
         let source = value.cast_mut_ptr::<u8>();
         let size = match length {
             -1 => pgrx::varsize_any(source.cast()),
             -2 => std::ffi::CStr::from_ptr(source.cast()).to_bytes_with_nul().len(),
             n => n as usize,
         };
-        let copy = pg_sys::palloc(size).cast::<u8>();
-        std::ptr::copy_nonoverlapping(source, copy, size);
-        Datum::from(copy)
+        std::slice::from_raw_parts(source, size)
     }
 }
 

@@ -267,6 +267,50 @@ def _with_et(row):
     return type(row)(row.ent, row.et, row.ct, dict(row.values, et=row.et), row.text)
 
 
+# (view, features, created time?, ttl) of the walked views: without
+# created_time the rows can be read by TID; with it, every row is read at once.
+WALKED_VIEWS = [("plain", L2_FEATURES, False, None),
+                ("ttl", ["a_int", "c_num"], False, L3_TTL),
+                ("known", L1_FEATURES, True, L1_TTL)]
+
+
+def _create_walked_views(conn, schema, prefix):
+    views = [(prefix + name, features, created, ttl) for name, features, created, ttl in WALKED_VIEWS]
+    for v, features, created, ttl in views:
+        conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', %s, %s, %s)",
+                     [v, f'"{schema}".events', features, "ct" if created else None, ttl])
+    return views
+
+
+def _check_training_set(conn, schema, src, spine, views, key_type, stage):
+    """Builds training set ts_<stage> from every view and checks each row
+    against the Python reference and feature_at; returns the target."""
+    target = I(schema, f"ts_{stage}")
+    n = conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', %s, %s)",
+                     [f'"{schema}".spine', [v[0] for v in views], f'"{schema}".ts_{stage}']).fetchone()[0]
+    rows = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(target))
+    cols = [d.name for d in rows.description]
+    built = [dict(zip(cols, r)) for r in rows.fetchall()]
+    assert n == len(built) > 3000
+    assert [r["id"] for r in built] == [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(spine))]
+    src_rows = read_rows(conn, src, "ent", "et", "ct", ["a_int", "b_text", "c_num", "x", "flag", "keep"])
+    by_entity = {}
+    for x in src_rows:
+        by_entity.setdefault(x.ent, []).append(_with_et(x))
+    mismatches = []
+    for v, features, created, ttl in views:
+        at_json = dict(conn.execute(sql.SQL("SELECT id, mlmon.feature_at(%s, ent, at) FROM {}").format(spine), [v]).fetchall())
+        for r in built:
+            e = _to_key(r["ent"], key_type)
+            ref = latest_ref(by_entity.get(e, []) if e is not None else [], e, r["at"], features, created=created, ttl=ttl)
+            for f in features:
+                got = r[f"{v}__{f}"]
+                if not same(ref[f], got) or not same(got, at_json[r["id"]][f]):
+                    mismatches.append((stage, v, f, r["id"], e, r["at"], ref[f], got, at_json[r["id"]][f]))
+    assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+    return target
+
+
 @pytest.mark.parametrize("seed,key_type,spine_type", CASES, ids=[f"{c[1]}-spine_{c[2].split()[0]}-seed{c[0]}" for c in CASES])
 def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
     """When every view is a `latest` view with a walkable index,
@@ -284,42 +328,12 @@ def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
     src, spine = _make_data(conn, schema, seed, key_type, spine_type)
     conn.execute(sql.SQL("INSERT INTO {0} (ent, at) SELECT ent, at + g * interval '30 minutes' "
                          "FROM {0}, generate_series(-6, 6) g WHERE g <> 0").format(spine))
-    src_name = f'"{schema}".events'
-    # (view, features, created time?, ttl): without created_time the rows
-    # can be read by TID; with it, every row is read at once.
-    views = [(prefix + "plain", L2_FEATURES, False, None),
-             (prefix + "ttl", ["a_int", "c_num"], False, L3_TTL),
-             (prefix + "known", L1_FEATURES, True, L1_TTL)]
-    for v, features, created, ttl in views:
-        conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', %s, %s, %s)",
-                     [v, src_name, features, "ct" if created else None, ttl])
+    views = _create_walked_views(conn, schema, prefix)
     conn.execute("SET maintenance_work_mem = '1MB'")
     rng = random.Random(seed)
 
     def check(stage):
-        target = I(schema, f"ts_{stage}")
-        n = conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', %s, %s)",
-                         [f'"{schema}".spine', [v[0] for v in views], f'"{schema}".ts_{stage}']).fetchone()[0]
-        rows = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(target))
-        cols = [d.name for d in rows.description]
-        built = [dict(zip(cols, r)) for r in rows.fetchall()]
-        assert n == len(built) > 3000
-        assert [r["id"] for r in built] == [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(spine))]
-        src_rows = read_rows(conn, src, "ent", "et", "ct", ["a_int", "b_text", "c_num", "x", "flag", "keep"])
-        by_entity = {}
-        for x in src_rows:
-            by_entity.setdefault(x.ent, []).append(_with_et(x))
-        mismatches = []
-        for v, features, created, ttl in views:
-            at_json = dict(conn.execute(sql.SQL("SELECT id, mlmon.feature_at(%s, ent, at) FROM {}").format(spine), [v]).fetchall())
-            for r in built:
-                e = _to_key(r["ent"], key_type)
-                ref = latest_ref(by_entity.get(e, []) if e is not None else [], e, r["at"], features, created=created, ttl=ttl)
-                for f in features:
-                    got = r[f"{v}__{f}"]
-                    if not same(ref[f], got) or not same(got, at_json[r["id"]][f]):
-                        mismatches.append((stage, v, f, r["id"], e, r["at"], ref[f], got, at_json[r["id"]][f]))
-        assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+        _check_training_set(conn, schema, src, spine, views, key_type, stage)
 
     check("fresh")
     conn.execute(sql.SQL("VACUUM {}").format(src))
@@ -343,6 +357,42 @@ def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
     conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN pad text").format(spine))
     conn.execute(sql.SQL("UPDATE {} SET pad = repeat('x', 400)").format(spine))
     check("wide")
+
+
+@pytest.mark.parametrize("seed,key_type,spine_type", CASES[:2], ids=[f"spine_{c[2]}" for c in CASES[:2]])
+def test_training_set_with_a_helper_process(conn, ns, seed, key_type, spine_type):
+    """A spine of 20,000 rows or more with integer entities: build_training_set
+    walks two of three views in a parallel worker while it walks the third and
+    writes (src/ffi/fill_helper.rs). The rows equal the reference and
+    feature_at, and the same build without a worker, row for row: with the
+    spine sorted in memory, with it read through a cursor in chunks, and with
+    feature values big enough that writing them stores them out of line (new
+    TOAST rows while the worker runs)."""
+    schema, prefix = ns
+    src, spine = _make_data(conn, schema, seed, key_type, spine_type)
+    conn.execute(sql.SQL("INSERT INTO {0} (ent, at) SELECT ent, at + g * interval '7 minutes' "
+                         "FROM {0}, generate_series(-30, 30) g WHERE g <> 0").format(spine))
+    assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(spine)).fetchone()[0] >= 20_000
+    rng = random.Random(seed)
+    big = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(3000)) for _ in range(5)]
+    ctids = [r[0] for r in conn.execute(sql.SQL("SELECT ctid FROM {} WHERE b_text IS NOT NULL").format(src))]
+    for ctid in rng.sample(ctids, 40):
+        conn.execute(sql.SQL("UPDATE {} SET b_text = %s WHERE ctid = %s").format(src), [rng.choice(big), ctid])
+    conn.execute(sql.SQL("VACUUM {}").format(src))
+    views = _create_walked_views(conn, schema, prefix)
+
+    def check(stage):
+        helped = _check_training_set(conn, schema, src, spine, views, key_type, stage)
+        conn.execute("SET max_parallel_maintenance_workers = 0")
+        _check_training_set(conn, schema, src, spine, views, key_type, stage + "_alone")
+        conn.execute("RESET max_parallel_maintenance_workers")
+        alone = I(schema, f"ts_{stage}_alone")
+        assert conn.execute(sql.SQL("SELECT count(*) FROM ((TABLE {0} EXCEPT ALL TABLE {1}) UNION ALL "
+                                    "(TABLE {1} EXCEPT ALL TABLE {0})) d").format(helped, alone)).fetchone()[0] == 0
+
+    check("memory")
+    conn.execute("SET maintenance_work_mem = '1MB'")
+    check("cursor")
 
 
 @pytest.mark.parametrize("key_type", ["bigint", "text", "uuid"])
