@@ -304,6 +304,13 @@ impl Walk {
         unsafe { (*self.heap).rd_att }
     }
 
+    /// Whether another process of the session may read the table: a
+    /// temporary table lives in this backend's local buffers only.
+    pub(super) fn readable_by_workers(&self) -> bool {
+        // SAFETY: the table stays open while the walk is.
+        unsafe { (*(*self.heap).rd_rel).relpersistence as u8 != pg_sys::RELPERSISTENCE_TEMP }
+    }
+
     /// SAFETY: called once, in the query that opened the walk.
     pub(super) unsafe fn close(self) {
         unsafe {

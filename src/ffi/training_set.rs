@@ -361,9 +361,11 @@ impl Fill {
             // A bulk build, like CREATE INDEX: the spine in memory and the
             // chunks are sized by maintenance_work_mem (the spine's sort, if
             // it does not fit, by work_mem).
-            // Points go to a helper as plain integers.
+            // Points go to a helper as plain integers, and it must be able to
+            // read the tables (not temporary ones).
             let query_attrs = (*columns).attrs.as_slice((*columns).natts as usize);
-            let helpable = views.len() >= 2 && views.iter().all(|v| query_attrs[v.entity_column].attbyval);
+            let helpable = views.len() >= 2
+                && views.iter().all(|v| query_attrs[v.entity_column].attbyval && v.walk.readable_by_workers());
             let entity_types: Vec<Oid> = views.iter().map(|v| column_type(v.entity_column)).collect();
             let plan = SpinePlan {
                 query: &spec.query,

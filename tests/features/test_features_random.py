@@ -475,3 +475,38 @@ def test_unique_source_index_skips_the_tie_check(conn, ns, seed, key_type, spine
             if not same(ref[f], got) or not same(got, js[f]):
                 mismatches.append((rid, e, at, f, ref[f], got, js[f]))
     assert len(built) > 300 and not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
+
+
+def test_training_set_over_a_temporary_source(conn, ns):
+    """A parallel worker cannot read the session's temporary tables, so over
+    a temporary source build_training_set walks every view in the session,
+    even with 20,000 spine rows: the rows equal a hand-written LATERAL lookup
+    (entity and event_time never tie here)."""
+    schema, prefix = ns
+    conn.execute("CREATE TEMPORARY TABLE events_tmp (ent bigint, et timestamptz, v integer)")
+    conn.execute("INSERT INTO events_tmp SELECT i % 500, timestamptz '2025-03-01' + (i % 97) * interval '30 minutes', i "
+                 "FROM generate_series(1, 30000) i")
+    conn.execute("CREATE INDEX ON events_tmp (ent, et)")
+    conn.execute("VACUUM events_tmp")
+    spine = I(schema, "spine")
+    conn.execute(sql.SQL("CREATE TABLE {} AS SELECT i AS id, i % 600 AS ent, "
+                         "timestamptz '2025-03-01' + (i % 211) * interval '15 minutes' AS at "
+                         "FROM generate_series(1, 25000) i").format(spine))
+    for name, ttl in (("plain", None), ("ttl", dt.timedelta(hours=3))):
+        conn.execute("SELECT mlmon.create_feature_view(%s, 'events_tmp'::regclass, 'ent', 'et', ARRAY['v'], NULL, %s)",
+                     [prefix + name, ttl])
+    conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', %s, %s)",
+                 [f'"{schema}".spine', [prefix + "plain", prefix + "ttl"], f'"{schema}".ts'])
+    wrong = conn.execute(sql.SQL(
+        "SELECT count(*) FROM {ts} t JOIN LATERAL (SELECT e.v, e.et FROM events_tmp e WHERE e.ent = t.ent AND e.et <= t.at "
+        "ORDER BY e.et DESC LIMIT 1) r ON true "
+        "WHERE t.{plain} IS DISTINCT FROM r.v "
+        "OR t.{ttl} IS DISTINCT FROM CASE WHEN r.et >= t.at - interval '3 hours' THEN r.v END").format(
+            ts=I(schema, "ts"), plain=sql.Identifier(prefix + "plain__v"), ttl=sql.Identifier(prefix + "ttl__v"))).fetchone()[0]
+    missing = conn.execute(sql.SQL(
+        "SELECT count(*) FROM {ts} t WHERE NOT EXISTS (SELECT FROM events_tmp e WHERE e.ent = t.ent AND e.et <= t.at) "
+        "AND (t.{plain} IS NOT NULL OR t.{ttl} IS NOT NULL)").format(
+            ts=I(schema, "ts"), plain=sql.Identifier(prefix + "plain__v"), ttl=sql.Identifier(prefix + "ttl__v"))).fetchone()[0]
+    assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(I(schema, "ts"))).fetchone()[0] == 25000
+    assert (wrong, missing) == (0, 0)
+    conn.execute("DROP TABLE events_tmp")
