@@ -13,7 +13,10 @@
 //! (PostgreSQL's parallel infrastructure restores them), so it reads exactly
 //! what the leader would. Its errors reach the leader, which raises them.
 //! Without a worker to be had (max_parallel_maintenance_workers = 0, or none
-//! free) the leader walks every view itself.
+//! free) the leader walks every view itself. A worker is asked for only when
+//! the spine is held in memory (`spine.rs`): in parallel mode the leader may
+//! run no parallel-unsafe function, and reading the spine through a cursor
+//! could (a view may call one).
 //!
 //! Messages, all little-endian:
 //! - to the helper, per chunk: the point count n (u32; 0 ends the fill),

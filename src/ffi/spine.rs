@@ -206,7 +206,7 @@ impl SpineReader {
         }
     }
 
-    /// The number of spine rows, when known before reading them all.
+    /// The number of spine rows, when it is held in memory.
     pub(super) fn rows(&self) -> Option<usize> {
         match &self.source {
             Source::Memory { all, .. } => Some(all.rows),
@@ -214,8 +214,8 @@ impl SpineReader {
         }
     }
 
-    /// At least `chunks` chunks, when the spine's size is known: a helper
-    /// walks one chunk while the leader writes the one before.
+    /// At least `chunks` chunks, when the spine is held in memory: a
+    /// helper walks one chunk while the leader writes the one before.
     pub(super) fn split(&mut self, chunks: usize) {
         if let Some(rows) = self.rows() {
             self.chunk_points = self.chunk_points.min(rows.div_ceil(chunks).max(MIN_CHUNK_POINTS));

@@ -376,12 +376,14 @@ impl Fill {
                 point_bytes: VIEW_BYTES * views.len(),
             };
             let mut spine = SpineReader::open(portal, &plan, walk_context).unwrap_or_else(|| bad_arguments());
-            // The spine is read (or its cursor open) before parallel mode
-            // begins; from here on the leader reads and inserts only.
+            // Only with the spine already in memory: in parallel mode the
+            // session may run no parallel-unsafe function, and a spine read
+            // through a cursor (a view, say) could call one. From here on the
+            // session walks, inserts into the bare target, and nothing else.
             let helper = if helpable
                 && pg_sys::max_parallel_maintenance_workers > 0
                 && !pg_sys::IsInParallelMode()
-                && spine.rows().is_none_or(|n| n >= MIN_HELPED_POINTS)
+                && spine.rows().is_some_and(|n| n >= MIN_HELPED_POINTS)
             {
                 let helped: Vec<usize> = (views.len() / 2..views.len()).collect();
                 let specs: Vec<HelperView> = helped.iter().map(|&v| HelperView {

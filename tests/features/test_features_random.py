@@ -364,10 +364,11 @@ def test_training_set_with_a_helper_process(conn, ns, seed, key_type, spine_type
     """A spine of 20,000 rows or more with integer entities: build_training_set
     walks two of three views in a parallel worker while it walks the third and
     writes (src/ffi/fill_helper.rs). The rows equal the reference and
-    feature_at, and the same build without a worker, row for row: with the
-    spine sorted in memory, with it read through a cursor in chunks, and with
-    feature values big enough that writing them stores them out of line (new
-    TOAST rows while the worker runs)."""
+    feature_at, and the same build without a worker (none asked for, or
+    none launched), row for row, with feature values big enough that writing
+    them stores them out of line (new TOAST rows while the worker runs). A
+    spine too big for memory, read through a cursor, gets no worker (the
+    session could run a parallel-unsafe function reading it): checked too."""
     schema, prefix = ns
     src, spine = _make_data(conn, schema, seed, key_type, spine_type)
     conn.execute(sql.SQL("INSERT INTO {0} (ent, at) SELECT ent, at + g * interval '7 minutes' "
@@ -383,12 +384,15 @@ def test_training_set_with_a_helper_process(conn, ns, seed, key_type, spine_type
 
     def check(stage):
         helped = _check_training_set(conn, schema, src, spine, views, key_type, stage)
-        conn.execute("SET max_parallel_maintenance_workers = 0")
-        _check_training_set(conn, schema, src, spine, views, key_type, stage + "_alone")
-        conn.execute("RESET max_parallel_maintenance_workers")
-        alone = I(schema, f"ts_{stage}_alone")
-        assert conn.execute(sql.SQL("SELECT count(*) FROM ((TABLE {0} EXCEPT ALL TABLE {1}) UNION ALL "
-                                    "(TABLE {1} EXCEPT ALL TABLE {0})) d").format(helped, alone)).fetchone()[0] == 0
+        # Without a worker: none asked for, or none to be had (the worker
+        # is asked for and not launched).
+        for setting, suffix in (("max_parallel_maintenance_workers", "_alone"), ("max_parallel_workers", "_unlaunched")):
+            conn.execute(f"SET {setting} = 0")
+            _check_training_set(conn, schema, src, spine, views, key_type, stage + suffix)
+            conn.execute(f"RESET {setting}")
+            alone = I(schema, f"ts_{stage}{suffix}")
+            assert conn.execute(sql.SQL("SELECT count(*) FROM ((TABLE {0} EXCEPT ALL TABLE {1}) UNION ALL "
+                                        "(TABLE {1} EXCEPT ALL TABLE {0})) d").format(helped, alone)).fetchone()[0] == 0
 
     check("memory")
     conn.execute("SET maintenance_work_mem = '1MB'")
