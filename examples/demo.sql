@@ -5,6 +5,7 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS mlmon;
 SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'demo_conversion' \g /dev/null
+SELECT mlmon.drop_feature_view(name) FROM mlmon.feature_views WHERE name = 'demo_activity' \g /dev/null
 DROP SCHEMA IF EXISTS demo CASCADE;
 CREATE SCHEMA demo;
 
@@ -72,3 +73,33 @@ WHERE p.label AND p.created_at < now() - interval '1 day 1 hour'
 LIMIT 1;
 SELECT mlmon.tp(mlmon.confusion('demo_conversion', now() - interval '2 days')) AS true_positives_after;
 COMMIT;
+
+-- Point-in-time features: what was known about each lead when the model
+-- scored it. Page views are logged as they happen; a nightly backfill later
+-- loads old events (loaded_at tells when a row became known).
+CREATE TABLE demo.activity (lead_id bigint, event_time timestamptz, loaded_at timestamptz, pages_viewed int, channel text);
+INSERT INTO demo.activity
+SELECT p.lead_id, p.created_at - k * interval '20 minutes', p.created_at - k * interval '20 minutes',
+       (p.lead_id * 7 + k) % 13, (ARRAY['ad', 'search', 'email'])[1 + (p.lead_id + k) % 3]
+FROM demo.predictions p, generate_series(1, 3) k WHERE p.lead_id % 10 <> 0 OR p.label;
+INSERT INTO demo.activity
+SELECT lead_id, created_at - interval '5 minutes', now(), 99, 'backfill' FROM demo.predictions WHERE lead_id % 50 = 1;
+
+\echo
+\echo '== A feature view: the newest row known at a given time'
+SELECT mlmon.create_feature_view('demo_activity', 'demo.activity', entity => 'lead_id', event_time => 'event_time',
+                                 features => ARRAY['pages_viewed', 'channel'], created_time => 'loaded_at') AS features;
+
+\echo
+\echo '== No leakage: lead 51 as known when it was scored, and as known now (the backfilled row)'
+SELECT p.created_at AS scored_at,
+       mlmon.feature_at('demo_activity', p.lead_id, p.created_at) AS known_then,
+       mlmon.latest_features('demo_activity', p.lead_id) AS known_now
+FROM demo.predictions p WHERE p.lead_id = 51 ORDER BY p.created_at LIMIT 1;
+
+\echo
+\echo '== A training set: every prediction event with its features as of its time'
+SELECT mlmon.build_training_set('demo.predictions', entity => 'lead_id', at => 'created_at',
+                                views => ARRAY['demo_activity'], target => 'demo.training_set') AS rows;
+SELECT lead_id, created_at, label, demo_activity__pages_viewed, demo_activity__channel
+FROM demo.training_set WHERE lead_id IN (50, 51) ORDER BY created_at, lead_id;
