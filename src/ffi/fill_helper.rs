@@ -162,7 +162,7 @@ impl Helper {
 
     /// Receives the values of the helper's next view for a chunk of `n`
     /// points, laid out as `View::choose` returns them; by-reference values
-    /// are copied into the current memory context.
+    /// point into copies of the messages in the current memory context.
     ///
     /// SAFETY: the helper is running and was sent the chunk's points.
     pub(super) unsafe fn receive_values(&mut self, n: usize, columns: &Columns) -> (Vec<Datum>, Vec<bool>) {
@@ -215,23 +215,14 @@ impl Helper {
 
     unsafe fn send(&mut self, message: &[u8]) {
         unsafe {
-            let result = pg_sys::shm_mq_send(self.to_helper, message.len(), message.as_ptr().cast(), false, true);
-            if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
+            if !queue_send(self.to_helper, message) {
                 self.helper_gone();
             }
         }
     }
 
     unsafe fn receive(&mut self) -> &[u8] {
-        unsafe {
-            let mut length = 0usize;
-            let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
-            let result = pg_sys::shm_mq_receive(self.to_leader, &mut length, &mut data, false);
-            if result != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
-                self.helper_gone();
-            }
-            std::slice::from_raw_parts(data.cast::<u8>(), length)
-        }
+        unsafe { queue_receive(self.to_leader).unwrap_or_else(|| self.helper_gone()) }
     }
 
     /// The helper detached early: raises its error if it had one.
@@ -278,17 +269,13 @@ pub unsafe extern "C-unwind" fn mlmon_fill_helper(segment: *mut pg_sys::dsm_segm
         }
         setup.finish();
 
-        let receive = || -> Reader {
-            let mut length = 0usize;
-            let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
-            if pg_sys::shm_mq_receive(from_leader, &mut length, &mut data, false) != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
-                raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the leader of build_training_set went away".into(), "");
-            }
-            Reader::new(std::slice::from_raw_parts(data.cast::<u8>(), length))
+        let leader_gone = || -> ! {
+            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the leader of build_training_set went away".into(), "")
         };
+        let receive = || Reader::new(queue_receive(from_leader).unwrap_or_else(|| leader_gone()));
         let send = |message: &[u8]| {
-            if pg_sys::shm_mq_send(to_leader, message.len(), message.as_ptr().cast(), false, true) != pg_sys::shm_mq_result::SHM_MQ_SUCCESS {
-                raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the leader of build_training_set went away".into(), "");
+            if !queue_send(to_leader, message) {
+                leader_gone();
             }
         };
         loop {
@@ -334,6 +321,28 @@ pub unsafe extern "C-unwind" fn mlmon_fill_helper(segment: *mut pg_sys::dsm_segm
         }
         pg_sys::shm_mq_detach(to_leader);
         pg_sys::shm_mq_detach(from_leader);
+    }
+}
+
+/// Sends a message, waiting for room; false if the other side detached.
+///
+/// SAFETY: `queue` is attached as the sender.
+unsafe fn queue_send(queue: *mut pg_sys::shm_mq_handle, message: &[u8]) -> bool {
+    unsafe {
+        pg_sys::shm_mq_send(queue, message.len(), message.as_ptr().cast(), false, true) == pg_sys::shm_mq_result::SHM_MQ_SUCCESS
+    }
+}
+
+/// Receives the next message, waiting for it (valid until the next
+/// receive); None if the other side detached.
+///
+/// SAFETY: `queue` is attached as the receiver.
+unsafe fn queue_receive<'a>(queue: *mut pg_sys::shm_mq_handle) -> Option<&'a [u8]> {
+    unsafe {
+        let mut length = 0usize;
+        let mut data: *mut std::ffi::c_void = std::ptr::null_mut();
+        (pg_sys::shm_mq_receive(queue, &mut length, &mut data, false) == pg_sys::shm_mq_result::SHM_MQ_SUCCESS)
+            .then(|| std::slice::from_raw_parts(data.cast::<u8>(), length))
     }
 }
 

@@ -123,8 +123,8 @@ enum Source {
     /// (entity, at) order; chunks are runs of `order` from `next`.
     Memory { all: Spine, order: Vec<u32>, next: usize, context: pg_sys::MemoryContext },
     /// A cursor over the query sorted by ORDER BY, and the SPI rows of the
-    /// two chunks last returned (the older freed when the next is fetched).
-    Cursor { portal: pg_sys::Portal, held: [*mut pg_sys::SPITupleTable; 2] },
+    /// chunk last returned (freed when the next is fetched).
+    Cursor { portal: pg_sys::Portal, held: *mut pg_sys::SPITupleTable },
 }
 
 /// The spine, chunk by chunk.
@@ -202,7 +202,7 @@ impl SpineReader {
             pg_sys::SPI_cursor_close(unsorted);
             let portal = open_cursor(&format!("{} ORDER BY {}", plan.query, plan.order))?;
             let chunk_points = (plan.budget / (CURSOR_ROW_BYTES + plan.point_bytes)).max(MIN_CHUNK_POINTS);
-            Some(SpineReader { source: Source::Cursor { portal, held: [std::ptr::null_mut(); 2] }, columns, chunk_points })
+            Some(SpineReader { source: Source::Cursor { portal, held: std::ptr::null_mut() }, columns, chunk_points })
         }
     }
 
@@ -223,7 +223,8 @@ impl SpineReader {
     }
 
     /// The next chunk of spine rows in (entity, at) order, or None at the
-    /// end. Values by reference stay valid until the call after next.
+    /// end. Values by reference stay valid until the next call (for ever
+    /// when the spine is held in memory).
     ///
     /// SAFETY: inside the SPI connection `open` ran in.
     pub(super) unsafe fn next(&mut self) -> Option<Spine> {
@@ -247,11 +248,10 @@ impl SpineReader {
                     Some(chunk)
                 }
                 Source::Cursor { portal, held } => {
-                    if !held[0].is_null() {
-                        pg_sys::SPI_freetuptable(held[0]);
+                    if !held.is_null() {
+                        pg_sys::SPI_freetuptable(*held);
+                        *held = std::ptr::null_mut();
                     }
-                    held[0] = held[1];
-                    held[1] = std::ptr::null_mut();
                     pg_sys::SPI_cursor_fetch(*portal, true, self.chunk_points as std::ffi::c_long);
                     let table = pg_sys::SPI_tuptable;
                     let n = pg_sys::SPI_processed as usize;
@@ -259,7 +259,7 @@ impl SpineReader {
                         pg_sys::SPI_freetuptable(table);
                         return None;
                     }
-                    held[1] = table;
+                    *held = table;
                     let mut chunk = Spine::new(self.columns);
                     chunk.push_tuples(std::slice::from_raw_parts((*table).vals, n), (*table).tupdesc);
                     Some(chunk)
@@ -276,8 +276,8 @@ impl SpineReader {
             match self.source {
                 Source::Memory { context, .. } => pg_sys::MemoryContextDelete(context),
                 Source::Cursor { portal, held } => {
-                    for table in held.into_iter().filter(|t| !t.is_null()) {
-                        pg_sys::SPI_freetuptable(table);
+                    if !held.is_null() {
+                        pg_sys::SPI_freetuptable(held);
                     }
                     pg_sys::SPI_cursor_close(portal);
                 }

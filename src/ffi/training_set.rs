@@ -17,9 +17,9 @@
 //!
 //! The spine comes from a query built by `build_training_set` (its own
 //! columns, then any entity casts and TTL bounds the views need), read in
-//! (entity, at) order by `spine.rs`; the target table exists, with the spine's columns followed
-//! by the feature columns. Reads run as the caller under the caller's
-//! statement snapshot, like the SQL path.
+//! (entity, at) order by `spine.rs`; the target table exists, with the
+//! spine's columns followed by the feature columns. Reads run as the caller
+//! under the caller's statement snapshot, like the SQL path.
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -358,15 +358,15 @@ impl Fill {
                 features.push((v as usize - 1, columns.attnums.len()));
                 columns.push(attnum);
             }
-            // A bulk build, like CREATE INDEX: the spine in memory and the
-            // chunks are sized by maintenance_work_mem (the spine's sort, if
-            // it does not fit, by work_mem).
             // Points go to a helper as plain integers, and it must be able to
             // read the tables (not temporary ones).
             let query_attrs = (*columns).attrs.as_slice((*columns).natts as usize);
             let helpable = views.len() >= 2
                 && views.iter().all(|v| query_attrs[v.entity_column].attbyval && v.walk.readable_by_workers());
             let entity_types: Vec<Oid> = views.iter().map(|v| column_type(v.entity_column)).collect();
+            // A bulk build, like CREATE INDEX: the spine in memory and the
+            // chunks are sized by maintenance_work_mem (the spine's sort, if
+            // it does not fit, by work_mem).
             let plan = SpinePlan {
                 query: &spec.query,
                 order: &spec.order,
@@ -424,24 +424,34 @@ impl Fill {
         unsafe {
             let mut written = 0u64;
             let mut reader = self.spine.take().expect("started");
-            // With a helper, the next chunk's points go out before this
-            // chunk is written: the helper walks while the leader writes.
+            // With a helper (whose spine is held in memory, chunks owned), the
+            // next chunk's points go out before this chunk is written: the
+            // helper walks while the leader writes. Without one, the next
+            // chunk is read only after this one is written: a cursor's chunk
+            // lives until the next is fetched, and two would overrun the
+            // memory the chunks were sized for.
+            let ahead = self.helper.is_some();
             let mut next = reader.next();
             if let Some(spine) = &next {
                 self.send_points(spine);
             }
-            while let Some(spine) = next {
+            while let Some(spine) = next.take() {
                 pgrx::check_for_interrupts!();
                 let caller = pg_sys::MemoryContextSwitchTo(self.chunk_context);
                 let chosen = self.choose_rows(&spine);
-                next = reader.next();
-                if let Some(following) = &next {
-                    self.send_points(following);
+                if ahead {
+                    next = reader.next();
+                    if let Some(following) = &next {
+                        self.send_points(following);
+                    }
                 }
                 self.write_rows(&spine, &chosen);
                 pg_sys::MemoryContextSwitchTo(caller);
                 pg_sys::MemoryContextReset(self.chunk_context);
                 written += spine.rows as u64;
+                if !ahead {
+                    next = reader.next();
+                }
             }
             reader.close();
             self.finish();
