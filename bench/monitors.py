@@ -26,7 +26,7 @@ def make_tables(cur, suffix, monitored):
     p, c = f"bench_p_{suffix}", f"bench_c_{suffix}"
     cur.execute(f"SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'bench_{suffix}'")
     # Rollup tables outlive DROP EXTENSION (they are data); start clean.
-    cur.execute(f"DROP TABLE IF EXISTS {p}, {c}, mlmon_bench_{suffix}_keys, mlmon_bench_{suffix}_rollup")
+    cur.execute(f"DROP TABLE IF EXISTS {p}, {c}, mlmon_bench_{suffix}_keys, mlmon_bench_{suffix}_rollup, mlmon_bench_{suffix}_claims")
     cur.execute(f"CREATE TABLE {p} (lead_id bigint, created_at timestamptz, label boolean, source text)")
     cur.execute(f"CREATE TABLE {c} (lead_id bigint, converted_at timestamptz)")
     cur.execute(f"CREATE INDEX ON {p} (lead_id)")

@@ -43,7 +43,7 @@ END $$;
 def make_table(cur, kind):
     table = f"floor_{kind}"
     cur.execute(f"SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = '{table}'")
-    cur.execute(f"DROP TABLE IF EXISTS {table}, {table}_outcomes, mlmon_{table}_keys, mlmon_{table}_rollup")
+    cur.execute(f"DROP TABLE IF EXISTS {table}, {table}_outcomes, mlmon_{table}_keys, mlmon_{table}_rollup, mlmon_{table}_claims")
     cur.execute(f"CREATE TABLE {table} (lead_id bigint, created_at timestamptz, label boolean, source text)")
     cur.execute(f"CREATE INDEX ON {table} (lead_id)")
     if kind in ("noop", "grouped"):

@@ -82,6 +82,27 @@ CREATE FUNCTION mlmon._rollup_table(m mlmon.monitor) RETURNS text
     IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_rollup') $$;
 CREATE FUNCTION mlmon._keys_table(m mlmon.monitor) RETURNS text
     IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_keys') $$;
+-- Claim chunks of bulk loads (see src/monitor_bulk.rs): (lo, hi, entries)
+-- holds the contributions of the keys lo..hi a bulk INSERT counted.
+CREATE FUNCTION mlmon._claims_table(m mlmon.monitor) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_claims') $$;
+-- The advisory lock a bulk INSERT holds exclusively and every other trigger
+-- call shared (see src/monitor_bulk.rs).
+CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
+    IMMUTABLE LANGUAGE sql AS $$ SELECT hashtextextended('mlmon bulk ' || m.name, 0) $$;
+-- Whether a monitor's key type lets bulk loads skip the keys table.
+CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
+    IMMUTABLE LANGUAGE sql AS $$ SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) $$;
+
+-- The native side of bulk loads (src/ffi/bulk_trigger.rs, src/monitor_bulk.rs).
+CREATE FUNCTION mlmon._monitor_bulk_insert() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_bulk_insert';
+CREATE FUNCTION mlmon._bulk_handled() RETURNS boolean
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_handled_wrapper';
+CREATE FUNCTION mlmon._claim_entries(entries bytea, keys bigint[])
+    RETURNS TABLE (key bigint, bucket timestamptz, segment text, predicted text, actual text, weight double precision)
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_entries_wrapper';
+
 CREATE FUNCTION mlmon._internal_function(m mlmon.monitor, suffix text) RETURNS text
     IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_' || suffix) $$;
 
@@ -540,6 +561,45 @@ CREATE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
         mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_table(m))
 $$;
 
+-- PL/pgSQL statements run first by a trigger function on `key_column` of
+-- its table: take the bulk lock shared (held to the end of the transaction,
+-- so no bulk load runs beside us) and, when bulk loads left claim chunks, copy
+-- the entries of the keys this statement touched into keys rows. After that
+-- a key without a keys row has no raw rows but the statement's own, as the
+-- claim paths assume. Empty for key types bulk loads do not serve.
+CREATE FUNCTION mlmon._enter_sql(m mlmon.monitor, key_column name) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    materialize text := format($q$
+                    INSERT INTO %1$s (key, bucket, segment, predicted, actual, weight)
+                    SELECT e.key::%2$s, e.bucket, e.segment::jsonb, e.predicted, e.actual, e.weight
+                    FROM (SELECT array_agg(DISTINCT t.k) AS ks FROM (%%s) t(k) WHERE t.k IS NOT NULL) b
+                    JOIN %3$s c ON c.lo <= b.ks[cardinality(b.ks)] AND c.hi >= b.ks[1]
+                    CROSS JOIN LATERAL mlmon._claim_entries(c.entries, b.ks) e
+                    ON CONFLICT (key) DO NOTHING; $q$,
+        mlmon._keys_table(m), m.key_type, mlmon._claims_table(m));
+    new_keys text := format('SELECT n.%I::bigint FROM new_rows n', key_column);
+    old_keys text := format('SELECT o.%I::bigint FROM old_rows o', key_column);
+BEGIN
+    IF NOT mlmon._bulk_capable(m) THEN
+        RETURN '';
+    END IF;
+    RETURN format($q$
+                IF TG_OP = 'INSERT' AND mlmon._bulk_handled() THEN
+                    RETURN NULL;  -- counted by the bulk trigger
+                END IF;
+                SELECT EXISTS (SELECT 1 FROM %1$s) INTO has_claims FROM pg_advisory_xact_lock_shared(%2$s);
+                IF has_claims THEN
+                    IF TG_OP = 'INSERT' THEN %3$s
+                    ELSIF TG_OP = 'UPDATE' THEN %4$s
+                    ELSIF TG_OP = 'DELETE' THEN %5$s
+                    END IF;
+                END IF; $q$,
+        mlmon._claims_table(m), mlmon._bulk_lock_id(m),
+        format(materialize, new_keys), format(materialize, new_keys || ' UNION ALL ' || old_keys),
+        format(materialize, old_keys));
+END $$;
+
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
 -- compact and trigger functions. Replacing keeps their OIDs, so the triggers
 -- stay attached.
@@ -708,7 +768,9 @@ BEGIN
                 one_key %4$s;
                 first_claim boolean;
                 try_plain_insert boolean := true;
+                has_claims boolean;
             BEGIN
+                %9$s
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
                 -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
                 IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
@@ -766,7 +828,7 @@ BEGIN
             END $body$ $f$,
             mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, side.apply),
             side.key_column, m.key_type, m.name, side.on_insert, mlmon._internal_function(m, 'compact'),
-            side.single_row_insert);
+            side.single_row_insert, mlmon._enter_sql(m, side.key_column));
     END LOOP;
 END $gen$;
 
@@ -786,6 +848,11 @@ BEGIN
                    prefix || 'delete', rel, fn);
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'truncate', rel, fn);
+    -- Fires before the `_insert` trigger (names sort so): see src/ffi/bulk_trigger.rs.
+    IF mlmon._bulk_capable(m) THEN
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_bulk_insert(%L)',
+                       prefix || 'bulk', rel, m.name);
+    END IF;
 END $$;
 
 -- An index with `col` as its leading column, created if there is none: the
@@ -923,6 +990,12 @@ BEGIN
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
     EXECUTE format('CREATE INDEX ON %s (bucket)', mlmon._rollup_table(m));
+    EXECUTE format('CREATE TABLE %s (lo bigint NOT NULL, hi bigint NOT NULL, entries bytea NOT NULL)', mlmon._claims_table(m));
+    -- Entries are read a chunk at a time and rarely compress: store them flat.
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN entries SET STORAGE EXTERNAL', mlmon._claims_table(m));
+    EXECUTE format('CREATE INDEX ON %s (lo)', mlmon._claims_table(m));
+    EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._claims_table(m),
+                   format('mlmon monitor %s: contributions of the keys lo..hi counted by a bulk load (keys rows take precedence)', m.name));
     EXECUTE format('CREATE INDEX ON %s (bucket) WHERE NOT compacted', mlmon._rollup_table(m));
     PERFORM mlmon._ensure_key_index(m.predictions, m.key_column);
     PERFORM mlmon._ensure_key_index(m.outcomes, m.outcome_key_column);
@@ -956,8 +1029,8 @@ DECLARE
 BEGIN
     -- Writers take row locks on the keys table before counting; this waits for
     -- those in flight and holds back new ones until we commit.
-    EXECUTE format('LOCK TABLE %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m));
-    EXECUTE format('TRUNCATE %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m));
+    EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+    EXECUTE format('TRUNCATE %s, %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
     EXECUTE format('INSERT INTO %s (key, bucket, segment, predicted, actual, weight) %s', mlmon._keys_table(m),
                    -- Every key of both tables, as a query rather than an array: the
                    -- planner then knows there are millions and joins by hashing
@@ -998,7 +1071,7 @@ DECLARE
 BEGIN
     FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
-        FOREACH suffix IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+        FOREACH suffix IN ARRAY ARRAY['bulk', 'insert', 'update', 'delete', 'truncate'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_' || m.name || '_' || suffix, rel);
         END LOOP;
     END LOOP;
@@ -1007,7 +1080,7 @@ BEGIN
     EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type);
     EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply_outcomes'), m.key_type);
     EXECUTE format('DROP FUNCTION IF EXISTS %s(boolean)', mlmon._internal_function(m, 'compact'));
-    EXECUTE format('DROP TABLE IF EXISTS %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m));
+    EXECUTE format('DROP TABLE IF EXISTS %s, %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
     DELETE FROM mlmon.monitor mm WHERE mm.name = m.name;
 END $$;
 COMMENT ON FUNCTION mlmon.drop_monitor IS 'Removes a monitor''s triggers, functions and rollup tables (not the source tables or their key indexes).';

@@ -13,6 +13,7 @@ mod drift;
 mod errors;
 mod ffi;
 mod readers;
+mod monitor_bulk;
 mod regression;
 mod scores;
 mod state;

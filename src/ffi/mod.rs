@@ -101,6 +101,7 @@ v1_function!(confusion_trans_bool_fast);
 v1_function!(scores_trans_fast);
 v1_function!(scores_exact_trans_fast);
 v1_function!(regression_trans_fast);
+v1_function!(monitor_bulk_insert);
 
 // pgrx's guarded wrappers of the transition functions in `scores.rs` and
 // `regression.rs`: the slow paths.
@@ -375,6 +376,7 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
     }
 }
 
+mod bulk_trigger;
 mod fill_helper;
 mod probe;
 mod spine;

@@ -419,3 +419,22 @@ def _check_snapshot(conn, spec):
         return rollup_mismatches(conn, spec)
     finally:
         conn.execute("COMMIT")
+
+
+# The same workloads with every INSERT eligible for the native bulk path
+# (src/monitor_bulk.rs: claim chunks instead of keys rows, materialized when
+# a later statement touches their keys). By default only statements of
+# 10,000+ rows take it; at 1 row, fresh keys of single-row inserts and COPYs
+# are claimed in chunks and outcomes for them update the chunks, and every
+# other operation meets keys that live only in chunks.
+BULK_CASES = [("presence_seg_weight_first", 77), ("bool_actual_last", 88), ("bigint_labels", 99),
+              ("presence_seg_weight_first", 111)]
+
+
+@pytest.mark.parametrize("config_id,seed", BULK_CASES, ids=[f"{c}-seed{s}" for c, s in BULK_CASES])
+def test_model_based_random_bulk_path(conn, dsn, uniq, config_id, seed):
+    conn.execute("SET mlmon.bulk_min_rows = 1")
+    try:
+        test_model_based_random(conn, dsn, uniq, config_id, seed)
+    finally:
+        conn.execute("RESET mlmon.bulk_min_rows")

@@ -6,6 +6,7 @@
 //! plain `cargo test`.
 
 pub mod accumulator;
+pub mod claims;
 pub mod codec;
 pub mod confusion;
 pub mod cost;

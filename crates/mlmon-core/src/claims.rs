@@ -1,0 +1,176 @@
+//! Claim chunks: what a monitor counts for the keys of a bulk load, stored
+//! compactly instead of one keys-table row per key.
+//!
+//! A bulk INSERT whose keys are all new to a monitor (no keys row, no earlier
+//! chunk overlapping their range) writes its keys' contributions as chunks of
+//! at most [`CHUNK_KEYS`] entries, sorted by key. A later statement touching
+//! such a key first copies its entry into a keys row ("materializes" it) and
+//! then goes the usual way; a key's keys row, when it has one, supersedes its
+//! entry. Strings (segments as jsonb text, predicted and actual labels) are
+//! kept once per chunk in a dictionary that entries index.
+
+use crate::error::{Error, Result};
+use crate::wire::{Reader, Writer};
+
+/// Entries per chunk: small enough that materializing one key decodes ~150 kB.
+pub const CHUNK_KEYS: usize = 4096;
+
+const TAG: u8 = 0x43;
+const NONE: u32 = u32::MAX;
+
+/// One key's counted contribution. `bucket` is `None` for a key with raw rows
+/// but no counted prediction (then every other field is `None` too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: i64,
+    /// Bucket start, microseconds since 2000-01-01 (PostgreSQL's timestamp).
+    pub bucket: Option<i64>,
+    pub segment: Option<u32>,
+    pub predicted: Option<u32>,
+    pub actual: Option<u32>,
+    pub weight: f64,
+}
+
+/// A chunk: entries sorted by key, strictly ascending, and the strings they index.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Chunk {
+    pub texts: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+impl Chunk {
+    /// Index of `text` in the dictionary, adding it if new.
+    pub fn intern(&mut self, text: &str) -> u32 {
+        match self.texts.iter().position(|t| t == text) {
+            Some(i) => i as u32,
+            None => {
+                self.texts.push(text.to_owned());
+                (self.texts.len() - 1) as u32
+            }
+        }
+    }
+
+    pub fn text(&self, index: Option<u32>) -> Option<&str> {
+        index.map(|i| self.texts[i as usize].as_str())
+    }
+
+    pub fn find(&self, key: i64) -> Option<&Entry> {
+        self.entries.binary_search_by_key(&key, |e| e.key).ok().map(|i| &self.entries[i])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(TAG);
+        w.u32(self.texts.len() as u32);
+        for t in &self.texts {
+            w.str(t);
+        }
+        w.u32(self.entries.len() as u32);
+        let index = |i: Option<u32>| i.unwrap_or(NONE);
+        for e in &self.entries {
+            w.u64(e.key as u64);
+            w.u8(u8::from(e.bucket.is_some()));
+            w.u64(e.bucket.unwrap_or(0) as u64);
+            w.u32(index(e.segment));
+            w.u32(index(e.predicted));
+            w.u32(index(e.actual));
+            w.f64(e.weight);
+        }
+        w.finish()
+    }
+
+    /// Decodes and checks a chunk: indexes in range, keys ascending.
+    pub fn decode(bytes: &[u8]) -> Result<Chunk> {
+        let mut r = Reader::new(bytes, TAG, "claim chunk")?;
+        let texts = r.len("dictionary size", bytes.len())?;
+        let texts = (0..texts).map(|_| r.str("dictionary entry").map(str::to_owned)).collect::<Result<Vec<_>>>()?;
+        let count = r.len("entry count", bytes.len())?;
+        let mut entries = Vec::with_capacity(count);
+        let index = |i: u32| -> Result<Option<u32>> {
+            match i {
+                NONE => Ok(None),
+                i if (i as usize) < texts.len() => Ok(Some(i)),
+                i => Err(Error::BadBinary(format!("claim chunk: text index {i} out of range"))),
+            }
+        };
+        for _ in 0..count {
+            let key = r.u64("key")? as i64;
+            let has_bucket = r.u8("bucket flag")? != 0;
+            let bucket = r.u64("bucket")? as i64;
+            let entry = Entry {
+                key,
+                bucket: has_bucket.then_some(bucket),
+                segment: index(r.u32("segment")?)?,
+                predicted: index(r.u32("predicted")?)?,
+                actual: index(r.u32("actual")?)?,
+                weight: r.f64("weight")?,
+            };
+            if entries.last().is_some_and(|last: &Entry| last.key >= key) {
+                return Err(Error::BadBinary("claim chunk: keys not ascending".into()));
+            }
+            entries.push(entry);
+        }
+        r.finish()?;
+        Ok(Chunk { texts, entries })
+    }
+}
+
+/// Splits entries sorted by key into chunks of at most [`CHUNK_KEYS`],
+/// each with the strings it uses; `text` gives the string of an index of the
+/// caller's dictionary.
+pub fn into_chunks<'a>(entries: &[Entry], text: impl Fn(u32) -> &'a str) -> Vec<Chunk> {
+    entries
+        .chunks(CHUNK_KEYS)
+        .map(|run| {
+            let mut chunk = Chunk::default();
+            for e in run {
+                let mut moved = |i: Option<u32>| i.map(|i| chunk.intern(text(i)));
+                let entry = Entry {
+                    segment: moved(e.segment),
+                    predicted: moved(e.predicted),
+                    actual: moved(e.actual),
+                    ..e.clone()
+                };
+                chunk.entries.push(entry);
+            }
+            chunk
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: i64, bucket: Option<i64>) -> Entry {
+        Entry { key, bucket, segment: bucket.map(|_| 0), predicted: bucket.map(|_| 1), actual: None, weight: 1.5 }
+    }
+
+    #[test]
+    fn chunks_round_trip_and_split() {
+        let texts = ["{}".to_string(), "true".to_string()];
+        let entries: Vec<Entry> = (0..(CHUNK_KEYS as i64 + 10)).map(|k| entry(k * 3 - 7, (k % 5 != 0).then_some(k * 1000))).collect();
+        let chunks = into_chunks(&entries, |i| texts[i as usize].as_str());
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1].entries.len(), 10);
+        for c in &chunks {
+            assert_eq!(Chunk::decode(&c.encode()).unwrap(), *c);
+        }
+        let found = chunks[0].find(3 * 7 - 7).unwrap();
+        assert_eq!(chunks[0].text(found.predicted), Some("true"));
+        assert!(chunks[0].find(1).is_none());
+    }
+
+    #[test]
+    fn malformed_chunks_are_rejected() {
+        let mut chunk = Chunk { texts: vec!["x".into()], entries: vec![entry(1, Some(0)), entry(2, Some(0))] };
+        let good = chunk.encode();
+        for cut in 0..good.len() {
+            assert!(Chunk::decode(&good[..cut]).is_err(), "prefix of {cut} bytes accepted");
+        }
+        chunk.entries.swap(0, 1);
+        assert!(Chunk::decode(&chunk.encode()).is_err());
+        chunk.entries = vec![Entry { predicted: Some(5), ..entry(1, Some(0)) }];
+        assert!(Chunk::decode(&chunk.encode()).is_err());
+        assert!(Chunk::decode(&[9, TAG]).is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! Bulk loads into monitored tables without a keys row per key.
+//!
+//! A monitor's keys table holds, for every key with raw rows, the
+//! contribution the rollup counts; writing it costs a heap row and a unique
+//! index entry per key, as much again as the user's own insert. A bulk INSERT
+//! (COPY of a day's predictions, a file of late labels) instead goes through
+//! a native trigger (`ffi::bulk_trigger`) that reads the statement's rows
+//! once, and, when it may, writes the rollup's deltas and the keys'
+//! contributions as claim chunks (`mlmon_core::claims`): a few rows of packed
+//! entries. Every other statement first copies the entries of the keys it
+//! touches into keys rows ("materializes" them, `_claim_entries`) and then
+//! runs as before, so the chunks change nothing for it.
+//!
+//! When the bulk path may run (otherwise the statement takes the usual path,
+//! which is always right):
+//! * It holds the monitor's bulk lock exclusively (`pg_try_advisory_xact_lock`,
+//!   never waiting). Every other trigger call holds it shared until its
+//!   transaction ends, so no writer is in flight on any key: entries and keys
+//!   rows seen are all there are.
+//! * Predictions: no keys row and no chunk lies in the range of the
+//!   statement's keys. A key with raw rows always has one or the other, so
+//!   every key of the statement is new and counts as its best new row.
+//! * Outcomes: no keys row lies in the range and every key falls inside a
+//!   chunk; its entry's actual label is combined with the new outcomes.
+
+use std::collections::HashMap;
+
+use mlmon_core::claims::{into_chunks, Chunk, Entry};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiResult};
+
+/// A monitor as the bulk trigger needs it.
+pub struct Monitor {
+    pub predictions: pg_sys::Oid,
+    pub outcomes: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
+    pub key_column: String,
+    pub outcome_key_column: String,
+    pub predicted_at_column: String,
+    pub predicted_column: String,
+    pub segment_by: Vec<String>,
+    pub weight_column: Option<String>,
+    pub actual_column: Option<String>,
+    pub label_kind: String,
+    pub first: bool,
+    /// The bucket width in microseconds; `None` when it has months (date_bin refuses those).
+    pub bucket_usecs: Option<i64>,
+    /// The buckets' origin, microseconds since 2000-01-01 UTC.
+    pub origin: i64,
+    pub integer_key: bool,
+    keys_table: String,
+    rollup_table: String,
+    claims_table: String,
+    lock_id: i64,
+}
+
+/// One predictions row as read by the trigger: `predicted` and `segment`
+/// index the trigger's dictionaries of distinct values.
+pub struct PredictionRow {
+    pub key: i64,
+    pub countable: bool,
+    pub at: i64,
+    pub predicted: u32,
+    pub segment: u32,
+    pub weight: f64,
+}
+
+/// The combined actual label of a key's new outcome rows.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Actual {
+    /// No actual column: an outcome row means positive.
+    Present,
+    Bool(Option<bool>),
+    Integer(Option<i64>),
+}
+
+impl Actual {
+    /// The rule of `_actual_sql`: any true makes a boolean true, otherwise the
+    /// greatest value; NULL values are ignored.
+    pub fn combine(self, other: Actual) -> Actual {
+        match (self, other) {
+            (Actual::Bool(a), Actual::Bool(b)) => Actual::Bool(a.max(b)),
+            (Actual::Integer(a), Actual::Integer(b)) => Actual::Integer(a.max(b)),
+            (a, _) => a,
+        }
+    }
+
+    /// Combines with a counted actual label (its text, NULL for none).
+    fn after(self, counted: Option<&str>) -> Option<String> {
+        let counted = match (self, counted) {
+            (Actual::Present, _) => return Some("true".into()),
+            (a, None) => a,
+            (Actual::Bool(_), Some(t)) => Actual::Bool(Some(t == "true")),
+            (Actual::Integer(_), Some(t)) => Actual::Integer(t.parse().ok()),
+        };
+        match self.combine(counted) {
+            Actual::Bool(v) => v.map(|b| b.to_string()),
+            Actual::Integer(v) => v.map(|i| i.to_string()),
+            Actual::Present => unreachable!(),
+        }
+    }
+}
+
+/// One rollup delta row.
+struct Delta {
+    bucket: i64,
+    segment: String,
+    predicted: String,
+    actual: Option<String>,
+    n: i64,
+    weight: f64,
+}
+
+fn spi_error(e: pgrx::spi::SpiError) -> ! {
+    pgrx::error!("mlmon bulk trigger: {e}")
+}
+
+impl Monitor {
+    pub fn load(client: &SpiClient<'_>, name: &str) -> Option<Monitor> {
+        let sql = "SELECT m.predictions::oid, m.outcomes::oid, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = m.owner),
+                          m.key_column::text, m.outcome_key_column::text, m.predicted_at_column::text, m.predicted_column::text,
+                          m.segment_by::text[], m.weight_column::text, m.actual_column::text, m.label_kind, m.dedup = 'first',
+                          CASE WHEN pg_catalog.date_part('month', m.bucket) = 0 AND pg_catalog.date_part('year', m.bucket) = 0
+                               THEN (EXTRACT(epoch FROM m.bucket) * 1000000)::bigint END,
+                          (EXTRACT(epoch FROM mlmon._bucket_origin() - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint,
+                          m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype),
+                          mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m), mlmon._bulk_lock_id(m)
+                   FROM mlmon.monitor m WHERE m.name = $1";
+        let rows = client.select(sql, Some(1), &[name.into()]).unwrap_or_else(|e| spi_error(e));
+        let row = rows.first();
+        if row.is_empty() {
+            return None;
+        }
+        let get = |i: usize| row.get::<String>(i).ok().flatten();
+        Some(Monitor {
+            predictions: row.get::<pg_sys::Oid>(1).ok().flatten()?,
+            outcomes: row.get::<pg_sys::Oid>(2).ok().flatten()?,
+            owner: row.get::<pg_sys::Oid>(3).ok().flatten()?,
+            key_column: get(4)?,
+            outcome_key_column: get(5)?,
+            predicted_at_column: get(6)?,
+            predicted_column: get(7)?,
+            segment_by: row.get::<Vec<String>>(8).ok().flatten()?,
+            weight_column: get(9),
+            actual_column: get(10),
+            label_kind: get(11)?,
+            first: row.get::<bool>(12).ok().flatten()?,
+            bucket_usecs: row.get::<i64>(13).ok().flatten().filter(|&u| u > 0),
+            origin: row.get::<i64>(14).ok().flatten()?,
+            integer_key: row.get::<bool>(15).ok().flatten()?,
+            keys_table: get(16)?,
+            rollup_table: get(17)?,
+            claims_table: get(18)?,
+            lock_id: row.get::<i64>(19).ok().flatten()?,
+        })
+    }
+
+    /// The monitor's bulk lock, exclusively, if no other writer holds it.
+    pub fn try_bulk_lock(&self, client: &SpiClient<'_>) -> bool {
+        one::<bool>(client, "SELECT pg_catalog.pg_try_advisory_xact_lock($1)", &[self.lock_id.into()]).unwrap_or(false)
+    }
+
+    /// Whether some key in lo..=hi has a keys row.
+    fn any_keys_row(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> bool {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE key BETWEEN $1 AND $2)", self.keys_table);
+        one::<bool>(client, &sql, &[lo.into(), hi.into()]).unwrap_or(true)
+    }
+
+    /// The chunks whose range meets lo..=hi, with their row ids.
+    fn chunks_in(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> Vec<(String, Chunk)> {
+        let sql = format!("SELECT ctid::text, entries FROM {} WHERE lo <= $2 AND hi >= $1 ORDER BY lo", self.claims_table);
+        let rows = client.select(&sql, None, &[lo.into(), hi.into()]).unwrap_or_else(|e| spi_error(e));
+        rows.map(|row| {
+            let ctid = row.get::<String>(1).ok().flatten().unwrap_or_default();
+            let bytes = row.get::<Vec<u8>>(2).ok().flatten().unwrap_or_default();
+            let chunk = Chunk::decode(&bytes).unwrap_or_else(|e| crate::errors::raise(e));
+            (ctid, chunk)
+        })
+        .collect()
+    }
+
+    fn write_chunks(&self, client: &mut SpiClient<'_>, chunks: &[Chunk]) {
+        if chunks.is_empty() {
+            return;
+        }
+        let lo: Vec<i64> = chunks.iter().map(|c| c.entries[0].key).collect();
+        let hi: Vec<i64> = chunks.iter().map(|c| c.entries[c.entries.len() - 1].key).collect();
+        let bytes: Vec<Vec<u8>> = chunks.iter().map(Chunk::encode).collect();
+        let sql = format!("INSERT INTO {} (lo, hi, entries) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
+                          self.claims_table);
+        client.update(&sql, None, &[lo.into(), hi.into(), bytes.into()]).unwrap_or_else(|e| spi_error(e));
+    }
+
+    fn write_deltas(&self, client: &mut SpiClient<'_>, deltas: Vec<Delta>) {
+        let deltas: Vec<Delta> = deltas.into_iter().filter(|d| d.n != 0).collect();
+        if deltas.is_empty() {
+            return;
+        }
+        let bucket: Vec<Option<TimestampWithTimeZone>> = deltas.iter().map(|d| TimestampWithTimeZone::try_from(d.bucket).ok()).collect();
+        let segment: Vec<&str> = deltas.iter().map(|d| d.segment.as_str()).collect();
+        let predicted: Vec<&str> = deltas.iter().map(|d| d.predicted.as_str()).collect();
+        let actual: Vec<Option<&str>> = deltas.iter().map(|d| d.actual.as_deref()).collect();
+        let n: Vec<i64> = deltas.iter().map(|d| d.n).collect();
+        let weight: Vec<f64> = deltas.iter().map(|d| d.weight).collect();
+        let sql = format!(
+            "INSERT INTO {} (bucket, segment, predicted, actual, n, weight)
+             SELECT b, s::jsonb, p, a, n, w
+             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::float8[]) u(b, s, p, a, n, w)",
+            self.rollup_table
+        );
+        client
+            .update(&sql, None, &[bucket.into(), segment.into(), predicted.into(), actual.into(), n.into(), weight.into()])
+            .unwrap_or_else(|e| spi_error(e));
+    }
+
+    /// The bucket of a prediction time, as `date_bin(bucket, at, origin)`;
+    /// `None` where the native arithmetic would not be date_bin's (months,
+    /// times before the origin).
+    pub fn bucket_of(&self, at: i64) -> Option<i64> {
+        let stride = self.bucket_usecs?;
+        let diff = at.checked_sub(self.origin).filter(|&d| d >= 0)?;
+        Some(self.origin + (diff - diff % stride))
+    }
+}
+
+fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
+    let rows: SpiResult<_> = client.select(sql, Some(1), args);
+    rows.unwrap_or_else(|e| spi_error(e)).first().get::<T>(1).ok().flatten()
+}
+
+/// The statement's best row per key (per the dedup order), or `None` when
+/// two countable rows of a key tie on time but differ in what they count:
+/// PostgreSQL's order breaks such ties on the labels' text, which the
+/// trigger leaves to the usual path.
+fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
+    let mut best: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let Some(&b) = best.get(&row.key) else {
+            best.insert(row.key, i);
+            continue;
+        };
+        let kept = &rows[b];
+        let better = match (row.countable, kept.countable) {
+            (true, false) => true,
+            (false, _) => false,
+            (true, true) if row.at == kept.at => {
+                if (row.predicted, row.segment, row.weight.to_bits()) != (kept.predicted, kept.segment, kept.weight.to_bits()) {
+                    return None;
+                }
+                false
+            }
+            (true, true) => (row.at < kept.at) == monitor.first,
+        };
+        if better {
+            best.insert(row.key, i);
+        }
+    }
+    let mut chosen: Vec<usize> = best.into_values().collect();
+    chosen.sort_unstable_by_key(|&i| rows[i].key);
+    Some(chosen)
+}
+
+/// Counts a bulk INSERT of predictions whose keys are all new, if it may
+/// (see the module's comment); returns whether it did.
+pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: &[String], segments: &[String]) -> bool {
+    let (Some(lo), Some(hi)) = (rows.iter().map(|r| r.key).min(), rows.iter().map(|r| r.key).max()) else {
+        return false;
+    };
+    let Some(chosen) = best_rows(monitor, rows) else {
+        return false;
+    };
+    // Buckets first: a time the native date_bin does not cover sends the
+    // whole statement the usual way.
+    let mut buckets = Vec::with_capacity(chosen.len());
+    for &i in &chosen {
+        let row = &rows[i];
+        buckets.push(if row.countable { Some(monitor.bucket_of(row.at)) } else { None });
+    }
+    if buckets.iter().any(|b| matches!(b, Some(None))) {
+        return false;
+    }
+    Spi::connect_mut(|client| {
+        if !monitor.try_bulk_lock(client) || monitor.any_keys_row(client, lo, hi) || !monitor.chunks_in(client, lo, hi).is_empty() {
+            return false;
+        }
+        // A key's actual label with no outcome row (none can exist: the key is new).
+        let absent = monitor.actual_column.is_none().then_some("false");
+        let mut texts: Vec<String> = predicted.to_vec();
+        texts.extend(segments.iter().cloned());
+        let segment_base = predicted.len() as u32;
+        texts.push("false".into());
+        let absent_index = (texts.len() - 1) as u32;
+        let mut cells: HashMap<(i64, u32, u32), (i64, f64)> = HashMap::new();
+        let entries: Vec<Entry> = chosen
+            .iter()
+            .zip(&buckets)
+            .map(|(&i, bucket)| {
+                let row = &rows[i];
+                match bucket {
+                    Some(Some(bucket)) => {
+                        let cell = cells.entry((*bucket, row.segment, row.predicted)).or_insert((0, 0.0));
+                        cell.0 += 1;
+                        cell.1 += row.weight;
+                        Entry {
+                            key: row.key,
+                            bucket: Some(*bucket),
+                            segment: Some(segment_base + row.segment),
+                            predicted: Some(row.predicted),
+                            actual: absent.map(|_| absent_index),
+                            weight: row.weight,
+                        }
+                    }
+                    _ => Entry { key: row.key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 },
+                }
+            })
+            .collect();
+        let deltas = cells
+            .into_iter()
+            .map(|((bucket, segment, label), (n, weight))| Delta {
+                bucket,
+                segment: segments[segment as usize].clone(),
+                predicted: predicted[label as usize].clone(),
+                actual: absent.map(str::to_owned),
+                n,
+                weight,
+            })
+            .collect();
+        monitor.write_deltas(client, deltas);
+        monitor.write_chunks(client, &into_chunks(&entries, |i| texts[i as usize].as_str()));
+        true
+    })
+}
+
+/// Applies a bulk INSERT of outcomes whose keys all lie in chunks and have no
+/// keys row, if it may (see the module's comment); returns whether it did.
+/// `outcomes`: each key's combined new actual label.
+pub fn insert_outcomes(monitor: &Monitor, outcomes: &HashMap<i64, Actual>) -> bool {
+    let (Some(&lo), Some(&hi)) = (outcomes.keys().min(), outcomes.keys().max()) else {
+        return false;
+    };
+    let mut keys: Vec<i64> = outcomes.keys().copied().collect();
+    keys.sort_unstable();
+    Spi::connect_mut(|client| {
+        if !monitor.try_bulk_lock(client) || monitor.any_keys_row(client, lo, hi) {
+            return false;
+        }
+        let chunks = monitor.chunks_in(client, lo, hi);
+        // Each key's chunk: the last chunk starting at or before it, which must reach it.
+        let mut owner = Vec::with_capacity(keys.len());
+        for &key in &keys {
+            let at = chunks.partition_point(|(_, c)| c.entries[0].key <= key);
+            if at == 0 || chunks[at - 1].1.entries[chunks[at - 1].1.entries.len() - 1].key < key {
+                return false;
+            }
+            owner.push(at - 1);
+        }
+        let mut deltas = Vec::new();
+        let mut changed: Vec<Option<Chunk>> = vec![None; chunks.len()];
+        for (&key, &c) in keys.iter().zip(&owner) {
+            let chunk = changed[c].get_or_insert_with(|| chunks[c].1.clone());
+            match chunk.entries.binary_search_by_key(&key, |e| e.key) {
+                Ok(i) => {
+                    let entry = chunk.entries[i].clone();
+                    let Some(bucket) = entry.bucket else { continue };
+                    let before = chunk.text(entry.actual).map(str::to_owned);
+                    let after = outcomes[&key].after(before.as_deref());
+                    if after == before {
+                        continue;
+                    }
+                    let segment = chunk.text(entry.segment).unwrap_or("{}").to_owned();
+                    let predicted = chunk.text(entry.predicted).unwrap_or_default().to_owned();
+                    deltas.push(Delta { bucket, segment: segment.clone(), predicted: predicted.clone(), actual: before, n: -1, weight: -entry.weight });
+                    deltas.push(Delta { bucket, segment, predicted, actual: after.clone(), n: 1, weight: entry.weight });
+                    chunk.entries[i].actual = after.map(|t| chunk.intern(&t));
+                }
+                // A key with outcomes only: its entry says it has raw rows.
+                Err(i) => chunk.entries.insert(i, Entry { key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 }),
+            }
+        }
+        monitor.write_deltas(client, group_deltas(deltas));
+        let replaced: Vec<String> = chunks.iter().zip(&changed).filter(|(_, c)| c.is_some()).map(|((ctid, _), _)| ctid.clone()).collect();
+        let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", monitor.claims_table);
+        client.update(&sql, None, &[replaced.into()]).unwrap_or_else(|e| spi_error(e));
+        let fresh: Vec<Chunk> = changed.into_iter().flatten().collect();
+        monitor.write_chunks(client, &fresh);
+        true
+    })
+}
+
+/// Sums deltas of the same cell.
+fn group_deltas(deltas: Vec<Delta>) -> Vec<Delta> {
+    let mut cells: HashMap<(i64, String, String, Option<String>), (i64, f64)> = HashMap::new();
+    for d in deltas {
+        let cell = cells.entry((d.bucket, d.segment, d.predicted, d.actual)).or_insert((0, 0.0));
+        cell.0 += d.n;
+        cell.1 += d.weight;
+    }
+    cells
+        .into_iter()
+        .map(|((bucket, segment, predicted, actual), (n, weight))| Delta { bucket, segment, predicted, actual, n, weight })
+        .collect()
+}
+
+/// `mlmon._claim_entries(entries bytea, keys bigint[])`: the entries of `keys`
+/// found in a chunk, as keys-table rows.
+#[pg_extern(sql = false)]
+#[allow(clippy::type_complexity)]
+fn claim_entries(
+    entries: &[u8],
+    keys: Vec<Option<i64>>,
+) -> TableIterator<
+    'static,
+    (
+        name!(key, i64),
+        name!(bucket, Option<TimestampWithTimeZone>),
+        name!(segment, Option<String>),
+        name!(predicted, Option<String>),
+        name!(actual, Option<String>),
+        name!(weight, Option<f64>),
+    ),
+> {
+    let chunk = Chunk::decode(entries).unwrap_or_else(|e| crate::errors::raise(e));
+    let rows: Vec<_> = keys
+        .into_iter()
+        .flatten()
+        .filter_map(|k| chunk.find(k))
+        .map(|e| {
+            let counted = e.bucket.is_some();
+            (
+                e.key,
+                e.bucket.and_then(|b| TimestampWithTimeZone::try_from(b).ok()),
+                chunk.text(e.segment).map(str::to_owned),
+                chunk.text(e.predicted).map(str::to_owned),
+                chunk.text(e.actual).map(str::to_owned),
+                counted.then_some(e.weight),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Actual;
+
+    #[test]
+    fn actual_labels_combine_as_the_sql_rule() {
+        assert_eq!(Actual::Present.after(Some("false")), Some("true".into()));
+        assert_eq!(Actual::Bool(Some(false)).after(None), Some("false".into()));
+        assert_eq!(Actual::Bool(Some(false)).after(Some("true")), Some("true".into()));
+        assert_eq!(Actual::Bool(None).after(Some("false")), Some("false".into()));
+        assert_eq!(Actual::Bool(None).after(None), None);
+        assert_eq!(Actual::Integer(Some(3)).after(Some("7")), Some("7".into()));
+        assert_eq!(Actual::Integer(Some(9)).after(Some("7")), Some("9".into()));
+        assert_eq!(Actual::Bool(Some(true)).combine(Actual::Bool(Some(false))), Actual::Bool(Some(true)));
+    }
+}

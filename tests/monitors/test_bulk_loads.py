@@ -1,0 +1,106 @@
+"""Bulk loads through the native bulk trigger (src/monitor_bulk.rs).
+
+A COPY of predictions for keys new to the monitor is counted from claim
+chunks instead of keys rows; a COPY of late outcomes for those keys updates
+the chunks. These tests load in bulk (with `mlmon.bulk_min_rows` lowered so
+the batches stay small), check that the bulk path ran (no keys rows, chunks
+present), compare the rollup with recomputation from the raw tables, then
+touch the loaded keys in every other way (which copies their entries into
+keys rows) and compare again.
+"""
+import random
+
+import pytest
+
+from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly
+
+MODES = [
+    # (actual mode, outcome column type, label type, weight type, dedup)
+    ("presence", None, "boolean", "double precision", "first"),
+    ("bool", "boolean", "boolean", None, "last"),
+    ("max", "bigint", "bigint", "double precision", "first"),
+]
+
+
+def _counts(conn, name):
+    keys, chunks = conn.execute(
+        f"SELECT (SELECT count(*) FROM mlmon_{name}_keys), (SELECT count(*) FROM mlmon_{name}_claims)").fetchone()
+    return keys, chunks
+
+
+@pytest.mark.parametrize("mode,actual_type,label_type,weight_type,dedup", MODES, ids=[m[0] for m in MODES])
+def test_bulk_loads_match_recomputation(conn, dsn, uniq, mode, actual_type, label_type, weight_type, dedup):
+    rng = random.Random(hash(mode) & 0xffff)
+    preds, outs, name = uniq("bulk_p"), uniq("bulk_o"), uniq("bulk")
+    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label {label_type}, src text"
+                 + (f", w {weight_type}" if weight_type else "") + ")")
+    conn.execute(f"CREATE TABLE {outs} (k integer" + (f", actual {actual_type}" if actual_type else "") + ")")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), actual="actual" if actual_type else None, actual_mode=mode,
+                bucket="1 minute", segment_by=["src"], weight="w" if weight_type else None, dedup=dedup)
+    label = (lambda: rng.random() < 0.5) if label_type == "boolean" else (lambda: rng.choice([-2, 0, 1, 7]))
+    actual = {None: lambda: None, "boolean": lambda: rng.choice([True, False, None]),
+              "bigint": lambda: rng.choice([-2, 0, 1, 7, None])}[actual_type]
+    try:
+        create_monitor(conn, spec)
+        conn.execute("SET mlmon.bulk_min_rows = 50")
+
+        def load_predictions(keys):
+            with conn.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
+                for k in keys:
+                    minute = rng.randint(0, 29)
+                    row = [k, f"2031-03-04 10:{minute:02d}:00+00", label(), rng.choice(["a", "b", None])]
+                    if weight_type:
+                        row.append(rng.choice([0.5, 1.0, 2.0, None]))
+                    cp.write_row(row if k % 11 else [k, None] + row[2:])  # some rows do not count
+                    # Duplicate events: the same event twice, or another prediction later.
+                    if k % 7 == 0:
+                        cp.write_row(row)
+                    elif k % 7 == 1:
+                        cp.write_row([k, f"2031-03-04 10:{minute + 30:02d}:00+00", label(), "c"] + row[4:])
+
+        def load_outcomes(keys):
+            with conn.cursor().copy(f"COPY {outs} FROM STDIN") as cp:
+                for k in keys:
+                    for _ in range(1 + (k % 5 == 0)):
+                        cp.write_row([k] + ([actual()] if actual_type else []))
+
+        # Two loads of new keys with gaps between them, then late outcomes in bulk,
+        # some for keys never predicted inside a loaded range.
+        load_predictions(range(1000, 1600, 2))
+        load_predictions(range(5000, 5400))
+        keys, chunks = _counts(conn, name)
+        assert keys == 0 and chunks > 0, f"bulk path not taken: {keys} keys rows, {chunks} chunks"
+        assert_rollup_matches(conn, spec, "after bulk predictions")
+        load_outcomes(list(range(1000, 1600, 3)) + list(range(5000, 5400, 2)))
+        load_outcomes(list(range(5001, 5400, 4)))
+        assert _counts(conn, name)[0] == 0, "bulk outcomes made keys rows"
+        assert_rollup_matches(conn, spec, "after bulk outcomes")
+
+        # A load over a range already claimed takes the usual path, copying entries first.
+        load_predictions(range(1001, 1100, 2))
+        assert_rollup_matches(conn, spec, "after predictions over a claimed range")
+        # Single rows, updates and deletes on claimed keys.
+        conn.execute(f"INSERT INTO {preds} (k, ts, label, src) VALUES (5002, '2031-03-04 09:00+00', %s, 'z')",
+                     [label()])
+        conn.execute(f"INSERT INTO {outs} (k) VALUES (5004), (1002)")
+        conn.execute(f"UPDATE {preds} SET ts = ts + interval '3 minutes' WHERE k BETWEEN 5100 AND 5130")
+        conn.execute(f"DELETE FROM {preds} WHERE k % 13 = 0")
+        conn.execute(f"DELETE FROM {outs} WHERE k % 17 = 0")
+        with conn.transaction():
+            load_outcomes(range(5300, 5400, 3))
+            conn.execute(f"UPDATE {outs} SET k = k + 1 WHERE k BETWEEN 5300 AND 5320")
+        assert_rollup_matches(conn, spec, "after touching claimed keys")
+        # A rolled-back bulk load leaves nothing behind.
+        with pytest.raises(RuntimeError):
+            with conn.transaction():
+                load_predictions(range(9000, 9200))
+                raise RuntimeError("roll back")
+        assert_rollup_matches(conn, spec, "after a rolled-back bulk load")
+        conn.execute(f"SELECT mlmon.rebuild_monitor('{name}')")
+        assert _counts(conn, name)[1] == 0
+        assert_rollup_matches(conn, spec, "after rebuild")
+    finally:
+        conn.execute("RESET mlmon.bulk_min_rows")
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
