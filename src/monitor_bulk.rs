@@ -24,11 +24,57 @@
 //!   chunk; its entry's actual label is combined with the new outcomes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use mlmon_core::claims::{into_chunks, Chunk, Entry};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
+
+/// A multiply-rotate hash (as rustc's FxHash): the maps here hold a million
+/// integer keys, and SipHash's DoS resistance is not needed for the
+/// statement's own rows.
+#[derive(Default)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Strings interned once, so that cells are keyed by small integers.
+#[derive(Default)]
+struct Texts {
+    index: FastMap<String, u32>,
+    texts: Vec<String>,
+}
+
+impl Texts {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&i) = self.index.get(text) {
+            return i;
+        }
+        self.texts.push(text.to_owned());
+        self.index.insert(text.to_owned(), (self.texts.len() - 1) as u32);
+        (self.texts.len() - 1) as u32
+    }
+}
 
 /// A monitor as the bulk trigger needs it.
 pub struct Monitor {
@@ -234,7 +280,7 @@ fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[Datu
 /// PostgreSQL's order breaks such ties on the labels' text, which the
 /// trigger leaves to the usual path.
 fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
-    let mut best: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+    let mut best: FastMap<i64, usize> = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
     for (i, row) in rows.iter().enumerate() {
         let Some(&b) = best.get(&row.key) else {
             best.insert(row.key, i);
@@ -256,9 +302,9 @@ fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
             best.insert(row.key, i);
         }
     }
-    let mut chosen: Vec<usize> = best.into_values().collect();
-    chosen.sort_unstable_by_key(|&i| rows[i].key);
-    Some(chosen)
+    let mut chosen: Vec<(i64, usize)> = best.into_iter().collect();
+    chosen.sort_unstable();
+    Some(chosen.into_iter().map(|(_, i)| i).collect())
 }
 
 /// Counts a bulk INSERT of predictions whose keys are all new, if it may
@@ -291,7 +337,7 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
         let segment_base = predicted.len() as u32;
         texts.push("false".into());
         let absent_index = (texts.len() - 1) as u32;
-        let mut cells: HashMap<(i64, u32, u32), (i64, f64)> = HashMap::new();
+        let mut cells: FastMap<(i64, u32, u32), (i64, f64)> = FastMap::default();
         let entries: Vec<Entry> = chosen
             .iter()
             .zip(&buckets)
@@ -335,7 +381,7 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
 /// Applies a bulk INSERT of outcomes whose keys all lie in chunks and have no
 /// keys row, if it may (see the module's comment); returns whether it did.
 /// `outcomes`: each key's combined new actual label.
-pub fn insert_outcomes(monitor: &Monitor, outcomes: &HashMap<i64, Actual>) -> bool {
+pub fn insert_outcomes(monitor: &Monitor, outcomes: &FastMap<i64, Actual>) -> bool {
     let (Some(&lo), Some(&hi)) = (outcomes.keys().min(), outcomes.keys().max()) else {
         return false;
     };
@@ -355,7 +401,8 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &HashMap<i64, Actual>) -> bo
             }
             owner.push(at - 1);
         }
-        let mut deltas = Vec::new();
+        let mut texts = Texts::default();
+        let mut cells: FastMap<(i64, u32, u32, Option<u32>), (i64, f64)> = FastMap::default();
         let mut changed: Vec<Option<Chunk>> = vec![None; chunks.len()];
         for (&key, &c) in keys.iter().zip(&owner) {
             let chunk = changed[c].get_or_insert_with(|| chunks[c].1.clone());
@@ -368,17 +415,33 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &HashMap<i64, Actual>) -> bo
                     if after == before {
                         continue;
                     }
-                    let segment = chunk.text(entry.segment).unwrap_or("{}").to_owned();
-                    let predicted = chunk.text(entry.predicted).unwrap_or_default().to_owned();
-                    deltas.push(Delta { bucket, segment: segment.clone(), predicted: predicted.clone(), actual: before, n: -1, weight: -entry.weight });
-                    deltas.push(Delta { bucket, segment, predicted, actual: after.clone(), n: 1, weight: entry.weight });
+                    let segment = texts.intern(chunk.text(entry.segment).unwrap_or("{}"));
+                    let predicted = texts.intern(chunk.text(entry.predicted).unwrap_or_default());
+                    for (actual, sign) in [(&before, -1), (&after, 1)] {
+                        let actual = actual.as_deref().map(|a| texts.intern(a));
+                        let cell = cells.entry((bucket, segment, predicted, actual)).or_insert((0, 0.0));
+                        cell.0 += sign;
+                        cell.1 += sign as f64 * entry.weight;
+                    }
                     chunk.entries[i].actual = after.map(|t| chunk.intern(&t));
                 }
                 // A key with outcomes only: its entry says it has raw rows.
                 Err(i) => chunk.entries.insert(i, Entry { key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 }),
             }
         }
-        monitor.write_deltas(client, group_deltas(deltas));
+        let text = |i: u32| texts.texts[i as usize].clone();
+        let deltas = cells
+            .into_iter()
+            .map(|((bucket, segment, predicted, actual), (n, weight))| Delta {
+                bucket,
+                segment: text(segment),
+                predicted: text(predicted),
+                actual: actual.map(text),
+                n,
+                weight,
+            })
+            .collect();
+        monitor.write_deltas(client, deltas);
         let replaced: Vec<String> = chunks.iter().zip(&changed).filter(|(_, c)| c.is_some()).map(|((ctid, _), _)| ctid.clone()).collect();
         let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", monitor.claims_table);
         client.update(&sql, None, &[replaced.into()]).unwrap_or_else(|e| spi_error(e));
@@ -386,20 +449,6 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &HashMap<i64, Actual>) -> bo
         monitor.write_chunks(client, &fresh);
         true
     })
-}
-
-/// Sums deltas of the same cell.
-fn group_deltas(deltas: Vec<Delta>) -> Vec<Delta> {
-    let mut cells: HashMap<(i64, String, String, Option<String>), (i64, f64)> = HashMap::new();
-    for d in deltas {
-        let cell = cells.entry((d.bucket, d.segment, d.predicted, d.actual)).or_insert((0, 0.0));
-        cell.0 += d.n;
-        cell.1 += d.weight;
-    }
-    cells
-        .into_iter()
-        .map(|((bucket, segment, predicted, actual), (n, weight))| Delta { bucket, segment, predicted, actual, n, weight })
-        .collect()
 }
 
 /// `mlmon._claim_entries(entries bytea, keys bigint[])`: the entries of `keys`

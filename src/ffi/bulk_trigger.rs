@@ -11,13 +11,12 @@
 //! a statement that failed between the two triggers matches nothing later.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::ffi::CStr;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::monitor_bulk::{self, Actual, Monitor, PredictionRow};
+use crate::monitor_bulk::{self, Actual, FastMap, Monitor, PredictionRow};
 
 /// Statements of fewer rows take the usual path (`mlmon.bulk_min_rows`).
 const DEFAULT_MIN_ROWS: i64 = 10_000;
@@ -84,15 +83,18 @@ fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 /// each with a copy of its first occurrence.
 #[derive(Default)]
 struct Dictionary {
-    ids: HashMap<Vec<u8>, u32>,
+    ids: FastMap<Vec<u8>, u32>,
     values: Vec<Vec<(pg_sys::Datum, bool)>>,
+    /// The identity being built, kept to spare an allocation per row.
+    identity: Vec<u8>,
 }
 
 impl Dictionary {
     /// SAFETY: each value is valid for its attribute.
-    unsafe fn id(&mut self, values: &[(pg_sys::Datum, bool, &pg_sys::FormData_pg_attribute)]) -> u32 {
-        let mut identity = Vec::with_capacity(16);
-        for &(value, null, attribute) in values {
+    unsafe fn id<'a>(&mut self, values: impl Iterator<Item = (pg_sys::Datum, bool, &'a pg_sys::FormData_pg_attribute)> + Clone) -> u32 {
+        let identity = &mut self.identity;
+        identity.clear();
+        for (value, null, attribute) in values.clone() {
             identity.push(u8::from(null));
             if null {
                 continue;
@@ -105,12 +107,12 @@ impl Dictionary {
                 identity.extend_from_slice(bytes);
             }
         }
-        if let Some(&id) = self.ids.get(&identity) {
+        if let Some(&id) = self.ids.get(identity.as_slice()) {
             return id;
         }
+        let identity = identity.clone();
         let copies = values
-            .iter()
-            .map(|&(value, null, a)| {
+            .map(|(value, null, a)| {
                 let copy = if null || a.attbyval { value } else { unsafe { super::training_set::copy_by_reference(value, a.attlen) } };
                 (copy, null)
             })
@@ -277,8 +279,8 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
                 }
             }
             let (predicted, segment) = if countable {
-                let segment_row: Vec<_> = segments.iter().map(|&(i, a)| (values[i], nulls[i], a)).collect();
-                (labels.id(&[(values[label.0], false, label.1)]), segment_values.id(&segment_row))
+                let segment_row = segments.iter().map(|&(i, a)| (values[i], nulls[i], a));
+                (labels.id(std::iter::once((values[label.0], false, label.1))), segment_values.id(segment_row))
             } else {
                 (0, 0)
             };
@@ -353,7 +355,7 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
     if !is_integer(key.1.atttypid) {
         return false;
     }
-    let mut outcomes: HashMap<i64, Actual> = HashMap::new();
+    let mut outcomes: FastMap<i64, Actual> = FastMap::default();
     // SAFETY: the caller's promise; every attribute index comes from its descriptor.
     unsafe {
         each_row(table, attributes.0, |values, nulls| {
