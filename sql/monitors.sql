@@ -39,7 +39,10 @@ CREATE TABLE mlmon.monitor (
     dedup               text NOT NULL CHECK (dedup IN ('first', 'last')),
     internal_schema     name NOT NULL,
     owner               name NOT NULL DEFAULT current_user,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    -- Bulk loads counted through claim chunks (src/monitor_bulk.rs); each
+    -- writes a new version of this row, which REPEATABLE READ writers lock.
+    bulk_loads          bigint NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE mlmon.monitor IS 'Registered monitors (one row each); use mlmon.create_monitor and mlmon.drop_monitor.';
 SELECT pg_catalog.pg_extension_config_dump('mlmon.monitor', '');
@@ -50,6 +53,7 @@ ALTER TABLE mlmon.monitor ENABLE ROW LEVEL SECURITY;
 CREATE POLICY monitor_read ON mlmon.monitor FOR SELECT USING (true);
 CREATE POLICY monitor_owner ON mlmon.monitor FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
 GRANT SELECT, INSERT, DELETE ON mlmon.monitor TO PUBLIC;
+GRANT UPDATE (bulk_loads) ON mlmon.monitor TO PUBLIC;
 
 CREATE VIEW mlmon.monitors AS
 SELECT name, predictions, key_column AS key, predicted_at_column AS predicted_at, predicted_column AS predicted,
@@ -97,6 +101,8 @@ CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
 -- The native side of bulk loads (src/ffi/bulk_trigger.rs, src/monitor_bulk.rs).
 CREATE FUNCTION mlmon._monitor_bulk_insert() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_bulk_insert';
+CREATE FUNCTION mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean
+    VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_enter_wrapper';
 CREATE FUNCTION mlmon._bulk_handled() RETURNS boolean
     VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_handled_wrapper';
 CREATE FUNCTION mlmon._claim_entries(entries bytea, keys bigint[])
@@ -588,16 +594,22 @@ BEGIN
                 IF TG_OP = 'INSERT' AND mlmon._bulk_handled() THEN
                     RETURN NULL;  -- counted by the bulk trigger
                 END IF;
-                SELECT EXISTS (SELECT 1 FROM %1$s) INTO has_claims FROM pg_advisory_xact_lock_shared(%2$s);
-                IF has_claims THEN
+                -- A REPEATABLE READ or SERIALIZABLE snapshot may predate a bulk
+                -- load's chunks and miss them: such a writer locks the monitor's
+                -- row, which every bulk load updates, and fails with 40001 if
+                -- one committed after its snapshot.
+                IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
+                    PERFORM FROM mlmon.monitor mm WHERE mm.name = %6$L FOR SHARE;
+                END IF;
+                IF mlmon._bulk_enter(%2$s, %1$s::oid) THEN
                     IF TG_OP = 'INSERT' THEN %3$s
                     ELSIF TG_OP = 'UPDATE' THEN %4$s
                     ELSIF TG_OP = 'DELETE' THEN %5$s
                     END IF;
                 END IF; $q$,
-        mlmon._claims_table(m), mlmon._bulk_lock_id(m),
+        mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m),
         format(materialize, new_keys), format(materialize, new_keys || ' UNION ALL ' || old_keys),
-        format(materialize, old_keys));
+        format(materialize, old_keys), m.name);
 END $$;
 
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
@@ -768,7 +780,6 @@ BEGIN
                 one_key %4$s;
                 first_claim boolean;
                 try_plain_insert boolean := true;
-                has_claims boolean;
             BEGIN
                 %9$s
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
@@ -991,8 +1002,11 @@ BEGIN
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
     EXECUTE format('CREATE INDEX ON %s (bucket)', mlmon._rollup_table(m));
     EXECUTE format('CREATE TABLE %s (lo bigint NOT NULL, hi bigint NOT NULL, entries bytea NOT NULL)', mlmon._claims_table(m));
-    -- Entries are read a chunk at a time and rarely compress: store them flat.
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN entries SET STORAGE EXTERNAL', mlmon._claims_table(m));
+    -- Entries are regular (ascending keys, repeated buckets and labels): lz4
+    -- shrinks a chunk several-fold for less than writing it whole would cost.
+    IF EXISTS (SELECT 1 FROM pg_settings s WHERE s.name = 'default_toast_compression' AND 'lz4' = ANY (s.enumvals)) THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN entries SET COMPRESSION lz4', mlmon._claims_table(m));
+    END IF;
     EXECUTE format('CREATE INDEX ON %s (lo)', mlmon._claims_table(m));
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._claims_table(m),
                    format('mlmon monitor %s: contributions of the keys lo..hi counted by a bulk load (keys rows take precedence)', m.name));

@@ -13,6 +13,8 @@
 //!
 //! When the bulk path may run (otherwise the statement takes the usual path,
 //! which is always right):
+//! * The transaction is READ COMMITTED, so its checks see every committed
+//!   write (each SPI query takes a fresh snapshot).
 //! * It holds the monitor's bulk lock exclusively (`pg_try_advisory_xact_lock`,
 //!   never waiting). Every other trigger call holds it shared until its
 //!   transaction ends, so no writer is in flight on any key: entries and keys
@@ -78,6 +80,7 @@ impl Texts {
 
 /// A monitor as the bulk trigger needs it.
 pub struct Monitor {
+    name: String,
     pub predictions: pg_sys::Oid,
     pub outcomes: pg_sys::Oid,
     pub owner: pg_sys::Oid,
@@ -180,6 +183,7 @@ impl Monitor {
         }
         let get = |i: usize| row.get::<String>(i).ok().flatten();
         Some(Monitor {
+            name: name.to_owned(),
             predictions: row.get::<pg_sys::Oid>(1).ok().flatten()?,
             outcomes: row.get::<pg_sys::Oid>(2).ok().flatten()?,
             owner: row.get::<pg_sys::Oid>(3).ok().flatten()?,
@@ -205,6 +209,14 @@ impl Monitor {
     /// The monitor's bulk lock, exclusively, if no other writer holds it.
     pub fn try_bulk_lock(&self, client: &SpiClient<'_>) -> bool {
         one::<bool>(client, "SELECT pg_catalog.pg_try_advisory_xact_lock($1)", &[self.lock_id.into()]).unwrap_or(false)
+    }
+
+    /// Counts a bulk load on the monitor's row: a REPEATABLE READ writer
+    /// whose snapshot predates it then fails to lock the row (see _enter_sql).
+    fn record_bulk_load(&self, client: &mut SpiClient<'_>) {
+        client
+            .update("UPDATE mlmon.monitor SET bulk_loads = bulk_loads + 1 WHERE name = $1", None, &[self.name.as_str().into()])
+            .unwrap_or_else(|e| spi_error(e));
     }
 
     /// Whether some key in lo..=hi has a keys row.
@@ -373,7 +385,8 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
             })
             .collect();
         monitor.write_deltas(client, deltas);
-        monitor.write_chunks(client, &into_chunks(&entries, |i| texts[i as usize].as_str()));
+        monitor.write_chunks(client, &into_chunks(&entries, &texts));
+        monitor.record_bulk_load(client);
         true
     })
 }
@@ -447,6 +460,7 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &FastMap<i64, Actual>) -> bo
         client.update(&sql, None, &[replaced.into()]).unwrap_or_else(|e| spi_error(e));
         let fresh: Vec<Chunk> = changed.into_iter().flatten().collect();
         monitor.write_chunks(client, &fresh);
+        monitor.record_bulk_load(client);
         true
     })
 }

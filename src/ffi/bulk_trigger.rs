@@ -213,6 +213,7 @@ pub unsafe extern "C-unwind" fn monitor_bulk_insert(fcinfo: pg_sys::FunctionCall
             || event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_INSERT
             || event & pg_sys::TRIGGER_EVENT_ROW != 0
             || trigger.tgnargs != 1
+            || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32
             || pg_sys::tuplestore_tuple_count(table) < min_rows()
         {
             return pg_sys::Datum::from(0);
@@ -372,4 +373,31 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
         });
     }
     as_user(monitor.owner, || monitor_bulk::insert_outcomes(monitor, &outcomes))
+}
+
+/// `mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean`: takes a
+/// monitor's bulk lock shared (until the transaction ends) and tells whether
+/// its claims table may hold chunks (has pages). Every trigger call but a
+/// bulk load's runs it first, as a PL/pgSQL expression: a query there cost a
+/// single-row INSERT an executor start-up more.
+#[pg_extern(sql = false)]
+fn bulk_enter(lock: i64, claims: pg_sys::Oid) -> bool {
+    // SAFETY: the lock tag is pg_advisory_xact_lock_shared(bigint)'s
+    // (SET_LOCKTAG_INT64), taken for the transaction; the relation is opened
+    // and closed with a lock, as any reader of its size does.
+    unsafe {
+        let tag = pg_sys::LOCKTAG {
+            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
+            locktag_field2: ((lock as u64) >> 32) as u32,
+            locktag_field3: lock as u64 as u32,
+            locktag_field4: 1,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        };
+        pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, false);
+        let relation = pg_sys::relation_open(claims, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let blocks = pg_sys::RelationGetNumberOfBlocksInFork(relation, pg_sys::ForkNumber::MAIN_FORKNUM);
+        pg_sys::relation_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        blocks > 0
+    }
 }

@@ -10,9 +10,10 @@ keys rows) and compare again.
 """
 import random
 
+import psycopg
 import pytest
 
-from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_monitor_quietly
+from monitor_reference import Spec, assert_rollup_matches, connect, create_monitor, drop_monitor_quietly
 
 MODES = [
     # (actual mode, outcome column type, label type, weight type, dedup)
@@ -101,6 +102,38 @@ def test_bulk_loads_match_recomputation(conn, dsn, uniq, mode, actual_type, labe
         assert _counts(conn, name)[1] == 0
         assert_rollup_matches(conn, spec, "after rebuild")
     finally:
+        conn.execute("RESET mlmon.bulk_min_rows")
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+def test_repeatable_read_writer_after_a_bulk_load(conn, dsn, uniq):
+    """A REPEATABLE READ snapshot taken before a bulk load commits cannot see
+    its chunks: a write of such a key there must fail with 40001 (retry), not
+    count the key a second time."""
+    preds, outs, name = uniq("bulk_rr_p"), uniq("bulk_rr_o"), uniq("bulk_rr")
+    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {outs} (k bigint)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs))
+    other = connect(dsn, autocommit=False)
+    try:
+        create_monitor(conn, spec)
+        other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        other.execute(f"SELECT count(*) FROM {preds}")  # takes the snapshot
+        conn.execute("SET mlmon.bulk_min_rows = 50")
+        conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0 FROM generate_series(1, 200) i")
+        assert _counts(conn, name) == (0, 1), "bulk path not taken"
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            other.execute(f"INSERT INTO {preds} VALUES (5, '2031-03-04 09:00+00', true)")
+        other.rollback()
+        other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        other.execute(f"INSERT INTO {preds} VALUES (5, '2031-03-04 09:00+00', true)")
+        other.execute(f"INSERT INTO {outs} VALUES (6)")
+        other.commit()
+        assert_rollup_matches(conn, spec, "after the retried REPEATABLE READ writes")
+    finally:
+        other.close()
         conn.execute("RESET mlmon.bulk_min_rows")
         drop_monitor_quietly(dsn, name)
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")

@@ -115,19 +115,29 @@ impl Chunk {
 }
 
 /// Splits entries sorted by key into chunks of at most [`CHUNK_KEYS`],
-/// each with the strings it uses; `text` gives the string of an index of the
-/// caller's dictionary.
-pub fn into_chunks<'a>(entries: &[Entry], text: impl Fn(u32) -> &'a str) -> Vec<Chunk> {
+/// each with the strings it uses; entries index `texts`.
+pub fn into_chunks(entries: &[Entry], texts: &[String]) -> Vec<Chunk> {
     entries
         .chunks(CHUNK_KEYS)
         .map(|run| {
             let mut chunk = Chunk::default();
+            // The chunk's index of each of `texts`, once it uses it.
+            let mut local = vec![NONE; texts.len()];
+            let mut moved = |chunk: &mut Chunk, i: Option<u32>| {
+                i.map(|i| {
+                    if local[i as usize] == NONE {
+                        chunk.texts.push(texts[i as usize].clone());
+                        local[i as usize] = (chunk.texts.len() - 1) as u32;
+                    }
+                    local[i as usize]
+                })
+            };
+            chunk.entries.reserve(run.len());
             for e in run {
-                let mut moved = |i: Option<u32>| i.map(|i| chunk.intern(text(i)));
                 let entry = Entry {
-                    segment: moved(e.segment),
-                    predicted: moved(e.predicted),
-                    actual: moved(e.actual),
+                    segment: moved(&mut chunk, e.segment),
+                    predicted: moved(&mut chunk, e.predicted),
+                    actual: moved(&mut chunk, e.actual),
                     ..e.clone()
                 };
                 chunk.entries.push(entry);
@@ -149,7 +159,7 @@ mod tests {
     fn chunks_round_trip_and_split() {
         let texts = ["{}".to_string(), "true".to_string()];
         let entries: Vec<Entry> = (0..(CHUNK_KEYS as i64 + 10)).map(|k| entry(k * 3 - 7, (k % 5 != 0).then_some(k * 1000))).collect();
-        let chunks = into_chunks(&entries, |i| texts[i as usize].as_str());
+        let chunks = into_chunks(&entries, &texts);
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[1].entries.len(), 10);
         for c in &chunks {
