@@ -292,13 +292,23 @@ fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[Datu
 /// PostgreSQL's order breaks such ties on the labels' text, which the
 /// trigger leaves to the usual path.
 fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
-    let mut best: FastMap<i64, usize> = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
-    for (i, row) in rows.iter().enumerate() {
-        let Some(&b) = best.get(&row.key) else {
-            best.insert(row.key, i);
+    // Rows in key order (a load of ascending keys is in order already), then
+    // the best of each run of a key.
+    let mut order: Vec<(i64, u32)> = rows.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
+    if !order.windows(2).all(|w| w[0] <= w[1]) {
+        order.sort_unstable();
+    }
+    let mut chosen: Vec<usize> = Vec::with_capacity(order.len());
+    let mut last_key = None;
+    for &(key, i) in &order {
+        let row = &rows[i as usize];
+        if last_key != Some(key) {
+            last_key = Some(key);
+            chosen.push(i as usize);
             continue;
-        };
-        let kept = &rows[b];
+        }
+        let best = chosen.last_mut().expect("a run has a first row");
+        let kept = &rows[*best];
         let better = match (row.countable, kept.countable) {
             (true, false) => true,
             (false, _) => false,
@@ -311,12 +321,10 @@ fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
             (true, true) => (row.at < kept.at) == monitor.first,
         };
         if better {
-            best.insert(row.key, i);
+            *best = i as usize;
         }
     }
-    let mut chosen: Vec<(i64, usize)> = best.into_iter().collect();
-    chosen.sort_unstable();
-    Some(chosen.into_iter().map(|(_, i)| i).collect())
+    Some(chosen)
 }
 
 /// Counts a bulk INSERT of predictions whose keys are all new, if it may

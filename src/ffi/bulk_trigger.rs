@@ -87,6 +87,8 @@ struct Dictionary {
     values: Vec<Vec<(pg_sys::Datum, bool)>>,
     /// The identity being built, kept to spare an allocation per row.
     identity: Vec<u8>,
+    /// The previous row's identity and id: rows of a load often repeat it.
+    last: Option<(Vec<u8>, u32)>,
 }
 
 impl Dictionary {
@@ -107,7 +109,15 @@ impl Dictionary {
                 identity.extend_from_slice(bytes);
             }
         }
+        if let Some((last, id)) = &self.last {
+            if last == identity {
+                return *id;
+            }
+        }
         if let Some(&id) = self.ids.get(identity.as_slice()) {
+            let (last, last_id) = self.last.get_or_insert_with(|| (Vec::new(), id));
+            last.clone_from(identity);
+            *last_id = id;
             return id;
         }
         let identity = identity.clone();
