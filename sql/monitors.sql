@@ -101,6 +101,8 @@ CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
 -- The native side of bulk loads (src/ffi/bulk_trigger.rs, src/monitor_bulk.rs).
 CREATE FUNCTION mlmon._monitor_bulk_insert() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_bulk_insert';
+CREATE FUNCTION mlmon._monitor_enter() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_enter';
 CREATE FUNCTION mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean
     VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_enter_wrapper';
 CREATE FUNCTION mlmon._bulk_handled() RETURNS boolean
@@ -860,7 +862,10 @@ BEGIN
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'truncate', rel, fn);
     -- Fires before the `_insert` trigger (names sort so): see src/ffi/bulk_trigger.rs.
+    -- The `_enter` trigger takes the bulk lock shared before any row changes.
     IF mlmon._bulk_capable(m) THEN
+        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_enter(%L)',
+                       prefix || 'enter', rel, mlmon._bulk_lock_id(m)::text);
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_bulk_insert(%L)',
                        prefix || 'bulk', rel, m.name);
     END IF;
@@ -1085,7 +1090,7 @@ DECLARE
 BEGIN
     FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
-        FOREACH suffix IN ARRAY ARRAY['bulk', 'insert', 'update', 'delete', 'truncate'] LOOP
+        FOREACH suffix IN ARRAY ARRAY['enter', 'bulk', 'insert', 'update', 'delete', 'truncate'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_' || m.name || '_' || suffix, rel);
         END LOOP;
     END LOOP;

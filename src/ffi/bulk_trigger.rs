@@ -385,16 +385,10 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
     as_user(monitor.owner, || monitor_bulk::insert_outcomes(monitor, &outcomes))
 }
 
-/// `mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean`: takes a
-/// monitor's bulk lock shared (until the transaction ends) and tells whether
-/// its claims table may hold chunks (has pages). Every trigger call but a
-/// bulk load's runs it first, as a PL/pgSQL expression: a query there cost a
-/// single-row INSERT an executor start-up more.
-#[pg_extern(sql = false)]
-fn bulk_enter(lock: i64, claims: pg_sys::Oid) -> bool {
-    // SAFETY: the lock tag is pg_advisory_xact_lock_shared(bigint)'s
-    // (SET_LOCKTAG_INT64), taken for the transaction; the relation is opened
-    // and closed with a lock, as any reader of its size does.
+/// Takes a monitor's bulk lock shared until the transaction ends (the tag of
+/// pg_advisory_xact_lock_shared(bigint), SET_LOCKTAG_INT64).
+fn lock_shared(lock: i64) {
+    // SAFETY: a lock tag built as PostgreSQL's advisory-lock functions do.
     unsafe {
         let tag = pg_sys::LOCKTAG {
             locktag_field1: pg_sys::MyDatabaseId.to_u32(),
@@ -405,6 +399,43 @@ fn bulk_enter(lock: i64, claims: pg_sys::Oid) -> bool {
             locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
         };
         pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, false);
+    }
+}
+
+/// `mlmon._monitor_enter(lock)`: BEFORE INSERT OR UPDATE OR DELETE FOR EACH
+/// STATEMENT trigger that takes the monitor's bulk lock shared before the
+/// statement changes a row. Taken only after the change (in the AFTER
+/// trigger), a writer could hold the row lock another transaction's bulk
+/// load then waits for, while itself waiting for that load's lock.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn monitor_enter(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: PostgreSQL's trigger manager passes TriggerData as the context.
+    unsafe {
+        let data = (*fcinfo).context.cast::<pg_sys::TriggerData>();
+        if data.is_null() || (*data).type_ != pg_sys::NodeTag::T_TriggerData || (*(*data).tg_trigger).tgnargs != 1 {
+            pgrx::error!("mlmon._monitor_enter may only be called as a monitor's trigger");
+        }
+        let argument = CStr::from_ptr(*(*(*data).tg_trigger).tgargs).to_string_lossy();
+        let Ok(lock) = argument.parse::<i64>() else {
+            pgrx::error!("mlmon._monitor_enter: bad lock argument {argument:?}");
+        };
+        lock_shared(lock);
+        pg_sys::Datum::from(0)
+    }
+}
+
+/// `mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean`: takes a
+/// monitor's bulk lock shared (until the transaction ends) and tells whether
+/// its claims table may hold chunks (has pages). Every trigger call but a
+/// bulk load's runs it first, as a PL/pgSQL expression: a query there cost a
+/// single-row INSERT an executor start-up more.
+#[pg_extern(sql = false)]
+fn bulk_enter(lock: i64, claims: pg_sys::Oid) -> bool {
+    lock_shared(lock);
+    // SAFETY: the relation is opened and closed with a lock, as any reader of
+    // its size does.
+    unsafe {
         let relation = pg_sys::relation_open(claims, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let blocks = pg_sys::RelationGetNumberOfBlocksInFork(relation, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::relation_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);

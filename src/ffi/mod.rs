@@ -102,6 +102,7 @@ v1_function!(scores_trans_fast);
 v1_function!(scores_exact_trans_fast);
 v1_function!(regression_trans_fast);
 v1_function!(monitor_bulk_insert);
+v1_function!(monitor_enter);
 
 // pgrx's guarded wrappers of the transition functions in `scores.rs` and
 // `regression.rs`: the slow paths.
