@@ -20,6 +20,13 @@ use crate::monitor_bulk::{self, Actual, FastMap, Monitor, PredictionRow};
 
 /// Statements of fewer rows take the usual path (`mlmon.bulk_min_rows`).
 const DEFAULT_MIN_ROWS: i64 = 10_000;
+/// Nor do statements of more rows (`mlmon.bulk_max_rows`): the bulk path
+/// holds about 110 bytes a row in memory at its peak (the rows, their key
+/// order, the entries), 440 MB at this default. The usual path spills to disk.
+const DEFAULT_MAX_ROWS: i64 = 4_000_000;
+/// Distinct labels or segments are turned into text one query each: a load
+/// with more takes the usual path.
+const MAX_DISTINCT: usize = 10_000;
 
 thread_local! {
     static HANDLED: Cell<Option<(u32, u32, u32)>> = const { Cell::new(None) };
@@ -37,14 +44,15 @@ fn bulk_handled() -> bool {
     HANDLED.with(|h| h.take()) == Some(statement_identity())
 }
 
-fn min_rows() -> i64 {
+/// An integer setting (a placeholder the user may SET), or its default.
+fn setting(name: &CStr, default: i64) -> i64 {
     // SAFETY: GetConfigOption returns NULL or a string owned by the GUC machinery.
     unsafe {
-        let value = pg_sys::GetConfigOption(c"mlmon.bulk_min_rows".as_ptr(), true, false);
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
         if value.is_null() {
-            return DEFAULT_MIN_ROWS;
+            return default;
         }
-        CStr::from_ptr(value).to_str().ok().and_then(|s| s.trim().parse().ok()).unwrap_or(DEFAULT_MIN_ROWS)
+        CStr::from_ptr(value).to_str().ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
     }
 }
 
@@ -224,7 +232,8 @@ pub unsafe extern "C-unwind" fn monitor_bulk_insert(fcinfo: pg_sys::FunctionCall
             || event & pg_sys::TRIGGER_EVENT_ROW != 0
             || trigger.tgnargs != 1
             || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32
-            || pg_sys::tuplestore_tuple_count(table) < min_rows()
+            || !(setting(c"mlmon.bulk_min_rows", DEFAULT_MIN_ROWS)..=setting(c"mlmon.bulk_max_rows", DEFAULT_MAX_ROWS))
+                .contains(&pg_sys::tuplestore_tuple_count(table))
         {
             return pg_sys::Datum::from(0);
         }
@@ -288,6 +297,9 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
                         return false; // the usual path raises the proper error
                     }
                 }
+            }
+            if labels.values.len() > MAX_DISTINCT || segment_values.values.len() > MAX_DISTINCT {
+                return false;
             }
             let (predicted, segment) = if countable {
                 let segment_row = segments.iter().map(|&(i, a)| (values[i], nulls[i], a));

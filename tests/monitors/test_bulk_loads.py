@@ -214,3 +214,30 @@ def test_bulk_loads_beside_single_key_writers(conn, dsn, uniq):
     finally:
         drop_monitor_quietly(dsn, name)
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+def test_bulk_path_limits(conn, dsn, uniq):
+    """Statements over `mlmon.bulk_max_rows` rows, or with more than 10,000
+    distinct segments, take the per-key path (keys rows), and stay exact."""
+    preds, outs, name = uniq("bulk_lim_p"), uniq("bulk_lim_o"), uniq("bulk_lim")
+    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label boolean, src text)")
+    conn.execute(f"CREATE TABLE {outs} (k bigint)")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), segment_by=["src"])
+    try:
+        create_monitor(conn, spec)
+        conn.execute("SET mlmon.bulk_min_rows = 50")
+        conn.execute("SET mlmon.bulk_max_rows = 100")
+        conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 'a' FROM generate_series(1, 200) i")
+        assert _counts(conn, name) == (200, 0)
+        conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 'a' FROM generate_series(1001, 1080) i")
+        assert _counts(conn, name) == (200, 1)
+        conn.execute("RESET mlmon.bulk_max_rows")
+        conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 's' || i FROM generate_series(20001, 30100) i")
+        assert _counts(conn, name) == (200 + 10100, 1)
+        assert_rollup_matches(conn, spec, "after loads over the bulk path's limits")
+    finally:
+        conn.execute("RESET mlmon.bulk_min_rows")
+        conn.execute("RESET mlmon.bulk_max_rows")
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
