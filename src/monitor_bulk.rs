@@ -116,7 +116,7 @@ pub struct PredictionRow {
 }
 
 /// The combined actual label of a key's new outcome rows.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Actual {
     /// No actual column: an outcome row means positive.
     Present,
@@ -401,54 +401,36 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
 
 /// Applies a bulk INSERT of outcomes whose keys all lie in chunks and have no
 /// keys row, if it may (see the module's comment); returns whether it did.
-/// `outcomes`: each key's combined new actual label.
-pub fn insert_outcomes(monitor: &Monitor, outcomes: &FastMap<i64, Actual>) -> bool {
-    let (Some(&lo), Some(&hi)) = (outcomes.keys().min(), outcomes.keys().max()) else {
+/// `outcomes`: each key's combined new actual label, ascending by key.
+pub fn insert_outcomes(monitor: &Monitor, outcomes: &[(i64, Actual)]) -> bool {
+    let (Some(&(lo, _)), Some(&(hi, _))) = (outcomes.first(), outcomes.last()) else {
         return false;
     };
-    let mut keys: Vec<i64> = outcomes.keys().copied().collect();
-    keys.sort_unstable();
     Spi::connect_mut(|client| {
         if !monitor.try_bulk_lock(client) || monitor.any_keys_row(client, lo, hi) {
             return false;
         }
-        let chunks = monitor.chunks_in(client, lo, hi);
-        // Each key's chunk: the last chunk starting at or before it, which must reach it.
-        let mut owner = Vec::with_capacity(keys.len());
-        for &key in &keys {
-            let at = chunks.partition_point(|(_, c)| c.entries[0].key <= key);
-            if at == 0 || chunks[at - 1].1.entries[chunks[at - 1].1.entries.len() - 1].key < key {
-                return false;
-            }
-            owner.push(at - 1);
-        }
         let mut texts = Texts::default();
-        let mut cells: FastMap<(i64, u32, u32, Option<u32>), (i64, f64)> = FastMap::default();
-        let mut changed: Vec<Option<Chunk>> = vec![None; chunks.len()];
-        for (&key, &c) in keys.iter().zip(&owner) {
-            let chunk = changed[c].get_or_insert_with(|| chunks[c].1.clone());
-            match chunk.entries.binary_search_by_key(&key, |e| e.key) {
-                Ok(i) => {
-                    let entry = chunk.entries[i].clone();
-                    let Some(bucket) = entry.bucket else { continue };
-                    let before = chunk.text(entry.actual).map(str::to_owned);
-                    let after = outcomes[&key].after(before.as_deref());
-                    if after == before {
-                        continue;
-                    }
-                    let segment = texts.intern(chunk.text(entry.segment).unwrap_or("{}"));
-                    let predicted = texts.intern(chunk.text(entry.predicted).unwrap_or_default());
-                    for (actual, sign) in [(&before, -1), (&after, 1)] {
-                        let actual = actual.as_deref().map(|a| texts.intern(a));
-                        let cell = cells.entry((bucket, segment, predicted, actual)).or_insert((0, 0.0));
-                        cell.0 += sign;
-                        cell.1 += sign as f64 * entry.weight;
-                    }
-                    chunk.entries[i].actual = after.map(|t| chunk.intern(&t));
-                }
-                // A key with outcomes only: its entry says it has raw rows.
-                Err(i) => chunk.entries.insert(i, Entry { key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 }),
+        let mut cells = Cells::default();
+        let (mut replaced, mut fresh) = (Vec::new(), Vec::new());
+        // Chunks come in key order and do not overlap: walk them beside the keys.
+        let mut next = 0;
+        for (ctid, chunk) in monitor.chunks_in(client, lo, hi) {
+            let (first, last) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
+            if next < outcomes.len() && outcomes[next].0 < first {
+                return false; // a key in no chunk: it has no contribution stored here
             }
+            let start = next;
+            while next < outcomes.len() && outcomes[next].0 <= last {
+                next += 1;
+            }
+            if start < next {
+                fresh.push(apply_outcomes(&chunk, &outcomes[start..next], &mut texts, &mut cells));
+                replaced.push(ctid);
+            }
+        }
+        if next < outcomes.len() {
+            return false;
         }
         let text = |i: u32| texts.texts[i as usize].clone();
         let deltas = cells
@@ -463,14 +445,70 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &FastMap<i64, Actual>) -> bo
             })
             .collect();
         monitor.write_deltas(client, deltas);
-        let replaced: Vec<String> = chunks.iter().zip(&changed).filter(|(_, c)| c.is_some()).map(|((ctid, _), _)| ctid.clone()).collect();
         let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", monitor.claims_table);
         client.update(&sql, None, &[replaced.into()]).unwrap_or_else(|e| spi_error(e));
-        let fresh: Vec<Chunk> = changed.into_iter().flatten().collect();
         monitor.write_chunks(client, &fresh);
         monitor.record_bulk_load(client);
         true
     })
+}
+
+/// Rollup changes by cell (bucket, segment, predicted, actual as interned
+/// strings): count and weight.
+type Cells = FastMap<(i64, u32, u32, Option<u32>), (i64, f64)>;
+
+/// `chunk` with `outcomes` applied (keys inside its range, ascending): a
+/// counted key's actual label combined with its new outcomes, a key with
+/// outcomes only added as an entry without prediction. The rollup changes go
+/// to `cells`.
+fn apply_outcomes(chunk: &Chunk, outcomes: &[(i64, Actual)], texts: &mut Texts, cells: &mut Cells) -> Chunk {
+    let global: Vec<u32> = chunk.texts.iter().map(|t| texts.intern(t)).collect();
+    let mut local: FastMap<u32, u32> = global.iter().enumerate().map(|(l, &g)| (g, l as u32)).collect();
+    let mut result = Chunk { texts: chunk.texts.clone(), entries: Vec::with_capacity(chunk.entries.len()) };
+    // Few distinct (label before, new outcome) pairs: combine each once.
+    let mut combined: FastMap<(Option<u32>, Actual), Option<u32>> = FastMap::default();
+    let empty_segment = texts.intern("{}");
+    let mut pending = outcomes.iter().peekable();
+    for entry in &chunk.entries {
+        while let Some(&&(key, _)) = pending.peek() {
+            if key >= entry.key {
+                break;
+            }
+            result.entries.push(Entry { key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 });
+            pending.next();
+        }
+        let mut entry = entry.clone();
+        let outcome = pending.next_if(|&&(key, _)| key == entry.key).map(|&(_, actual)| actual);
+        if let (Some(actual), Some(bucket)) = (outcome, entry.bucket) {
+            let before = entry.actual.map(|l| global[l as usize]);
+            let after = match combined.get(&(before, actual)) {
+                Some(&after) => after,
+                None => {
+                    let text = actual.after(before.map(|g| texts.texts[g as usize].as_str()));
+                    let after = text.map(|t| texts.intern(&t));
+                    combined.insert((before, actual), after);
+                    after
+                }
+            };
+            if after != before {
+                let segment = entry.segment.map_or(empty_segment, |l| global[l as usize]);
+                let predicted = entry.predicted.map_or(empty_segment, |l| global[l as usize]);
+                for (actual, sign) in [(before, -1), (after, 1)] {
+                    let cell = cells.entry((bucket, segment, predicted, actual)).or_insert((0, 0.0));
+                    cell.0 += sign;
+                    cell.1 += sign as f64 * entry.weight;
+                }
+                entry.actual = after.map(|g| {
+                    *local.entry(g).or_insert_with(|| {
+                        result.texts.push(texts.texts[g as usize].clone());
+                        (result.texts.len() - 1) as u32
+                    })
+                });
+            }
+        }
+        result.entries.push(entry);
+    }
+    result
 }
 
 /// `mlmon._claim_entries(entries bytea, keys bigint[])`: the entries of `keys`

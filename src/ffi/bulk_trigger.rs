@@ -378,7 +378,7 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
     if !is_integer(key.1.atttypid) {
         return false;
     }
-    let mut outcomes: FastMap<i64, Actual> = FastMap::default();
+    let mut rows: Vec<(i64, Actual)> = Vec::new();
     // SAFETY: the caller's promise; every attribute index comes from its descriptor.
     unsafe {
         each_row(table, attributes.0, |values, nulls| {
@@ -390,9 +390,20 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
                 Some(((i, _), false)) => Actual::Bool((!nulls[i]).then(|| values[i].value() != 0)),
                 Some(((i, a), true)) => Actual::Integer((!nulls[i]).then(|| integer(values[i], a.atttypid))),
             };
-            outcomes.entry(integer(values[key.0], key.1.atttypid)).and_modify(|v| *v = v.combine(value)).or_insert(value);
+            rows.push((integer(values[key.0], key.1.atttypid), value));
             true
         });
+    }
+    // One combined label per key, in key order (a load in key order is sorted already).
+    if !rows.windows(2).all(|w| w[0].0 <= w[1].0) {
+        rows.sort_by_key(|&(key, _)| key);
+    }
+    let mut outcomes: Vec<(i64, Actual)> = Vec::with_capacity(rows.len());
+    for (key, value) in rows {
+        match outcomes.last_mut() {
+            Some(last) if last.0 == key => last.1 = last.1.combine(value),
+            _ => outcomes.push((key, value)),
+        }
     }
     as_user(monitor.owner, || monitor_bulk::insert_outcomes(monitor, &outcomes))
 }
