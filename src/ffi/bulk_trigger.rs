@@ -280,7 +280,8 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
     }
     let mut labels = Dictionary::default();
     let mut segment_values = Dictionary::default();
-    let mut rows = Vec::new();
+    // SAFETY: the caller's promise.
+    let mut rows = Vec::with_capacity(unsafe { pg_sys::tuplestore_tuple_count(table) } as usize);
     // SAFETY: the caller's promise; every attribute index comes from its descriptor.
     let complete = unsafe {
         each_row(table, attributes.0, |values, nulls| {
