@@ -161,7 +161,7 @@ struct Delta {
     weight: f64,
 }
 
-fn spi_error(e: pgrx::spi::SpiError) -> ! {
+pub(crate) fn spi_error(e: pgrx::spi::SpiError) -> ! {
     pgrx::error!("mlmon bulk trigger: {e}")
 }
 
@@ -173,7 +173,7 @@ impl Monitor {
                           CASE WHEN pg_catalog.date_part('month', m.bucket) = 0 AND pg_catalog.date_part('year', m.bucket) = 0
                                THEN (EXTRACT(epoch FROM m.bucket) * 1000000)::bigint END,
                           (EXTRACT(epoch FROM mlmon._bucket_origin() - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint,
-                          m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype),
+                          mlmon._bulk_capable(m),
                           mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m), mlmon._bulk_lock_id(m)
                    FROM mlmon.monitor m WHERE m.name = $1";
         let rows = client.select(sql, Some(1), &[name.into()]).unwrap_or_else(|e| spi_error(e));
@@ -207,8 +207,8 @@ impl Monitor {
     }
 
     /// The monitor's bulk lock, exclusively, if no other writer holds it.
-    pub fn try_bulk_lock(&self, client: &SpiClient<'_>) -> bool {
-        one::<bool>(client, "SELECT pg_catalog.pg_try_advisory_xact_lock($1)", &[self.lock_id.into()]).unwrap_or(false)
+    pub fn try_bulk_lock(&self) -> bool {
+        crate::ffi::try_bulk_lock(self.lock_id)
     }
 
     /// Counts a bulk load on the monitor's row: a REPEATABLE READ writer
@@ -347,7 +347,7 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
         return false;
     }
     Spi::connect_mut(|client| {
-        if !monitor.try_bulk_lock(client) || monitor.any_keys_row(client, lo, hi) || !monitor.chunks_in(client, lo, hi).is_empty() {
+        if !monitor.try_bulk_lock() || monitor.any_keys_row(client, lo, hi) || !monitor.chunks_in(client, lo, hi).is_empty() {
             return false;
         }
         // A key's actual label with no outcome row (none can exist: the key is new).
@@ -407,7 +407,7 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &[(i64, Actual)]) -> bool {
         return false;
     };
     Spi::connect_mut(|client| {
-        if !monitor.try_bulk_lock(client) || monitor.any_keys_row(client, lo, hi) {
+        if !monitor.try_bulk_lock() || monitor.any_keys_row(client, lo, hi) {
             return false;
         }
         let mut texts = Texts::default();

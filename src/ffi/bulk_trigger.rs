@@ -323,7 +323,7 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
         return false;
     }
     as_user(monitor.owner, || {
-        let predicted = texts(&labels, "SELECT $1::text", &[label.1.atttypid]);
+        let predicted = texts(&labels, "SELECT $1::text", &[], &[label.1.atttypid]);
         let names: Vec<&str> = monitor.segment_by.iter().map(String::as_str).collect();
         let segment_sql = if names.is_empty() {
             "SELECT '{}'::text".to_owned()
@@ -332,17 +332,14 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
             format!("SELECT jsonb_build_object({})::text", pairs.join(", "))
         };
         let types: Vec<pg_sys::Oid> = segments.iter().map(|s| s.1.atttypid).collect();
-        let segment_texts = texts_with_names(&segment_values, &segment_sql, &names, &types);
+        let segment_texts = texts(&segment_values, &segment_sql, &names, &types);
         monitor_bulk::insert_predictions(monitor, &rows, &predicted, &segment_texts)
     })
 }
 
-/// The text of each dictionary value, by a query over it as parameters of `types`.
-fn texts(dictionary: &Dictionary, sql: &str, types: &[pg_sys::Oid]) -> Vec<String> {
-    texts_with_names(dictionary, sql, &[], types)
-}
-
-fn texts_with_names(dictionary: &Dictionary, sql: &str, names: &[&str], types: &[pg_sys::Oid]) -> Vec<String> {
+/// The text of each dictionary value, by a query over it as parameters of
+/// `types`, after `names` as a text[] first parameter when there are any.
+fn texts(dictionary: &Dictionary, sql: &str, names: &[&str], types: &[pg_sys::Oid]) -> Vec<String> {
     Spi::connect(|client| {
         dictionary
             .values
@@ -356,7 +353,7 @@ fn texts_with_names(dictionary: &Dictionary, sql: &str, names: &[&str], types: &
                     // SAFETY: the value is a copy of a value of this type.
                     args.push(if null { DatumWithOid::null_oid(type_oid) } else { unsafe { DatumWithOid::new(value, type_oid) } });
                 }
-                let rows = client.select(sql, Some(1), &args).unwrap_or_else(|e| pgrx::error!("mlmon bulk trigger: {e}"));
+                let rows = client.select(sql, Some(1), &args).unwrap_or_else(|e| monitor_bulk::spi_error(e));
                 rows.first().get::<String>(1).ok().flatten().unwrap_or_default()
             })
             .collect()
@@ -409,21 +406,32 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
     as_user(monitor.owner, || monitor_bulk::insert_outcomes(monitor, &outcomes))
 }
 
-/// Takes a monitor's bulk lock shared until the transaction ends (the tag of
-/// pg_advisory_xact_lock_shared(bigint), SET_LOCKTAG_INT64).
+/// Takes a monitor's bulk lock in `mode` until the transaction ends, as
+/// pg_advisory_xact_lock[_shared](bigint) would (its SET_LOCKTAG_INT64 tag);
+/// with `wait` false, only if no other transaction holds it. Returns whether
+/// it was taken.
+fn bulk_lock(lock: i64, mode: u32, wait: bool) -> bool {
+    let tag = pg_sys::LOCKTAG {
+        // SAFETY: MyDatabaseId is set for the whole life of a backend.
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: ((lock as u64) >> 32) as u32,
+        locktag_field3: lock as u64 as u32,
+        locktag_field4: 1,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    };
+    // SAFETY: a transaction-level lock on a valid tag.
+    let result = unsafe { pg_sys::LockAcquire(&tag, mode as pg_sys::LOCKMODE, false, !wait) };
+    result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+}
+
 fn lock_shared(lock: i64) {
-    // SAFETY: a lock tag built as PostgreSQL's advisory-lock functions do.
-    unsafe {
-        let tag = pg_sys::LOCKTAG {
-            locktag_field1: pg_sys::MyDatabaseId.to_u32(),
-            locktag_field2: ((lock as u64) >> 32) as u32,
-            locktag_field3: lock as u64 as u32,
-            locktag_field4: 1,
-            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
-        };
-        pg_sys::LockAcquire(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, false, false);
-    }
+    bulk_lock(lock, pg_sys::ShareLock, true);
+}
+
+/// The bulk lock exclusively, without waiting (pg_try_advisory_xact_lock).
+pub(crate) fn try_bulk_lock(lock: i64) -> bool {
+    bulk_lock(lock, pg_sys::ExclusiveLock, false)
 }
 
 /// `mlmon._monitor_enter(lock)`: BEFORE INSERT OR UPDATE OR DELETE FOR EACH

@@ -378,6 +378,7 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
 }
 
 mod bulk_trigger;
+pub(crate) use bulk_trigger::try_bulk_lock;
 mod fill_helper;
 mod probe;
 mod spine;

@@ -11,6 +11,7 @@ another directory's conftest.)
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -185,3 +186,22 @@ def assert_rollup_matches(conn, spec: Spec, context=""):
     else:
         mism = rollup_mismatches(conn, spec)
     assert not mism, f"{context}: {len(mism)} mismatching cells:\n" + "\n".join(mism[:25])
+
+
+@contextlib.contextmanager
+def monitored_tables(conn, dsn, uniq, prefix, preds_columns="k int, ts timestamptz, label boolean",
+                     outs_columns="k int", **spec_options):
+    """A predictions table and an outcomes table with fresh names, and the
+    Spec of a monitor over them (key k, time ts, label label, one-minute
+    buckets), not yet created: some tests load data first. Yields (preds,
+    outs, spec); drops the monitor and both tables afterwards."""
+    preds, outs, name = uniq(f"{prefix}_pred"), uniq(f"{prefix}_out"), uniq(prefix)
+    conn.execute(f"CREATE TABLE {preds} ({preds_columns})")
+    conn.execute(f"CREATE TABLE {outs} ({outs_columns})")
+    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
+                outcomes=("public", outs), bucket="1 minute", **spec_options)
+    try:
+        yield preds, outs, spec
+    finally:
+        drop_monitor_quietly(dsn, name)
+        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")

@@ -8,12 +8,16 @@ present), compare the rollup with recomputation from the raw tables, then
 touch the loaded keys in every other way (which copies their entries into
 keys rows) and compare again.
 """
+import contextlib
 import random
+import threading
+import time
+from collections import Counter
 
 import psycopg
 import pytest
 
-from monitor_reference import Spec, assert_rollup_matches, connect, create_monitor, drop_monitor_quietly
+from monitor_reference import assert_rollup_matches, connect, create_monitor, monitored_tables
 
 MODES = [
     # (actual mode, outcome column type, label type, weight type, dedup)
@@ -21,6 +25,18 @@ MODES = [
     ("bool", "boolean", "boolean", None, "last"),
     ("max", "bigint", "bigint", "double precision", "first"),
 ]
+
+
+@contextlib.contextmanager
+def _settings(conn, **values):
+    """SET mlmon.<name> = value for the block, RESET afterwards."""
+    try:
+        for name, value in values.items():
+            conn.execute(f"SET mlmon.{name} = {int(value)}")
+        yield
+    finally:
+        for name in values:
+            conn.execute(f"RESET mlmon.{name}")
 
 
 def _counts(conn, name):
@@ -32,19 +48,18 @@ def _counts(conn, name):
 @pytest.mark.parametrize("mode,actual_type,label_type,weight_type,dedup", MODES, ids=[m[0] for m in MODES])
 def test_bulk_loads_match_recomputation(conn, dsn, uniq, mode, actual_type, label_type, weight_type, dedup):
     rng = random.Random(hash(mode) & 0xffff)
-    preds, outs, name = uniq("bulk_p"), uniq("bulk_o"), uniq("bulk")
-    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label {label_type}, src text"
-                 + (f", w {weight_type}" if weight_type else "") + ")")
-    conn.execute(f"CREATE TABLE {outs} (k integer" + (f", actual {actual_type}" if actual_type else "") + ")")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), actual="actual" if actual_type else None, actual_mode=mode,
-                bucket="1 minute", segment_by=["src"], weight="w" if weight_type else None, dedup=dedup)
     label = (lambda: rng.random() < 0.5) if label_type == "boolean" else (lambda: rng.choice([-2, 0, 1, 7]))
     actual = {None: lambda: None, "boolean": lambda: rng.choice([True, False, None]),
               "bigint": lambda: rng.choice([-2, 0, 1, 7, None])}[actual_type]
-    try:
+    with monitored_tables(conn, dsn, uniq, "bulk",
+                          preds_columns=f"k bigint, ts timestamptz, label {label_type}, src text"
+                                        + (f", w {weight_type}" if weight_type else ""),
+                          outs_columns="k integer" + (f", actual {actual_type}" if actual_type else ""),
+                          actual="actual" if actual_type else None, actual_mode=mode, segment_by=["src"],
+                          weight="w" if weight_type else None, dedup=dedup) as (preds, outs, spec), \
+            _settings(conn, bulk_min_rows=50):
+        name = spec.name
         create_monitor(conn, spec)
-        conn.execute("SET mlmon.bulk_min_rows = 50")
 
         def load_predictions(keys):
             with conn.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
@@ -101,27 +116,19 @@ def test_bulk_loads_match_recomputation(conn, dsn, uniq, mode, actual_type, labe
         conn.execute(f"SELECT mlmon.rebuild_monitor('{name}')")
         assert _counts(conn, name)[1] == 0
         assert_rollup_matches(conn, spec, "after rebuild")
-    finally:
-        conn.execute("RESET mlmon.bulk_min_rows")
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 def test_repeatable_read_writer_after_a_bulk_load(conn, dsn, uniq):
     """A REPEATABLE READ snapshot taken before a bulk load commits cannot see
     its chunks: a write of such a key there must fail with 40001 (retry), not
     count the key a second time."""
-    preds, outs, name = uniq("bulk_rr_p"), uniq("bulk_rr_o"), uniq("bulk_rr")
-    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (k bigint)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs))
-    other = connect(dsn, autocommit=False)
-    try:
+    with monitored_tables(conn, dsn, uniq, "bulk_rr", preds_columns="k bigint, ts timestamptz, label boolean",
+                          outs_columns="k bigint") as (preds, outs, spec), \
+            _settings(conn, bulk_min_rows=50), connect(dsn, autocommit=False) as other:
+        name = spec.name
         create_monitor(conn, spec)
         other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         other.execute(f"SELECT count(*) FROM {preds}")  # takes the snapshot
-        conn.execute("SET mlmon.bulk_min_rows = 50")
         conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0 FROM generate_series(1, 200) i")
         assert _counts(conn, name) == (0, 1), "bulk path not taken"
         with pytest.raises(psycopg.errors.SerializationFailure):
@@ -132,11 +139,6 @@ def test_repeatable_read_writer_after_a_bulk_load(conn, dsn, uniq):
         other.execute(f"INSERT INTO {outs} VALUES (6)")
         other.commit()
         assert_rollup_matches(conn, spec, "after the retried REPEATABLE READ writes")
-    finally:
-        other.close()
-        conn.execute("RESET mlmon.bulk_min_rows")
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 def test_bulk_loads_beside_single_key_writers(conn, dsn, uniq):
@@ -146,61 +148,53 @@ def test_bulk_loads_beside_single_key_writers(conn, dsn, uniq):
     deletes). Bulk loads count through chunks only while no other writer is in
     flight; the rest go key by key. Nothing here deadlocks without mlmon, and
     at READ COMMITTED nothing may fail."""
-    import threading
-    import time
-    from collections import Counter
+    with monitored_tables(conn, dsn, uniq, "bulk_cc", preds_columns="k bigint, ts timestamptz, label boolean",
+                          outs_columns="k bigint") as (preds, outs, spec):
+        ranges = 40
+        failures = Counter()
+        stop = threading.Event()
 
-    preds, outs, name = uniq("bulk_cc_p"), uniq("bulk_cc_o"), uniq("bulk_cc")
-    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label boolean)")
-    conn.execute(f"CREATE TABLE {outs} (k bigint)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs))
-    ranges = 40
-    failures = Counter()
-    stop = threading.Event()
+        def bulk_writer():
+            rng = random.Random(5)
+            with connect(dsn) as c:
+                c.execute("SET mlmon.bulk_min_rows = 50")
+                for i in range(ranges):
+                    base = 100_000 + i * 1000
+                    try:
+                        with c.transaction():
+                            with c.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
+                                for k in range(base, base + 400):
+                                    cp.write_row([k, f"2031-03-04 10:{k % 60:02d}:00+00", k % 3 == 0])
+                            if i:
+                                with c.cursor().copy(f"COPY {outs} FROM STDIN") as cp:
+                                    for k in range(base - 1000, base - 600, 2):
+                                        cp.write_row([k])
+                            if rng.random() < 0.2:
+                                raise psycopg.Rollback()
+                    except psycopg.Error as e:
+                        failures[type(e).__name__] += 1
+                    time.sleep(0.02)
+            stop.set()
 
-    def bulk_writer():
-        rng = random.Random(5)
-        with connect(dsn) as c:
-            c.execute("SET mlmon.bulk_min_rows = 50")
-            for i in range(ranges):
-                base = 100_000 + i * 1000
-                try:
-                    with c.transaction():
-                        with c.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
-                            for k in range(base, base + 400):
-                                cp.write_row([k, f"2031-03-04 10:{k % 60:02d}:00+00", k % 3 == 0])
-                        if i:
-                            with c.cursor().copy(f"COPY {outs} FROM STDIN") as cp:
-                                for k in range(base - 1000, base - 600, 2):
-                                    cp.write_row([k])
-                        if rng.random() < 0.2:
-                            raise psycopg.Rollback()
-                except psycopg.Error as e:
-                    failures[type(e).__name__] += 1
-                time.sleep(0.02)
-        stop.set()
+        def single_writer(tid):
+            rng = random.Random(50 + tid)
+            with connect(dsn) as c:
+                while not stop.is_set():
+                    key = rng.randint(100_000 - 50, 100_000 + ranges * 1000)
+                    kind = rng.choice(["pred", "out", "relabel", "del_out"])
+                    try:
+                        if kind == "pred":
+                            c.execute(f"INSERT INTO {preds} VALUES (%s, '2031-03-04 09:30+00', %s)", [key, rng.random() < 0.5])
+                        elif kind == "out":
+                            c.execute(f"INSERT INTO {outs} VALUES (%s)", [key])
+                        elif kind == "relabel":
+                            c.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [key])
+                        else:
+                            c.execute(f"DELETE FROM {outs} WHERE k = %s", [key])
+                    except psycopg.Error as e:
+                        failures[type(e).__name__] += 1
+                    time.sleep(rng.random() * 0.02)
 
-    def single_writer(tid):
-        rng = random.Random(50 + tid)
-        with connect(dsn) as c:
-            while not stop.is_set():
-                key = rng.randint(100_000 - 50, 100_000 + ranges * 1000)
-                kind = rng.choice(["pred", "out", "relabel", "del_out"])
-                try:
-                    if kind == "pred":
-                        c.execute(f"INSERT INTO {preds} VALUES (%s, '2031-03-04 09:30+00', %s)", [key, rng.random() < 0.5])
-                    elif kind == "out":
-                        c.execute(f"INSERT INTO {outs} VALUES (%s)", [key])
-                    elif kind == "relabel":
-                        c.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [key])
-                    else:
-                        c.execute(f"DELETE FROM {outs} WHERE k = %s", [key])
-                except psycopg.Error as e:
-                    failures[type(e).__name__] += 1
-                time.sleep(rng.random() * 0.02)
-
-    try:
         create_monitor(conn, spec)
         threads = [threading.Thread(target=bulk_writer)] + [threading.Thread(target=single_writer, args=(t,)) for t in range(3)]
         for t in threads:
@@ -209,25 +203,18 @@ def test_bulk_loads_beside_single_key_writers(conn, dsn, uniq):
             t.join()
         assert not failures, f"errors at READ COMMITTED: {dict(failures)}"
         assert_rollup_matches(conn, spec, "after bulk loads beside single-key writers")
-        loads = conn.execute("SELECT bulk_loads FROM mlmon.monitor WHERE name = %s", [name]).fetchone()[0]
+        loads = conn.execute("SELECT bulk_loads FROM mlmon.monitor WHERE name = %s", [spec.name]).fetchone()[0]
         assert loads > 0, "no bulk load went through chunks: the test did not exercise them"
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 def test_bulk_path_limits(conn, dsn, uniq):
     """Statements over `mlmon.bulk_max_rows` rows, or with more than 10,000
     distinct segments, take the per-key path (keys rows), and stay exact."""
-    preds, outs, name = uniq("bulk_lim_p"), uniq("bulk_lim_o"), uniq("bulk_lim")
-    conn.execute(f"CREATE TABLE {preds} (k bigint, ts timestamptz, label boolean, src text)")
-    conn.execute(f"CREATE TABLE {outs} (k bigint)")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), segment_by=["src"])
-    try:
+    with monitored_tables(conn, dsn, uniq, "bulk_lim", preds_columns="k bigint, ts timestamptz, label boolean, src text",
+                          outs_columns="k bigint", segment_by=["src"]) as (preds, outs, spec), \
+            _settings(conn, bulk_min_rows=50, bulk_max_rows=100):
+        name = spec.name
         create_monitor(conn, spec)
-        conn.execute("SET mlmon.bulk_min_rows = 50")
-        conn.execute("SET mlmon.bulk_max_rows = 100")
         conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 'a' FROM generate_series(1, 200) i")
         assert _counts(conn, name) == (200, 0)
         conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 'a' FROM generate_series(1001, 1080) i")
@@ -236,8 +223,3 @@ def test_bulk_path_limits(conn, dsn, uniq):
         conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 's' || i FROM generate_series(20001, 30100) i")
         assert _counts(conn, name) == (200 + 10100, 1)
         assert_rollup_matches(conn, spec, "after loads over the bulk path's limits")
-    finally:
-        conn.execute("RESET mlmon.bulk_min_rows")
-        conn.execute("RESET mlmon.bulk_max_rows")
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")

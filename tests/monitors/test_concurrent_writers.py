@@ -19,7 +19,6 @@ of outcomes (the one-pass update of _outcome_update_sql) while other clients
 change the same keys one statement at a time, in ascending order.
 """
 
-import contextlib
 import datetime as dt
 import random
 import threading
@@ -29,31 +28,12 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from monitor_reference import Spec, assert_rollup_matches, connect, create_monitor, drop_monitor_quietly
+from monitor_reference import assert_rollup_matches, connect, create_monitor, monitored_tables
 
 THREADS = 6
 TX_PER_THREAD = 150
 KEYS = list(range(1, 31))
 HOT = dt.datetime(2031, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)  # a minute boundary: one bucket
-
-
-@contextlib.contextmanager
-def monitored_tables(conn, dsn, uniq, prefix, preds_columns="k int, ts timestamptz, label boolean",
-                     outs_columns="k int", **spec_options):
-    """A predictions table and an outcomes table with fresh names, and the
-    Spec of a monitor over them (key k, time ts, label label, one-minute
-    buckets), not yet created: some tests load data first. Yields (preds,
-    outs, spec); drops the monitor and both tables afterwards."""
-    preds, outs, name = uniq(f"{prefix}_pred"), uniq(f"{prefix}_out"), uniq(prefix)
-    conn.execute(f"CREATE TABLE {preds} ({preds_columns})")
-    conn.execute(f"CREATE TABLE {outs} ({outs_columns})")
-    spec = Spec(name=name, predictions=("public", preds), key="k", predicted_at="ts", predicted="label",
-                outcomes=("public", outs), bucket="1 minute", **spec_options)
-    try:
-        yield preds, outs, spec
-    finally:
-        drop_monitor_quietly(dsn, name)
-        conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
 def _hot_ts(rng):
