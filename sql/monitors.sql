@@ -98,15 +98,15 @@ CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
 CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
     IMMUTABLE LANGUAGE sql AS $$ SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) $$;
 
--- The native side of bulk loads (src/ffi/bulk_trigger.rs, src/monitor_bulk.rs).
-CREATE FUNCTION mlmon._monitor_bulk_insert() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_bulk_insert';
+-- The native INSERT trigger of monitors with integer keys: single rows and
+-- bulk loads natively, everything else by the PL/pgSQL trigger function it
+-- calls (src/ffi/insert_trigger.rs, src/ffi/one_row.rs, src/monitor_bulk.rs).
+CREATE FUNCTION mlmon._monitor_insert() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_insert';
 CREATE FUNCTION mlmon._monitor_enter() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_enter';
 CREATE FUNCTION mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean
     VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_enter_wrapper';
-CREATE FUNCTION mlmon._bulk_handled() RETURNS boolean
-    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_handled_wrapper';
 CREATE FUNCTION mlmon._claim_entries(entries bytea, keys bigint[])
     RETURNS TABLE (key bigint, bucket timestamptz, segment text, predicted text, actual text, weight double precision)
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_entries_wrapper';
@@ -417,8 +417,13 @@ END $$;
 --   clients, claimed by one statement (_claim_one_sql) that finds no row for
 --   any other statement (it counts at most two transition rows);
 -- * `batch`: every other statement, set-based -- one sort, no join, so its
---   cached plan fits a few rows and a COPY of millions alike.
-CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor, OUT single_row text, OUT batch text)
+--   cached plan fits a few rows and a COPY of millions alike;
+-- * `one_row_claim`: the claim of `single_row` as one SQL statement over
+--   parameters instead of the transition table -- $1, $2, ... are the values
+--   of the predictions table's columns in order (dropped ones left out) -- for
+--   the native insert trigger (src/ffi/one_row.rs). Returns (key, inserted)
+--   as _claim_one_sql does, or no row for a NULL key.
+CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor, OUT single_row text, OUT batch text, OUT one_row_claim text)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record := mlmon._prediction_exprs(m, 'n');
@@ -462,6 +467,13 @@ BEGIN
                     PERFORM %2$s(contended);
                 END IF; $q$,
         mlmon._claim_new_keys_sql(m, best_rows, 'try_plain_insert'), apply);
+    one_row_claim := mlmon._claim_one_sql(m, format('SELECT %s FROM (SELECT %s) n WHERE n.%I IS NOT NULL',
+        contribution,
+        (SELECT string_agg(format('$%s AS %I', a.position, a.attname), ', ' ORDER BY a.position)
+         FROM (SELECT pa.attname, row_number() OVER (ORDER BY pa.attnum) AS position
+               FROM pg_attribute pa
+               WHERE pa.attrelid = m.predictions AND pa.attnum > 0 AND NOT pa.attisdropped) a),
+        m.key_column));
 END $$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
@@ -593,9 +605,6 @@ BEGIN
         RETURN '';
     END IF;
     RETURN format($q$
-                IF TG_OP = 'INSERT' AND mlmon._bulk_handled() THEN
-                    RETURN NULL;  -- counted by the bulk trigger
-                END IF;
                 -- A REPEATABLE READ or SERIALIZABLE snapshot may predate a bulk
                 -- load's chunks and miss them: such a writer locks the monitor's
                 -- row, which every bulk load updates, and fails with 40001 if
@@ -853,22 +862,25 @@ CREATE FUNCTION mlmon._create_triggers(m mlmon.monitor, rel regclass, fn text) R
 DECLARE
     prefix text := 'mlmon_' || m.name || '_';
 BEGIN
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
-                   prefix || 'insert', rel, fn);
+    -- With integer keys, INSERTs go to the native trigger, which counts single
+    -- rows and bulk loads itself and calls `fn` with the same trigger data for
+    -- every other statement (src/ffi/insert_trigger.rs). The `_enter` trigger
+    -- takes the bulk lock shared before any row changes.
+    IF mlmon._bulk_capable(m) THEN
+        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_enter(%L)',
+                       prefix || 'enter', rel, mlmon._bulk_lock_id(m)::text);
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_insert(%L, %L)',
+                       prefix || 'insert', rel, m.name, to_regprocedure(fn || '()')::oid::text);
+    ELSE
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                       prefix || 'insert', rel, fn);
+    END IF;
     EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'update', rel, fn);
     EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'delete', rel, fn);
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'truncate', rel, fn);
-    -- Fires before the `_insert` trigger (names sort so): see src/ffi/bulk_trigger.rs.
-    -- The `_enter` trigger takes the bulk lock shared before any row changes.
-    IF mlmon._bulk_capable(m) THEN
-        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_enter(%L)',
-                       prefix || 'enter', rel, mlmon._bulk_lock_id(m)::text);
-        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_bulk_insert(%L)',
-                       prefix || 'bulk', rel, m.name);
-    END IF;
 END $$;
 
 -- An index with `col` as its leading column, created if there is none: the
@@ -1090,7 +1102,7 @@ DECLARE
 BEGIN
     FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
-        FOREACH suffix IN ARRAY ARRAY['enter', 'bulk', 'insert', 'update', 'delete', 'truncate'] LOOP
+        FOREACH suffix IN ARRAY ARRAY['enter', 'insert', 'update', 'delete', 'truncate'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_' || m.name || '_' || suffix, rel);
         END LOOP;
     END LOOP;

@@ -101,7 +101,7 @@ pub struct Monitor {
     keys_table: String,
     rollup_table: String,
     claims_table: String,
-    lock_id: i64,
+    pub lock_id: i64,
 }
 
 /// One predictions row as read by the trigger: `predicted` and `segment`

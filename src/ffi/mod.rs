@@ -101,7 +101,7 @@ v1_function!(confusion_trans_bool_fast);
 v1_function!(scores_trans_fast);
 v1_function!(scores_exact_trans_fast);
 v1_function!(regression_trans_fast);
-v1_function!(monitor_bulk_insert);
+v1_function!(monitor_insert);
 v1_function!(monitor_enter);
 
 // pgrx's guarded wrappers of the transition functions in `scores.rs` and
@@ -377,8 +377,9 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
     }
 }
 
-mod bulk_trigger;
-pub(crate) use bulk_trigger::try_bulk_lock;
+mod insert_trigger;
+mod one_row;
+pub(crate) use insert_trigger::try_bulk_lock;
 mod fill_helper;
 mod probe;
 mod spine;

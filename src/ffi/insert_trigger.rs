@@ -1,16 +1,14 @@
-//! The native statement trigger of monitors for bulk INSERTs
-//! (`mlmon._monitor_bulk_insert(monitor)`, see `monitor_bulk`): reads the
-//! statement's transition table directly, where SQL over it cost more than the
-//! COPY itself (1M rows: grouping alone took 0.76x of the COPY's time, with
-//! deduplication 1.6x).
-//!
-//! It fires before the monitor's PL/pgSQL insert trigger (trigger names sort
-//! `_bulk` before `_insert`) and, when it counted the statement, marks it so
-//! that the PL/pgSQL trigger returns at once (`mlmon._bulk_handled()`). The
-//! mark names the transaction, subtransaction and command, so a mark left by
-//! a statement that failed between the two triggers matches nothing later.
+//! The native INSERT trigger of monitors with integer keys
+//! (`mlmon._monitor_insert(monitor, fallback)`): an AFTER INSERT statement
+//! trigger that counts the two statements where PL/pgSQL cost the most, and
+//! hands every other statement to the monitor's PL/pgSQL trigger function
+//! (`fallback`, by OID) with the same trigger data.
+//! - Single rows (`one_row`): PL/pgSQL's call and expression set-up cost
+//!   about a third of the trigger under many single-row writers.
+//! - Bulk loads (`monitor_bulk`): reads the statement's transition table
+//!   directly, where SQL over it cost more than the COPY itself (1M rows:
+//!   grouping alone took 0.76x of the COPY's time, with deduplication 1.6x).
 
-use std::cell::Cell;
 use std::ffi::CStr;
 
 use pgrx::datum::DatumWithOid;
@@ -28,22 +26,6 @@ const DEFAULT_MAX_ROWS: i64 = 4_000_000;
 /// with more takes the usual path.
 const MAX_DISTINCT: usize = 10_000;
 
-thread_local! {
-    static HANDLED: Cell<Option<(u32, u32, u32)>> = const { Cell::new(None) };
-}
-
-fn statement_identity() -> (u32, u32, u32) {
-    // SAFETY: MyProc is this backend's PGPROC; the others are plain getters.
-    unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentSubTransactionId(), pg_sys::GetCurrentCommandId(false)) }
-}
-
-/// `mlmon._bulk_handled() RETURNS boolean`: whether the bulk trigger counted
-/// the statement whose PL/pgSQL trigger calls this (and clears the mark).
-#[pg_extern(sql = false)]
-fn bulk_handled() -> bool {
-    HANDLED.with(|h| h.take()) == Some(statement_identity())
-}
-
 /// An integer setting (a placeholder the user may SET), or its default.
 fn setting(name: &CStr, default: i64) -> i64 {
     // SAFETY: GetConfigOption returns NULL or a string owned by the GUC machinery.
@@ -59,7 +41,7 @@ fn setting(name: &CStr, default: i64) -> i64 {
 /// Runs `f` as `user`, with search_path pg_catalog, pg_temp, as a SECURITY
 /// DEFINER function with `SET search_path` would (an error undoes both with
 /// the (sub)transaction).
-fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+pub(super) fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     // SAFETY: the calls save and restore the user and GUC nesting level as
     // fmgr_security_definer does.
     unsafe {
@@ -157,10 +139,10 @@ unsafe fn value_bytes<'a>(value: pg_sys::Datum, attribute: &pg_sys::FormData_pg_
 }
 
 /// An attribute of the trigger's relation by name.
-struct Attributes(pg_sys::TupleDesc);
+pub(super) struct Attributes(pub(super) pg_sys::TupleDesc);
 
 impl Attributes {
-    fn find(&self, name: &str) -> Option<(usize, &pg_sys::FormData_pg_attribute)> {
+    pub(super) fn find(&self, name: &str) -> Option<(usize, &pg_sys::FormData_pg_attribute)> {
         // SAFETY: the relation's tuple descriptor outlives the trigger call.
         unsafe {
             let desc = &*self.0;
@@ -172,7 +154,7 @@ impl Attributes {
     }
 }
 
-fn integer(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> i64 {
+pub(super) fn integer(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> i64 {
     match type_oid {
         pg_sys::INT2OID => value.value() as i16 as i64,
         pg_sys::INT4OID => value.value() as i32 as i64,
@@ -187,7 +169,7 @@ fn is_integer(type_oid: pg_sys::Oid) -> bool {
 /// Calls `row` with the values of every row of a transition table.
 ///
 /// SAFETY: `table` is the trigger's transition table of rows of `desc`.
-unsafe fn each_row(table: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut row: impl FnMut(&[pg_sys::Datum], &[bool]) -> bool) -> bool {
+pub(super) unsafe fn each_row(table: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc, mut row: impl FnMut(&[pg_sys::Datum], &[bool]) -> bool) -> bool {
     unsafe {
         let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
         // A read pointer of our own, as a scan of the transition table in SQL
@@ -212,50 +194,93 @@ unsafe fn each_row(table: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc,
     }
 }
 
-/// `mlmon._monitor_bulk_insert()`: AFTER INSERT FOR EACH STATEMENT trigger
-/// with a NEW TABLE and the monitor's name as argument.
+/// `mlmon._monitor_insert(monitor, fallback)`: AFTER INSERT FOR EACH
+/// STATEMENT trigger with a NEW TABLE; `fallback` is the OID of the
+/// monitor's PL/pgSQL trigger function for the table.
 #[no_mangle]
 #[pg_guard]
-pub unsafe extern "C-unwind" fn monitor_bulk_insert(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn monitor_insert(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: PostgreSQL's trigger manager passes TriggerData as the context.
     unsafe {
         let data = (*fcinfo).context.cast::<pg_sys::TriggerData>();
         if data.is_null() || (*data).type_ != pg_sys::NodeTag::T_TriggerData {
-            pgrx::error!("mlmon._monitor_bulk_insert may only be called as a trigger");
+            pgrx::error!("mlmon._monitor_insert may only be called as a trigger");
         }
         let data = &*data;
         let event = data.tg_event;
         let table = data.tg_newtable;
         let trigger = &*data.tg_trigger;
-        if table.is_null()
-            || event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_INSERT
-            || event & pg_sys::TRIGGER_EVENT_ROW != 0
-            || trigger.tgnargs != 1
-            || pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32
-            || !(setting(c"mlmon.bulk_min_rows", DEFAULT_MIN_ROWS)..=setting(c"mlmon.bulk_max_rows", DEFAULT_MAX_ROWS))
-                .contains(&pg_sys::tuplestore_tuple_count(table))
-        {
-            return pg_sys::Datum::from(0);
+        let argument = |i: usize| CStr::from_ptr(*trigger.tgargs.add(i)).to_string_lossy().into_owned();
+        let fallback = (trigger.tgnargs == 2).then(|| argument(1).parse::<u32>().ok()).flatten();
+        let (Some(fallback), false, true, 0) = (
+            fallback,
+            table.is_null(),
+            event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_INSERT,
+            event & pg_sys::TRIGGER_EVENT_ROW,
+        ) else {
+            pgrx::error!("mlmon._monitor_insert may only be called as a monitor's INSERT statement trigger");
+        };
+        // Both native paths take shortcuts that hold only for a snapshot
+        // taken after every committed bulk load (see _enter_sql).
+        if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
+            let rows = pg_sys::tuplestore_tuple_count(table);
+            let handled = if rows == 1 {
+                super::one_row::insert(data, &argument(0))
+            } else if (setting(c"mlmon.bulk_min_rows", DEFAULT_MIN_ROWS)..=setting(c"mlmon.bulk_max_rows", DEFAULT_MAX_ROWS))
+                .contains(&rows)
+            {
+                bulk_insert(data, &argument(0))
+            } else {
+                false
+            };
+            if handled {
+                return pg_sys::Datum::from(0);
+            }
         }
-        let name = CStr::from_ptr(*trigger.tgargs).to_string_lossy().into_owned();
+        call_trigger_function(pg_sys::Oid::from(fallback), fcinfo)
+    }
+}
+
+/// Calls the trigger function `function` as the trigger manager would have,
+/// with the trigger data of `fcinfo`.
+///
+/// SAFETY: `fcinfo` is a trigger call's.
+unsafe fn call_trigger_function(function: pg_sys::Oid, fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the FmgrInfo and call info live in the trigger call's memory
+    // context; the call info has no arguments, as a trigger call's.
+    unsafe {
+        let flinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::FmgrInfo>()).cast::<pg_sys::FmgrInfo>();
+        pg_sys::fmgr_info(function, flinfo);
+        let call = pg_sys::palloc0(std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()).cast::<pg_sys::FunctionCallInfoBaseData>();
+        (*call).flinfo = flinfo;
+        (*call).context = (*fcinfo).context;
+        let Some(function_address) = (*flinfo).fn_addr else {
+            pgrx::error!("mlmon: trigger function {} has no address", function.to_u32());
+        };
+        pg_sys::ffi::pg_guard_ffi_boundary(|| function_address(call))
+    }
+}
+
+/// The bulk path: whether it counted the statement.
+///
+/// SAFETY: `data` is an INSERT statement trigger's, with a NEW TABLE.
+unsafe fn bulk_insert(data: &pg_sys::TriggerData, name: &str) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe {
         let relation = &*data.tg_relation;
-        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(&c, &name))) else {
-            return pg_sys::Datum::from(0);
+        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(&c, name))) else {
+            return false;
         };
         let attributes = Attributes(relation.rd_att);
-        let handled = if monitor.predictions == monitor.outcomes || !monitor.integer_key {
+        if monitor.predictions == monitor.outcomes || !monitor.integer_key {
             false
         } else if relation.rd_id == monitor.predictions {
-            bulk_predictions(&monitor, &attributes, table)
+            bulk_predictions(&monitor, &attributes, data.tg_newtable)
         } else if relation.rd_id == monitor.outcomes {
-            bulk_outcomes(&monitor, &attributes, table)
+            bulk_outcomes(&monitor, &attributes, data.tg_newtable)
         } else {
             false
-        };
-        if handled {
-            HANDLED.with(|h| h.set(Some(statement_identity())));
         }
-        pg_sys::Datum::from(0)
     }
 }
 
@@ -425,7 +450,7 @@ fn bulk_lock(lock: i64, mode: u32, wait: bool) -> bool {
     result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
 }
 
-fn lock_shared(lock: i64) {
+pub(super) fn lock_shared(lock: i64) {
     bulk_lock(lock, pg_sys::ShareLock, true);
 }
 
@@ -465,10 +490,15 @@ pub unsafe extern "C-unwind" fn monitor_enter(fcinfo: pg_sys::FunctionCallInfo) 
 #[pg_extern(sql = false)]
 fn bulk_enter(lock: i64, claims: pg_sys::Oid) -> bool {
     lock_shared(lock);
+    has_pages(claims)
+}
+
+/// Whether a relation has pages (a claims table may hold chunks).
+pub(super) fn has_pages(relation: pg_sys::Oid) -> bool {
     // SAFETY: the relation is opened and closed with a lock, as any reader of
     // its size does.
     unsafe {
-        let relation = pg_sys::relation_open(claims, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let relation = pg_sys::relation_open(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let blocks = pg_sys::RelationGetNumberOfBlocksInFork(relation, pg_sys::ForkNumber::MAIN_FORKNUM);
         pg_sys::relation_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         blocks > 0
