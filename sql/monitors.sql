@@ -259,6 +259,20 @@ CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text, pl
         contribution, mlmon._keys_table(m), mlmon._rollup_table(m), plain_insert_allowed)
 $$;
 
+-- The keys-table half of _claim_one_sql (below): inserts the key's keys row or locks
+-- the one there, and returns (key, inserted, bucket, segment, predicted,
+-- actual, weight) -- the row's contribution, which the caller counts in the
+-- rollup when inserted and bucket IS NOT NULL.
+CREATE FUNCTION mlmon._claim_key_sql(m mlmon.monitor, contribution text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+            INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
+            SELECT * FROM (%1$s) c
+            ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+            RETURNING k.key, (k.xmax = 0) AS inserted, k.bucket, k.segment, k.predicted, k.actual, k.weight $q$,
+        contribution, mlmon._keys_table(m))
+$$;
+
 -- The same claim for at most one key, given its contribution (SQL of at most
 -- one row, as above), as a single statement: single-row writes are the common
 -- case under many concurrent clients, where every statement a PL/pgSQL
@@ -268,15 +282,11 @@ $$;
 CREATE FUNCTION mlmon._claim_one_sql(m mlmon.monitor, contribution text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
-            WITH claimed AS (
-                INSERT INTO %2$s AS k (key, bucket, segment, predicted, actual, weight)
-                SELECT * FROM (%1$s) c
-                ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-                RETURNING k.key, k.bucket, k.segment, k.predicted, k.actual, k.weight, (k.xmax = 0) AS inserted),
+            WITH claimed AS (%1$s),
             counted AS (
-                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
+                INSERT INTO %2$s (bucket, segment, predicted, actual, n, weight)
                 SELECT bucket, segment, predicted, actual, 1, weight FROM claimed WHERE inserted AND bucket IS NOT NULL)
-            SELECT key, inserted FROM claimed $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+            SELECT key, inserted FROM claimed $q$, mlmon._claim_key_sql(m, contribution), mlmon._rollup_table(m))
 $$;
 
 -- The recount of claimed (locked) keys in this statement's fresh snapshot.
@@ -421,8 +431,8 @@ END $$;
 -- * `one_row_claim`: the claim of `single_row` as one SQL statement over
 --   parameters instead of the transition table -- $1, $2, ... are the values
 --   of the predictions table's columns in order (dropped ones left out) -- for
---   the native insert trigger (src/ffi/one_row.rs). Returns (key, inserted)
---   as _claim_one_sql does, or no row for a NULL key.
+--   the native insert trigger (src/ffi/one_row.rs), for a row that counts
+--   (the caller checks): _claim_key_sql, whose caller writes the rollup row.
 CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor, OUT single_row text, OUT batch text, OUT one_row_claim text)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -432,12 +442,18 @@ DECLARE
     -- A new row `n` as a key's contribution: its key, and (when it counts)
     -- bucket, segment, label, no outcome and weight; NULLs when it does not
     -- count, so a non-NULL bucket means "counted".
-    contribution text := format(
-        $q$n.%1$I::%2$s AS key, CASE WHEN %3$s THEN date_bin(%4$L::interval, n.%5$I, mlmon._bucket_origin()) END AS bucket,
-                       CASE WHEN %3$s THEN %6$s END AS segment, CASE WHEN %3$s THEN n.%7$I::text END AS predicted,
-                       CASE WHEN %3$s THEN %8$s END AS actual, CASE WHEN %3$s THEN %9$s END AS weight$q$,
-        m.key_column, m.key_type, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column,
-        (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight);
+    key_sql text := format('n.%I::%s AS key', m.key_column, m.key_type);
+    contribution_values text[] := ARRAY[
+        format('date_bin(%L::interval, n.%I, mlmon._bucket_origin())', m.bucket, m.predicted_at_column),
+        e.segment, format('n.%I::text', m.predicted_column), (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight];
+    contribution_names text[] := ARRAY['bucket', 'segment', 'predicted', 'actual', 'weight'];
+    contribution text := key_sql || ', ' || (
+        SELECT string_agg(format('CASE WHEN %s THEN %s END AS %s', e.countable, v, c), ', ' ORDER BY i)
+        FROM unnest(contribution_values, contribution_names) WITH ORDINALITY AS u(v, c, i));
+    -- The same for a row known to count.
+    counted_contribution text := key_sql || ', ' || (
+        SELECT string_agg(format('%s AS %s', v, c), ', ' ORDER BY i)
+        FROM unnest(contribution_values, contribution_names) WITH ORDINALITY AS u(v, c, i));
 BEGIN
     single_row := format($q$
                 %1$s INTO one_key, first_claim;
@@ -467,8 +483,8 @@ BEGIN
                     PERFORM %2$s(contended);
                 END IF; $q$,
         mlmon._claim_new_keys_sql(m, best_rows, 'try_plain_insert'), apply);
-    one_row_claim := mlmon._claim_one_sql(m, format('SELECT %s FROM (SELECT %s) n WHERE n.%I IS NOT NULL',
-        contribution,
+    one_row_claim := mlmon._claim_key_sql(m, format('SELECT %s FROM (SELECT %s) n WHERE n.%I IS NOT NULL',
+        counted_contribution,
         (SELECT string_agg(format('$%s AS %I', a.position, a.attname), ', ' ORDER BY a.position)
          FROM (SELECT pa.attname, row_number() OVER (ORDER BY pa.attnum) AS position
                FROM pg_attribute pa

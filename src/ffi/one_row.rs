@@ -76,9 +76,13 @@ struct Plans {
     /// were made: the claim's parameters.
     columns: Vec<(usize, pg_sys::Oid)>,
     key: (usize, pg_sys::Oid),
+    /// The columns whose values a row needs to count (time, label, weight):
+    /// the claim is made for rows that count.
+    required: Vec<usize>,
     lock_id: i64,
     claims_table: pg_sys::Oid,
-    /// The claim of the key (SQL from `_on_insert_predictions_sql`).
+    rollup: Rollup,
+    /// The claim of the key (`_claim_key_sql` from `_on_insert_predictions_sql`).
     claim: Plan,
     /// `apply_predictions(ARRAY[$1])`: the recount of a key already counted.
     apply: Plan,
@@ -151,14 +155,21 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     if monitor.predictions != relation.rd_id || monitor.predictions == monitor.outcomes || !monitor.integer_key {
         return None;
     }
-    let key = Attributes(relation.rd_att).find(&monitor.key_column).map(|(i, a)| (i, a.atttypid))?;
+    let attributes = Attributes(relation.rd_att);
+    let key = attributes.find(&monitor.key_column).map(|(i, a)| (i, a.atttypid))?;
+    let required: Option<Vec<usize>> = [Some(&monitor.predicted_at_column), Some(&monitor.predicted_column), monitor.weight_column.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|name| attributes.find(name).map(|(i, _)| i))
+        .collect();
+    let required = required?;
     // SAFETY: the relation's descriptor is valid.
     let columns: Vec<(usize, pg_sys::Oid)> = unsafe { live_columns(relation.rd_att) }.collect();
     let sql = "SELECT (mlmon._on_insert_predictions_sql(m)).one_row_claim,
                       format('SELECT %s(ARRAY[$1]::%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type),
                       format('SELECT %s(false)', mlmon._internal_function(m, 'compact')),
                       format('SELECT c.hi >= $1 FROM %s c WHERE c.lo <= $1 ORDER BY c.lo DESC LIMIT 1', mlmon._claims_table(m)),
-                      mlmon._claims_table(m)::regclass::oid
+                      mlmon._claims_table(m)::regclass::oid, mlmon._rollup_table(m)::regclass::oid
                FROM mlmon.monitor m WHERE m.name = $1";
     as_user(monitor.owner, || {
         Spi::connect(|client| {
@@ -175,8 +186,10 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
                     compact: Plan::prepare(&text(3), &[]),
                     in_chunk: Plan::prepare(&text(4), &[pg_sys::INT8OID]),
                     claims_table: row.get::<pg_sys::Oid>(5).ok().flatten()?,
+                    rollup: Rollup::describe(row.get::<pg_sys::Oid>(6).ok().flatten()?)?,
                     columns,
                     key,
+                    required,
                     lock_id: monitor.lock_id,
                 })
             }
@@ -188,12 +201,16 @@ const NULL: c_char = b'n' as c_char;
 const NOT_NULL: c_char = b' ' as c_char;
 
 /// Counts one row: what the PL/pgSQL trigger's prologue and single-row branch
-/// do. False when the key lies in a claim chunk's range.
+/// do. False when the row does not count or its key lies in a claim chunk's
+/// range.
 ///
 /// SAFETY: `values` and `nulls` are a row of the table the plans were made for.
 unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool {
     if nulls[plans.key.0] {
         return true; // counts nowhere
+    }
+    if plans.required.iter().any(|&i| nulls[i]) {
+        return false; // rare: a row that does not count still claims its key
     }
     let key = pg_sys::Datum::from(integer(values[plans.key.0], plans.key.1));
     let parameters: Vec<pg_sys::Datum> = plans.columns.iter().map(|&(i, _)| values[i]).collect();
@@ -215,13 +232,113 @@ unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool
             if pg_sys::pg_prng_double(&raw mut pg_sys::pg_global_prng_state) < COMPACT_SHARE {
                 plans.compact.execute(&[], &[]);
             }
-            if plans.claim.execute(&parameters, &parameter_nulls) == 1 && !boolean_at(2) {
-                plans.apply.execute(&[key], &[NOT_NULL]);
+            let Some(rollup) = plans.rollup.open() else {
+                pg_sys::SPI_finish();
+                return false;
+            };
+            if plans.claim.execute(&parameters, &parameter_nulls) == 1 {
+                if boolean_at(2) {
+                    // The contribution the keys row got, counted once: columns
+                    // 3-7 are bucket, segment, predicted, actual, weight.
+                    let table = pg_sys::SPI_tuptable;
+                    let mut cell = [(pg_sys::Datum::from(0), false); 5];
+                    for (i, (value, null)) in cell.iter_mut().enumerate() {
+                        *value = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, i as i32 + 3, null);
+                    }
+                    plans.rollup.append(rollup, cell);
+                } else {
+                    plans.apply.execute(&[key], &[NOT_NULL]);
+                }
             }
+            pg_sys::table_close(rollup, pg_sys::NoLock as pg_sys::LOCKMODE);
             pg_sys::SPI_finish();
             true
         }
     })
+}
+
+/// The rollup table, for appending delta rows without a statement: the
+/// second half of `_claim_one_sql`. Its plan's executor start-up (a second
+/// ModifyTable and two CTE scans) cost more than the row.
+struct Rollup {
+    table: pg_sys::Oid,
+    /// The table's attribute count when described.
+    width: usize,
+    /// The attribute index of each of `ROLLUP_COLUMNS`.
+    positions: [usize; 7],
+}
+
+/// In the order `append` gives their values: the cell, then n and compacted.
+const ROLLUP_COLUMNS: [&str; 7] = ["bucket", "segment", "predicted", "actual", "weight", "n", "compacted"];
+
+impl Rollup {
+    fn describe(table: pg_sys::Oid) -> Option<Rollup> {
+        // SAFETY: the relation is opened and closed with a lock.
+        unsafe {
+            let relation = pg_sys::table_open(table, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let attributes = Attributes((*relation).rd_att);
+            let found: Option<Vec<usize>> = ROLLUP_COLUMNS.iter().map(|c| attributes.find(c).map(|(i, _)| i)).collect();
+            let width = (*(*relation).rd_att).natts as usize;
+            pg_sys::table_close(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            Some(Rollup { table, width, positions: found?.try_into().ok()? })
+        }
+    }
+
+    /// The table, locked for writing until the transaction ends, if rows can
+    /// still be appended as described: no triggers or rules (which a
+    /// statement would have fired), the same attributes.
+    ///
+    /// SAFETY: in a transaction.
+    unsafe fn open(&self) -> Option<pg_sys::Relation> {
+        // SAFETY: the caller's promise.
+        unsafe {
+            let relation = pg_sys::table_open(self.table, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+            let desc = (*relation).rd_att;
+            if (*relation).trigdesc.is_null() && (*relation).rd_rules.is_null() && (*desc).natts as usize == self.width {
+                return Some(relation);
+            }
+            pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+            None
+        }
+    }
+
+    /// Appends the delta row (cell, n = 1, not compacted) with its index
+    /// entries, as logical replication applies an INSERT.
+    ///
+    /// SAFETY: `relation` came from `open`; the values are valid for their columns.
+    unsafe fn append(&self, relation: pg_sys::Relation, cell: [(pg_sys::Datum, bool); 5]) {
+        // SAFETY: the caller's promise; the executor state, slot and nodes
+        // live in the executor state's memory context, freed at the end.
+        unsafe {
+            let estate = pg_sys::CreateExecutorState();
+            let rte = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblEntry>()).cast::<pg_sys::RangeTblEntry>();
+            (*rte).type_ = pg_sys::NodeTag::T_RangeTblEntry;
+            (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
+            (*rte).relid = self.table;
+            (*rte).relkind = (*(*relation).rd_rel).relkind;
+            (*rte).rellockmode = pg_sys::RowExclusiveLock as i32;
+            pg_sys::ExecInitRangeTable(estate, pg_sys::lappend(std::ptr::null_mut(), rte.cast()));
+            let info = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()).cast::<pg_sys::ResultRelInfo>();
+            (*info).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+            pg_sys::InitResultRelInfo(info, relation, 1, std::ptr::null_mut(), 0);
+            (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
+            pg_sys::ExecOpenIndices(info, false);
+            let slot = pg_sys::ExecInitExtraTupleSlot(estate, (*relation).rd_att, &pg_sys::TTSOpsVirtual);
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, self.width);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, self.width);
+            nulls.fill(true); // dropped columns
+            let row = cell.into_iter().chain([(pg_sys::Datum::from(1i64), false), (pg_sys::Datum::from(false), false)]);
+            for (&position, (value, null)) in self.positions.iter().zip(row) {
+                values[position] = value;
+                nulls[position] = null;
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+            pg_sys::ExecSimpleRelationInsert(info, estate, slot);
+            pg_sys::ExecCloseIndices(info);
+            pg_sys::ExecResetTupleTable((*estate).es_tupleTable, false);
+            pg_sys::FreeExecutorState(estate);
+        }
+    }
 }
 
 /// Column `column` of the first row of the last statement's result, as a
