@@ -1034,7 +1034,6 @@ BEGIN
                    mlmon._rollup_table(m));
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
-    EXECUTE format('CREATE INDEX ON %s (bucket)', mlmon._rollup_table(m));
     EXECUTE format('CREATE TABLE %s (lo bigint NOT NULL, hi bigint NOT NULL, entries bytea NOT NULL)', mlmon._claims_table(m));
     -- Entries are regular (ascending keys, repeated buckets and labels): lz4
     -- shrinks a chunk several-fold for less than writing it whole would cost.
