@@ -4,7 +4,7 @@
 //! contribution the rollup counts; writing it costs a heap row and a unique
 //! index entry per key, as much again as the user's own insert. A bulk INSERT
 //! (COPY of a day's predictions, a file of late labels) instead goes through
-//! a native trigger (`ffi::bulk_trigger`) that reads the statement's rows
+//! a native trigger (`ffi::insert_trigger`) that reads the statement's rows
 //! once, and, when it may, writes the rollup's deltas and the keys'
 //! contributions as claim chunks (`mlmon_core::claims`): a few rows of packed
 //! entries. Every other statement first copies the entries of the keys it

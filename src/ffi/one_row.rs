@@ -2,17 +2,20 @@
 //! native insert trigger (`insert_trigger`) instead of the PL/pgSQL trigger
 //! function.
 //!
-//! The work is the PL/pgSQL trigger's single-row branch: one statement claims
-//! the key (`_claim_one_sql`), and a key that was already there is recounted
-//! by `apply_predictions`. Under eight single-row writers, PL/pgSQL's share of
-//! that was a third: the SECURITY DEFINER call, setting up each expression
-//! anew in every transaction, and a statement over the transition table. Here
-//! the statements are prepared once per backend and trigger, with the row's
-//! values as parameters.
+//! The work is the PL/pgSQL trigger's single-row branch: claim the key
+//! (insert its keys row, or lock the one there), count a new key's
+//! contribution in the rollup, and have `apply_predictions` recount a key
+//! that was already there. Under eight single-row writers, PL/pgSQL's share
+//! was a third of the trigger: the SECURITY DEFINER call, setting up each
+//! expression anew in every transaction, a statement over the transition
+//! table. Here the claim is a statement prepared once per backend and
+//! trigger, with the row's values as parameters, and the rollup's delta row
+//! is appended without a statement (`Rollup::append`).
 //!
-//! A row this path does not serve is left to the PL/pgSQL function: a key in
+//! Rows this path leaves to the PL/pgSQL function: rows that do not count
+//! (a NULL time, label or weight; rare, and their claim differs), keys in
 //! the range of a bulk load's claim chunk (whose entry must become a keys row
-//! first), or a table that is not the monitor's predictions table.
+//! first), and tables that are not the monitor's predictions table.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
