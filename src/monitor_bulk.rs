@@ -101,6 +101,7 @@ pub struct Monitor {
     keys_table: String,
     rollup_table: String,
     claims_table: String,
+    claims_oid: pg_sys::Oid,
     pub lock_id: i64,
 }
 
@@ -174,7 +175,8 @@ impl Monitor {
                                THEN (EXTRACT(epoch FROM m.bucket) * 1000000)::bigint END,
                           (EXTRACT(epoch FROM mlmon._bucket_origin() - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint,
                           mlmon._bulk_capable(m),
-                          mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m), mlmon._bulk_lock_id(m)
+                          mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m), mlmon._bulk_lock_id(m),
+                          mlmon._claims_table(m)::regclass::oid
                    FROM mlmon.monitor m WHERE m.name = $1";
         let rows = client.select(sql, Some(1), &[name.into()]).unwrap_or_else(|e| spi_error(e));
         let row = rows.first();
@@ -202,6 +204,7 @@ impl Monitor {
             keys_table: get(16)?,
             rollup_table: get(17)?,
             claims_table: get(18)?,
+            claims_oid: row.get::<pg_sys::Oid>(20).ok().flatten()?,
             lock_id: row.get::<i64>(19).ok().flatten()?,
         })
     }
@@ -248,6 +251,8 @@ impl Monitor {
         let sql = format!("INSERT INTO {} (lo, hi, entries) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
                           self.claims_table);
         client.update(&sql, None, &[lo.into(), hi.into(), bytes.into()]).unwrap_or_else(|e| spi_error(e));
+        // Single-row writers cache the chunks' ranges (ffi::one_row).
+        crate::ffi::announce_chunks(self.claims_oid);
     }
 
     fn write_deltas(&self, client: &mut SpiClient<'_>, deltas: Vec<Delta>) {

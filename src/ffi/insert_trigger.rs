@@ -490,7 +490,7 @@ fn bulk_enter(lock: i64, claims: pg_sys::Oid) -> bool {
 }
 
 /// Whether a relation has pages (a claims table may hold chunks).
-pub(super) fn has_pages(relation: pg_sys::Oid) -> bool {
+fn has_pages(relation: pg_sys::Oid) -> bool {
     // SAFETY: the relation is opened and closed with a lock, as any reader of
     // its size does.
     unsafe {

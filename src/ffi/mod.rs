@@ -380,6 +380,7 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
 mod insert_trigger;
 mod one_row;
 pub(crate) use insert_trigger::try_bulk_lock;
+pub(crate) use one_row::announce_chunks;
 mod fill_helper;
 mod probe;
 mod spine;

@@ -17,14 +17,14 @@
 //! the range of a bulk load's claim chunk (whose entry must become a keys row
 //! first), and tables that are not the monitor's predictions table.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};
 use std::rc::Rc;
 
 use pgrx::prelude::*;
 
-use super::insert_trigger::{as_user, each_row, has_pages, integer, lock_shared, Attributes};
+use super::insert_trigger::{as_user, each_row, integer, lock_shared, Attributes};
 use crate::monitor_bulk::{spi_error, Monitor};
 
 /// The share of statements that also fold delta rows, as the PL/pgSQL
@@ -83,7 +83,6 @@ struct Plans {
     /// the claim is made for rows that count.
     required: Vec<usize>,
     lock_id: i64,
-    claims_table: pg_sys::Oid,
     rollup: Rollup,
     /// The claim of the key (`_claim_key_sql` from `_on_insert_predictions_sql`).
     claim: Plan,
@@ -91,14 +90,41 @@ struct Plans {
     apply: Plan,
     /// `compact(false)`.
     compact: Plan,
-    /// Whether a claim chunk's range holds the key $1.
-    in_chunk: Plan,
+    /// The claim chunks' ranges (lo, hi), ascending.
+    chunk_ranges: Plan,
+    /// Those ranges, as of a count of `INVALIDATIONS`.
+    chunk_ranges_seen: RefCell<Option<(u64, Vec<(i64, i64)>)>>,
 }
 
 thread_local! {
     /// By trigger OID; None when the trigger's table is not a monitor's
     /// predictions table this path serves.
     static PLANS: RefCell<HashMap<pg_sys::Oid, Option<Rc<Plans>>>> = RefCell::default();
+    /// Relcache invalidations this backend has taken in (of any relation,
+    /// once `listen_for_invalidations` ran).
+    static INVALIDATIONS: Cell<u64> = const { Cell::new(0) };
+    static LISTENING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Tells every backend that a claims table has new chunks: a relcache
+/// invalidation of the table, sent when the transaction commits, before it
+/// releases the bulk lock that writers wait for (see `Plans::in_chunk`).
+pub(crate) fn announce_chunks(claims_table: pg_sys::Oid) {
+    // SAFETY: queues an invalidation message for the transaction's end.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(claims_table) };
+}
+
+unsafe extern "C-unwind" fn relation_invalidated(_: pg_sys::Datum, _: pg_sys::Oid) {
+    INVALIDATIONS.with(|n| n.set(n.get() + 1));
+}
+
+fn listen_for_invalidations() {
+    if !LISTENING.with(Cell::get) {
+        // SAFETY: registers a callback for the life of the backend; it only
+        // counts.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relation_invalidated), pg_sys::Datum::from(0)) };
+        LISTENING.with(|l| l.set(true));
+    }
 }
 
 /// The live (not dropped) columns of a tuple descriptor: (index, type).
@@ -144,6 +170,7 @@ unsafe fn plans(data: &pg_sys::TriggerData, monitor: &str) -> Option<Rc<Plans>> 
             Some(Some(plans)) if live_columns(desc).eq(plans.columns.iter().copied()) => return Some(plans),
             _ => {}
         }
+        listen_for_invalidations();
         let fresh = prepare(data, monitor).map(Rc::new);
         PLANS.with(|p| p.borrow_mut().insert(trigger, fresh.clone()));
         fresh
@@ -171,8 +198,8 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     let sql = "SELECT (mlmon._on_insert_predictions_sql(m)).one_row_claim,
                       format('SELECT %s(ARRAY[$1]::%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type),
                       format('SELECT %s(false)', mlmon._internal_function(m, 'compact')),
-                      format('SELECT c.hi >= $1 FROM %s c WHERE c.lo <= $1 ORDER BY c.lo DESC LIMIT 1', mlmon._claims_table(m)),
-                      mlmon._claims_table(m)::regclass::oid, mlmon._rollup_table(m)::regclass::oid
+                      format('SELECT c.lo, c.hi FROM %s c ORDER BY c.lo', mlmon._claims_table(m)),
+                      mlmon._rollup_table(m)::regclass::oid
                FROM mlmon.monitor m WHERE m.name = $1";
     as_user(monitor.owner, || {
         Spi::connect(|client| {
@@ -187,9 +214,9 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
                     claim: Plan::prepare(&text(1), &types),
                     apply: Plan::prepare(&text(2), &[pg_sys::INT8OID]),
                     compact: Plan::prepare(&text(3), &[]),
-                    in_chunk: Plan::prepare(&text(4), &[pg_sys::INT8OID]),
-                    claims_table: row.get::<pg_sys::Oid>(5).ok().flatten()?,
-                    rollup: Rollup::describe(row.get::<pg_sys::Oid>(6).ok().flatten()?)?,
+                    chunk_ranges: Plan::prepare(&text(4), &[]),
+                    chunk_ranges_seen: RefCell::new(None),
+                    rollup: Rollup::describe(row.get::<pg_sys::Oid>(5).ok().flatten()?)?,
                     columns,
                     key,
                     required,
@@ -228,7 +255,7 @@ unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool
             // The `_enter` trigger took the lock already; taken again (a
             // local lock-table hit) it also guards a disabled `_enter`.
             lock_shared(plans.lock_id);
-            if has_pages(plans.claims_table) && plans.in_chunk.execute(&[key], &[NOT_NULL]) == 1 && boolean_at(1) {
+            if plans.in_chunk(key.value() as i64) {
                 pg_sys::SPI_finish();
                 return false;
             }
@@ -340,6 +367,41 @@ impl Rollup {
             pg_sys::ExecCloseIndices(info);
             pg_sys::ExecResetTupleTable((*estate).es_tupleTable, false);
             pg_sys::FreeExecutorState(estate);
+        }
+    }
+}
+
+impl Plans {
+    /// Whether a claim chunk's range holds `key`, from the ranges cached
+    /// since the last relcache invalidation this backend took in. A bulk load
+    /// announces new chunks with one (`announce_chunks`), sent at its commit
+    /// before it releases the bulk lock; we hold that lock shared, so the
+    /// invalidations taken in now include every committed load's.
+    ///
+    /// SAFETY: within an SPI connection, holding the bulk lock.
+    unsafe fn in_chunk(&self, key: i64) -> bool {
+        // SAFETY: the caller's promise.
+        unsafe {
+            pg_sys::AcceptInvalidationMessages();
+            let now = INVALIDATIONS.with(Cell::get);
+            let mut seen = self.chunk_ranges_seen.borrow_mut();
+            if seen.as_ref().is_none_or(|(at, _)| *at != now) {
+                let rows = self.chunk_ranges.execute(&[], &[]) as usize;
+                let table = pg_sys::SPI_tuptable;
+                let ranges = (0..rows)
+                    .map(|i| {
+                        let tuple = *(*table).vals.add(i);
+                        let mut null = false;
+                        let lo = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, 1, &mut null).value() as i64;
+                        let hi = pg_sys::SPI_getbinval(tuple, (*table).tupdesc, 2, &mut null).value() as i64;
+                        (lo, hi)
+                    })
+                    .collect();
+                *seen = Some((now, ranges));
+            }
+            let ranges = &seen.as_ref().expect("loaded above").1;
+            let after = ranges.partition_point(|&(lo, _)| lo <= key);
+            after > 0 && ranges[after - 1].1 >= key
         }
     }
 }

@@ -62,6 +62,25 @@ def test_counted_rows_skip_plpgsql_and_the_rest_reach_it(conn, tables):
     assert_rollup_matches(conn, spec, "single rows, native and not")
 
 
+def test_a_bulk_load_in_another_connection_reaches_the_writers_cache(conn, dsn, tables):
+    """A writer caches the claim chunks' ranges; a bulk load committed by
+    another connection announces its chunks, so the writer's next row with a
+    chunk-held key goes to PL/pgSQL (which turns the entry into a keys row)
+    instead of being counted as a new key."""
+    preds, outs, spec = tables
+    create_monitor(conn, spec)
+    insert = f"INSERT INTO {preds} VALUES (%s, %s, %s, 'web')"
+    assert plpgsql_calls(conn, spec, [(insert, [1, T0, True])]) == 0  # ranges cached (none)
+    with contextlib.closing(connect(dsn)) as loader:
+        loader.execute("SET mlmon.bulk_min_rows = 10")
+        loader.execute(f"INSERT INTO {preds} SELECT k, %s, k %% 2 = 0, 'app' FROM generate_series(1000, 1999) k", [T0])
+    assert conn.execute(f"SELECT count(*) FROM mlmon_{spec.name}_claims").fetchone()[0] > 0, "the bulk path was not taken"
+    assert plpgsql_calls(conn, spec, [(insert, [1500, T0 - dt.timedelta(minutes=3), False])]) == 1
+    assert plpgsql_calls(conn, spec, [(insert, [2500, T0, False])]) == 0  # outside every chunk
+    conn.execute(f"INSERT INTO {outs} VALUES (1500), (1501)")
+    assert_rollup_matches(conn, spec, "single rows after another connection's bulk load")
+
+
 def test_columns_added_and_dropped_between_single_rows(conn, tables):
     """The prepared claim takes the table's columns as parameters: after a
     column is added or dropped, the same connection prepares it again."""
