@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use mlmon_core::claims::{into_chunks, Chunk, Entry};
+use mlmon_core::claims::{encode_chunks, Chunk, Entry};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
@@ -241,13 +241,17 @@ impl Monitor {
         .collect()
     }
 
-    fn write_chunks(&self, client: &mut SpiClient<'_>, chunks: &[Chunk]) {
+    /// Writes encoded chunks: (first key, last key, bytes) each.
+    fn write_chunks(&self, client: &mut SpiClient<'_>, chunks: Vec<(i64, i64, Vec<u8>)>) {
         if chunks.is_empty() {
             return;
         }
-        let lo: Vec<i64> = chunks.iter().map(|c| c.entries[0].key).collect();
-        let hi: Vec<i64> = chunks.iter().map(|c| c.entries[c.entries.len() - 1].key).collect();
-        let bytes: Vec<Vec<u8>> = chunks.iter().map(Chunk::encode).collect();
+        let (mut lo, mut hi, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+        for (first, last, encoded) in chunks {
+            lo.push(first);
+            hi.push(last);
+            bytes.push(encoded);
+        }
         let sql = format!("INSERT INTO {} (lo, hi, entries) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
                           self.claims_table);
         client.update(&sql, None, &[lo.into(), hi.into(), bytes.into()]).unwrap_or_else(|e| spi_error(e));
@@ -398,7 +402,7 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
             })
             .collect();
         monitor.write_deltas(client, deltas);
-        monitor.write_chunks(client, &into_chunks(&entries, &texts));
+        monitor.write_chunks(client, encode_chunks(&entries, &texts));
         monitor.record_bulk_load(client);
         true
     })
@@ -452,7 +456,8 @@ pub fn insert_outcomes(monitor: &Monitor, outcomes: &[(i64, Actual)]) -> bool {
         monitor.write_deltas(client, deltas);
         let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", monitor.claims_table);
         client.update(&sql, None, &[replaced.into()]).unwrap_or_else(|e| spi_error(e));
-        monitor.write_chunks(client, &fresh);
+        let fresh = fresh.iter().map(|c| (c.entries[0].key, c.entries[c.entries.len() - 1].key, c.encode())).collect();
+        monitor.write_chunks(client, fresh);
         monitor.record_bulk_load(client);
         true
     })

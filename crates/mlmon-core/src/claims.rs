@@ -63,47 +63,7 @@ impl Chunk {
     /// weights only when some counted weight is not 1 -- about 9 bytes a key
     /// instead of 37, which is most of what a bulk load writes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new(TAG);
-        w.u32(self.texts.len() as u32);
-        for t in &self.texts {
-            w.str(t);
-        }
-        w.u32(self.entries.len() as u32);
-        let mut previous = None;
-        for e in &self.entries {
-            match previous {
-                None => w.u64(e.key as u64),
-                Some(p) => leb128(&mut w, (e.key as u64).wrapping_sub(p as u64)),
-            }
-            previous = Some(e.key);
-        }
-        let mut buckets: Vec<i64> = self.entries.iter().filter_map(|e| e.bucket).collect();
-        buckets.sort_unstable();
-        buckets.dedup();
-        w.u32(buckets.len() as u32);
-        for &b in &buckets {
-            w.u64(b as u64);
-        }
-        let small = |w: &mut Writer, i: Option<u32>| {
-            let v = i.map_or(NONE16, |i| i as u16);
-            w.u8(v as u8);
-            w.u8((v >> 8) as u8);
-        };
-        for e in &self.entries {
-            small(&mut w, e.bucket.map(|b| buckets.binary_search(&b).expect("bucket listed") as u32));
-            small(&mut w, e.segment);
-            small(&mut w, e.predicted);
-            small(&mut w, e.actual);
-        }
-        let implied = |e: &Entry| if e.bucket.is_some() { 1.0_f64 } else { 0.0 };
-        let explicit = self.entries.iter().any(|e| e.weight.to_bits() != implied(e).to_bits());
-        w.u8(u8::from(explicit));
-        if explicit {
-            for e in &self.entries {
-                w.f64(e.weight);
-            }
-        }
-        w.finish()
+        encode_parts(&self.texts, &self.entries, |i| i)
     }
 
     /// Decodes and checks a chunk: indexes in range, keys ascending.
@@ -184,6 +144,73 @@ fn read_leb128(r: &mut Reader) -> Result<u64> {
     Err(Error::BadBinary("claim chunk: key gap too long".into()))
 }
 
+/// A chunk's binary form (see `Chunk::encode`) from its dictionary and its
+/// entries, whose string indexes `text_index` maps into the dictionary.
+fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
+    let mut w = Writer::new(TAG);
+    w.u32(texts.len() as u32);
+    for t in texts {
+        w.str(t.as_ref());
+    }
+    w.u32(entries.len() as u32);
+    let mut previous = None;
+    for e in entries {
+        match previous {
+            None => w.u64(e.key as u64),
+            Some(p) => leb128(&mut w, (e.key as u64).wrapping_sub(p as u64)),
+        }
+        previous = Some(e.key);
+    }
+    let mut buckets: Vec<i64> = entries.iter().filter_map(|e| e.bucket).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    w.u32(buckets.len() as u32);
+    for &b in &buckets {
+        w.u64(b as u64);
+    }
+    let small = |w: &mut Writer, i: Option<u32>| {
+        let v = i.map_or(NONE16, |i| i as u16);
+        w.u8(v as u8);
+        w.u8((v >> 8) as u8);
+    };
+    for e in entries {
+        small(&mut w, e.bucket.map(|b| buckets.binary_search(&b).expect("bucket listed") as u32));
+        small(&mut w, e.segment.map(&text_index));
+        small(&mut w, e.predicted.map(&text_index));
+        small(&mut w, e.actual.map(&text_index));
+    }
+    let implied = |e: &Entry| if e.bucket.is_some() { 1.0_f64 } else { 0.0 };
+    let explicit = entries.iter().any(|e| e.weight.to_bits() != implied(e).to_bits());
+    w.u8(u8::from(explicit));
+    if explicit {
+        for e in entries {
+            w.f64(e.weight);
+        }
+    }
+    w.finish()
+}
+
+/// Splits entries sorted by key into runs of at most [`CHUNK_KEYS`] and
+/// encodes each as the chunk `into_chunks` would make of it, without making
+/// it: (first key, last key, bytes) per run. Entries index `texts`.
+pub fn encode_chunks(entries: &[Entry], texts: &[String]) -> Vec<(i64, i64, Vec<u8>)> {
+    entries
+        .chunks(CHUNK_KEYS)
+        .map(|run| {
+            // The run's dictionary, in the order into_chunks meets the strings.
+            let mut local = vec![NONE; texts.len()];
+            let mut used: Vec<&str> = Vec::new();
+            for i in run.iter().flat_map(|e| [e.segment, e.predicted, e.actual]).flatten() {
+                if local[i as usize] == NONE {
+                    used.push(&texts[i as usize]);
+                    local[i as usize] = (used.len() - 1) as u32;
+                }
+            }
+            (run[0].key, run[run.len() - 1].key, encode_parts(&used, run, |i| local[i as usize]))
+        })
+        .collect()
+}
+
 /// Splits entries sorted by key into chunks of at most [`CHUNK_KEYS`],
 /// each with the strings it uses; entries index `texts`.
 pub fn into_chunks(entries: &[Entry], texts: &[String]) -> Vec<Chunk> {
@@ -223,6 +250,29 @@ mod tests {
 
     fn entry(key: i64, bucket: Option<i64>) -> Entry {
         Entry { key, bucket, segment: bucket.map(|_| 0), predicted: bucket.map(|_| 1), actual: None, weight: 1.5 }
+    }
+
+    #[test]
+    fn encoded_runs_equal_encoded_chunks() {
+        let texts: Vec<String> = ["{}", "a", "b", "true", "false"].iter().map(|t| t.to_string()).collect();
+        let entries: Vec<Entry> = (0..(2 * CHUNK_KEYS as i64 + 17))
+            .map(|k| Entry {
+                key: 3 * k + 1,
+                bucket: (k % 7 != 0).then_some(600_000_000 * (k / 50)),
+                segment: (k % 7 != 0).then_some(1 + (k % 2) as u32),
+                predicted: (k % 7 != 0).then_some(3 + (k % 3 == 0) as u32),
+                actual: (k % 5 == 0 && k % 7 != 0).then_some(3),
+                weight: if k % 7 == 0 { 0.0 } else if k % 11 == 0 { 2.5 } else { 1.0 },
+            })
+            .collect();
+        let runs = encode_chunks(&entries, &texts);
+        let chunks = into_chunks(&entries, &texts);
+        assert_eq!(runs.len(), chunks.len());
+        for ((lo, hi, bytes), chunk) in runs.iter().zip(&chunks) {
+            assert_eq!((*lo, *hi), (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key));
+            assert_eq!(bytes, &chunk.encode());
+            assert_eq!(&Chunk::decode(bytes).unwrap(), chunk);
+        }
     }
 
     #[test]
