@@ -259,10 +259,10 @@ CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text, pl
         contribution, mlmon._keys_table(m), mlmon._rollup_table(m), plain_insert_allowed)
 $$;
 
--- The keys-table half of _claim_one_sql (below): inserts the key's keys row or locks
--- the one there, and returns (key, inserted, bucket, segment, predicted,
--- actual, weight) -- the row's contribution, which the caller counts in the
--- rollup when inserted and bucket IS NOT NULL.
+-- The keys-table half of _claim_one_sql (below): inserts the key's keys row
+-- or locks the one there, and returns (key, inserted, bucket, segment,
+-- predicted, actual, weight) -- the row's contribution, which the caller
+-- counts in the rollup when inserted and bucket IS NOT NULL.
 CREATE FUNCTION mlmon._claim_key_sql(m mlmon.monitor, contribution text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$

@@ -78,7 +78,7 @@ impl Texts {
     }
 }
 
-/// A monitor as the bulk trigger needs it.
+/// A monitor as the native insert trigger needs it.
 pub struct Monitor {
     name: String,
     pub predictions: pg_sys::Oid,
@@ -163,7 +163,7 @@ struct Delta {
 }
 
 pub(crate) fn spi_error(e: pgrx::spi::SpiError) -> ! {
-    pgrx::error!("mlmon bulk trigger: {e}")
+    pgrx::error!("mlmon insert trigger: {e}")
 }
 
 impl Monitor {
