@@ -106,14 +106,23 @@ pub struct Monitor {
 }
 
 /// One predictions row as read by the trigger: `predicted` and `segment`
-/// index the trigger's dictionaries of distinct values.
+/// index the trigger's dictionaries of distinct values. 32 bytes: a load
+/// holds a million of them.
 pub struct PredictionRow {
     pub key: i64,
-    pub countable: bool,
     pub at: i64,
+    pub weight: f64,
+    /// `NOT_COUNTED` for a row with a NULL time, label or weight.
     pub predicted: u32,
     pub segment: u32,
-    pub weight: f64,
+}
+
+impl PredictionRow {
+    pub const NOT_COUNTED: u32 = u32::MAX;
+
+    pub fn countable(&self) -> bool {
+        self.predicted != Self::NOT_COUNTED
+    }
 }
 
 /// The combined actual label of a key's new outcome rows.
@@ -296,29 +305,35 @@ fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[Datu
     rows.unwrap_or_else(|e| spi_error(e)).first().get::<T>(1).ok().flatten()
 }
 
-/// The statement's best row per key (per the dedup order), or `None` when
-/// two countable rows of a key tie on time but differ in what they count:
-/// PostgreSQL's order breaks such ties on the labels' text, which the
-/// trigger leaves to the usual path.
-fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
+/// The statement's best row per key (per the dedup order), in key order, or
+/// `None` when two countable rows of a key tie on time but differ in what
+/// they count: PostgreSQL's order breaks such ties on the labels' text,
+/// which the trigger leaves to the usual path.
+fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<u32>> {
     // Rows in key order (a load of ascending keys is in order already), then
     // the best of each run of a key.
-    let mut order: Vec<(i64, u32)> = rows.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
-    if !order.windows(2).all(|w| w[0] <= w[1]) {
-        order.sort_unstable();
+    if rows.windows(2).all(|w| w[0].key <= w[1].key) {
+        return best_of_runs(monitor, rows, 0..rows.len() as u32);
     }
-    let mut chosen: Vec<usize> = Vec::with_capacity(order.len());
+    let mut by_key: Vec<(i64, u32)> = rows.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
+    by_key.sort_unstable();
+    best_of_runs(monitor, rows, by_key.into_iter().map(|(_, i)| i))
+}
+
+/// The best row of each run of a key, `order` being the rows' indexes in key order.
+fn best_of_runs(monitor: &Monitor, rows: &[PredictionRow], order: impl ExactSizeIterator<Item = u32>) -> Option<Vec<u32>> {
+    let mut chosen: Vec<u32> = Vec::with_capacity(order.len());
     let mut last_key = None;
-    for &(key, i) in &order {
+    for i in order {
         let row = &rows[i as usize];
-        if last_key != Some(key) {
-            last_key = Some(key);
-            chosen.push(i as usize);
+        if last_key != Some(row.key) {
+            last_key = Some(row.key);
+            chosen.push(i);
             continue;
         }
         let best = chosen.last_mut().expect("a run has a first row");
-        let kept = &rows[*best];
-        let better = match (row.countable, kept.countable) {
+        let kept = &rows[*best as usize];
+        let better = match (row.countable(), kept.countable()) {
             (true, false) => true,
             (false, _) => false,
             (true, true) if row.at == kept.at => {
@@ -330,7 +345,7 @@ fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<usize>> {
             (true, true) => (row.at < kept.at) == monitor.first,
         };
         if better {
-            *best = i as usize;
+            *best = i;
         }
     }
     Some(chosen)
@@ -345,14 +360,9 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
     let Some(chosen) = best_rows(monitor, rows) else {
         return false;
     };
-    // Buckets first: a time the native date_bin does not cover sends the
-    // whole statement the usual way.
-    let mut buckets = Vec::with_capacity(chosen.len());
-    for &i in &chosen {
-        let row = &rows[i];
-        buckets.push(if row.countable { Some(monitor.bucket_of(row.at)) } else { None });
-    }
-    if buckets.iter().any(|b| matches!(b, Some(None))) {
+    let bucket_of = |row: &PredictionRow| if row.countable() { monitor.bucket_of(row.at).map(Some) } else { Some(None) };
+    // A time the native date_bin does not cover sends the whole statement the usual way.
+    if chosen.iter().any(|&i| bucket_of(&rows[i as usize]).is_none()) {
         return false;
     }
     Spi::connect_mut(|client| {
@@ -367,29 +377,27 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
         texts.push("false".into());
         let absent_index = (texts.len() - 1) as u32;
         let mut cells: FastMap<(i64, u32, u32), (i64, f64)> = FastMap::default();
-        let entries: Vec<Entry> = chosen
-            .iter()
-            .zip(&buckets)
-            .map(|(&i, bucket)| {
-                let row = &rows[i];
-                match bucket {
-                    Some(Some(bucket)) => {
-                        let cell = cells.entry((*bucket, row.segment, row.predicted)).or_insert((0, 0.0));
-                        cell.0 += 1;
-                        cell.1 += row.weight;
-                        Entry {
-                            key: row.key,
-                            bucket: Some(*bucket),
-                            segment: Some(segment_base + row.segment),
-                            predicted: Some(row.predicted),
-                            actual: absent.map(|_| absent_index),
-                            weight: row.weight,
-                        }
+        // Entries are made as the chunks are encoded, a run at a time.
+        let entries = chosen.iter().map(|&i| {
+            let row = &rows[i as usize];
+            match bucket_of(row).flatten() {
+                Some(bucket) => {
+                    let cell = cells.entry((bucket, row.segment, row.predicted)).or_insert((0, 0.0));
+                    cell.0 += 1;
+                    cell.1 += row.weight;
+                    Entry {
+                        key: row.key,
+                        bucket: Some(bucket),
+                        segment: Some(segment_base + row.segment),
+                        predicted: Some(row.predicted),
+                        actual: absent.map(|_| absent_index),
+                        weight: row.weight,
                     }
-                    _ => Entry { key: row.key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 },
                 }
-            })
-            .collect();
+                None => Entry { key: row.key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 },
+            }
+        });
+        let chunks = encode_chunks(entries, &texts);
         let deltas = cells
             .into_iter()
             .map(|((bucket, segment, label), (n, weight))| Delta {
@@ -402,7 +410,7 @@ pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: 
             })
             .collect();
         monitor.write_deltas(client, deltas);
-        monitor.write_chunks(client, encode_chunks(&entries, &texts));
+        monitor.write_chunks(client, chunks);
         monitor.record_bulk_load(client);
         true
     })

@@ -10,17 +10,20 @@
 //!   grouping alone took 0.76x of the COPY's time, with deduplication 1.6x).
 
 use std::ffi::CStr;
+use std::hash::Hasher;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::varlena;
 
-use crate::monitor_bulk::{self, Actual, FastMap, Monitor, PredictionRow};
+use crate::monitor_bulk::{self, Actual, FastHasher, Monitor, PredictionRow};
 
 /// Statements of fewer rows take the usual path (`mlmon.bulk_min_rows`).
 const DEFAULT_MIN_ROWS: i64 = 10_000;
 /// Nor do statements of more rows (`mlmon.bulk_max_rows`): the bulk path
-/// holds about 110 bytes a row in memory at its peak (the rows, their key
-/// order, the entries), 440 MB at this default. The usual path spills to disk.
+/// holds at most about 60 bytes a row in memory at its peak (the rows, their
+/// key order, the best row of each key; 40 bytes for a load in key order),
+/// 240 MB at this default. The usual path spills to disk.
 const DEFAULT_MAX_ROWS: i64 = 4_000_000;
 /// Distinct labels or segments are turned into text one query each: a load
 /// with more takes the usual path.
@@ -67,19 +70,67 @@ pub(super) fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 
 /// Distinct values of a column (or of several, as one tuple) by their bytes,
 /// each with a copy of its first occurrence.
+///
+/// A load asks it twice a row (label, segment). A value's identity is hashed
+/// once and compared once with the identity stored under that hash; a single
+/// column's value is its own identity, read where it lies. A map keyed by
+/// built identities (copied, then compared two to four times a row) cost
+/// 2-3% of a COPY.
 #[derive(Default)]
 struct Dictionary {
-    ids: FastMap<Vec<u8>, u32>,
+    /// Ids, found by the hash of their identity.
+    ids: hashbrown::HashTable<u32>,
+    /// The identity of each id: a single column's value bytes, or a tuple's
+    /// null flags, lengths and bytes (`id_of_tuple`).
+    identities: Vec<Vec<u8>>,
+    /// The id of a single column's NULL.
+    null_id: Option<u32>,
     values: Vec<Vec<(pg_sys::Datum, bool)>>,
-    /// The identity being built, kept to spare an allocation per row.
+    /// The tuple identity being built, kept to spare an allocation per row.
     identity: Vec<u8>,
-    /// The previous row's identity and id: rows of a load often repeat it.
-    last: Option<(Vec<u8>, u32)>,
+}
+
+fn identity_hash(identity: &[u8]) -> u64 {
+    let mut hasher = FastHasher::default();
+    hasher.write(identity);
+    hasher.finish()
 }
 
 impl Dictionary {
-    /// SAFETY: each value is valid for its attribute.
-    unsafe fn id<'a>(&mut self, values: impl Iterator<Item = (pg_sys::Datum, bool, &'a pg_sys::FormData_pg_attribute)> + Clone) -> u32 {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The id of one column's value. A dictionary takes single values or
+    /// tuples (`id_of_tuple`), never both.
+    ///
+    /// SAFETY: `value` is valid for `attribute` unless `null`.
+    unsafe fn id_of_value(&mut self, value: pg_sys::Datum, null: bool, attribute: &pg_sys::FormData_pg_attribute) -> u32 {
+        if null {
+            if let Some(id) = self.null_id {
+                return id;
+            }
+            let id = self.add(Vec::new(), identity_hash(&[]), vec![(value, true)]);
+            self.null_id = Some(id);
+            return id;
+        }
+        let by_value = value.value().to_le_bytes();
+        // SAFETY: the caller's promise.
+        let identity = if attribute.attbyval { &by_value[..] } else { unsafe { value_bytes(value, attribute) } };
+        let hash = identity_hash(identity);
+        let identities = &self.identities;
+        if let Some(&id) = self.ids.find(hash, |&id| identities[id as usize] == identity) {
+            return id;
+        }
+        // SAFETY: the caller's promise.
+        let copy = unsafe { copy_value(value, attribute) };
+        self.add(identity.to_vec(), hash, vec![(copy, false)])
+    }
+
+    /// The id of a tuple of values.
+    ///
+    /// SAFETY: each value is valid for its attribute unless NULL.
+    unsafe fn id_of_tuple<'a>(&mut self, values: impl Iterator<Item = (pg_sys::Datum, bool, &'a pg_sys::FormData_pg_attribute)> + Clone) -> u32 {
         let identity = &mut self.identity;
         identity.clear();
         for (value, null, attribute) in values.clone() {
@@ -95,28 +146,36 @@ impl Dictionary {
                 identity.extend_from_slice(bytes);
             }
         }
-        if let Some((last, id)) = &self.last {
-            if last == identity {
-                return *id;
-            }
-        }
-        if let Some(&id) = self.ids.get(identity.as_slice()) {
-            let (last, last_id) = self.last.get_or_insert_with(|| (Vec::new(), id));
-            last.clone_from(identity);
-            *last_id = id;
+        let hash = identity_hash(identity);
+        let identities = &self.identities;
+        if let Some(&id) = self.ids.find(hash, |&id| identities[id as usize] == *identity) {
             return id;
         }
         let identity = identity.clone();
-        let copies = values
-            .map(|(value, null, a)| {
-                let copy = if null || a.attbyval { value } else { unsafe { super::training_set::copy_by_reference(value, a.attlen) } };
-                (copy, null)
-            })
-            .collect();
-        self.values.push(copies);
+        // SAFETY: the caller's promise.
+        let copies = values.map(|(value, null, a)| (if null { value } else { unsafe { copy_value(value, a) } }, null)).collect();
+        self.add(identity, hash, copies)
+    }
+
+    fn add(&mut self, identity: Vec<u8>, hash: u64, values: Vec<(pg_sys::Datum, bool)>) -> u32 {
+        self.values.push(values);
+        self.identities.push(identity);
         let id = (self.values.len() - 1) as u32;
-        self.ids.insert(identity, id);
+        let identities = &self.identities;
+        self.ids.insert_unique(hash, id, |&id| identity_hash(&identities[id as usize]));
         id
+    }
+}
+
+/// A copy of a non-NULL value that outlives the row it was read from.
+///
+/// SAFETY: `value` is a valid value of `attribute`'s type.
+unsafe fn copy_value(value: pg_sys::Datum, attribute: &pg_sys::FormData_pg_attribute) -> pg_sys::Datum {
+    if attribute.attbyval {
+        value
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { super::training_set::copy_by_reference(value, attribute.attlen) }
     }
 }
 
@@ -127,8 +186,16 @@ impl Dictionary {
 unsafe fn value_bytes<'a>(value: pg_sys::Datum, attribute: &pg_sys::FormData_pg_attribute) -> &'a [u8] {
     unsafe {
         if attribute.attlen == -1 {
-            let plain = pg_sys::pg_detoast_datum_packed(value.cast_mut_ptr());
-            return pgrx::varlena::varlena_to_byte_slice(plain);
+            let pointer = value.cast_mut_ptr::<pg_sys::varlena>();
+            // A plain varlena (short or 4-byte header, uncompressed, inline),
+            // as a load's values almost always are, is read where it lies:
+            // the call below costs a guarded call into PostgreSQL a row.
+            let plain = if varlena::varatt_is_1b_e(pointer) || varlena::varatt_is_4b_c(pointer) {
+                pg_sys::pg_detoast_datum_packed(pointer)
+            } else {
+                pointer
+            };
+            return varlena::varlena_to_byte_slice(plain);
         }
         super::training_set::datum_bytes(value, attribute.attlen)
     }
@@ -320,22 +387,24 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
                     }
                 }
             }
-            if labels.values.len() > MAX_DISTINCT || segment_values.values.len() > MAX_DISTINCT {
+            if labels.len() > MAX_DISTINCT || segment_values.len() > MAX_DISTINCT {
                 return false;
             }
             let (predicted, segment) = if countable {
-                let segment_row = segments.iter().map(|&(i, a)| (values[i], nulls[i], a));
-                (labels.id(std::iter::once((values[label.0], false, label.1))), segment_values.id(segment_row))
+                let segment = match segments.as_slice() {
+                    [(i, a)] => segment_values.id_of_value(values[*i], nulls[*i], a),
+                    _ => segment_values.id_of_tuple(segments.iter().map(|&(i, a)| (values[i], nulls[i], a))),
+                };
+                (labels.id_of_value(values[label.0], false, label.1), segment)
             } else {
-                (0, 0)
+                (PredictionRow::NOT_COUNTED, 0)
             };
             rows.push(PredictionRow {
                 key: integer(values[key.0], key.1.atttypid),
-                countable,
                 at: values[at.0].value() as i64,
+                weight: w,
                 predicted,
                 segment,
-                weight: w,
             });
             true
         })

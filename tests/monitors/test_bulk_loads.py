@@ -223,3 +223,29 @@ def test_bulk_path_limits(conn, dsn, uniq):
         conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 's' || i FROM generate_series(20001, 30100) i")
         assert _counts(conn, name) == (200 + 10100, 1)
         assert_rollup_matches(conn, spec, "after loads over the bulk path's limits")
+
+
+def test_bulk_load_out_of_key_order_with_several_segments(conn, dsn, uniq):
+    """A bulk load whose keys come shuffled, with duplicate events far apart,
+    text labels and two segment columns (text, some long enough to be stored
+    compressed, and integer, with NULLs in both): the trigger sorts the keys
+    itself and tells tuples of segment values apart by every column."""
+    rng = random.Random(11)
+    long_values = ["x" * 3000, "x" * 2999 + "y", "é" * 200]
+    with monitored_tables(conn, dsn, uniq, "bulk_order",
+                          preds_columns="k bigint, ts timestamptz, label text, src text, tier integer",
+                          outs_columns="k bigint, actual text", actual="actual", actual_mode="max",
+                          segment_by=["src", "tier"], dedup="last") as (preds, outs, spec), \
+            _settings(conn, bulk_min_rows=50):
+        create_monitor(conn, spec)
+        keys = list(range(1, 700)) + rng.sample(range(1, 700), 150)  # 150 keys predicted twice
+        rng.shuffle(keys)
+        with conn.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
+            for k in keys:
+                cp.write_row([k, f"2031-03-04 10:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}+00",
+                              rng.choice(["cat", "dog", "bird"]),
+                              rng.choice(["a", None] + long_values), rng.choice([1, 2, None])])
+        assert _counts(conn, spec.name) == (0, 1), "bulk path not taken"
+        assert_rollup_matches(conn, spec, "after a shuffled bulk load")
+        conn.execute(f"INSERT INTO {outs} SELECT k, (ARRAY['cat', 'dog', NULL])[1 + k % 3] FROM generate_series(1, 700, 3) k")
+        assert_rollup_matches(conn, spec, "after outcomes for the shuffled load")

@@ -148,6 +148,9 @@ fn read_leb128(r: &mut Reader) -> Result<u64> {
 /// entries, whose string indexes `text_index` maps into the dictionary.
 fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
     let mut w = Writer::new(TAG);
+    // Texts, key gaps (mostly one byte), four indexes, a weight: written in place.
+    let text_bytes: usize = texts.iter().map(|t| 4 + t.as_ref().len()).sum();
+    w.reserve(16 + text_bytes + entries.len() * (8 + 2 * 4 + 8));
     w.u32(texts.len() as u32);
     for t in texts {
         w.str(t.as_ref());
@@ -168,11 +171,7 @@ fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl 
     for &b in &buckets {
         w.u64(b as u64);
     }
-    let small = |w: &mut Writer, i: Option<u32>| {
-        let v = i.map_or(NONE16, |i| i as u16);
-        w.u8(v as u8);
-        w.u8((v >> 8) as u8);
-    };
+    let small = |w: &mut Writer, i: Option<u32>| w.u16(i.map_or(NONE16, |i| i as u16));
     for e in entries {
         small(&mut w, e.bucket.map(|b| buckets.binary_search(&b).expect("bucket listed") as u32));
         small(&mut w, e.segment.map(&text_index));
@@ -191,57 +190,33 @@ fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl 
 }
 
 /// Splits entries sorted by key into runs of at most [`CHUNK_KEYS`] and
-/// encodes each as the chunk `into_chunks` would make of it, without making
-/// it: (first key, last key, bytes) per run. Entries index `texts`.
-pub fn encode_chunks(entries: &[Entry], texts: &[String]) -> Vec<(i64, i64, Vec<u8>)> {
-    entries
-        .chunks(CHUNK_KEYS)
-        .map(|run| {
-            // The run's dictionary, in the order into_chunks meets the strings.
-            let mut local = vec![NONE; texts.len()];
-            let mut used: Vec<&str> = Vec::new();
-            for i in run.iter().flat_map(|e| [e.segment, e.predicted, e.actual]).flatten() {
-                if local[i as usize] == NONE {
-                    used.push(&texts[i as usize]);
-                    local[i as usize] = (used.len() - 1) as u32;
-                }
+/// encodes each as a chunk (`Chunk::encode`) with the strings its entries
+/// use: (first key, last key, bytes) per run. Entries index `texts`.
+///
+/// Entries are taken one run at a time: a bulk load of a million keys never
+/// holds them all (56 MB of entries, whose page faults alone cost 2% of the
+/// load's time).
+pub fn encode_chunks(entries: impl IntoIterator<Item = Entry>, texts: &[String]) -> Vec<(i64, i64, Vec<u8>)> {
+    let mut encoded = Vec::new();
+    let mut run: Vec<Entry> = Vec::with_capacity(CHUNK_KEYS);
+    // The run's index of each of `texts`, once it uses it.
+    let mut local = vec![NONE; texts.len()];
+    let mut used: Vec<&str> = Vec::new();
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        run.clear();
+        run.extend(entries.by_ref().take(CHUNK_KEYS));
+        used.clear();
+        local.fill(NONE);
+        for i in run.iter().flat_map(|e| [e.segment, e.predicted, e.actual]).flatten() {
+            if local[i as usize] == NONE {
+                used.push(&texts[i as usize]);
+                local[i as usize] = (used.len() - 1) as u32;
             }
-            (run[0].key, run[run.len() - 1].key, encode_parts(&used, run, |i| local[i as usize]))
-        })
-        .collect()
-}
-
-/// Splits entries sorted by key into chunks of at most [`CHUNK_KEYS`],
-/// each with the strings it uses; entries index `texts`.
-pub fn into_chunks(entries: &[Entry], texts: &[String]) -> Vec<Chunk> {
-    entries
-        .chunks(CHUNK_KEYS)
-        .map(|run| {
-            let mut chunk = Chunk::default();
-            // The chunk's index of each of `texts`, once it uses it.
-            let mut local = vec![NONE; texts.len()];
-            let mut moved = |chunk: &mut Chunk, i: Option<u32>| {
-                i.map(|i| {
-                    if local[i as usize] == NONE {
-                        chunk.texts.push(texts[i as usize].clone());
-                        local[i as usize] = (chunk.texts.len() - 1) as u32;
-                    }
-                    local[i as usize]
-                })
-            };
-            chunk.entries.reserve(run.len());
-            for e in run {
-                let entry = Entry {
-                    segment: moved(&mut chunk, e.segment),
-                    predicted: moved(&mut chunk, e.predicted),
-                    actual: moved(&mut chunk, e.actual),
-                    ..e.clone()
-                };
-                chunk.entries.push(entry);
-            }
-            chunk
-        })
-        .collect()
+        }
+        encoded.push((run[0].key, run[run.len() - 1].key, encode_parts(&used, &run, |i| local[i as usize])));
+    }
+    encoded
 }
 
 #[cfg(test)]
@@ -252,8 +227,9 @@ mod tests {
         Entry { key, bucket, segment: bucket.map(|_| 0), predicted: bucket.map(|_| 1), actual: None, weight: 1.5 }
     }
 
+    /// Each run decodes to its entries, with the same strings behind their indexes.
     #[test]
-    fn encoded_runs_equal_encoded_chunks() {
+    fn encoded_runs_decode_to_their_entries() {
         let texts: Vec<String> = ["{}", "a", "b", "true", "false"].iter().map(|t| t.to_string()).collect();
         let entries: Vec<Entry> = (0..(2 * CHUNK_KEYS as i64 + 17))
             .map(|k| Entry {
@@ -265,21 +241,33 @@ mod tests {
                 weight: if k % 7 == 0 { 0.0 } else if k % 11 == 0 { 2.5 } else { 1.0 },
             })
             .collect();
-        let runs = encode_chunks(&entries, &texts);
-        let chunks = into_chunks(&entries, &texts);
-        assert_eq!(runs.len(), chunks.len());
-        for ((lo, hi, bytes), chunk) in runs.iter().zip(&chunks) {
+        let runs = encode_chunks(entries.iter().cloned(), &texts);
+        assert_eq!(runs.len(), 3);
+        let text = |i: Option<u32>| i.map(|i| texts[i as usize].as_str());
+        let mut expected = entries.iter();
+        for (lo, hi, bytes) in &runs {
+            let chunk = Chunk::decode(bytes).unwrap();
+            assert!(chunk.entries.len() <= CHUNK_KEYS);
             assert_eq!((*lo, *hi), (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key));
-            assert_eq!(bytes, &chunk.encode());
-            assert_eq!(&Chunk::decode(bytes).unwrap(), chunk);
+            assert!(chunk.texts.len() <= 4, "a run keeps only the strings it uses");
+            assert_eq!(chunk.encode(), *bytes);
+            for got in &chunk.entries {
+                let want = expected.next().expect("no more entries than given");
+                assert_eq!((got.key, got.bucket, got.weight.to_bits()), (want.key, want.bucket, want.weight.to_bits()));
+                assert_eq!(chunk.text(got.segment), text(want.segment));
+                assert_eq!(chunk.text(got.predicted), text(want.predicted));
+                assert_eq!(chunk.text(got.actual), text(want.actual));
+            }
         }
+        assert!(expected.next().is_none(), "every entry is in a run");
+        assert!(encode_chunks(Vec::new(), &texts).is_empty());
     }
 
     #[test]
     fn chunks_round_trip_and_split() {
         let texts = ["{}".to_string(), "true".to_string()];
         let entries: Vec<Entry> = (0..(CHUNK_KEYS as i64 + 10)).map(|k| entry(k * 3 - 7, (k % 5 != 0).then_some(k * 1000))).collect();
-        let chunks = into_chunks(&entries, &texts);
+        let chunks: Vec<Chunk> = encode_chunks(entries, &texts).iter().map(|(_, _, bytes)| Chunk::decode(bytes).unwrap()).collect();
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[1].entries.len(), 10);
         for c in &chunks {

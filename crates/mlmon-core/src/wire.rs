@@ -19,6 +19,9 @@ impl Writer {
     pub fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
+    pub fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
     pub fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
@@ -31,6 +34,10 @@ impl Writer {
     pub fn str(&mut self, s: &str) {
         self.u32(s.len() as u32);
         self.0.extend_from_slice(s.as_bytes());
+    }
+    /// Room for `additional` more bytes, for a writer that knows its size.
+    pub fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
     }
     pub fn finish(self) -> Vec<u8> {
         self.0
