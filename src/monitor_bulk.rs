@@ -5,7 +5,8 @@
 //! index entry per key, as much again as the user's own insert. A bulk INSERT
 //! (COPY of a day's predictions, a file of late labels) instead goes through
 //! a native trigger (`ffi::insert_trigger`) that reads the statement's rows
-//! once, and, when it may, writes the rollup's deltas and the keys'
+//! once (predictions are counted by `mlmon_core::bulk` on a helper thread
+//! meanwhile), and, when it may, writes the rollup's deltas and the keys'
 //! contributions as claim chunks (`mlmon_core::claims`): a few rows of packed
 //! entries. Every other statement first copies the entries of the keys it
 //! touches into keys rows ("materializes" them, `_claim_entries`) and then
@@ -25,40 +26,13 @@
 //! * Outcomes: no keys row lies in the range and every key falls inside a
 //!   chunk; its entry's actual label is combined with the new outcomes.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-use mlmon_core::claims::{encode_chunks, Chunk, Entry};
+use mlmon_core::bulk::{Buckets, Counted, Text};
+use mlmon_core::claims::{Chunk, Entry};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
 
-/// A multiply-rotate hash (as rustc's FxHash): the maps here hold a million
-/// integer keys, and SipHash's DoS resistance is not needed for the
-/// statement's own rows.
-#[derive(Default)]
-pub struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_i64(&mut self, value: i64) {
-        self.write_u64(value as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub use mlmon_core::fast_hash::{FastHasher, FastMap};
 
 /// Strings interned once, so that cells are keyed by small integers.
 #[derive(Default)]
@@ -93,36 +67,13 @@ pub struct Monitor {
     pub actual_column: Option<String>,
     pub label_kind: String,
     pub first: bool,
-    /// The bucket width in microseconds; `None` when it has months (date_bin refuses those).
-    pub bucket_usecs: Option<i64>,
-    /// The buckets' origin, microseconds since 2000-01-01 UTC.
-    pub origin: i64,
+    pub buckets: Buckets,
     pub integer_key: bool,
     keys_table: String,
     rollup_table: String,
     claims_table: String,
     claims_oid: pg_sys::Oid,
     pub lock_id: i64,
-}
-
-/// One predictions row as read by the trigger: `predicted` and `segment`
-/// index the trigger's dictionaries of distinct values. 32 bytes: a load
-/// holds a million of them.
-pub struct PredictionRow {
-    pub key: i64,
-    pub at: i64,
-    pub weight: f64,
-    /// `NOT_COUNTED` for a row with a NULL time, label or weight.
-    pub predicted: u32,
-    pub segment: u32,
-}
-
-impl PredictionRow {
-    pub const NOT_COUNTED: u32 = u32::MAX;
-
-    pub fn countable(&self) -> bool {
-        self.predicted != Self::NOT_COUNTED
-    }
 }
 
 /// The combined actual label of a key's new outcome rows.
@@ -207,8 +158,10 @@ impl Monitor {
             actual_column: get(10),
             label_kind: get(11)?,
             first: row.get::<bool>(12).ok().flatten()?,
-            bucket_usecs: row.get::<i64>(13).ok().flatten().filter(|&u| u > 0),
-            origin: row.get::<i64>(14).ok().flatten()?,
+            buckets: Buckets {
+                stride: row.get::<i64>(13).ok().flatten().filter(|&u| u > 0),
+                origin: row.get::<i64>(14).ok().flatten()?,
+            },
             integer_key: row.get::<bool>(15).ok().flatten()?,
             keys_table: get(16)?,
             rollup_table: get(17)?,
@@ -290,14 +243,6 @@ impl Monitor {
             .unwrap_or_else(|e| spi_error(e));
     }
 
-    /// The bucket of a prediction time, as `date_bin(bucket, at, origin)`;
-    /// `None` where the native arithmetic would not be date_bin's (months,
-    /// times before the origin).
-    pub fn bucket_of(&self, at: i64) -> Option<i64> {
-        let stride = self.bucket_usecs?;
-        let diff = at.checked_sub(self.origin).filter(|&d| d >= 0)?;
-        Some(self.origin + (diff - diff % stride))
-    }
 }
 
 fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
@@ -305,99 +250,24 @@ fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[Datu
     rows.unwrap_or_else(|e| spi_error(e)).first().get::<T>(1).ok().flatten()
 }
 
-/// The statement's best row per key (per the dedup order), in key order, or
-/// `None` when two countable rows of a key tie on time but differ in what
-/// they count: PostgreSQL's order breaks such ties on the labels' text,
-/// which the trigger leaves to the usual path.
-fn best_rows(monitor: &Monitor, rows: &[PredictionRow]) -> Option<Vec<u32>> {
-    // Rows in key order (a load of ascending keys is in order already), then
-    // the best of each run of a key.
-    if rows.windows(2).all(|w| w[0].key <= w[1].key) {
-        return best_of_runs(monitor, rows, 0..rows.len() as u32);
-    }
-    let mut by_key: Vec<(i64, u32)> = rows.iter().enumerate().map(|(i, r)| (r.key, i as u32)).collect();
-    by_key.sort_unstable();
-    best_of_runs(monitor, rows, by_key.into_iter().map(|(_, i)| i))
-}
-
-/// The best row of each run of a key, `order` being the rows' indexes in key order.
-fn best_of_runs(monitor: &Monitor, rows: &[PredictionRow], order: impl ExactSizeIterator<Item = u32>) -> Option<Vec<u32>> {
-    let mut chosen: Vec<u32> = Vec::with_capacity(order.len());
-    let mut last_key = None;
-    for i in order {
-        let row = &rows[i as usize];
-        if last_key != Some(row.key) {
-            last_key = Some(row.key);
-            chosen.push(i);
-            continue;
-        }
-        let best = chosen.last_mut().expect("a run has a first row");
-        let kept = &rows[*best as usize];
-        let better = match (row.countable(), kept.countable()) {
-            (true, false) => true,
-            (false, _) => false,
-            (true, true) if row.at == kept.at => {
-                if (row.predicted, row.segment, row.weight.to_bits()) != (kept.predicted, kept.segment, kept.weight.to_bits()) {
-                    return None;
-                }
-                false
-            }
-            (true, true) => (row.at < kept.at) == monitor.first,
-        };
-        if better {
-            *best = i;
-        }
-    }
-    Some(chosen)
-}
-
-/// Counts a bulk INSERT of predictions whose keys are all new, if it may
-/// (see the module's comment); returns whether it did.
-pub fn insert_predictions(monitor: &Monitor, rows: &[PredictionRow], predicted: &[String], segments: &[String]) -> bool {
-    let (Some(lo), Some(hi)) = (rows.iter().map(|r| r.key).min(), rows.iter().map(|r| r.key).max()) else {
-        return false;
-    };
-    let Some(chosen) = best_rows(monitor, rows) else {
-        return false;
-    };
-    let bucket_of = |row: &PredictionRow| if row.countable() { monitor.bucket_of(row.at).map(Some) } else { Some(None) };
-    // A time the native date_bin does not cover sends the whole statement the usual way.
-    if chosen.iter().any(|&i| bucket_of(&rows[i as usize]).is_none()) {
-        return false;
-    }
+/// Writes what a bulk INSERT of predictions counts (`bulk::Counter`), if
+/// its keys are all new (see the module's comment); returns whether it did.
+/// `predicted` and `segments` are the texts of the counter's label and
+/// segment ids.
+pub fn insert_predictions(monitor: &Monitor, counted: Counted, predicted: &[String], segments: &[String]) -> bool {
+    let Counted { lo, hi, runs, cells } = counted;
     Spi::connect_mut(|client| {
         if !monitor.try_bulk_lock() || monitor.any_keys_row(client, lo, hi) || !monitor.chunks_in(client, lo, hi).is_empty() {
             return false;
         }
         // A key's actual label with no outcome row (none can exist: the key is new).
         let absent = monitor.actual_column.is_none().then_some("false");
-        let mut texts: Vec<String> = predicted.to_vec();
-        texts.extend(segments.iter().cloned());
-        let segment_base = predicted.len() as u32;
-        texts.push("false".into());
-        let absent_index = (texts.len() - 1) as u32;
-        let mut cells: FastMap<(i64, u32, u32), (i64, f64)> = FastMap::default();
-        // Entries are made as the chunks are encoded, a run at a time.
-        let entries = chosen.iter().map(|&i| {
-            let row = &rows[i as usize];
-            match bucket_of(row).flatten() {
-                Some(bucket) => {
-                    let cell = cells.entry((bucket, row.segment, row.predicted)).or_insert((0, 0.0));
-                    cell.0 += 1;
-                    cell.1 += row.weight;
-                    Entry {
-                        key: row.key,
-                        bucket: Some(bucket),
-                        segment: Some(segment_base + row.segment),
-                        predicted: Some(row.predicted),
-                        actual: absent.map(|_| absent_index),
-                        weight: row.weight,
-                    }
-                }
-                None => Entry { key: row.key, bucket: None, segment: None, predicted: None, actual: None, weight: 0.0 },
-            }
-        });
-        let chunks = encode_chunks(entries, &texts);
+        let text = |t: Text| match t {
+            Text::Label(l) => predicted[l as usize].as_str(),
+            Text::Segment(s) => segments[s as usize].as_str(),
+            Text::Absent => "false",
+        };
+        let chunks = runs.iter().map(|run| (run.lo, run.hi, run.assemble(text))).collect();
         let deltas = cells
             .into_iter()
             .map(|((bucket, segment, label), (n, weight))| Delta {

@@ -8,6 +8,8 @@
 //! - Bulk loads (`monitor_bulk`): reads the statement's transition table
 //!   directly, where SQL over it cost more than the COPY itself (1M rows:
 //!   grouping alone took 0.76x of the COPY's time, with deduplication 1.6x).
+//!   Predictions are counted (`mlmon_core::bulk`) on a helper thread while
+//!   this one reads them (`helper_thread`).
 
 use std::ffi::CStr;
 use std::hash::Hasher;
@@ -16,7 +18,9 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::varlena;
 
-use crate::monitor_bulk::{self, Actual, FastHasher, Monitor, PredictionRow};
+use mlmon_core::bulk::{Counter, PredictionRow};
+
+use crate::monitor_bulk::{self, Actual, FastHasher, Monitor};
 
 /// Statements of fewer rows take the usual path (`mlmon.bulk_min_rows`).
 const DEFAULT_MIN_ROWS: i64 = 10_000;
@@ -85,9 +89,23 @@ struct Dictionary {
     identities: Vec<Vec<u8>>,
     /// The id of a single column's NULL.
     null_id: Option<u32>,
+    /// The first few single values of at most 8 bytes, as (length, bytes as
+    /// a word, id), also in `ids`: labels and segments mostly are such, and
+    /// are found here by comparing registers instead of hashing bytes.
+    short: Vec<(usize, u64, u32)>,
     values: Vec<Vec<(pg_sys::Datum, bool)>>,
     /// The tuple identity being built, kept to spare an allocation per row.
     identity: Vec<u8>,
+}
+
+/// How many values `Dictionary::short` holds.
+const SHORT_VALUES: usize = 8;
+
+/// Up to 8 bytes as a word.
+fn word(bytes: &[u8]) -> u64 {
+    let mut padded = [0u8; 8];
+    padded[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(padded)
 }
 
 fn identity_hash(identity: &[u8]) -> u64 {
@@ -117,6 +135,12 @@ impl Dictionary {
         let by_value = value.value().to_le_bytes();
         // SAFETY: the caller's promise.
         let identity = if attribute.attbyval { &by_value[..] } else { unsafe { value_bytes(value, attribute) } };
+        let short = (identity.len() <= 8).then(|| (identity.len(), word(identity)));
+        if let Some(short) = short {
+            if let Some(&(_, _, id)) = self.short.iter().find(|&&(length, word, _)| (length, word) == short) {
+                return id;
+            }
+        }
         let hash = identity_hash(identity);
         let identities = &self.identities;
         if let Some(&id) = self.ids.find(hash, |&id| identities[id as usize] == identity) {
@@ -124,7 +148,11 @@ impl Dictionary {
         }
         // SAFETY: the caller's promise.
         let copy = unsafe { copy_value(value, attribute) };
-        self.add(identity.to_vec(), hash, vec![(copy, false)])
+        let id = self.add(identity.to_vec(), hash, vec![(copy, false)]);
+        if let Some((length, word)) = short.filter(|_| self.short.len() < SHORT_VALUES) {
+            self.short.push((length, word, id));
+        }
+        id
     }
 
     /// The id of a tuple of values.
@@ -242,7 +270,13 @@ pub(super) unsafe fn each_row(table: *mut pg_sys::Tuplestorestate, desc: pg_sys:
         pg_sys::tuplestore_rescan(table);
         let width = (*desc).natts as usize;
         let mut complete = true;
+        let mut read = 0usize;
         while pg_sys::tuplestore_gettupleslot(table, true, false, slot) {
+            // A load of millions of rows can be cancelled while it is read.
+            read += 1;
+            if read.is_multiple_of(65_536) {
+                pgrx::check_for_interrupts!();
+            }
             pg_sys::slot_getallattrs(slot);
             let values = std::slice::from_raw_parts((*slot).tts_values, width);
             let nulls = std::slice::from_raw_parts((*slot).tts_isnull, width);
@@ -331,7 +365,7 @@ unsafe fn bulk_insert(data: &pg_sys::TriggerData, name: &str) -> bool {
     // SAFETY: the caller's promise.
     unsafe {
         let relation = &*data.tg_relation;
-        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(&c, name))) else {
+        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name))) else {
             return false;
         };
         let attributes = Attributes(relation.rd_att);
@@ -369,49 +403,60 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
     let mut labels = Dictionary::default();
     let mut segment_values = Dictionary::default();
     // SAFETY: the caller's promise.
-    let mut rows = Vec::with_capacity(unsafe { pg_sys::tuplestore_tuple_count(table) } as usize);
-    // SAFETY: the caller's promise; every attribute index comes from its descriptor.
-    let complete = unsafe {
-        each_row(table, attributes.0, |values, nulls| {
-            if nulls[key.0] {
-                return true;
+    let expected_rows = unsafe { pg_sys::tuplestore_tuple_count(table) } as usize;
+    let counter = Counter::new(monitor.first, monitor.buckets, monitor.actual_column.is_none(), expected_rows);
+    // The rows are counted on a helper thread as they are read here.
+    let (complete, counted) = super::helper_thread::pipelined(
+        move |batches| {
+            let mut counter = counter;
+            for batch in batches {
+                counter.push(&batch);
             }
-            let mut countable = !nulls[at.0] && !nulls[label.0];
-            let mut w = 1.0;
-            if let Some((i, _)) = weight {
-                countable &= !nulls[i];
-                if countable {
-                    w = f64::from_bits(values[i].value() as u64);
-                    if !(w.is_finite() && w >= 0.0) {
-                        return false; // the usual path raises the proper error
+            counter.finish()
+        },
+        // SAFETY: the caller's promise; every attribute index comes from its descriptor.
+        |rows| unsafe {
+            each_row(table, attributes.0, |values, nulls| {
+                if nulls[key.0] {
+                    return true;
+                }
+                let mut countable = !nulls[at.0] && !nulls[label.0];
+                let mut w = 1.0;
+                if let Some((i, _)) = weight {
+                    countable &= !nulls[i];
+                    if countable {
+                        w = f64::from_bits(values[i].value() as u64);
+                        if !(w.is_finite() && w >= 0.0) {
+                            return false; // the usual path raises the proper error
+                        }
                     }
                 }
-            }
-            if labels.len() > MAX_DISTINCT || segment_values.len() > MAX_DISTINCT {
-                return false;
-            }
-            let (predicted, segment) = if countable {
-                let segment = match segments.as_slice() {
-                    [(i, a)] => segment_values.id_of_value(values[*i], nulls[*i], a),
-                    _ => segment_values.id_of_tuple(segments.iter().map(|&(i, a)| (values[i], nulls[i], a))),
+                if labels.len() > MAX_DISTINCT || segment_values.len() > MAX_DISTINCT {
+                    return false;
+                }
+                let (predicted, segment) = if countable {
+                    let segment = match segments.as_slice() {
+                        [(i, a)] => segment_values.id_of_value(values[*i], nulls[*i], a),
+                        _ => segment_values.id_of_tuple(segments.iter().map(|&(i, a)| (values[i], nulls[i], a))),
+                    };
+                    (labels.id_of_value(values[label.0], false, label.1), segment)
+                } else {
+                    (PredictionRow::NOT_COUNTED, 0)
                 };
-                (labels.id_of_value(values[label.0], false, label.1), segment)
-            } else {
-                (PredictionRow::NOT_COUNTED, 0)
-            };
-            rows.push(PredictionRow {
-                key: integer(values[key.0], key.1.atttypid),
-                at: values[at.0].value() as i64,
-                weight: w,
-                predicted,
-                segment,
-            });
-            true
-        })
-    };
-    if !complete || rows.is_empty() {
+                rows.push(PredictionRow {
+                    key: integer(values[key.0], key.1.atttypid),
+                    at: values[at.0].value() as i64,
+                    weight: w,
+                    predicted,
+                    segment,
+                });
+                true
+            })
+        },
+    );
+    let (true, Some(counted)) = (complete, counted) else {
         return false;
-    }
+    };
     as_user(monitor.owner, || {
         let predicted = texts(&labels, "SELECT $1::text", &[], &[label.1.atttypid]);
         let names: Vec<&str> = monitor.segment_by.iter().map(String::as_str).collect();
@@ -423,7 +468,7 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
         };
         let types: Vec<pg_sys::Oid> = segments.iter().map(|s| s.1.atttypid).collect();
         let segment_texts = texts(&segment_values, &segment_sql, &names, &types);
-        monitor_bulk::insert_predictions(monitor, &rows, &predicted, &segment_texts)
+        monitor_bulk::insert_predictions(monitor, counted, &predicted, &segment_texts)
     })
 }
 

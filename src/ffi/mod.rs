@@ -377,6 +377,7 @@ pub fn column_type(relation: pg_sys::Oid, column: &CStr) -> Option<pg_sys::Oid> 
     }
 }
 
+mod helper_thread;
 mod insert_trigger;
 mod one_row;
 pub(crate) use insert_trigger::try_bulk_lock;

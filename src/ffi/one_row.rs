@@ -181,7 +181,7 @@ unsafe fn plans(data: &pg_sys::TriggerData, monitor: &str) -> Option<Rc<Plans>> 
 unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     // SAFETY: the caller's promise.
     let relation = unsafe { &*data.tg_relation };
-    let monitor = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(&c, name)))?;
+    let monitor = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name)))?;
     if monitor.predictions != relation.rd_id || monitor.predictions == monitor.outcomes || !monitor.integer_key {
         return None;
     }

@@ -249,3 +249,32 @@ def test_bulk_load_out_of_key_order_with_several_segments(conn, dsn, uniq):
         assert_rollup_matches(conn, spec, "after a shuffled bulk load")
         conn.execute(f"INSERT INTO {outs} SELECT k, (ARRAY['cat', 'dog', NULL])[1 + k % 3] FROM generate_series(1, 700, 3) k")
         assert_rollup_matches(conn, spec, "after outcomes for the shuffled load")
+
+
+def test_bulk_loads_cancelled_at_any_point(conn, dsn, uniq):
+    """The bulk path counts on a helper thread while it reads the rows. A
+    load cancelled by statement_timeout at a sweep of moments (in the COPY,
+    in the reading, in the counting, in the writes) leaves the monitor
+    exact, the helper gone and the connection usable."""
+    with monitored_tables(conn, dsn, uniq, "bulk_cancel", preds_columns="k bigint, ts timestamptz, label boolean, src text",
+                          outs_columns="k bigint", segment_by=["src"]) as (preds, outs, spec), \
+            _settings(conn, bulk_min_rows=50):
+        create_monitor(conn, spec)
+        load = "".join(f"{k}\t2031-03-04 10:{k % 60:02d}:00+00\t{'t' if k % 3 else 'f'}\ts{k % 4}\n"
+                       for k in range(1, 200_001)).encode()
+        outcomes = {"cancelled": 0, "loaded": 0}
+        timeout_ms = 20
+        while outcomes["loaded"] == 0 and timeout_ms < 20_000:
+            conn.execute(f"SET statement_timeout = {timeout_ms}")
+            try:
+                with conn.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
+                    cp.write(load)
+                outcomes["loaded"] += 1
+            except psycopg.errors.QueryCanceled:
+                outcomes["cancelled"] += 1
+            conn.execute("RESET statement_timeout")
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            timeout_ms = int(timeout_ms * 1.08) + 1
+        assert outcomes["cancelled"] > 0 and outcomes["loaded"] == 1, outcomes
+        assert _counts(conn, spec.name)[0] == 0, "the load did not take the bulk path"
+        assert_rollup_matches(conn, spec, f"after {outcomes['cancelled']} cancelled loads and one complete")

@@ -16,7 +16,6 @@ use crate::wire::{Reader, Writer};
 pub const CHUNK_KEYS: usize = 4096;
 
 const TAG: u8 = 0x43;
-const NONE: u32 = u32::MAX;
 
 /// One key's counted contribution. `bucket` is `None` for a key with raw rows
 /// but no counted prediction (then every other field is `None` too).
@@ -147,14 +146,15 @@ fn read_leb128(r: &mut Reader) -> Result<u64> {
 /// A chunk's binary form (see `Chunk::encode`) from its dictionary and its
 /// entries, whose string indexes `text_index` maps into the dictionary.
 fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
-    let mut w = Writer::new(TAG);
-    // Texts, key gaps (mostly one byte), four indexes, a weight: written in place.
-    let text_bytes: usize = texts.iter().map(|t| 4 + t.as_ref().len()).sum();
-    w.reserve(16 + text_bytes + entries.len() * (8 + 2 * 4 + 8));
-    w.u32(texts.len() as u32);
-    for t in texts {
-        w.str(t.as_ref());
-    }
+    assemble(texts, &encode_entries(entries, text_index))
+}
+
+/// The part of a chunk's binary form after its dictionary: the entries,
+/// whose string indexes `text_index` maps into the dictionary. A bulk load
+/// encodes its entries before it knows the strings (`bulk::Counter`).
+pub fn encode_entries(entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
+    // Key gaps (mostly one byte), four indexes, a weight: written in place.
+    let mut w = Writer::bare(16 + entries.len() * (8 + 2 * 4 + 8));
     w.u32(entries.len() as u32);
     let mut previous = None;
     for e in entries {
@@ -189,34 +189,18 @@ fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl 
     w.finish()
 }
 
-/// Splits entries sorted by key into runs of at most [`CHUNK_KEYS`] and
-/// encodes each as a chunk (`Chunk::encode`) with the strings its entries
-/// use: (first key, last key, bytes) per run. Entries index `texts`.
-///
-/// Entries are taken one run at a time: a bulk load of a million keys never
-/// holds them all (56 MB of entries, whose page faults alone cost 2% of the
-/// load's time).
-pub fn encode_chunks(entries: impl IntoIterator<Item = Entry>, texts: &[String]) -> Vec<(i64, i64, Vec<u8>)> {
-    let mut encoded = Vec::new();
-    let mut run: Vec<Entry> = Vec::with_capacity(CHUNK_KEYS);
-    // The run's index of each of `texts`, once it uses it.
-    let mut local = vec![NONE; texts.len()];
-    let mut used: Vec<&str> = Vec::new();
-    let mut entries = entries.into_iter().peekable();
-    while entries.peek().is_some() {
-        run.clear();
-        run.extend(entries.by_ref().take(CHUNK_KEYS));
-        used.clear();
-        local.fill(NONE);
-        for i in run.iter().flat_map(|e| [e.segment, e.predicted, e.actual]).flatten() {
-            if local[i as usize] == NONE {
-                used.push(&texts[i as usize]);
-                local[i as usize] = (used.len() - 1) as u32;
-            }
-        }
-        encoded.push((run[0].key, run[run.len() - 1].key, encode_parts(&used, &run, |i| local[i as usize])));
+/// A chunk's binary form from its dictionary and its encoded entries
+/// (`encode_entries`).
+pub fn assemble<S: AsRef<str>>(texts: &[S], entries: &[u8]) -> Vec<u8> {
+    let text_bytes: usize = texts.iter().map(|t| 4 + t.as_ref().len()).sum();
+    let mut w = Writer::new(TAG);
+    w.reserve(4 + text_bytes + entries.len());
+    w.u32(texts.len() as u32);
+    for t in texts {
+        w.str(t.as_ref());
     }
-    encoded
+    w.bytes(entries);
+    w.finish()
 }
 
 #[cfg(test)]
@@ -227,49 +211,38 @@ mod tests {
         Entry { key, bucket, segment: bucket.map(|_| 0), predicted: bucket.map(|_| 1), actual: None, weight: 1.5 }
     }
 
-    /// Each run decodes to its entries, with the same strings behind their indexes.
+    /// Entries encoded before their strings are known, then assembled with
+    /// them, are the chunk's own encoding.
     #[test]
-    fn encoded_runs_decode_to_their_entries() {
-        let texts: Vec<String> = ["{}", "a", "b", "true", "false"].iter().map(|t| t.to_string()).collect();
-        let entries: Vec<Entry> = (0..(2 * CHUNK_KEYS as i64 + 17))
+    fn assembled_entries_equal_the_chunk_encoding() {
+        let texts: Vec<String> = ["{}", "a", "true"].iter().map(|t| t.to_string()).collect();
+        let entries: Vec<Entry> = (0..100)
             .map(|k| Entry {
-                key: 3 * k + 1,
-                bucket: (k % 7 != 0).then_some(600_000_000 * (k / 50)),
-                segment: (k % 7 != 0).then_some(1 + (k % 2) as u32),
-                predicted: (k % 7 != 0).then_some(3 + (k % 3 == 0) as u32),
-                actual: (k % 5 == 0 && k % 7 != 0).then_some(3),
+                key: 5 * k - 40,
+                bucket: (k % 7 != 0).then_some(600_000_000 * (k / 9)),
+                segment: (k % 7 != 0).then_some((k % 2) as u32),
+                predicted: (k % 7 != 0).then_some(2),
+                actual: (k % 5 == 0).then_some(2),
                 weight: if k % 7 == 0 { 0.0 } else if k % 11 == 0 { 2.5 } else { 1.0 },
             })
             .collect();
-        let runs = encode_chunks(entries.iter().cloned(), &texts);
-        assert_eq!(runs.len(), 3);
-        let text = |i: Option<u32>| i.map(|i| texts[i as usize].as_str());
-        let mut expected = entries.iter();
-        for (lo, hi, bytes) in &runs {
-            let chunk = Chunk::decode(bytes).unwrap();
-            assert!(chunk.entries.len() <= CHUNK_KEYS);
-            assert_eq!((*lo, *hi), (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key));
-            assert!(chunk.texts.len() <= 4, "a run keeps only the strings it uses");
-            assert_eq!(chunk.encode(), *bytes);
-            for got in &chunk.entries {
-                let want = expected.next().expect("no more entries than given");
-                assert_eq!((got.key, got.bucket, got.weight.to_bits()), (want.key, want.bucket, want.weight.to_bits()));
-                assert_eq!(chunk.text(got.segment), text(want.segment));
-                assert_eq!(chunk.text(got.predicted), text(want.predicted));
-                assert_eq!(chunk.text(got.actual), text(want.actual));
-            }
-        }
-        assert!(expected.next().is_none(), "every entry is in a run");
-        assert!(encode_chunks(Vec::new(), &texts).is_empty());
+        let chunk = Chunk { texts: texts.clone(), entries: entries.clone() };
+        // Global string numbers 10, 11, 12 standing for the chunk's 0, 1, 2.
+        let global: Vec<Entry> = entries
+            .iter()
+            .map(|e| Entry { segment: e.segment.map(|i| i + 10), predicted: e.predicted.map(|i| i + 10), actual: e.actual.map(|i| i + 10), ..e.clone() })
+            .collect();
+        let bytes = assemble(&texts, &encode_entries(&global, |i| i - 10));
+        assert_eq!(bytes, chunk.encode());
+        assert_eq!(Chunk::decode(&bytes).unwrap(), chunk);
     }
 
     #[test]
-    fn chunks_round_trip_and_split() {
+    fn chunks_round_trip() {
         let texts = ["{}".to_string(), "true".to_string()];
         let entries: Vec<Entry> = (0..(CHUNK_KEYS as i64 + 10)).map(|k| entry(k * 3 - 7, (k % 5 != 0).then_some(k * 1000))).collect();
-        let chunks: Vec<Chunk> = encode_chunks(entries, &texts).iter().map(|(_, _, bytes)| Chunk::decode(bytes).unwrap()).collect();
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[1].entries.len(), 10);
+        let chunks: Vec<Chunk> =
+            entries.chunks(CHUNK_KEYS).map(|run| Chunk { texts: texts.to_vec(), entries: run.to_vec() }).collect();
         for c in &chunks {
             assert_eq!(Chunk::decode(&c.encode()).unwrap(), *c);
         }

@@ -6,12 +6,14 @@
 //! plain `cargo test`.
 
 pub mod accumulator;
+pub mod bulk;
 pub mod claims;
 pub mod codec;
 pub mod confusion;
 pub mod cost;
 pub mod drift;
 pub mod error;
+pub mod fast_hash;
 pub mod interval;
 pub mod metrics;
 pub mod regression;

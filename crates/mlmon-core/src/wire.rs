@@ -16,6 +16,13 @@ impl Writer {
     pub fn new(tag: u8) -> Self {
         Writer(vec![FORMAT_VERSION, tag])
     }
+    /// A writer without the version and tag: a part of a form.
+    pub fn bare(capacity: usize) -> Self {
+        Writer(Vec::with_capacity(capacity))
+    }
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
     pub fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
