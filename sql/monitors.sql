@@ -421,39 +421,42 @@ END $$;
 -- claim conflict with ours, and that writer recounts after we commit). Keys
 -- already there are recounted by apply_predictions.
 --
+-- A new row `n` as a key's contribution, as SELECT list items: its key, and
+-- (when it counts) bucket, segment, label, no outcome and weight; NULLs when
+-- it does not count, so a non-NULL bucket means "counted". `counted`: the
+-- same for a row known to count.
+CREATE FUNCTION mlmon._new_row_contribution_sql(m mlmon.monitor, OUT contribution text, OUT counted text)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e record := mlmon._prediction_exprs(m, 'n');
+    key_sql text := format('n.%I::%s AS key', m.key_column, m.key_type);
+    contribution_values text[] := ARRAY[
+        format('date_bin(%L::interval, n.%I, mlmon._bucket_origin())', m.bucket, m.predicted_at_column),
+        e.segment, format('n.%I::text', m.predicted_column), (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight];
+    contribution_names text[] := ARRAY['bucket', 'segment', 'predicted', 'actual', 'weight'];
+BEGIN
+    contribution := key_sql || ', ' || (
+        SELECT string_agg(format('CASE WHEN %s THEN %s END AS %s', e.countable, v, c), ', ' ORDER BY i)
+        FROM unnest(contribution_values, contribution_names) WITH ORDINALITY AS u(v, c, i));
+    counted := key_sql || ', ' || (
+        SELECT string_agg(format('%s AS %s', v, c), ', ' ORDER BY i)
+        FROM unnest(contribution_values, contribution_names) WITH ORDINALITY AS u(v, c, i));
+END $$;
+
 -- Returns PL/pgSQL statements for the trigger function's INSERT branch
 -- (variables `one_key`, `first_claim`, `contended`):
 -- * `single_row`: a statement of one row, the common case under many
 --   clients, claimed by one statement (_claim_one_sql) that finds no row for
 --   any other statement (it counts at most two transition rows);
 -- * `batch`: every other statement, set-based -- one sort, no join, so its
---   cached plan fits a few rows and a COPY of millions alike;
--- * `one_row_claim`: the claim of `single_row` as one SQL statement over
---   parameters instead of the transition table -- $1, $2, ... are the values
---   of the predictions table's columns in order (dropped ones left out) -- for
---   the native insert trigger (src/ffi/one_row.rs), for a row that counts
---   (the caller checks): _claim_key_sql, whose caller writes the rollup row.
-CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor, OUT single_row text, OUT batch text, OUT one_row_claim text)
+--   cached plan fits a few rows and a COPY of millions alike.
+CREATE FUNCTION mlmon._on_insert_predictions_sql(m mlmon.monitor, OUT single_row text, OUT batch text)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e record := mlmon._prediction_exprs(m, 'n');
     apply text := mlmon._internal_function(m, 'apply_predictions');
+    contribution text := (mlmon._new_row_contribution_sql(m)).contribution;
     best_rows text;
-    -- A new row `n` as a key's contribution: its key, and (when it counts)
-    -- bucket, segment, label, no outcome and weight; NULLs when it does not
-    -- count, so a non-NULL bucket means "counted".
-    key_sql text := format('n.%I::%s AS key', m.key_column, m.key_type);
-    contribution_values text[] := ARRAY[
-        format('date_bin(%L::interval, n.%I, mlmon._bucket_origin())', m.bucket, m.predicted_at_column),
-        e.segment, format('n.%I::text', m.predicted_column), (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight];
-    contribution_names text[] := ARRAY['bucket', 'segment', 'predicted', 'actual', 'weight'];
-    contribution text := key_sql || ', ' || (
-        SELECT string_agg(format('CASE WHEN %s THEN %s END AS %s', e.countable, v, c), ', ' ORDER BY i)
-        FROM unnest(contribution_values, contribution_names) WITH ORDINALITY AS u(v, c, i));
-    -- The same for a row known to count.
-    counted_contribution text := key_sql || ', ' || (
-        SELECT string_agg(format('%s AS %s', v, c), ', ' ORDER BY i)
-        FROM unnest(contribution_values, contribution_names) WITH ORDINALITY AS u(v, c, i));
 BEGIN
     single_row := format($q$
                 %1$s INTO one_key, first_claim;
@@ -483,14 +486,23 @@ BEGIN
                     PERFORM %2$s(contended);
                 END IF; $q$,
         mlmon._claim_new_keys_sql(m, best_rows, 'try_plain_insert'), apply);
-    one_row_claim := mlmon._claim_key_sql(m, format('SELECT %s FROM (SELECT %s) n WHERE n.%I IS NOT NULL',
-        counted_contribution,
+END $$;
+
+-- The claim of a single new row that counts as one SQL statement over
+-- parameters instead of the transition table, for the native insert
+-- trigger (src/ffi/one_row.rs; the caller checks that the row counts and
+-- writes the rollup row): $1, $2, ... are the values of the predictions
+-- table's columns in order (dropped ones left out). _claim_key_sql.
+CREATE FUNCTION mlmon._one_row_claim_sql(m mlmon.monitor) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT mlmon._claim_key_sql(m, format('SELECT %s FROM (SELECT %s) n WHERE n.%I IS NOT NULL',
+        (mlmon._new_row_contribution_sql(m)).counted,
         (SELECT string_agg(format('$%s AS %I', a.position, a.attname), ', ' ORDER BY a.position)
          FROM (SELECT pa.attname, row_number() OVER (ORDER BY pa.attnum) AS position
                FROM pg_attribute pa
                WHERE pa.attrelid = m.predictions AND pa.attnum > 0 AND NOT pa.attisdropped) a),
-        m.key_column));
-END $$;
+        m.key_column))
+$$;
 
 -- Rows to claim for a statement on the outcomes table: a placeholder (empty
 -- contribution) per key. A key already in the keys table keeps its row (the

@@ -25,9 +25,9 @@ use crate::monitor_bulk::{self, Actual, FastHasher, Monitor};
 /// Statements of fewer rows take the usual path (`mlmon.bulk_min_rows`).
 const DEFAULT_MIN_ROWS: i64 = 10_000;
 /// Nor do statements of more rows (`mlmon.bulk_max_rows`): the bulk path
-/// holds at most about 60 bytes a row in memory at its peak (the rows, their
-/// key order, the best row of each key; 40 bytes for a load in key order),
-/// 240 MB at this default. The usual path spills to disk.
+/// holds about 45 bytes a row in memory at its peak (the rows, 32 bytes, and
+/// their chunks' encoded entries), 180 MB at this default. The usual path
+/// spills to disk.
 const DEFAULT_MAX_ROWS: i64 = 4_000_000;
 /// Distinct labels or segments are turned into text one query each: a load
 /// with more takes the usual path.

@@ -84,7 +84,7 @@ struct Plans {
     required: Vec<usize>,
     lock_id: i64,
     rollup: Rollup,
-    /// The claim of the key (`_claim_key_sql` from `_on_insert_predictions_sql`).
+    /// The claim of the key (`_claim_key_sql` from `_one_row_claim_sql`).
     claim: Plan,
     /// `apply_predictions(ARRAY[$1])`: the recount of a key already counted.
     apply: Plan,
@@ -195,7 +195,7 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     let required = required?;
     // SAFETY: the relation's descriptor is valid.
     let columns: Vec<(usize, pg_sys::Oid)> = unsafe { live_columns(relation.rd_att) }.collect();
-    let sql = "SELECT (mlmon._on_insert_predictions_sql(m)).one_row_claim,
+    let sql = "SELECT mlmon._one_row_claim_sql(m),
                       format('SELECT %s(ARRAY[$1]::%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type),
                       format('SELECT %s(false)', mlmon._internal_function(m, 'compact')),
                       format('SELECT c.lo, c.hi FROM %s c ORDER BY c.lo', mlmon._claims_table(m)),
