@@ -1047,11 +1047,8 @@ BEGIN
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
     EXECUTE format('CREATE TABLE %s (lo bigint NOT NULL, hi bigint NOT NULL, entries bytea NOT NULL)', mlmon._claims_table(m));
-    -- Entries are regular (ascending keys, repeated buckets and labels): lz4
-    -- shrinks a chunk several-fold for less than writing it whole would cost.
-    IF EXISTS (SELECT 1 FROM pg_settings s WHERE s.name = 'default_toast_compression' AND 'lz4' = ANY (s.enumvals)) THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN entries SET COMPRESSION lz4', mlmon._claims_table(m));
-    END IF;
+    -- Chunks arrive lz4-compressed by mlmon (a few hundred bytes): stored
+    -- inline, without TOAST compressing them again.
     EXECUTE format('CREATE INDEX ON %s (lo)', mlmon._claims_table(m));
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._claims_table(m),
                    format('mlmon monitor %s: contributions of the keys lo..hi counted by a bulk load (keys rows take precedence)', m.name));

@@ -4,8 +4,8 @@
 //!
 //! A [`Counter`] takes the statement's rows as the trigger reads them and
 //! picks each key's best row (per the monitor's dedup order), its bucket, the
-//! rollup cells it adds to, and the claim chunk entries, encoded a run of
-//! [`CHUNK_KEYS`] at a time. Rows in ascending key order (a load in key order,
+//! rollup cells it adds to, and the claim chunk entries, encoded and
+//! compressed a run of [`CHUNK_KEYS`] at a time. Rows in ascending key order (a load in key order,
 //! the usual case) are counted as they come, so that a second thread can do
 //! it while the trigger is still reading; rows in any other order are sorted
 //! and counted at the end.

@@ -15,7 +15,16 @@ use crate::wire::{Reader, Writer};
 /// Entries per chunk: small enough that materializing one key decodes ~150 kB.
 pub const CHUNK_KEYS: usize = 4096;
 
+/// A chunk whose entries are stored as they are (written by earlier builds).
 const TAG: u8 = 0x43;
+/// A chunk whose entries are lz4-compressed: stored inline, in a few hundred
+/// bytes, without PostgreSQL compressing 37 kB per chunk in the writer's
+/// thread (a bulk load's helper thread compresses them).
+const TAG_PACKED: u8 = 0x63;
+/// The most bytes a chunk's entries may take once decompressed: 4096
+/// entries of a first key, nine-byte gaps, four indexes and a weight, 4096
+/// buckets, with room to spare. Checked before allocating.
+const MAX_ENTRIES_BYTES: usize = 1 << 20;
 
 /// One key's counted contribution. `bucket` is `None` for a key with raw rows
 /// but no counted prediction (then every other field is `None` too).
@@ -57,64 +66,86 @@ impl Chunk {
         self.entries.binary_search_by_key(&key, |e| e.key).ok().map(|i| &self.entries[i])
     }
 
-    /// The binary form, column by column: keys as a first key and
-    /// LEB128 gaps, buckets and strings as 16-bit indexes into dictionaries,
-    /// weights only when some counted weight is not 1 -- about 9 bytes a key
-    /// instead of 37, which is most of what a bulk load writes.
+    /// The binary form: the dictionary, then the entries column by column
+    /// (see `plain_entries`), lz4-compressed. The 37 bytes a key of a keys
+    /// row become about 9, then a few hundred bytes for 4096 keys of a
+    /// typical load.
     pub fn encode(&self) -> Vec<u8> {
         encode_parts(&self.texts, &self.entries, |i| i)
     }
 
     /// Decodes and checks a chunk: indexes in range, keys ascending.
     pub fn decode(bytes: &[u8]) -> Result<Chunk> {
-        let mut r = Reader::new(bytes, TAG, "claim chunk")?;
+        let packed = bytes.get(1) == Some(&TAG_PACKED);
+        let mut r = Reader::new(bytes, if packed { TAG_PACKED } else { TAG }, "claim chunk")?;
         let texts = r.len("dictionary size", bytes.len())?;
         let texts = (0..texts).map(|_| r.str("dictionary entry").map(str::to_owned)).collect::<Result<Vec<_>>>()?;
-        let count = r.len("entry count", bytes.len())?;
-        let mut keys = Vec::with_capacity(count);
-        for i in 0..count {
-            let key = if i == 0 {
-                r.u64("key")? as i64
-            } else {
-                let next = i128::from(keys[i - 1]) + i128::from(read_leb128(&mut r)?);
-                match i64::try_from(next) {
-                    Ok(key) if key > keys[i - 1] => key,
-                    _ => return Err(Error::BadBinary("claim chunk: keys not ascending".into())),
-                }
-            };
-            keys.push(key);
-        }
-        let buckets = r.len("bucket count", bytes.len())?;
-        let buckets = (0..buckets).map(|_| r.u64("bucket").map(|b| b as i64)).collect::<Result<Vec<_>>>()?;
-        let small = |r: &mut Reader, limit: usize| -> Result<Option<u32>> {
-            let v = u16::from(r.u8("index")?) | (u16::from(r.u8("index")?) << 8);
-            match v {
-                NONE16 => Ok(None),
-                v if (v as usize) < limit => Ok(Some(u32::from(v))),
-                v => Err(Error::BadBinary(format!("claim chunk: index {v} out of range"))),
+        let entries = if packed {
+            let size = r.len("entries size", MAX_ENTRIES_BYTES)?;
+            let mut plain = vec![0u8; size];
+            match lz4_flex::block::decompress_into(r.rest(), &mut plain) {
+                Ok(n) if n == size => {}
+                Ok(n) => return Err(Error::BadBinary(format!("claim chunk: entries are {n} bytes, not {size}"))),
+                Err(e) => return Err(Error::BadBinary(format!("claim chunk: entries do not decompress: {e}"))),
             }
+            let mut inner = Reader::bare(&plain);
+            let entries = decode_entries(&mut inner, texts.len(), plain.len())?;
+            inner.finish()?;
+            entries
+        } else {
+            decode_entries(&mut r, texts.len(), bytes.len())?
         };
-        let mut entries = Vec::with_capacity(count);
-        for &key in &keys {
-            let bucket = small(&mut r, buckets.len())?.map(|b| buckets[b as usize]);
-            let entry = Entry {
-                key,
-                bucket,
-                segment: small(&mut r, texts.len())?,
-                predicted: small(&mut r, texts.len())?,
-                actual: small(&mut r, texts.len())?,
-                weight: if bucket.is_some() { 1.0 } else { 0.0 },
-            };
-            entries.push(entry);
-        }
-        if r.u8("weight flag")? != 0 {
-            for e in &mut entries {
-                e.weight = r.f64("weight")?;
-            }
-        }
         r.finish()?;
         Ok(Chunk { texts, entries })
     }
+}
+
+/// The entries of a chunk (what `encode_entries` writes before compressing)
+/// with `texts` strings in its dictionary; `limit` bounds every count.
+fn decode_entries(r: &mut Reader, texts: usize, limit: usize) -> Result<Vec<Entry>> {
+    let count = r.len("entry count", limit)?;
+    let mut keys = Vec::with_capacity(count);
+    for i in 0..count {
+        let key = if i == 0 {
+            r.u64("key")? as i64
+        } else {
+            let next = i128::from(keys[i - 1]) + i128::from(read_leb128(r)?);
+            match i64::try_from(next) {
+                Ok(key) if key > keys[i - 1] => key,
+                _ => return Err(Error::BadBinary("claim chunk: keys not ascending".into())),
+            }
+        };
+        keys.push(key);
+    }
+    let buckets = r.len("bucket count", limit)?;
+    let buckets = (0..buckets).map(|_| r.u64("bucket").map(|b| b as i64)).collect::<Result<Vec<_>>>()?;
+    let small = |r: &mut Reader, limit: usize| -> Result<Option<u32>> {
+        let v = u16::from(r.u8("index")?) | (u16::from(r.u8("index")?) << 8);
+        match v {
+            NONE16 => Ok(None),
+            v if (v as usize) < limit => Ok(Some(u32::from(v))),
+            v => Err(Error::BadBinary(format!("claim chunk: index {v} out of range"))),
+        }
+    };
+    let mut entries = Vec::with_capacity(count);
+    for &key in &keys {
+        let bucket = small(r, buckets.len())?.map(|b| buckets[b as usize]);
+        let entry = Entry {
+            key,
+            bucket,
+            segment: small(r, texts)?,
+            predicted: small(r, texts)?,
+            actual: small(r, texts)?,
+            weight: if bucket.is_some() { 1.0 } else { 0.0 },
+        };
+        entries.push(entry);
+    }
+    if r.u8("weight flag")? != 0 {
+        for e in &mut entries {
+            e.weight = r.f64("weight")?;
+        }
+    }
+    Ok(entries)
 }
 
 const NONE16: u16 = u16::MAX;
@@ -150,9 +181,21 @@ fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl 
 }
 
 /// The part of a chunk's binary form after its dictionary: the entries,
-/// whose string indexes `text_index` maps into the dictionary. A bulk load
-/// encodes its entries before it knows the strings (`bulk::Counter`).
+/// whose string indexes `text_index` maps into the dictionary, encoded and
+/// compressed (their size, then an lz4 block). A bulk load encodes its
+/// entries before it knows the strings (`bulk::Counter`).
 pub fn encode_entries(entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
+    let plain = plain_entries(entries, text_index);
+    let mut w = Writer::bare(8 + plain.len() / 8);
+    w.u32(plain.len() as u32);
+    w.bytes(&lz4_flex::block::compress(&plain));
+    w.finish()
+}
+
+/// The entries column by column: keys as a first key and LEB128 gaps,
+/// buckets and strings as 16-bit indexes into dictionaries, weights only
+/// when some counted weight is not 1 (about 9 bytes a key, before lz4).
+fn plain_entries(entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
     // Key gaps (mostly one byte), four indexes, a weight: written in place.
     let mut w = Writer::bare(16 + entries.len() * (8 + 2 * 4 + 8));
     w.u32(entries.len() as u32);
@@ -192,8 +235,12 @@ pub fn encode_entries(entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec
 /// A chunk's binary form from its dictionary and its encoded entries
 /// (`encode_entries`).
 pub fn assemble<S: AsRef<str>>(texts: &[S], entries: &[u8]) -> Vec<u8> {
+    assemble_tagged(TAG_PACKED, texts, entries)
+}
+
+fn assemble_tagged<S: AsRef<str>>(tag: u8, texts: &[S], entries: &[u8]) -> Vec<u8> {
     let text_bytes: usize = texts.iter().map(|t| 4 + t.as_ref().len()).sum();
-    let mut w = Writer::new(TAG);
+    let mut w = Writer::new(tag);
     w.reserve(4 + text_bytes + entries.len());
     w.u32(texts.len() as u32);
     for t in texts {
@@ -255,6 +302,40 @@ mod tests {
         let found = chunks[0].find(3 * 7 - 7).unwrap();
         assert_eq!(chunks[0].text(found.predicted), Some("true"));
         assert!(chunks[0].find(1).is_none());
+    }
+
+    /// Chunks written by earlier builds (entries not compressed) still read.
+    #[test]
+    fn uncompressed_chunks_still_decode() {
+        let chunk = Chunk { texts: vec!["{}".into(), "true".into()], entries: (0..50).map(|k| entry(k * 2, Some(k / 10))).collect() };
+        let plain = assemble_tagged(TAG, &chunk.texts, &plain_entries(&chunk.entries, |i| i));
+        assert_eq!(plain[1], TAG);
+        assert_eq!(Chunk::decode(&plain).unwrap(), chunk);
+        let packed = chunk.encode();
+        assert_eq!(packed[1], TAG_PACKED);
+        assert!(packed.len() < plain.len());
+        assert_eq!(Chunk::decode(&packed).unwrap(), chunk);
+    }
+
+    /// Compressed entries that lie about their size, or do not decompress,
+    /// are refused before any large allocation.
+    #[test]
+    fn malformed_compressed_entries_are_rejected() {
+        let chunk = Chunk { texts: vec!["x".into()], entries: (0..300).map(|k| entry(k, Some(0))).collect() };
+        let good = chunk.encode();
+        let size_at = 2 + 4 + 4 + 1; // version, tag, text count, "x" with its length
+        let with_size = |size: u32| {
+            let mut bytes = good.clone();
+            bytes[size_at..size_at + 4].copy_from_slice(&size.to_le_bytes());
+            bytes
+        };
+        let real = u32::from_le_bytes(good[size_at..size_at + 4].try_into().unwrap());
+        for size in [u32::MAX, MAX_ENTRIES_BYTES as u32 + 1, real + 1, real - 1, 0] {
+            assert!(Chunk::decode(&with_size(size)).is_err(), "declared size {size} accepted");
+        }
+        for cut in 0..good.len() {
+            assert!(Chunk::decode(&good[..cut]).is_err(), "prefix of {cut} bytes accepted");
+        }
     }
 
     #[test]

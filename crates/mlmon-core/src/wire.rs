@@ -80,6 +80,16 @@ impl<'a> Reader<'a> {
             None => Err(Error::BadBinary(format!("truncated while reading {what} at byte {}", self.at))),
         }
     }
+    /// A reader of a part of a form, without version and tag.
+    pub fn bare(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+    /// Every byte not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.bytes[self.at..];
+        self.at = self.bytes.len();
+        rest
+    }
     pub fn u8(&mut self, what: &str) -> Result<u8> {
         Ok(self.take(1, what)?[0])
     }
