@@ -128,7 +128,8 @@ impl Dictionary {
             if let Some(id) = self.null_id {
                 return id;
             }
-            let id = self.add(Vec::new(), identity_hash(&[]), vec![(value, true)]);
+            // Not findable by identity: an empty value's identity is empty too.
+            let id = self.add(Vec::new(), None, vec![(value, true)]);
             self.null_id = Some(id);
             return id;
         }
@@ -148,7 +149,7 @@ impl Dictionary {
         }
         // SAFETY: the caller's promise.
         let copy = unsafe { copy_value(value, attribute) };
-        let id = self.add(identity.to_vec(), hash, vec![(copy, false)]);
+        let id = self.add(identity.to_vec(), Some(hash), vec![(copy, false)]);
         if let Some((length, word)) = short.filter(|_| self.short.len() < SHORT_VALUES) {
             self.short.push((length, word, id));
         }
@@ -182,15 +183,19 @@ impl Dictionary {
         let identity = identity.clone();
         // SAFETY: the caller's promise.
         let copies = values.map(|(value, null, a)| (if null { value } else { unsafe { copy_value(value, a) } }, null)).collect();
-        self.add(identity, hash, copies)
+        self.add(identity, Some(hash), copies)
     }
 
-    fn add(&mut self, identity: Vec<u8>, hash: u64, values: Vec<(pg_sys::Datum, bool)>) -> u32 {
+    /// A new id for `values`, found by `identity` in `ids` when `hash` (of
+    /// the identity) is given.
+    fn add(&mut self, identity: Vec<u8>, hash: Option<u64>, values: Vec<(pg_sys::Datum, bool)>) -> u32 {
         self.values.push(values);
         self.identities.push(identity);
         let id = (self.values.len() - 1) as u32;
-        let identities = &self.identities;
-        self.ids.insert_unique(hash, id, |&id| identity_hash(&identities[id as usize]));
+        if let Some(hash) = hash {
+            let identities = &self.identities;
+            self.ids.insert_unique(hash, id, |&id| identity_hash(&identities[id as usize]));
+        }
         id
     }
 }

@@ -278,3 +278,21 @@ def test_bulk_loads_cancelled_at_any_point(conn, dsn, uniq):
         assert outcomes["cancelled"] > 0 and outcomes["loaded"] == 1, outcomes
         assert _counts(conn, spec.name)[0] == 0, "the load did not take the bulk path"
         assert_rollup_matches(conn, spec, f"after {outcomes['cancelled']} cancelled loads and one complete")
+
+
+def test_bulk_load_tells_an_empty_segment_from_null(conn, dsn, uniq):
+    """A single segment column's NULL and its empty string are different
+    segments ({"src": null} and {"src": ""}), whichever comes first in the
+    load."""
+    for first in (None, ""):
+        with monitored_tables(conn, dsn, uniq, "bulk_empty", preds_columns="k bigint, ts timestamptz, label boolean, src text",
+                              outs_columns="k bigint", segment_by=["src"]) as (preds, outs, spec), \
+                _settings(conn, bulk_min_rows=50):
+            create_monitor(conn, spec)
+            with conn.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
+                for k in range(1, 201):
+                    cp.write_row([k, "2031-03-04 10:00+00", k % 2 == 0, first if k <= 100 else ("" if first is None else None)])
+            assert _counts(conn, spec.name) == (0, 1), "bulk path not taken"
+            segments = {r[0] for r in conn.execute(f"SELECT DISTINCT segment::text FROM mlmon_{spec.name}_rollup")}
+            assert segments == {'{"src": null}', '{"src": ""}'}, segments
+            assert_rollup_matches(conn, spec, f"after a load with NULL and empty segments, {first!r} first")
