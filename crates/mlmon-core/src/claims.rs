@@ -71,7 +71,7 @@ impl Chunk {
     /// row become about 9, then a few hundred bytes for 4096 keys of a
     /// typical load.
     pub fn encode(&self) -> Vec<u8> {
-        encode_parts(&self.texts, &self.entries, |i| i)
+        assemble(&self.texts, &encode_entries(&self.entries, |i| i))
     }
 
     /// Decodes and checks a chunk: indexes in range, keys ascending.
@@ -172,12 +172,6 @@ fn read_leb128(r: &mut Reader) -> Result<u64> {
         }
     }
     Err(Error::BadBinary("claim chunk: key gap too long".into()))
-}
-
-/// A chunk's binary form (see `Chunk::encode`) from its dictionary and its
-/// entries, whose string indexes `text_index` maps into the dictionary.
-fn encode_parts<S: AsRef<str>>(texts: &[S], entries: &[Entry], text_index: impl Fn(u32) -> u32) -> Vec<u8> {
-    assemble(texts, &encode_entries(entries, text_index))
 }
 
 /// The part of a chunk's binary form after its dictionary: the entries,
