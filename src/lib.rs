@@ -1,33 +1,35 @@
 //! mlmon: ML monitoring, point-in-time features and metrics inside PostgreSQL.
 //!
-//! This crate is the thin PostgreSQL layer: it converts SQL values, wires
-//! aggregates and reports errors. The math lives in `mlmon-core`. The SQL
-//! surface (types, functions, aggregates) is declared by hand in `sql/*.sql`,
-//! because aggregates need explicit combine/serialize wiring; the Rust
-//! functions here are exported with `sql = false` and bound by symbol name.
+//! One folder per domain, each using the mechanisms in `pg/` and the pure
+//! math and rules in `mlmon-core`:
+//! - `aggregates/`: two-step aggregates and their state types;
+//! - `monitors/`: the native parts of monitors' write path;
+//! - `features/`: the online feature read and the training-set build;
+//! - `pg/`: what talks to PostgreSQL and knows no domain.
+//!
+//! The SQL surface (types, functions, aggregates) is declared by hand in
+//! `sql/<domain>/`, because aggregates need explicit combine/serialize
+//! wiring; the Rust functions are exported with `sql = false` and bound by
+//! symbol name. `pg/` is not allowed to import a domain, and no domain
+//! imports another's internals.
 
 use pgrx::prelude::*;
 
-mod confusion;
-mod drift;
-mod errors;
-mod ffi;
-mod readers;
-mod monitor_bulk;
-mod regression;
-mod scores;
-mod state;
+mod aggregates;
+mod features;
+mod monitors;
+mod pg;
 
 ::pgrx::pg_module_magic!();
 
-extension_sql_file!("../sql/state_types.sql", name = "state_types_sql");
-extension_sql_file!("../sql/confusion.sql", name = "confusion_sql", requires = ["state_types_sql"]);
-extension_sql_file!("../sql/regression.sql", name = "regression_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/scores.sql", name = "scores_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/monitors.sql", name = "monitors_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/monitor_reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
-extension_sql_file!("../sql/features.sql", name = "features_sql", requires = ["monitors_sql"]);
+extension_sql_file!("../sql/aggregates/state_types.sql", name = "state_types_sql");
+extension_sql_file!("../sql/aggregates/confusion.sql", name = "confusion_sql", requires = ["state_types_sql"]);
+extension_sql_file!("../sql/aggregates/regression.sql", name = "regression_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/aggregates/scores.sql", name = "scores_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/aggregates/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/monitors/monitors.sql", name = "monitors_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../sql/monitors/reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
+extension_sql_file!("../sql/features/features.sql", name = "features_sql", requires = ["monitors_sql"]);
 
 /// How the loaded library was built. The benchmarks refuse a debug build:
 /// `cargo pgrx test` installs one over the release build, and its assertions
@@ -40,8 +42,11 @@ fn build_info() -> pgrx::JsonB {
     }))
 }
 
+/// The in-database tests (`#[pg_test]`), kept in the top-level `pgrx-tests/`
+/// folder and compiled into the test build only.
 #[cfg(any(test, feature = "pg_test"))]
-mod sql_tests;
+#[path = "../pgrx-tests/mod.rs"]
+mod pgrx_tests;
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -1,0 +1,207 @@
+//! The bulk path's reading of a statement's transition table: the rows of
+//! a bulk INSERT of predictions, counted on a helper thread while they are
+//! read, or of outcomes, combined per key. What was read is then written by
+//! `insert_predictions` or `insert_outcomes` (`mod.rs`); a statement this
+//! path cannot take returns false and goes the usual way.
+
+#![allow(unsafe_code)]
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use mlmon_core::monitors::actual::Actual;
+use mlmon_core::monitors::bulk::{Counter, PredictionRow};
+
+use super::dictionary::Dictionary;
+use super::{insert_outcomes, insert_predictions};
+use crate::monitors::catalog::{spi_error, Monitor};
+use crate::pg::helper_thread;
+use crate::pg::session::as_user;
+use crate::pg::tuples::{each_row, integer, is_integer, Attributes};
+
+/// Distinct labels or segments are turned into text one query each: a load
+/// with more takes the usual path.
+const MAX_DISTINCT: usize = 10_000;
+
+/// The bulk path: whether it counted the statement.
+///
+/// SAFETY: `data` is an INSERT statement trigger's, with a NEW TABLE.
+pub unsafe fn bulk_insert(data: &pg_sys::TriggerData, name: &str) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let relation = &*data.tg_relation;
+        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name))) else {
+            return false;
+        };
+        let attributes = Attributes(relation.rd_att);
+        if monitor.predictions == monitor.outcomes || !monitor.integer_key {
+            false
+        } else if relation.rd_id == monitor.predictions {
+            bulk_predictions(&monitor, &attributes, data.tg_newtable)
+        } else if relation.rd_id == monitor.outcomes {
+            bulk_outcomes(&monitor, &attributes, data.tg_newtable)
+        } else {
+            false
+        }
+    }
+}
+
+/// SAFETY: `table` holds rows of the predictions table described by `attributes`.
+unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> bool {
+    let column = |name: &str| attributes.find(name);
+    let (Some(key), Some(at), Some(label)) =
+        (column(&monitor.key_column), column(&monitor.predicted_at_column), column(&monitor.predicted_column))
+    else {
+        return false;
+    };
+    let segments: Option<Vec<_>> = monitor.segment_by.iter().map(|c| column(c)).collect();
+    let weight = monitor.weight_column.as_deref().map(column);
+    let (Some(segments), Some(weight)) = (segments, weight.map_or(Some(None), |w| w.map(Some))) else {
+        return false;
+    };
+    if !is_integer(key.1.atttypid)
+        || at.1.atttypid != pg_sys::TIMESTAMPTZOID
+        || weight.is_some_and(|w| w.1.atttypid != pg_sys::FLOAT8OID)
+    {
+        return false;
+    }
+    let mut labels = Dictionary::default();
+    let mut segment_values = Dictionary::default();
+    // SAFETY: the caller's promise.
+    let expected_rows = unsafe { pg_sys::tuplestore_tuple_count(table) } as usize;
+    let counter = Counter::new(monitor.first, monitor.buckets, monitor.actual_column.is_none(), expected_rows);
+    // The rows are counted on a helper thread as they are read here.
+    let (complete, counted) = helper_thread::pipelined(
+        move |batches| {
+            let mut counter = counter;
+            for batch in batches {
+                counter.push(&batch);
+            }
+            counter.finish()
+        },
+        // SAFETY: the caller's promise; every attribute index comes from its descriptor.
+        |rows| unsafe {
+            each_row(table, attributes.0, |values, nulls| {
+                if nulls[key.0] {
+                    return true;
+                }
+                let mut countable = !nulls[at.0] && !nulls[label.0];
+                let mut w = 1.0;
+                if let Some((i, _)) = weight {
+                    countable &= !nulls[i];
+                    if countable {
+                        w = f64::from_bits(values[i].value() as u64);
+                        if !(w.is_finite() && w >= 0.0) {
+                            return false; // the usual path raises the proper error
+                        }
+                    }
+                }
+                if labels.len() > MAX_DISTINCT || segment_values.len() > MAX_DISTINCT {
+                    return false;
+                }
+                let (predicted, segment) = if countable {
+                    let segment = match segments.as_slice() {
+                        [(i, a)] => segment_values.id_of_value(values[*i], nulls[*i], a),
+                        _ => segment_values.id_of_tuple(segments.iter().map(|&(i, a)| (values[i], nulls[i], a))),
+                    };
+                    (labels.id_of_value(values[label.0], false, label.1), segment)
+                } else {
+                    (PredictionRow::NOT_COUNTED, 0)
+                };
+                rows.push(PredictionRow {
+                    key: integer(values[key.0], key.1.atttypid),
+                    at: values[at.0].value() as i64,
+                    weight: w,
+                    predicted,
+                    segment,
+                });
+                true
+            })
+        },
+    );
+    let (true, Some(counted)) = (complete, counted) else {
+        return false;
+    };
+    as_user(monitor.owner, || {
+        let predicted = texts(&labels, "SELECT $1::text", &[], &[label.1.atttypid]);
+        let names: Vec<&str> = monitor.segment_by.iter().map(String::as_str).collect();
+        let segment_sql = if names.is_empty() {
+            "SELECT '{}'::text".to_owned()
+        } else {
+            let pairs: Vec<String> = (0..names.len()).map(|i| format!("$1[{}], ${}", i + 1, i + 2)).collect();
+            format!("SELECT jsonb_build_object({})::text", pairs.join(", "))
+        };
+        let types: Vec<pg_sys::Oid> = segments.iter().map(|s| s.1.atttypid).collect();
+        let segment_texts = texts(&segment_values, &segment_sql, &names, &types);
+        insert_predictions(monitor, counted, &predicted, &segment_texts)
+    })
+}
+
+/// The text of each dictionary value, by a query over it as parameters of
+/// `types`, after `names` as a text[] first parameter when there are any.
+fn texts(dictionary: &Dictionary, sql: &str, names: &[&str], types: &[pg_sys::Oid]) -> Vec<String> {
+    Spi::connect(|client| {
+        dictionary
+            .values
+            .iter()
+            .map(|values| {
+                let mut args: Vec<DatumWithOid> = Vec::new();
+                if !names.is_empty() {
+                    args.push(names.to_vec().into());
+                }
+                for (&(value, null), &type_oid) in values.iter().zip(types) {
+                    // SAFETY: the value is a copy of a value of this type.
+                    args.push(if null { DatumWithOid::null_oid(type_oid) } else { unsafe { DatumWithOid::new(value, type_oid) } });
+                }
+                let rows = client.select(sql, Some(1), &args).unwrap_or_else(|e| spi_error(e));
+                rows.first().get::<String>(1).ok().flatten().unwrap_or_default()
+            })
+            .collect()
+    })
+}
+
+/// SAFETY: `table` holds rows of the outcomes table described by `attributes`.
+unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> bool {
+    let Some(key) = attributes.find(&monitor.outcome_key_column) else {
+        return false;
+    };
+    let actual = match monitor.actual_column.as_deref() {
+        None => None,
+        Some(name) => match attributes.find(name) {
+            Some(a) if monitor.label_kind == "binary" && a.1.atttypid == pg_sys::BOOLOID => Some((a, false)),
+            Some(a) if monitor.label_kind == "integer" && is_integer(a.1.atttypid) => Some((a, true)),
+            _ => return false,
+        },
+    };
+    if !is_integer(key.1.atttypid) {
+        return false;
+    }
+    let mut rows: Vec<(i64, Actual)> = Vec::new();
+    // SAFETY: the caller's promise; every attribute index comes from its descriptor.
+    unsafe {
+        each_row(table, attributes.0, |values, nulls| {
+            if nulls[key.0] {
+                return true;
+            }
+            let value = match actual {
+                None => Actual::Present,
+                Some(((i, _), false)) => Actual::Bool((!nulls[i]).then(|| values[i].value() != 0)),
+                Some(((i, a), true)) => Actual::Integer((!nulls[i]).then(|| integer(values[i], a.atttypid))),
+            };
+            rows.push((integer(values[key.0], key.1.atttypid), value));
+            true
+        });
+    }
+    // One combined label per key, in key order (a load in key order is sorted already).
+    if !rows.windows(2).all(|w| w[0].0 <= w[1].0) {
+        rows.sort_by_key(|&(key, _)| key);
+    }
+    let mut outcomes: Vec<(i64, Actual)> = Vec::with_capacity(rows.len());
+    for (key, value) in rows {
+        match outcomes.last_mut() {
+            Some(last) if last.0 == key => last.1 = last.1.combine(value),
+            _ => outcomes.push((key, value)),
+        }
+    }
+    as_user(monitor.owner, || insert_outcomes(monitor, &outcomes))
+}

@@ -1,0 +1,22 @@
+//! Monitors: exact rollups of a predictions table joined to an outcomes
+//! table, maintained in the writing transaction. `README.md` beside this
+//! file walks the write path end to end and states its invariants.
+//!
+//! Most of a monitor is SQL (`sql/monitors/`): its catalog, the PL/pgSQL
+//! trigger functions generated per monitor, the reads. This module is the
+//! native part of the write path:
+//! - `insert_trigger.rs`: the native INSERT statement trigger, which sends a
+//!   statement to the single-row path, the bulk path, or the monitor's
+//!   PL/pgSQL trigger function;
+//! - `single_row.rs`: single-row INSERTs, by statements prepared per backend;
+//! - `bulk/`: bulk INSERTs of new keys and of late outcomes, by claim chunks;
+//! - `rollup.rs`: the rollup table's delta rows, written both ways;
+//! - `locks.rs`: the bulk lock every writer takes;
+//! - `catalog.rs`: a monitor's definition as the native paths need it.
+
+mod bulk;
+mod catalog;
+mod insert_trigger;
+mod locks;
+mod rollup;
+mod single_row;

@@ -1,0 +1,47 @@
+//! The session a native function runs in: as which user, with which search
+//! path, and the settings a user may SET.
+
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+
+/// An integer setting (a placeholder the user may SET), or its default.
+pub fn setting(name: &CStr, default: i64) -> i64 {
+    // SAFETY: GetConfigOption returns NULL or a string owned by the GUC machinery.
+    unsafe {
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        if value.is_null() {
+            return default;
+        }
+        CStr::from_ptr(value).to_str().ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+    }
+}
+
+/// Runs `f` as `user` (unless INVALID), with only pg_catalog on the search
+/// path, as a SECURITY DEFINER function with `SET search_path = pg_catalog,
+/// pg_temp` would (an error undoes both with the (sub)transaction).
+///
+/// The path is pushed as an override, not set: setting the search_path
+/// setting and back made the writer's next statement recompute its path, and
+/// the two cost 3% of a single-row INSERT.
+pub fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    // SAFETY: the calls save and restore the user as fmgr_security_definer
+    // does; the override is popped before returning (or by the abort).
+    unsafe {
+        let (mut saved_user, mut context) = (pg_sys::Oid::INVALID, 0);
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut context);
+        let mut catalog_only =
+            pg_sys::OverrideSearchPath { schemas: std::ptr::null_mut(), addCatalog: true, addTemp: false, generation: 0 };
+        pg_sys::PushOverrideSearchPath(&mut catalog_only);
+        if user != pg_sys::Oid::INVALID {
+            let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+            pg_sys::SetUserIdAndSecContext(user, context | restricted);
+        }
+        let result = f();
+        pg_sys::SetUserIdAndSecContext(saved_user, context);
+        pg_sys::PopOverrideSearchPath();
+        result
+    }
+}
