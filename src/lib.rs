@@ -10,7 +10,8 @@
 //! The SQL surface (types, functions, aggregates) is declared by hand in
 //! `sql/<domain>/`, because aggregates need explicit combine/serialize
 //! wiring; the Rust functions are exported with `sql = false` and bound by
-//! symbol name. `pg/` is not allowed to import a domain, and no domain
+//! symbol name. Each domain's `mod.rs` loads its SQL files, in the order
+//! their `requires` give, after the state types loaded here. `pg/` is not allowed to import a domain, and no domain
 //! imports another's internals.
 
 use pgrx::prelude::*;
@@ -23,13 +24,6 @@ mod pg;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/aggregates/state_types.sql", name = "state_types_sql");
-extension_sql_file!("../sql/aggregates/confusion.sql", name = "confusion_sql", requires = ["state_types_sql"]);
-extension_sql_file!("../sql/aggregates/regression.sql", name = "regression_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/aggregates/scores.sql", name = "scores_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/aggregates/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/monitors/monitors.sql", name = "monitors_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../sql/monitors/reads.sql", name = "monitor_reads_sql", requires = ["monitors_sql"]);
-extension_sql_file!("../sql/features/features.sql", name = "features_sql", requires = ["monitors_sql"]);
 
 /// How the loaded library was built. The benchmarks refuse a debug build:
 /// `cargo pgrx test` installs one over the release build, and its assertions

@@ -79,7 +79,7 @@ CREATE FUNCTION mlmon.mean_cost(cm mlmon.confusion, costs jsonb) RETURNS double 
 
 -- Aggregates -------------------------------------------------------------------
 -- One transition function per input signature; all share combine, serialize,
--- deserialize (sql/state_types.sql). Each signature gets confusion_matrix plus the one-step
+-- deserialize (sql/aggregates/state_types.sql). Each signature gets confusion_matrix plus the one-step
 -- accuracy/precision/recall/f1 aggregates (same state, different final function).
 
 CREATE FUNCTION mlmon._confusion_final_accuracy(internal) RETURNS double precision

@@ -19,7 +19,7 @@ BEGIN
 END
 $$;
 
--- The unweighted transition uses a hand-written fast path (src/ffi/mod.rs).
+-- The unweighted transition uses a hand-written fast path (src/aggregates/regression/fast_path.rs).
 CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'regression_trans_fast';
 CREATE FUNCTION mlmon._regression_trans(internal, predicted double precision, actual double precision, weight double precision) RETURNS internal

@@ -36,7 +36,7 @@ CREATE FUNCTION mlmon.best_threshold(s mlmon.scores, fp_cost double precision, f
     RETURNS TABLE (threshold double precision, expected_cost double precision)
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_best_threshold_wrapper';
 
--- The unweighted transitions use hand-written fast paths (src/ffi/mod.rs).
+-- The unweighted transitions use hand-written fast paths (src/aggregates/scores/fast_path.rs).
 CREATE FUNCTION mlmon._scores_trans(internal, score double precision, actual boolean) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_trans_fast';
 CREATE FUNCTION mlmon._scores_trans(internal, score double precision, actual boolean, weight double precision) RETURNS internal

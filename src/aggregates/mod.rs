@@ -10,6 +10,13 @@
 //! combine/serialize wiring) are in `sql/aggregates/`. `state.rs` holds the
 //! I/O and parallel plumbing every state type shares.
 
+use pgrx::prelude::*;
+
+extension_sql_file!("../../sql/aggregates/confusion.sql", name = "confusion_sql", requires = ["state_types_sql"]);
+extension_sql_file!("../../sql/aggregates/regression.sql", name = "regression_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../../sql/aggregates/scores.sql", name = "scores_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../../sql/aggregates/drift.sql", name = "drift_sql", requires = ["confusion_sql"]);
+
 pub mod confusion;
 mod drift;
 mod regression;

@@ -10,6 +10,13 @@
 //! - `training_set/`: the fill of a training set from a sorted spine, with
 //!   a parallel helper.
 
+use pgrx::prelude::*;
+
+extension_sql_file!("../../sql/features/catalog.sql", name = "features_catalog_sql", requires = ["monitors_lifecycle_sql"]);
+extension_sql_file!("../../sql/features/point_in_time.sql", name = "features_point_in_time_sql", requires = ["features_catalog_sql"]);
+extension_sql_file!("../../sql/features/online.sql", name = "features_online_sql", requires = ["features_point_in_time_sql"]);
+extension_sql_file!("../../sql/features/training_set.sql", name = "features_training_set_sql", requires = ["features_online_sql"]);
+
 mod online_read;
 mod probe;
 mod readers;

@@ -14,6 +14,14 @@
 //! - `locks.rs`: the bulk lock every writer takes;
 //! - `catalog.rs`: a monitor's definition as the native paths need it.
 
+use pgrx::prelude::*;
+
+extension_sql_file!("../../sql/monitors/catalog.sql", name = "monitors_catalog_sql", requires = ["confusion_sql"]);
+extension_sql_file!("../../sql/monitors/write_path.sql", name = "monitors_write_path_sql", requires = ["monitors_catalog_sql"]);
+extension_sql_file!("../../sql/monitors/triggers.sql", name = "monitors_triggers_sql", requires = ["monitors_write_path_sql"]);
+extension_sql_file!("../../sql/monitors/lifecycle.sql", name = "monitors_lifecycle_sql", requires = ["monitors_triggers_sql"]);
+extension_sql_file!("../../sql/monitors/reads.sql", name = "monitor_reads_sql", requires = ["monitors_lifecycle_sql"]);
+
 mod bulk;
 mod catalog;
 mod insert_trigger;

@@ -1,0 +1,164 @@
+-- Monitors: exact rollups over a predictions table and an outcomes table,
+-- maintained inside the writing transaction by statement-level triggers.
+--
+-- Design (see README "How monitors stay exact"):
+-- * Every key has at most one *contribution*: the bucket, segment, predicted
+--   label, actual label (NULL = no label) and weight of its deduplicated
+--   prediction joined to its outcome. A per-monitor keys table stores the
+--   contribution currently counted, so a change is applied as an exact delta:
+--   subtract what was counted, add what the raw tables say now.
+-- * The rollup table is append-only: each statement inserts signed delta rows,
+--   so concurrent writers never update the same row (no lost updates, no
+--   deadlocks, no hot-bucket row lock). Compaction folds deltas into one row per
+--   cell under an advisory lock that writers never wait for.
+-- * Keys seen for the first time are claimed by inserting their keys-table row;
+--   keys already present are locked (FOR UPDATE) and then recomputed in a fresh
+--   snapshot, which sees every committed change to that key.
+-- * Label maturity is resolved when reading, from bucket timestamps.
+--
+-- The files of sql/monitors/, in load order: catalog.sql (this: the catalog
+-- table and small helpers), write_path.sql (the SQL generators of the write
+-- path), triggers.sql (per-monitor functions and triggers), lifecycle.sql
+-- (create/rebuild/compact/drop), reads.sql (metrics from the rollup).
+--
+-- Generated code quotes every identifier with format('%I'); trigger functions
+-- contain no user-supplied SQL text, run with a fixed search_path, and run as
+-- the monitor's creator (SECURITY DEFINER) so writers need no grants on the
+-- internal tables.
+
+CREATE TABLE mlmon.monitor (
+    name                text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
+    predictions         regclass NOT NULL,
+    key_column          name NOT NULL,
+    key_type            regtype NOT NULL,
+    predicted_at_column name NOT NULL,
+    predicted_column    name NOT NULL,
+    label_kind          text NOT NULL CHECK (label_kind IN ('binary', 'text', 'integer')),
+    outcomes            regclass NOT NULL,
+    outcome_key_column  name NOT NULL,
+    actual_column       name,
+    bucket              interval NOT NULL,
+    maturity            interval NOT NULL,
+    segment_by          name[] NOT NULL DEFAULT '{}',
+    weight_column       name,
+    dedup               text NOT NULL CHECK (dedup IN ('first', 'last')),
+    internal_schema     name NOT NULL,
+    owner               name NOT NULL DEFAULT current_user,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    -- Bulk loads counted through claim chunks (src/monitors/bulk/); each
+    -- writes a new version of this row, which REPEATABLE READ writers lock.
+    bulk_loads          bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE mlmon.monitor IS 'Registered monitors (one row each); use mlmon.create_monitor and mlmon.drop_monitor.';
+SELECT pg_catalog.pg_extension_config_dump('mlmon.monitor', '');
+
+-- Anyone may create monitors on tables they may put triggers on; rows are
+-- visible to all (metrics are not secret) but changed only by their owner.
+ALTER TABLE mlmon.monitor ENABLE ROW LEVEL SECURITY;
+CREATE POLICY monitor_read ON mlmon.monitor FOR SELECT USING (true);
+CREATE POLICY monitor_owner ON mlmon.monitor FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT, INSERT, DELETE ON mlmon.monitor TO PUBLIC;
+GRANT UPDATE (bulk_loads) ON mlmon.monitor TO PUBLIC;
+
+CREATE VIEW mlmon.monitors AS
+SELECT name, predictions, key_column AS key, predicted_at_column AS predicted_at, predicted_column AS predicted,
+       label_kind, outcomes, outcome_key_column AS outcome_key, actual_column AS actual, bucket, maturity,
+       segment_by, weight_column AS weight, dedup,
+       format('%I.%I', internal_schema, 'mlmon_' || name || '_rollup') AS rollup_table,
+       owner, created_at
+FROM mlmon.monitor;
+GRANT SELECT ON mlmon.monitors TO PUBLIC;
+
+-- Bucket boundaries are aligned to a fixed Monday so weekly buckets start on Mondays.
+CREATE FUNCTION mlmon._bucket_origin() RETURNS timestamptz
+    IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$ SELECT '2000-01-03 00:00:00+00'::timestamptz $$;
+
+CREATE FUNCTION mlmon._monitor(monitor text) RETURNS mlmon.monitor
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor;
+BEGIN
+    SELECT mm.* INTO m FROM mlmon.monitor mm WHERE mm.name = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'monitor "%" does not exist', monitor
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'argument monitor: see SELECT name FROM mlmon.monitors';
+    END IF;
+    RETURN m;
+END $$;
+
+CREATE FUNCTION mlmon._rollup_table(m mlmon.monitor) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_rollup') $$;
+CREATE FUNCTION mlmon._keys_table(m mlmon.monitor) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_keys') $$;
+-- Claim chunks of bulk loads (see src/monitors/bulk/): (lo, hi, entries)
+-- holds the contributions of the keys lo..hi a bulk INSERT counted.
+CREATE FUNCTION mlmon._claims_table(m mlmon.monitor) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_claims') $$;
+-- The advisory lock a bulk INSERT holds exclusively and every other trigger
+-- call shared (see src/monitors/bulk/).
+CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
+    IMMUTABLE LANGUAGE sql AS $$ SELECT hashtextextended('mlmon bulk ' || m.name, 0) $$;
+-- Whether a monitor's key type lets bulk loads skip the keys table.
+CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
+    IMMUTABLE LANGUAGE sql AS $$ SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) $$;
+
+-- The native INSERT trigger of monitors with integer keys: single rows and
+-- bulk loads natively, everything else by the PL/pgSQL trigger function it
+-- calls (src/monitors/insert_trigger.rs, src/monitors/single_row.rs, src/monitors/bulk/).
+CREATE FUNCTION mlmon._monitor_insert() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_insert';
+CREATE FUNCTION mlmon._monitor_enter() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_enter';
+CREATE FUNCTION mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean
+    VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'bulk_enter_wrapper';
+CREATE FUNCTION mlmon._claim_entries(entries bytea, keys bigint[])
+    RETURNS TABLE (key bigint, bucket timestamptz, segment text, predicted text, actual text, weight double precision)
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_entries_wrapper';
+
+CREATE FUNCTION mlmon._internal_function(m mlmon.monitor, suffix text) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_' || suffix) $$;
+
+-- The type of rel.col, or 42703 naming the argument.
+CREATE FUNCTION mlmon._column_type(rel regclass, col name, argument text) RETURNS regtype
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regtype;
+BEGIN
+    SELECT a.atttypid::regtype INTO t FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', col, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('argument %s: columns of %s are %s', argument, rel,
+                                (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+                                 WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped));
+    END IF;
+    RETURN t;
+END $$;
+
+-- Which label kind a column type gives, or NULL for unsupported types.
+CREATE FUNCTION mlmon._label_kind(t regtype) RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$
+    SELECT CASE
+        WHEN t = 'boolean'::regtype THEN 'binary'
+        WHEN t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
+        WHEN t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN 'integer'
+    END $$;
+
+CREATE FUNCTION mlmon._wrong_type(argument text, col name, actual regtype, expected text) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'column "%" has type %, expected %', col, actual, expected
+        USING ERRCODE = 'datatype_mismatch', HINT = format('argument %s: use a column of type %s', argument, expected);
+END $$;
+
+CREATE FUNCTION mlmon._check_weight(w double precision) RETURNS double precision
+    IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql AS $$
+BEGIN
+    IF w < 0 OR w = 'NaN' OR w = 'Infinity' THEN
+        RAISE EXCEPTION 'prediction weight must be finite and non-negative, got %', w
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument weight: the monitor''s weight column holds a negative or non-finite value';
+    END IF;
+    RETURN w;
+END $$;

@@ -1,0 +1,266 @@
+-- Monitors: what users call to create, rebuild, compact and drop a monitor,
+-- and the event trigger that regenerates its functions after DDL.
+
+CREATE FUNCTION mlmon.create_monitor(
+    name text,
+    predictions regclass,
+    key text,
+    predicted_at text,
+    predicted text,
+    score text DEFAULT NULL,
+    outcomes regclass DEFAULT NULL,
+    outcome_key text DEFAULT NULL,
+    actual text DEFAULT NULL,
+    bucket interval DEFAULT '5 minutes',
+    maturity interval DEFAULT '0',
+    segment_by text[] DEFAULT '{}',
+    weight text DEFAULT NULL,
+    dedup text DEFAULT 'first'
+) RETURNS text
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor;
+    predicted_type regtype;
+    key_type regtype;
+    outcome_key_type regtype;
+    t regtype;
+    col text;
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'invalid monitor name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument name: use 1 to 40 lowercase letters, digits or underscores, starting with a letter';
+    END IF;
+    IF EXISTS (SELECT 1 FROM mlmon.monitor mm WHERE mm.name = create_monitor.name) THEN
+        RAISE EXCEPTION 'monitor "%" already exists', name
+            USING ERRCODE = 'duplicate_object', HINT = 'argument name: pick another name or call mlmon.drop_monitor first';
+    END IF;
+    IF predictions IS NULL OR outcomes IS NULL OR key IS NULL OR predicted_at IS NULL OR predicted IS NULL THEN
+        RAISE EXCEPTION 'predictions, key, predicted_at, predicted and outcomes are required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass all of them as named arguments';
+    END IF;
+    IF predictions = outcomes THEN
+        RAISE EXCEPTION 'predictions and outcomes must be different tables'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument outcomes: keep outcomes in their own table, or expose them through a separate table maintained alongside';
+    END IF;
+    IF score IS NOT NULL THEN
+        RAISE EXCEPTION 'score columns are not supported by monitors yet'
+            USING ERRCODE = 'feature_not_supported', HINT = 'argument score: leave it NULL; score metrics arrive with mlmon.scores';
+    END IF;
+    IF bucket IS NULL OR bucket <= interval '0' OR extract(month FROM bucket) <> 0 OR extract(year FROM bucket) <> 0 THEN
+        RAISE EXCEPTION 'invalid bucket width %', bucket
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument bucket: a positive interval of fixed length (no months or years), e.g. interval ''5 minutes''';
+    END IF;
+    IF maturity IS NULL OR maturity < interval '0' OR extract(month FROM maturity) <> 0 OR extract(year FROM maturity) <> 0 THEN
+        RAISE EXCEPTION 'invalid maturity %', maturity
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument maturity: a non-negative interval of fixed length, e.g. interval ''1 day''';
+    END IF;
+    IF dedup IS NULL OR dedup NOT IN ('first', 'last') THEN
+        RAISE EXCEPTION 'unknown dedup policy %', coalesce(quote_literal(dedup), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument dedup: ''first'' or ''last'' prediction per key';
+    END IF;
+
+    key_type := mlmon._column_type(predictions, key, 'key');
+    outcome_key_type := mlmon._column_type(outcomes, coalesce(outcome_key, key), 'outcome_key');
+    IF outcome_key_type <> key_type AND NOT (mlmon._label_kind(key_type) = 'integer' AND mlmon._label_kind(outcome_key_type) = 'integer')
+       AND NOT (mlmon._label_kind(key_type) = 'text' AND mlmon._label_kind(outcome_key_type) = 'text') THEN
+        PERFORM mlmon._wrong_type('outcome_key', coalesce(outcome_key, key), outcome_key_type, key_type::text);
+    END IF;
+    t := mlmon._column_type(predictions, predicted_at, 'predicted_at');
+    IF t <> 'timestamp with time zone'::regtype THEN
+        PERFORM mlmon._wrong_type('predicted_at', predicted_at, t, 'timestamp with time zone');
+    END IF;
+    predicted_type := mlmon._column_type(predictions, predicted, 'predicted');
+    IF mlmon._label_kind(predicted_type) IS NULL THEN
+        PERFORM mlmon._wrong_type('predicted', predicted, predicted_type, 'boolean, text or an integer type');
+    END IF;
+    IF actual IS NULL AND mlmon._label_kind(predicted_type) <> 'binary' THEN
+        PERFORM mlmon._wrong_type('predicted', predicted, predicted_type,
+                                  'boolean (without an actual column, an outcome row''s presence is the positive class)');
+    END IF;
+    IF actual IS NOT NULL THEN
+        t := mlmon._column_type(outcomes, actual, 'actual');
+        IF mlmon._label_kind(t) IS DISTINCT FROM mlmon._label_kind(predicted_type) THEN
+            PERFORM mlmon._wrong_type('actual', actual, t, predicted_type::text);
+        END IF;
+    END IF;
+    IF weight IS NOT NULL THEN
+        t := mlmon._column_type(predictions, weight, 'weight');
+        IF t NOT IN ('double precision'::regtype, 'real'::regtype, 'numeric'::regtype, 'smallint'::regtype,
+                     'integer'::regtype, 'bigint'::regtype) THEN
+            PERFORM mlmon._wrong_type('weight', weight, t, 'a numeric type such as double precision');
+        END IF;
+    END IF;
+    FOREACH col IN ARRAY coalesce(segment_by, '{}') LOOP
+        PERFORM mlmon._column_type(predictions, col, 'segment_by');
+    END LOOP;
+
+    INSERT INTO mlmon.monitor (name, predictions, key_column, key_type, predicted_at_column, predicted_column,
+                               label_kind, outcomes, outcome_key_column, actual_column, bucket, maturity,
+                               segment_by, weight_column, dedup, internal_schema)
+    VALUES (name, predictions, key, key_type, predicted_at, predicted, mlmon._label_kind(predicted_type),
+            outcomes, coalesce(outcome_key, key), actual, bucket, maturity, coalesce(segment_by, '{}'), weight, dedup,
+            (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = predictions))
+    RETURNING * INTO m;
+
+    -- fillfactor leaves room for HOT updates when late outcomes relabel keys
+    -- (no index entry, no index cleanup). Outcomes for half of 1M keys: at 80,
+    -- 56% of the updates were HOT and the COPY took 6.1-6.3 s; at 60, all of
+    -- them and 4.9-7.0 s (median 5.0 s), for 10% more pages once updated.
+    EXECUTE format('CREATE TABLE %s (key %s PRIMARY KEY, bucket timestamptz, segment jsonb, predicted text, actual text, weight double precision) WITH (fillfactor = 60)',
+                   mlmon._keys_table(m), m.key_type);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._keys_table(m),
+                   format('mlmon monitor %s: the contribution currently counted for each key', m.name));
+    EXECUTE format($t$CREATE TABLE %s (
+                       bucket timestamptz NOT NULL, segment jsonb NOT NULL, predicted text NOT NULL, actual text,
+                       n bigint NOT NULL, weight double precision NOT NULL, compacted boolean NOT NULL DEFAULT false)
+                   -- Every statement appends delta rows that compaction deletes soon
+                   -- after: vacuum by dead-row count, not by a share of a small table.
+                   WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)$t$,
+                   mlmon._rollup_table(m));
+    EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
+                   format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
+    EXECUTE format('CREATE TABLE %s (lo bigint NOT NULL, hi bigint NOT NULL, entries bytea NOT NULL)', mlmon._claims_table(m));
+    -- Chunks arrive lz4-compressed by mlmon (a few hundred bytes): stored
+    -- inline, without TOAST compressing them again.
+    EXECUTE format('CREATE INDEX ON %s (lo)', mlmon._claims_table(m));
+    EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._claims_table(m),
+                   format('mlmon monitor %s: contributions of the keys lo..hi counted by a bulk load (keys rows take precedence)', m.name));
+    EXECUTE format('CREATE INDEX ON %s (bucket) WHERE NOT compacted', mlmon._rollup_table(m));
+    -- One compacted row per cell, which compaction adds delta rows to. (Before,
+    -- compaction deleted and rewrote each touched cell's row, finding it by
+    -- bucket among every delta row of the bucket: a compaction under eight
+    -- single-row writers cost as much as nine of their INSERTs.)
+    EXECUTE format('CREATE UNIQUE INDEX ON %s (bucket, segment, predicted, actual) NULLS NOT DISTINCT WHERE compacted',
+                   mlmon._rollup_table(m));
+    PERFORM mlmon._ensure_key_index(m.predictions, m.key_column);
+    PERFORM mlmon._ensure_key_index(m.outcomes, m.outcome_key_column);
+
+    PERFORM mlmon._generate_functions(m);
+    PERFORM mlmon._create_triggers(m, m.predictions, mlmon._internal_function(m, 'on_predictions'));
+    PERFORM mlmon._create_triggers(m, m.outcomes, mlmon._internal_function(m, 'on_outcomes'));
+    -- DROP EXTENSION then takes the generated functions (and with them the
+    -- triggers) along, instead of leaving triggers that call missing functions.
+    -- The rollup and keys tables stay: they are the user's data.
+    FOREACH col IN ARRAY ARRAY['apply_predictions', 'apply_outcomes'] LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(%s[]) FROM PUBLIC', mlmon._internal_function(m, col), m.key_type);
+        EXECUTE format('ALTER FUNCTION %s(%s[]) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, col), m.key_type);
+    END LOOP;
+    EXECUTE format('ALTER FUNCTION %s(boolean) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'compact'));
+    EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_predictions'));
+    EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_outcomes'));
+    PERFORM mlmon.rebuild_monitor(m.name);
+    RETURN mlmon._rollup_table(m);
+END $$;
+COMMENT ON FUNCTION mlmon.create_monitor IS
+    'Registers a monitor: creates its rollup table and triggers on the predictions and outcomes tables, then backfills.';
+
+-- Recomputes the keys and rollup tables from the raw tables (backfill, repair,
+-- and what TRUNCATE of a source table triggers).
+CREATE FUNCTION mlmon.rebuild_monitor(name text) RETURNS bigint
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    counted bigint;
+BEGIN
+    -- Writers take row locks on the keys table before counting; this waits for
+    -- those in flight and holds back new ones until we commit.
+    EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+    EXECUTE format('TRUNCATE %s, %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+    EXECUTE format('INSERT INTO %s (key, bucket, segment, predicted, actual, weight) %s', mlmon._keys_table(m),
+                   -- Every key of both tables, as a query rather than an array: the
+                   -- planner then knows there are millions and joins by hashing
+                   -- (an array of unknown length was planned as ten keys, probed
+                   -- one by one).
+                   mlmon._contribution_sql(m, NULL, true, format(
+                       'SELECT %I::%s AS key FROM %s WHERE %I IS NOT NULL UNION SELECT %I::%s FROM %s WHERE %I IS NOT NULL',
+                       m.key_column, m.key_type, m.predictions, m.key_column,
+                       m.outcome_key_column, m.key_type, m.outcomes, m.outcome_key_column)));
+    -- In bucket order, so that a time range of cells sits on few pages: in
+    -- hash order, a trailing 3-hour read at 10M predictions fetched a page per
+    -- cell and took twice as long.
+    EXECUTE format($q$INSERT INTO %s (bucket, segment, predicted, actual, n, weight, compacted)
+                      SELECT bucket, segment, predicted, actual, count(*), sum(weight), true
+                      FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1$q$,
+                   mlmon._rollup_table(m), mlmon._keys_table(m));
+    GET DIAGNOSTICS counted = ROW_COUNT;
+    RETURN counted;
+END $$;
+COMMENT ON FUNCTION mlmon.rebuild_monitor IS 'Recomputes a monitor''s rollup from the raw tables; returns the number of rollup cells.';
+
+CREATE FUNCTION mlmon.compact_monitor(name text) RETURNS bigint
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    folded bigint;
+BEGIN
+    EXECUTE format('SELECT %s(true)', mlmon._internal_function(mlmon._monitor(name), 'compact')) INTO folded;
+    RETURN folded;
+END $$;
+COMMENT ON FUNCTION mlmon.compact_monitor IS 'Folds a monitor''s delta rows into one row per cell; returns rows folded.';
+
+CREATE FUNCTION mlmon.drop_monitor(name text) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    rel regclass;
+    suffix text;
+BEGIN
+    FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
+        FOREACH suffix IN ARRAY ARRAY['enter', 'insert', 'update', 'delete', 'truncate'] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_' || m.name || '_' || suffix, rel);
+        END LOOP;
+    END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS %s()', mlmon._internal_function(m, 'on_predictions'));
+    EXECUTE format('DROP FUNCTION IF EXISTS %s()', mlmon._internal_function(m, 'on_outcomes'));
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type);
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(%s[])', mlmon._internal_function(m, 'apply_outcomes'), m.key_type);
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(boolean)', mlmon._internal_function(m, 'compact'));
+    EXECUTE format('DROP TABLE IF EXISTS %s, %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+    DELETE FROM mlmon.monitor mm WHERE mm.name = m.name;
+END $$;
+COMMENT ON FUNCTION mlmon.drop_monitor IS 'Removes a monitor''s triggers, functions and rollup tables (not the source tables or their key indexes).';
+
+-- Generated functions name the source tables and columns. After DDL on a
+-- monitored table, regenerate them, so a renamed or moved table keeps working;
+-- refuse DDL that removes, renames or retypes a column a monitor reads, rather
+-- than leave writes to the table failing.
+CREATE FUNCTION mlmon._after_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor;
+    rel regclass;
+    col name;
+    needed name[];
+BEGIN
+    FOR m IN
+        SELECT mm.* FROM mlmon.monitor mm
+        WHERE EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
+                      WHERE c.classid = 'pg_class'::regclass AND c.objid IN (mm.predictions, mm.outcomes))
+    LOOP
+        FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
+            needed := CASE WHEN rel = m.predictions
+                THEN ARRAY[m.key_column, m.predicted_at_column, m.predicted_column] || m.segment_by
+                     || coalesce(ARRAY[m.weight_column], '{}')
+                ELSE ARRAY[m.outcome_key_column] || coalesce(ARRAY[m.actual_column], '{}') END;
+            FOREACH col IN ARRAY needed LOOP
+                CONTINUE WHEN col IS NULL;
+                IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = col
+                               AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                    RAISE EXCEPTION 'column "%" of % is read by monitor "%"', col, rel, m.name
+                        USING ERRCODE = 'dependent_objects_still_exist',
+                              HINT = format('drop the monitor first: SELECT mlmon.drop_monitor(%L)', m.name);
+                END IF;
+            END LOOP;
+        END LOOP;
+        IF mlmon._column_type(m.predictions, m.key_column, 'key') <> m.key_type THEN
+            RAISE EXCEPTION 'the type of key column "%" of % is fixed by monitor "%"', m.key_column, m.predictions, m.name
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = format('drop the monitor first: SELECT mlmon.drop_monitor(%L)', m.name);
+        END IF;
+        PERFORM mlmon._generate_functions(m);
+    END LOOP;
+END $$;
+CREATE EVENT TRIGGER mlmon_after_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION mlmon._after_ddl();
