@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
+echo "==> unsafe code only where allowed, each block explained (scripts/check_unsafe.py)"
+python3 scripts/check_unsafe.py
+
 echo "==> core crate: unit and property tests"
 cargo test -p mlmon-core --quiet
 

@@ -78,7 +78,7 @@ pub fn finish<S: State + 'static>(state: &Internal) -> Option<&S> {
 /// Exports the SQL-facing functions every state type has, named
 /// `<prefix>_in`, `_out`, `_recv`, `_send`, `_merge` (type I/O and `merge`) and
 /// `_combine`, `_serialize`, `_deserialize`, `_final` (parallel aggregation
-/// over an internal state of the same type). `sql/state_types.sql` binds them.
+/// over an internal state of the same type). `sql/aggregates/state_types.sql` binds them.
 #[macro_export]
 macro_rules! state_type {
     ($ty:ty, $prefix:ident) => {

@@ -3,7 +3,7 @@
 //!
 //! `build_training_set` calls it once per spine row and view, with the spine
 //! sorted by (entity, at), when some view is not walked; otherwise its fill
-//! (`training_set.rs`) drives the same walk through `locate` and
+//! (`training_set/`) drives the same walk through `locate` and
 //! `fetch_sorted`. In SQL the same answer (`mlmon._fv_latest_parts`)
 //! is an index descent per point plus a second probe looking for a full tie.
 //! Here one forward index scan walks in step with the points: it reads index
@@ -143,7 +143,7 @@ struct Candidate {
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn fv_probe(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
-    // SAFETY: sql/features.sql declares this function with six arguments; the
+    // SAFETY: sql/features/ declares this function with six arguments; the
     // walk follows the protocol of PostgreSQL's own index scans.
     unsafe {
         let rsinfo = (*fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
@@ -203,6 +203,7 @@ struct CallSite {
 ///
 /// SAFETY: `fcinfo` is the current call's.
 unsafe fn call_site(fcinfo: pg_sys::FunctionCallInfo) -> *mut CallSite {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let flinfo = (*fcinfo).flinfo;
         if (*flinfo).fn_extra.is_null() {
@@ -259,6 +260,7 @@ impl Walk {
     ///
     /// SAFETY: `setup` was checked by `check_setup` in this query.
     pub(super) unsafe fn open(setup: Setup) -> Walk {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let heap = pg_sys::table_open(setup.heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             let index = pg_sys::index_open(setup.index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
@@ -318,6 +320,7 @@ impl Walk {
 
     /// SAFETY: called once, in the query that opened the walk.
     pub(super) unsafe fn close(self) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if self.vm_buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
                 pg_sys::ReleaseBuffer(self.vm_buffer);
@@ -337,6 +340,7 @@ impl Walk {
     ///
     /// SAFETY: `entity` has the index's key type; `context` is the query's.
     pub(super) unsafe fn point(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64, not_before: Option<i64>) -> Option<Datum> {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             self.read_to(context, entity, at);
             self.choose(at, not_before)
@@ -352,6 +356,7 @@ impl Walk {
     ///
     /// SAFETY: as `point`.
     pub(super) unsafe fn locate(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64, not_before: Option<i64>) -> Located {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             self.read_to(context, entity, at);
             let Some(newest) = self.entries.last().copied() else {
@@ -377,6 +382,7 @@ impl Walk {
     ///
     /// SAFETY: `tid` came from `locate` of this walk.
     pub(super) unsafe fn fetch(&mut self, tid: pg_sys::ItemPointerData) -> Option<*mut pg_sys::TupleTableSlot> {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let mut tid = tid;
             let (mut call_again, mut all_dead) = (false, false);
@@ -396,6 +402,7 @@ impl Walk {
     /// SAFETY: the TIDs came from `locate` of this walk, sorted.
     pub(super) unsafe fn fetch_sorted(&mut self, tids: &[(pg_sys::ItemPointerData, usize)],
                                       mut take: impl FnMut(usize, Option<Row>), mut ahead: impl FnMut(usize)) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if (*(*self.heap).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID {
                 for &(tid, tag) in tids {
@@ -431,6 +438,7 @@ impl Walk {
 
     /// Whether the visibility map marks the page of `tid` all-visible.
     unsafe fn all_visible(&mut self, tid: pg_sys::ItemPointerData) -> bool {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let status = pg_sys::visibilitymap_get_status(self.heap, block_number(&tid), &mut self.vm_buffer);
             u32::from(status) & pg_sys::VISIBILITYMAP_ALL_VISIBLE != 0
@@ -440,6 +448,7 @@ impl Walk {
     /// Reads the index up to the point (`entity`, `at`): afterwards `entries`
     /// holds the entity's entries at or before `at`, oldest first.
     unsafe fn read_to(&mut self, context: pg_sys::MemoryContext, entity: Datum, at: i64) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let caller = pg_sys::MemoryContextSwitchTo(context);
             let order = self.entity.map(|current| self.compare(entity, current));
@@ -472,6 +481,7 @@ impl Walk {
     /// (all at or before `at`), ties resolved as the module comment says.
     /// The row is built in the current memory context (the caller's).
     unsafe fn choose(&mut self, at: i64, not_before: Option<i64>) -> Option<Datum> {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let mut chosen: Option<Candidate> = None;
             for i in (0..self.entries.len()).rev() {
@@ -510,6 +520,7 @@ impl Walk {
     /// Forgets the previous entity's entries and remembers `entity` (copied
     /// into the current context when passed by reference).
     unsafe fn set_entity(&mut self, entity: Datum) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if let Some(old) = self.entity.take() {
                 self.free_entity(old);
@@ -522,6 +533,7 @@ impl Walk {
     /// Moves forward to the first entry of `entity` or after it; descends
     /// from the root instead when that is more than a few entries away.
     unsafe fn seek(&mut self, entity: Datum) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             for _ in 0..WALK_BEFORE_DESCENT {
                 match &self.pending {
@@ -541,6 +553,7 @@ impl Walk {
     /// restart: a caller's value passed by reference may be gone before the
     /// scan is (build_training_set frees each chunk of spine rows).
     unsafe fn restart(&mut self, entity: Datum) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let argument = self.copy_entity(entity);
             let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
@@ -557,6 +570,7 @@ impl Walk {
     /// Reads the next index entry into `pending` (None at the end, and at
     /// entries with a NULL entity, which sort last and never match).
     unsafe fn advance(&mut self) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if let Some(old) = self.pending.take() {
                 self.free_entity(old.entity);
@@ -594,6 +608,7 @@ impl Walk {
 
     /// The entity value stored at `data` (a fixed-length type).
     unsafe fn fetch_entity(&self, data: *const u8) -> Datum {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if !self.entity_byval {
                 return Datum::from(data);
@@ -612,6 +627,8 @@ impl Walk {
         match self.native_order {
             NativeOrder::Int8 => (a.value() as i64).cmp(&(b.value() as i64)) as i32,
             NativeOrder::Int4 => (a.value() as i32).cmp(&(b.value() as i32)) as i32,
+            // SAFETY: both datums are entity values of the index's key type, compared
+            // by the operator family's comparison function found by check_setup.
             NativeOrder::Call => unsafe {
                 pg_sys::FunctionCall2Coll(self.compare, self.setup.entity_collation, a, b).value() as i32
             },
@@ -620,6 +637,7 @@ impl Walk {
 
     /// A copy of an entity value that outlives the index page it came from.
     unsafe fn copy_entity(&self, value: Datum) -> Datum {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if self.entity_byval {
                 value
@@ -636,6 +654,7 @@ impl Walk {
 
     unsafe fn free_entity(&self, value: Datum) {
         if !self.entity_byval {
+            // SAFETY: a by-reference entity was palloc'd by copy_entity and is freed once.
             unsafe { pg_sys::pfree(value.cast_mut_ptr()) }
         }
     }
@@ -650,6 +669,7 @@ impl Walk {
 ///
 /// SAFETY: called inside a transaction.
 pub(super) unsafe fn check_setup(index: Oid, created_attnum: i16, row_type: Option<Oid>, entity_type: Oid) -> Setup {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let heap = pg_sys::IndexGetRelation(index, true);
         if heap == pg_sys::InvalidOid {
@@ -738,6 +758,7 @@ impl tie_break::Candidate for Candidate {
 ///
 /// SAFETY: `slot` holds a row of its table.
 unsafe fn row_datum(slot: *mut pg_sys::TupleTableSlot) -> Datum {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         pg_sys::slot_getallattrs(slot);
         let desc = (*slot).tts_tupleDescriptor;
@@ -757,6 +778,7 @@ pub(crate) fn block_number(tid: &pg_sys::ItemPointerData) -> pg_sys::BlockNumber
 ///
 /// SAFETY: `index` is open.
 unsafe fn fixed_event_time_offset(index: pg_sys::Relation) -> Option<usize> {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let desc = (*index).rd_att;
         if (*desc).natts < 2 {

@@ -13,13 +13,12 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
-
 use pgrx::prelude::*;
 
 use super::{bulk, single_row};
 use crate::pg::fmgr::{call_trigger_function, v1_function};
 use crate::pg::session::setting;
+use crate::pg::trigger::{trigger_arguments, trigger_data};
 
 /// Statements of fewer rows take the usual path (`mlmon.bulk_min_rows`).
 const DEFAULT_MIN_ROWS: i64 = 10_000;
@@ -37,18 +36,16 @@ v1_function!(monitor_insert);
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn monitor_insert(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: PostgreSQL's trigger manager passes TriggerData as the context.
+    // SAFETY: the trigger data is the current call's; its transition table
+    // and relation are valid for the whole call.
     unsafe {
-        let data = (*fcinfo).context.cast::<pg_sys::TriggerData>();
-        if data.is_null() || (*data).type_ != pg_sys::NodeTag::T_TriggerData {
+        let Some(data) = trigger_data(fcinfo) else {
             pgrx::error!("mlmon._monitor_insert may only be called as a trigger");
-        }
-        let data = &*data;
+        };
         let event = data.tg_event;
         let table = data.tg_newtable;
-        let trigger = &*data.tg_trigger;
-        let argument = |i: usize| CStr::from_ptr(*trigger.tgargs.add(i)).to_string_lossy().into_owned();
-        let fallback = (trigger.tgnargs == 2).then(|| argument(1).parse::<u32>().ok()).flatten();
+        let arguments = trigger_arguments(data);
+        let fallback = (arguments.len() == 2).then(|| arguments[1].parse::<u32>().ok()).flatten();
         let (Some(fallback), false, true, 0) = (
             fallback,
             table.is_null(),
@@ -62,11 +59,11 @@ pub unsafe extern "C-unwind" fn monitor_insert(fcinfo: pg_sys::FunctionCallInfo)
         if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
             let rows = pg_sys::tuplestore_tuple_count(table);
             let handled = if rows == 1 {
-                single_row::insert(data, &argument(0))
+                single_row::insert(data, &arguments[0])
             } else if (setting(c"mlmon.bulk_min_rows", DEFAULT_MIN_ROWS)..=setting(c"mlmon.bulk_max_rows", DEFAULT_MAX_ROWS))
                 .contains(&rows)
             {
-                bulk::bulk_insert(data, &argument(0))
+                bulk::bulk_insert(data, &arguments[0])
             } else {
                 false
             };

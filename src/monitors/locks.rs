@@ -5,13 +5,12 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
-
 use pgrx::prelude::*;
 
 use crate::pg::advisory_lock::xact_lock;
 use crate::pg::catalog::has_pages;
 use crate::pg::fmgr::v1_function;
+use crate::pg::trigger::{trigger_arguments, trigger_data};
 
 /// The bulk lock shared, waiting for a bulk load that holds it.
 pub fn lock_shared(lock: i64) {
@@ -33,19 +32,17 @@ v1_function!(monitor_enter);
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn monitor_enter(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    // SAFETY: PostgreSQL's trigger manager passes TriggerData as the context.
-    unsafe {
-        let data = (*fcinfo).context.cast::<pg_sys::TriggerData>();
-        if data.is_null() || (*data).type_ != pg_sys::NodeTag::T_TriggerData || (*(*data).tg_trigger).tgnargs != 1 {
-            pgrx::error!("mlmon._monitor_enter may only be called as a monitor's trigger");
-        }
-        let argument = CStr::from_ptr(*(*(*data).tg_trigger).tgargs).to_string_lossy();
-        let Ok(lock) = argument.parse::<i64>() else {
-            pgrx::error!("mlmon._monitor_enter: bad lock argument {argument:?}");
-        };
-        lock_shared(lock);
-        pg_sys::Datum::from(0)
-    }
+    // SAFETY: fcinfo is the function manager's, for this call.
+    let data = unsafe { trigger_data(fcinfo) };
+    let arguments = data.map(trigger_arguments).unwrap_or_default();
+    let [argument] = arguments.as_slice() else {
+        pgrx::error!("mlmon._monitor_enter may only be called as a monitor's trigger");
+    };
+    let Ok(lock) = argument.parse::<i64>() else {
+        pgrx::error!("mlmon._monitor_enter: bad lock argument {argument:?}");
+    };
+    lock_shared(lock);
+    pg_sys::Datum::from(0)
 }
 
 /// `mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean`: takes a

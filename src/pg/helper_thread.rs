@@ -2,7 +2,7 @@
 //! uses a second thread in a backend.
 //!
 //! The monitors' bulk path (`monitors::bulk`) reads a load's rows (PostgreSQL calls,
-//! this thread only) while a helper counts them (`mlmon_core::bulk`, plain
+//! this thread only) while a helper counts them (`mlmon_core::monitors::bulk`, plain
 //! Rust): on a 1M-row COPY the counting was a third of the trigger's time.
 //!
 //! The helper must never call into PostgreSQL (pgrx refuses such calls from

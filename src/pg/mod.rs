@@ -15,6 +15,7 @@
 //! | `session.rs` | running as another user with a pinned search path; settings |
 //! | `advisory_lock.rs` | transaction-level advisory locks without SQL |
 //! | `spi_plan.rs` | statements prepared once per backend and kept |
+//! | `trigger.rs` | a trigger call's data and arguments |
 //! | `relcache.rs` | announcing and noticing relcache invalidations |
 //! | `heap_insert.rs` | appending a row with its index entries, without a statement |
 //! | `helper_thread.rs` | a second thread that never calls PostgreSQL |
@@ -33,4 +34,5 @@ pub mod relcache;
 pub mod session;
 pub mod shm_queue;
 pub mod spi_plan;
+pub mod trigger;
 pub mod tuples;

@@ -1,5 +1,5 @@
 //! Transition, combine, serialize and final functions of the confusion-matrix
-//! aggregates. `sql/confusion.sql` wires them into `CREATE AGGREGATE`s.
+//! aggregates. `sql/aggregates/confusion.sql` wires them into `CREATE AGGREGATE`s.
 //!
 //! Transition functions are called once per row, so they do no allocation on
 //! the boolean path and skip rows with any NULL input (NULL never becomes a class).

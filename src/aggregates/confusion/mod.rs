@@ -1,7 +1,7 @@
 //! The `mlmon.confusion` type: I/O functions and merging.
 //!
 //! On disk the type is a varlena holding `mlmon_core::codec` bytes, so every
-//! function here takes and returns `&[u8]`/`Vec<u8>`; `sql/confusion.sql` gives
+//! function here takes and returns `&[u8]`/`Vec<u8>`; `sql/aggregates/confusion.sql` gives
 //! them their SQL types.
 
 mod accessors;

@@ -31,37 +31,30 @@ fn add_row(
 // (score_summary) compresses beyond 4096 distinct scores; the exact one-step
 // aggregates keep every distinct score.
 
-#[pg_extern(sql = false)]
-fn scores_trans(state: Internal, score: Option<f64>, actual: Option<bool>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    add_row(state, fcinfo, Summary::new, score, actual, Some(1.0))
+/// The unweighted and weighted transition functions of a score aggregate
+/// whose state starts as `$init()`.
+macro_rules! score_transitions {
+    ($unweighted:ident, $weighted:ident, $init:path) => {
+        #[pg_extern(sql = false)]
+        fn $unweighted(state: Internal, score: Option<f64>, actual: Option<bool>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+            add_row(state, fcinfo, $init, score, actual, Some(1.0))
+        }
+
+        #[pg_extern(sql = false)]
+        fn $weighted(
+            state: Internal,
+            score: Option<f64>,
+            actual: Option<bool>,
+            weight: Option<f64>,
+            fcinfo: pg_sys::FunctionCallInfo,
+        ) -> Internal {
+            add_row(state, fcinfo, $init, score, actual, weight)
+        }
+    };
 }
 
-#[pg_extern(sql = false)]
-fn scores_trans_w(
-    state: Internal,
-    score: Option<f64>,
-    actual: Option<bool>,
-    weight: Option<f64>,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    add_row(state, fcinfo, Summary::new, score, actual, weight)
-}
-
-#[pg_extern(sql = false)]
-fn scores_exact_trans(state: Internal, score: Option<f64>, actual: Option<bool>, fcinfo: pg_sys::FunctionCallInfo) -> Internal {
-    add_row(state, fcinfo, Summary::unbounded, score, actual, Some(1.0))
-}
-
-#[pg_extern(sql = false)]
-fn scores_exact_trans_w(
-    state: Internal,
-    score: Option<f64>,
-    actual: Option<bool>,
-    weight: Option<f64>,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    add_row(state, fcinfo, Summary::unbounded, score, actual, weight)
-}
+score_transitions!(scores_trans, scores_trans_w, Summary::new);
+score_transitions!(scores_exact_trans, scores_exact_trans_w, Summary::unbounded);
 
 /// The stored form does not carry "unbounded"; the exact aggregates restore it.
 #[pg_extern(sql = false)]

@@ -92,6 +92,7 @@ impl Helper {
     /// created in it) and is not in parallel mode; the current memory
     /// context outlives the helper.
     pub(super) unsafe fn start(views: Vec<usize>, specs: &[HelperView]) -> Option<Helper> {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let mut setup = Vec::new();
             put_u32(&mut setup, specs.len() as u32);
@@ -148,6 +149,7 @@ impl Helper {
     ///
     /// SAFETY: the helper is running.
     pub(super) unsafe fn send_points(&mut self, points: &[Vec<Option<Point>>]) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let n = points.first().map_or(0, Vec::len);
             self.send(&(n as u32).to_le_bytes());
@@ -170,6 +172,7 @@ impl Helper {
     ///
     /// SAFETY: the helper is running and was sent the chunk's points.
     pub(super) unsafe fn receive_values(&mut self, n: usize, columns: &Columns) -> (Vec<Datum>, Vec<bool>) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let width = columns.copy.len();
             let mut values = vec![Datum::from(0); n * width];
@@ -207,6 +210,7 @@ impl Helper {
     ///
     /// SAFETY: the helper is running.
     pub(super) unsafe fn finish(mut self) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             self.send(&0u32.to_le_bytes());
             pg_sys::WaitForParallelWorkersToFinish(self.context);
@@ -218,6 +222,7 @@ impl Helper {
     }
 
     unsafe fn send(&mut self, message: &[u8]) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if !shm_queue::send(self.to_helper, message) {
                 self.helper_gone();
@@ -226,11 +231,14 @@ impl Helper {
     }
 
     unsafe fn receive(&mut self) -> &[u8] {
+        // SAFETY: the caller's promise (this function's contract); the leader
+        // is attached to `to_leader` as its receiver.
         unsafe { shm_queue::receive(self.to_leader).unwrap_or_else(|| self.helper_gone()) }
     }
 
     /// The helper detached early: raises its error if it had one.
     unsafe fn helper_gone(&mut self) -> ! {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             pg_sys::WaitForParallelWorkersToFinish(self.context);
             raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the helper process of build_training_set exited early".into(),
@@ -246,6 +254,7 @@ impl Helper {
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn mlmon_fill_helper(segment: *mut pg_sys::dsm_segment, toc: *mut pg_sys::shm_toc) {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let framed = pg_sys::shm_toc_lookup(toc, KEY_SETUP, false).cast::<u8>();
         let length = u32::from_le_bytes(*framed.cast::<[u8; 4]>()) as usize;
@@ -357,6 +366,7 @@ unsafe fn put_value(out: &mut Vec<u8>, value: Datum, null: bool, (by_value, leng
         out.extend_from_slice(&(value.value() as u64).to_le_bytes());
         return;
     }
+    // SAFETY: the caller's promise: a non-NULL by-reference value of this length.
     let bytes = unsafe { datum_bytes(value, length) };
     put_u32(out, bytes.len() as u32);
     out.resize(out.len().next_multiple_of(8), 0);

@@ -65,7 +65,7 @@ const INSERT_BATCH: usize = 1000;
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn fv_fill_training_set(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
-    // SAFETY: sql/features.sql declares this STRICT function with these eleven
+    // SAFETY: sql/features/ declares this STRICT function with these eleven
     // arguments; the relations are opened, scanned and written through the
     // table and index access method APIs, as COPY FROM and index scans do.
     unsafe {
@@ -151,6 +151,7 @@ impl View {
     /// long as the walk.
     pub(super) unsafe fn open(index: Oid, created_time: i16, entity_type: Oid, entity_column: usize,
                               not_before_column: Option<usize>) -> View {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let walk = Walk::open(check_setup(index, created_time, None, entity_type));
             let row_desc = walk.row_desc();
@@ -166,6 +167,7 @@ impl View {
     /// SAFETY: the points come sorted as the module comment says, or the
     /// walks merely start again more often.
     pub(super) unsafe fn choose(&mut self, walk_context: pg_sys::MemoryContext, points: &[Option<Point>]) -> (Vec<Datum>, Vec<bool>) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let width = self.columns.attnums.len();
             let mut values = vec![Datum::from(0); points.len() * width];
@@ -216,6 +218,7 @@ impl View {
     ///
     /// SAFETY: in the query that opened them.
     pub(super) unsafe fn close(self) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             self.walk.close();
             if let Some(walk) = self.recheck {
@@ -228,6 +231,7 @@ impl View {
 impl Columns {
     /// Takes attribute `attnum` of the chosen rows too.
     pub(super) unsafe fn push(&mut self, attnum: usize) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let natts = (*self.row_desc).natts as usize;
             let attribute = (*self.row_desc).attrs.as_slice(natts)[attnum - 1];
@@ -246,6 +250,7 @@ impl Columns {
 ///
 /// SAFETY: `target` is open.
 unsafe fn check_target(target: pg_sys::Relation) {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let form = (*target).rd_rel;
         let desc = (*target).rd_att;
@@ -299,6 +304,7 @@ impl Fill {
     ///
     /// SAFETY: inside a transaction, with an active snapshot.
     unsafe fn start(spec: &Spec) -> Fill {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let walk_context = pg_sys::CurrentMemoryContext;
             if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
@@ -428,6 +434,7 @@ impl Fill {
     ///
     /// SAFETY: `self` was just started.
     unsafe fn run(mut self) -> u64 {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let mut written = 0u64;
             let mut reader = self.spine.take().expect("started");
@@ -468,6 +475,7 @@ impl Fill {
 
     /// Sends the helper, if any, the points of its views in a chunk.
     unsafe fn send_points(&mut self, spine: &Spine) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let Some(helped) = self.helper.as_ref().map(|h| h.views.clone()) else { return };
             let theirs: Vec<Vec<Option<Point>>> = helped.iter().map(|&v| self.points(spine, v)).collect();
@@ -479,6 +487,7 @@ impl Fill {
     /// where there is none), in the current (chunk) context. The helper, if
     /// any, was sent the chunk's points and has been computing its views.
     unsafe fn choose_rows(&mut self, spine: &Spine) -> Chosen {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let mut chosen = Chosen { values: vec![Vec::new(); self.views.len()], nulls: vec![Vec::new(); self.views.len()] };
             for v in 0..self.views.len() {
@@ -515,6 +524,7 @@ impl Fill {
     /// Inserts one target row per point: its spine columns, then each
     /// feature from the point's chosen row in its view.
     unsafe fn write_rows(&mut self, spine: &Spine, chosen: &Chosen) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let widths: Vec<usize> = self.views.iter().map(|v| v.columns.attnums.len()).collect();
             let command = pg_sys::GetCurrentCommandId(true);
@@ -550,6 +560,7 @@ impl Fill {
     /// Closes everything `start` opened (on error, PostgreSQL's resource
     /// owner and memory contexts release them instead).
     unsafe fn finish(self) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             if let Some(helper) = self.helper {
                 helper.finish();
@@ -574,6 +585,7 @@ impl Columns {
     /// datum (built in the chunk's context: nothing to copy). `values` and
     /// `nulls` start at the point's first.
     pub(super) unsafe fn take_composite(&self, row: Datum, values: &mut [Datum], nulls: &mut [bool]) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let header = row.cast_mut_ptr::<pg_sys::HeapTupleHeaderData>();
             let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
@@ -587,6 +599,7 @@ impl Columns {
     /// table page (`Walk::fetch_sorted`), so values passed by reference are
     /// copied into the current (chunk) context.
     unsafe fn take(&self, row: Row, on_page: bool, values: &mut [Datum], nulls: &mut [bool]) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             for (j, (&attnum, &(by_value, length))) in self.attnums.iter().zip(&self.copy).enumerate() {
                 let value = match row {

@@ -57,6 +57,7 @@ impl Spine {
     ///
     /// SAFETY: `desc` describes `rows`.
     unsafe fn push_tuples(&mut self, rows: &[pg_sys::HeapTuple], desc: pg_sys::TupleDesc) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             let start = self.values.len();
             self.values.resize(start + rows.len() * self.columns, Datum::from(0));
@@ -149,6 +150,7 @@ pub(super) struct SpinePlan<'a> {
 ///
 /// SAFETY: inside SPI_connect.
 pub(super) unsafe fn open_cursor(query: &str) -> Option<pg_sys::Portal> {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let query = std::ffi::CString::new(query).ok()?;
         let plan = pg_sys::SPI_prepare(query.as_ptr(), 0, std::ptr::null_mut());
@@ -169,6 +171,7 @@ impl SpineReader {
     /// SAFETY: inside SPI_connect; the columns of `plan` were checked
     /// against the cursor's.
     pub(super) unsafe fn open(unsorted: pg_sys::Portal, plan: &SpinePlan, context: pg_sys::MemoryContext) -> Option<SpineReader> {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             // Read before the cursor, which owns the descriptor, is closed.
             let desc = (*unsorted).tupDesc;
@@ -224,6 +227,7 @@ impl SpineReader {
     ///
     /// SAFETY: inside the SPI connection `open` ran in.
     pub(super) unsafe fn next(&mut self) -> Option<Spine> {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             match &mut self.source {
                 Source::Memory { all, order, next, .. } => {
@@ -268,6 +272,7 @@ impl SpineReader {
     ///
     /// SAFETY: inside the SPI connection `open` ran in.
     pub(super) unsafe fn close(self) {
+        // SAFETY: the caller's promise (this function's contract).
         unsafe {
             match self.source {
                 Source::Memory { context, .. } => pg_sys::MemoryContextDelete(context),
@@ -288,6 +293,7 @@ impl SpineReader {
 ///
 /// SAFETY: inside SPI_connect.
 unsafe fn read_all(portal: pg_sys::Portal, memory: pg_sys::MemoryContext, budget: usize) -> Option<Spine> {
+    // SAFETY: the caller's promise (this function's contract).
     unsafe {
         let desc = (*portal).tupDesc;
         let columns = (*desc).natts as usize;
