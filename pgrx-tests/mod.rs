@@ -1,156 +1,26 @@
-//! In-database tests. pgrx wraps each in a transaction that is rolled back,
-//! so these cover behaviour inside one transaction; commit-time behaviour
-//! (monitors under concurrent writers) is tested from a client in `tests/`.
+//! In-database tests (`#[pg_test]`), one file per domain. pgrx runs each in
+//! a transaction that is rolled back, so these cover behaviour inside one
+//! transaction: the wiring of every SQL-bound function family, type I/O,
+//! parallel plans, one monitor written and read, one feature view read.
+//! Commit-time behaviour (monitors under concurrent writers, crashes) and
+//! the comparisons with reference implementations are client tests in
+//! `tests/`.
+//!
+//! pgrx calls every test as `tests.<name>()`, so each file's tests live in a
+//! `#[pg_schema] mod tests`.
+
 use pgrx::prelude::*;
 
-#[pg_schema]
-mod tests {
-    use pgrx::prelude::*;
+mod aggregates;
+mod features;
+mod monitors;
 
-    /// Runs `sql` and returns the SQLSTATE it raised, or 'ok'.
-    fn sqlstate_of(sql: &str) -> String {
-        Spi::run(
-            "CREATE OR REPLACE FUNCTION pg_temp.sqlstate_of(q text) RETURNS text LANGUAGE plpgsql AS $$
-             BEGIN EXECUTE q; RETURN 'ok'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$",
-        )
-        .unwrap();
-        Spi::get_one_with_args::<String>("SELECT pg_temp.sqlstate_of($1)", &[sql.into()]).unwrap().unwrap()
-    }
-
-    fn sample_table() {
-        Spi::run(
-            "CREATE TABLE sample AS
-             SELECT (i % 3 = 0) AS p, (i % 5 < 2) AS a, (i % 7)::float8 AS w, (i % 4)::bigint AS c1, (i % 6)::bigint AS c2
-             FROM generate_series(1, 200000) i;
-             ANALYZE sample;",
-        )
-        .unwrap();
-    }
-
-    const METRICS: &str = "SELECT mlmon.confusion_matrix(p, a)::text || mlmon.confusion_matrix(p, a, w)::text
-                              || mlmon.confusion_matrix(c1, c2)::text || mlmon.confusion_matrix(c1::text, c2::text, w)::text
-                              || mlmon.f1(c1, c2)::text || mlmon.cost_weighted_loss(p, a, w, 2.0)::text FROM sample";
-
-    #[pg_test]
-    fn parallel_plan_gives_the_serial_answer() {
-        sample_table();
-        Spi::run("SET max_parallel_workers_per_gather = 0").unwrap();
-        let serial = Spi::get_one::<String>(METRICS).unwrap();
-        Spi::run(
-            "SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
-             SET min_parallel_table_scan_size = 0; SET parallel_leader_participation = off",
-        )
-        .unwrap();
-        let plan: Vec<String> = Spi::connect(|client| {
-            client
-                .select(&format!("EXPLAIN (COSTS OFF) {METRICS}"), None, &[])
-                .unwrap()
-                .map(|row| row.get::<String>(1).unwrap().unwrap())
-                .collect()
-        });
-        let plan = plan.join("\n");
-        assert!(plan.contains("Finalize Aggregate") && plan.contains("Partial Aggregate"), "not parallel:\n{plan}");
-        let parallel = Spi::get_one::<String>(METRICS).unwrap();
-        assert_eq!(serial, parallel);
-    }
-
-    #[pg_test]
-    fn every_aggregate_is_wired_for_parallel_use() {
-        let unwired = Spi::get_one::<i64>(
-            "SELECT count(*) FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
-             JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = 'mlmon' AND (a.aggcombinefn = 0 OR p.proparallel <> 's'
-                   OR (a.aggtranstype = 'internal'::regtype AND (a.aggserialfn = 0 OR a.aggdeserialfn = 0)))",
-        );
-        assert_eq!(unwired, Ok(Some(0)));
-        let total = Spi::get_one::<i64>(
-            "SELECT count(*) FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid WHERE p.pronamespace = 'mlmon'::regnamespace",
-        );
-        assert!(total.unwrap().unwrap() >= 43);
-    }
-
-    #[pg_test]
-    fn rollup_of_parts_equals_one_pass() {
-        sample_table();
-        let whole = Spi::get_one::<String>("SELECT mlmon.confusion_matrix(c1, c2, w)::text FROM sample").unwrap();
-        let parts = Spi::get_one::<String>(
-            "SELECT mlmon.rollup(cm)::text FROM (SELECT mlmon.confusion_matrix(c1, c2, w) cm FROM sample GROUP BY p, a) s",
-        )
-        .unwrap();
-        assert_eq!(whole, parts);
-    }
-
-    #[pg_test]
-    fn bad_input_gets_specific_sqlstates() {
-        let cases = [
-            ("SELECT mlmon.confusion_matrix(0.5::float8, true, 'NaN'::float8)", "22023"),
-            ("SELECT mlmon.confusion_matrix(0.5::float8, true, 'Infinity'::float8)", "22023"),
-            ("SELECT mlmon.confusion_matrix(true, true, -1.0::float8)", "22023"),
-            ("SELECT mlmon.confusion_matrix(true, true, 'NaN'::float8)", "22023"),
-            ("SELECT mlmon.fbeta(mlmon.confusion_matrix(true, true), 0)", "22023"),
-            ("SELECT mlmon.precision(mlmon.confusion_matrix('a', 'b'), average => 'sideways')", "22023"),
-            ("SELECT mlmon.precision(mlmon.confusion_matrix('a', 'b'), label => 'zebra')", "22023"),
-            ("SELECT mlmon.accuracy_ci(mlmon.confusion_matrix(true, true), 1.0)", "22023"),
-            ("SELECT mlmon.accuracy_ci(mlmon.confusion_matrix(true, true), 0)", "22023"),
-            ("SELECT mlmon.merge(mlmon.confusion_matrix(true, true), mlmon.confusion_matrix('a', 'b'))", "22023"),
-            ("SELECT mlmon.cost(mlmon.confusion_matrix(true, true), costs => '[1]')", "22023"),
-            ("SELECT mlmon.cost(mlmon.confusion_matrix('a', 'b'), 1, 2)", "22023"),
-            ("SELECT '{not json'::mlmon.confusion", "22P02"),
-            (r#"SELECT '{"version":7,"kind":"binary","weighted":false,"cells":[]}'::mlmon.confusion"#, "22P02"),
-            (r#"SELECT '{"version":1,"kind":"integer","weighted":false,"cells":[{"actual":"x","predicted":"1","n":1}]}'::mlmon.confusion"#, "22P02"),
-            ("SELECT mlmon.confusion_matrix(i::text, i::text) FROM generate_series(1, 20000) i", "54000"),
-        ];
-        for (sql, expected) in cases {
-            assert_eq!(sqlstate_of(sql), expected, "{sql}");
-        }
-    }
-
-    #[pg_test]
-    fn malformed_binary_state_is_rejected_on_receive() {
-        // A binary COPY carries the raw bytes of a bytea; reading that file back
-        // into an mlmon.confusion column feeds the same bytes to its receive function.
-        let good = Spi::get_one::<Vec<u8>>("SELECT mlmon.confusion_send(mlmon.confusion_matrix(true, false))").unwrap().unwrap();
-        let mut wrong_version = good.clone();
-        wrong_version[0] = 99;
-        let truncated = good[..good.len() - 3].to_vec();
-        Spi::run("CREATE TEMP TABLE received (cm mlmon.confusion)").unwrap();
-        for (bytes, expected) in [(good, "ok"), (wrong_version, "22P03"), (truncated, "22P03"), (vec![1u8], "22P03")] {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            Spi::run(&format!("COPY (SELECT '\\x{hex}'::bytea) TO '/tmp/mlmon_recv_test.bin' (FORMAT binary)")).unwrap();
-            let got = sqlstate_of("COPY received FROM '/tmp/mlmon_recv_test.bin' (FORMAT binary)");
-            assert_eq!(got, expected);
-        }
-        assert_eq!(Spi::get_one::<i64>("SELECT mlmon.fp(cm) FROM received"), Ok(Some(1)));
-    }
-
-    #[pg_test]
-    fn null_inputs_are_skipped_and_empty_input_is_null() {
-        let cm = Spi::get_one::<i64>(
-            "SELECT mlmon.total(mlmon.confusion_matrix(p, a, w)) FROM (VALUES (true, true, 1.0), (NULL, true, 1.0), (true, NULL, 1.0), (true, false, NULL)) v(p, a, w)",
-        );
-        assert_eq!(cm, Ok(Some(1)));
-        let empty = Spi::get_one::<f64>("SELECT mlmon.accuracy(p, a) FROM (VALUES (NULL::bool, NULL::bool)) v(p, a)");
-        assert_eq!(empty, Ok(None));
-        let none = Spi::get_one::<f64>("SELECT mlmon.accuracy(true, true) WHERE false");
-        assert_eq!(none, Ok(None));
-    }
-
-    #[pg_test]
-    fn text_form_round_trips() {
-        let same = Spi::get_one::<bool>(
-            "SELECT cm::text = cm::text::mlmon.confusion::text FROM (SELECT mlmon.confusion_matrix(x::text, (x % 3)::text, 0.1 * x) cm FROM generate_series(1, 50) x) s",
-        );
-        assert_eq!(same, Ok(Some(true)));
-    }
-
-    #[pg_test]
-    fn build_info_names_the_crate_version_and_a_debug_profile() {
-        // Tests run a debug build (`cargo pgrx test`); benchmarks check for "release".
-        let info = Spi::get_one::<String>("SELECT mlmon.build_info()::text").unwrap().unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&info).unwrap();
-        assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(parsed["profile"], "debug");
-        let volatility = Spi::get_one::<String>("SELECT provolatile::text FROM pg_proc WHERE oid = 'mlmon.build_info'::regproc");
-        assert_eq!(volatility, Ok(Some("s".to_string())));
-    }
+/// Runs `sql` and returns the SQLSTATE it raised, or 'ok'.
+fn sqlstate_of(sql: &str) -> String {
+    Spi::run(
+        "CREATE OR REPLACE FUNCTION pg_temp.sqlstate_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN EXECUTE q; RETURN 'ok'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$",
+    )
+    .unwrap();
+    Spi::get_one_with_args::<String>("SELECT pg_temp.sqlstate_of($1)", &[sql.into()]).unwrap().unwrap()
 }
