@@ -7,21 +7,11 @@ installed.  Point them at it with the MLMON_DSN environment variable, e.g.
         pytest tests/conformance
 """
 
-import os
 import uuid
 
 import psycopg
 import pytest
 
-DSN_ENV = "MLMON_DSN"
-
-
-@pytest.fixture(scope="session")
-def dsn():
-    value = os.environ.get(DSN_ENV)
-    if not value:
-        pytest.skip(f"{DSN_ENV} is not set; these tests need a server with mlmon installed")
-    return value
 
 
 @pytest.fixture

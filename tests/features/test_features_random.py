@@ -353,7 +353,7 @@ def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
             conn.execute(sql.SQL("VACUUM {}").format(src))
     check("churned")
     # A spine too big to hold in maintenance_work_mem: read through its
-    # ORDER BY instead of sorted in memory by the fill (src/ffi/spine.rs).
+    # ORDER BY instead of sorted in memory by the fill (src/features/training_set/spine.rs).
     conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN pad text").format(spine))
     conn.execute(sql.SQL("UPDATE {} SET pad = repeat('x', 400)").format(spine))
     check("wide")
@@ -363,7 +363,7 @@ def test_walked_training_set_in_chunks(conn, ns, seed, key_type, spine_type):
 def test_training_set_with_a_helper_process(conn, ns, seed, key_type, spine_type):
     """A spine of 20,000 rows or more with integer entities: build_training_set
     walks two of three views in a parallel worker while it walks the third and
-    writes (src/ffi/fill_helper.rs). The rows equal the reference and
+    writes (src/features/training_set/helper.rs). The rows equal the reference and
     feature_at, and the same build without a worker (none asked for, or
     none launched), row for row, with feature values big enough that writing
     them stores them out of line (new TOAST rows while the worker runs). A

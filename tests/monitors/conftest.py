@@ -9,26 +9,16 @@ Tests marked `crash` kill and restart that server (see test_crash_recovery.py);
 deselect them with -m "not crash".
 """
 
-import os
 import uuid
 
 import pytest
 
 from monitor_reference import connect
 
-DSN_ENV = "MLMON_DSN"
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "crash: kills and restarts the PostgreSQL server (needs its data directory)")
 
-
-@pytest.fixture(scope="session")
-def dsn():
-    value = os.environ.get(DSN_ENV)
-    if not value:
-        pytest.skip(f"{DSN_ENV} is not set; these tests need a server with mlmon installed")
-    return value
 
 
 @pytest.fixture

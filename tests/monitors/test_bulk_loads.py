@@ -1,4 +1,4 @@
-"""Bulk loads through the native bulk trigger (src/monitor_bulk.rs).
+"""Bulk loads through the native bulk trigger (src/monitors/bulk/).
 
 A COPY of predictions for keys new to the monitor is counted from claim
 chunks instead of keys rows; a COPY of late outcomes for those keys updates

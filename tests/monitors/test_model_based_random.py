@@ -422,7 +422,7 @@ def _check_snapshot(conn, spec):
 
 
 # The same workloads with every INSERT eligible for the native bulk path
-# (src/monitor_bulk.rs: claim chunks instead of keys rows, materialized when
+# (src/monitors/bulk/: claim chunks instead of keys rows, materialized when
 # a later statement touches their keys). By default only statements of
 # 10,000+ rows take it; at 1 row, fresh keys of single-row inserts and COPYs
 # are claimed in chunks and outcomes for them update the chunks, and every

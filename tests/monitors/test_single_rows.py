@@ -1,5 +1,5 @@
 """Single-row INSERTs into the predictions table of a monitor with integer
-keys, counted by the native insert trigger (src/ffi/one_row.rs) with
+keys, counted by the native insert trigger (src/monitors/single_row.rs) with
 statements it prepares once per connection, or handed to the PL/pgSQL trigger
 function. Each test checks the rollup against recomputation from the raw
 tables, and which of the two counted the rows."""
