@@ -15,8 +15,6 @@ import sys
 import tempfile
 import time
 
-import duckdb
-
 from common import connect, pgbench_tps
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
@@ -192,6 +190,8 @@ def main():
         for name, buf in dumps.items():
             with open(os.path.join(tmp, name + ".csv"), "wb") as f:
                 f.write(buf.getvalue())
+        import duckdb  # only this comparison needs it
+
         duck = duckdb.connect()
         for v in range(1, VIEWS + 1):
             duck.execute(f"CREATE TABLE feats{v} AS SELECT * FROM read_csv('{tmp}/bench_feats{v}.csv', header=false, "
