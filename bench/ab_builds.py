@@ -16,9 +16,7 @@ Run: python3 bench/ab_builds.py OLD_LIBRARY NEW_LIBRARY [rounds]
      (libraries built with `cargo build --release --lib --features pg15`,
      target/release/libmlmon.so; both builds must have the same SQL)
 """
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,17 +26,9 @@ ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 7
 sys.argv = sys.argv[:1]
 
 import features  # noqa: E402
-from common import INSERT_SCRIPT, NO_SYNC, connect, pgbench_tps, prediction_rows  # noqa: E402
+from common import INSERT_SCRIPT, NO_SYNC, connect, install_library as install, pgbench_tps, prediction_rows  # noqa: E402
 from monitors import copy_rows, make_tables  # noqa: E402
-LIBRARY = subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip() + "/mlmon.so"
 N = 1_000_000
-
-
-def install(build):
-    # A copy, then a rename: a backend loading the library never sees a
-    # half-written file.
-    shutil.copyfile(build, LIBRARY + ".ab")
-    shutil.move(LIBRARY + ".ab", LIBRARY)
 
 
 def ingest(predictions, outcomes, monitored):

@@ -5,6 +5,7 @@ same cluster, because absolute times on shared 2-core machines are noisy.
 """
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -96,3 +97,13 @@ def prediction_rows(n):
     return "".join(
         f"{i}\t{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now - (i % 86400)))}+00\t{'t' if i % 3 else 'f'}\tweb\n"
         for i in range(1, n + 1)).encode()
+
+
+def install_library(build):
+    """Installs the library file `build` as mlmon's (for A/Bs of two builds):
+    backends started afterwards load it. A copy, then a rename, so that a
+    backend loading the library never sees a half-written file."""
+    pkglibdir = subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip()
+    library = os.path.join(pkglibdir, "mlmon.so")
+    shutil.copyfile(build, library + ".ab")
+    shutil.move(library + ".ab", library)
