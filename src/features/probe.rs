@@ -768,7 +768,7 @@ unsafe fn row_datum(slot: *mut pg_sys::TupleTableSlot) -> Datum {
 }
 
 /// The block number of a TID (ItemPointerGetBlockNumber, a macro in 15).
-pub(crate) fn block_number(tid: &pg_sys::ItemPointerData) -> pg_sys::BlockNumber {
+pub(super) fn block_number(tid: &pg_sys::ItemPointerData) -> pg_sys::BlockNumber {
     (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo)
 }
 
