@@ -69,16 +69,19 @@ def timed_pair(first, second, rounds=7):
     return statistics.median(a), statistics.median(b)
 
 
-def pgbench_tps(script, clients=8, seconds=20, options=None):
+def pgbench_tps(script, clients=8, seconds=20, options=None, defines=None):
     """Transactions per second of a pgbench custom script (its text) run by
-    `clients` clients on the cluster of DSN; `options` become PGOPTIONS."""
+    `clients` clients on the cluster of DSN; `options` become PGOPTIONS;
+    `defines` ({name: value}) become `-D name=value` (pgbench variables keep
+    their values from one transaction of a client to the next)."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
     host = re.search(r"host=(\S+)", DSN).group(1)
     port = re.search(r"port=(\d+)", DSN).group(1)
     env = dict(os.environ, PGOPTIONS=options) if options else None
     out = subprocess.run(["pgbench", "-n", "-h", host, "-p", port, "-U", "postgres", "-c", str(clients), "-j", "2",
-                          "-T", str(seconds), "-f", f.name, "postgres"],
+                          "-T", str(seconds), "-f", f.name]
+                         + [f"-D{name}={value}" for name, value in (defines or {}).items()] + ["postgres"],
                          env=env, capture_output=True, text=True, check=True).stdout
     os.unlink(f.name)
     return float(re.search(r"tps = ([\d.]+)", out).group(1))

@@ -103,11 +103,24 @@ CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
 CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
     IMMUTABLE LANGUAGE sql AS $$ SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) $$;
 
--- The native INSERT trigger of monitors with integer keys: single rows and
--- bulk loads natively, everything else by the PL/pgSQL trigger function it
--- calls (src/monitors/insert_trigger.rs, src/monitors/single_row.rs, src/monitors/bulk/).
-CREATE FUNCTION mlmon._monitor_insert() RETURNS trigger
-    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_insert';
+-- Whether `col` alone is unique in `rel`: a valid, immediate unique index on
+-- it alone, without predicate or expression. Then a key's rows after a
+-- statement are exactly the statement's new rows of that key, which lets the
+-- statement path restate keys without reading the table (src/monitors/bulk/).
+CREATE FUNCTION mlmon._unique_key(rel regclass, col name) RETURNS boolean
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = rel AND a.attname = col AND i.indisunique AND i.indimmediate AND i.indisvalid
+          AND i.indisready AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL)
+$$;
+
+-- The native write trigger of monitors with integer keys (AFTER INSERT,
+-- UPDATE and DELETE): single-row INSERTs and large statements natively,
+-- everything else by the PL/pgSQL trigger function it calls
+-- (src/monitors/write_trigger.rs, src/monitors/single_row.rs, src/monitors/bulk/).
+CREATE FUNCTION mlmon._monitor_write() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_write';
 CREATE FUNCTION mlmon._monitor_enter() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'monitor_enter';
 CREATE FUNCTION mlmon._bulk_enter(lock bigint, claims oid) RETURNS boolean

@@ -240,24 +240,26 @@ CREATE FUNCTION mlmon._create_triggers(m mlmon.monitor, rel regclass, fn text) R
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     prefix text := 'mlmon_' || m.name || '_';
+    native text;
 BEGIN
-    -- With integer keys, INSERTs go to the native trigger, which counts single
-    -- rows and bulk loads itself and calls `fn` with the same trigger data for
-    -- every other statement (src/monitors/insert_trigger.rs). The `_enter` trigger
-    -- takes the bulk lock shared before any row changes.
+    -- With integer keys, INSERTs, UPDATEs and DELETEs go to the native
+    -- trigger, which counts single-row INSERTs and large statements itself and
+    -- calls `fn` with the same trigger data for every other statement
+    -- (src/monitors/write_trigger.rs). The `_enter` trigger takes the bulk
+    -- lock shared before any row changes.
     IF mlmon._bulk_capable(m) THEN
         EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_enter(%L)',
                        prefix || 'enter', rel, mlmon._bulk_lock_id(m)::text);
-        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_insert(%L, %L)',
-                       prefix || 'insert', rel, m.name, to_regprocedure(fn || '()')::oid::text);
+        native := format('mlmon._monitor_write(%L, %L)', m.name, to_regprocedure(fn || '()')::oid::text);
     ELSE
-        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
-                       prefix || 'insert', rel, fn);
+        native := fn || '()';
     END IF;
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
-                   prefix || 'update', rel, fn);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %s()',
-                   prefix || 'delete', rel, fn);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                   prefix || 'insert', rel, native);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                   prefix || 'update', rel, native);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                   prefix || 'delete', rel, native);
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'truncate', rel, fn);
 END $$;

@@ -496,3 +496,37 @@ BEGIN
         format(materialize, new_keys), format(materialize, new_keys || ' UNION ALL ' || old_keys),
         format(materialize, old_keys), m.name);
 END $$;
+
+-- The statement path's recount (src/monitors/bulk/statement.rs): for each
+-- key of $1 (bigint[], distinct) that still has raw rows, read from the raw
+-- tables, (key, bucket, segment, predicted, actual, weight): bucket NULL for
+-- a key whose rows count nowhere; actual is the combination of its outcome
+-- rows (or the label of a key without them) for every key, so a placeholder
+-- keeps what it knows. Keys without raw rows are left out. The dedup and
+-- actual rules are _prediction_exprs's and _outcomes_sql's; a statement
+-- holding the bulk lock exclusively runs it, so every change is committed
+-- or its own.
+CREATE FUNCTION mlmon._statement_recount_sql(m mlmon.monitor) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e record := mlmon._prediction_exprs(m, 't');
+    outcome_sql text;
+    absent text;
+BEGIN
+    SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
+    RETURN format($q$
+        WITH batch AS (SELECT k AS key FROM unnest($1::bigint[]) k),
+        chosen AS (
+            SELECT DISTINCT ON (t.%1$I) t.%1$I AS key, (%2$s) AS counts,
+                   date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
+                   %5$s AS segment, t.%6$I::text AS predicted, CASE WHEN %2$s THEN %7$s END AS weight
+            FROM %8$s t JOIN batch b ON t.%1$I = b.key
+            ORDER BY t.%1$I, (%2$s) DESC, %9$s),
+        outcome AS (%10$s)
+        SELECT b.key, CASE WHEN c.counts THEN c.bucket END, CASE WHEN c.counts THEN c.segment::text END,
+               CASE WHEN c.counts THEN c.predicted END, coalesce(o.actual, %11$s), CASE WHEN c.counts THEN c.weight END
+        FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
+        WHERE c.key IS NOT NULL OR o.key IS NOT NULL $q$,
+        m.key_column, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column, e.weight,
+        m.predictions, e.dedup_order, outcome_sql, absent);
+END $$;

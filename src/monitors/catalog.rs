@@ -28,6 +28,12 @@ pub struct Monitor {
     pub claims_table: String,
     pub claims_oid: pg_sys::Oid,
     pub lock_id: i64,
+    /// Whether the key alone is unique in the predictions / outcomes table
+    /// (`mlmon._unique_key`).
+    pub unique_key: bool,
+    pub unique_outcome_key: bool,
+    /// `mlmon._statement_recount_sql`: keys recounted from the raw tables.
+    pub recount_sql: String,
 }
 
 /// The row `LOAD` returns, by column name (OIDs as bigint: JSON has them as
@@ -55,6 +61,9 @@ struct Row {
     claims_table: String,
     claims_oid: u32,
     lock_id: i64,
+    unique_key: bool,
+    unique_outcome_key: bool,
+    recount_sql: String,
 }
 
 const LOAD: &str = "
@@ -72,7 +81,10 @@ const LOAD: &str = "
                mlmon._bulk_capable(m) AS integer_key,
                mlmon._keys_table(m) AS keys_table, mlmon._rollup_table(m) AS rollup_table,
                mlmon._claims_table(m) AS claims_table, mlmon._claims_table(m)::regclass::oid::bigint AS claims_oid,
-               mlmon._bulk_lock_id(m) AS lock_id
+               mlmon._bulk_lock_id(m) AS lock_id,
+               mlmon._unique_key(m.predictions, m.key_column) AS unique_key,
+               mlmon._unique_key(m.outcomes, m.outcome_key_column) AS unique_outcome_key,
+               mlmon._statement_recount_sql(m) AS recount_sql
         FROM mlmon.monitor m WHERE m.name = $1) r";
 
 /// Raises an SPI failure of the native write path.
@@ -107,6 +119,9 @@ impl Monitor {
             claims_table: row.claims_table,
             claims_oid: pg_sys::Oid::from(row.claims_oid),
             lock_id: row.lock_id,
+            unique_key: row.unique_key,
+            unique_outcome_key: row.unique_outcome_key,
+            recount_sql: row.recount_sql,
         })
     }
 }

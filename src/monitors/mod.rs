@@ -5,11 +5,12 @@
 //! Most of a monitor is SQL (`sql/monitors/`): its catalog, the PL/pgSQL
 //! trigger functions generated per monitor, the reads. This module is the
 //! native part of the write path:
-//! - `insert_trigger.rs`: the native INSERT statement trigger, which sends a
-//!   statement to the single-row path, the bulk path, or the monitor's
+//! - `write_trigger.rs`: the native statement trigger, which sends a
+//!   statement to the single-row path, the statement path, or the monitor's
 //!   PL/pgSQL trigger function;
 //! - `single_row.rs`: single-row INSERTs, by statements prepared per backend;
-//! - `bulk/`: bulk INSERTs of new keys and of late outcomes, by claim chunks;
+//! - `bulk/`: the statement path: any large statement, keys restated in
+//!   memory, bulk-loaded keys kept in claim chunks;
 //! - `rollup.rs`: the rollup table's delta rows, written both ways;
 //! - `locks.rs`: the bulk lock every writer takes;
 //! - `catalog.rs`: a monitor's definition as the native paths need it.
@@ -24,7 +25,7 @@ extension_sql_file!("../../sql/monitors/reads.sql", name = "monitor_reads_sql", 
 
 mod bulk;
 mod catalog;
-mod insert_trigger;
 mod locks;
 mod rollup;
 mod single_row;
+mod write_trigger;

@@ -23,10 +23,11 @@ pub struct Delta {
     pub weight: f64,
 }
 
-/// Inserts `deltas` (those that change a count) into the rollup table
-/// `table` (a quoted, qualified name) in one statement.
+/// Inserts `deltas` (those that change a count or a weight: a key's new
+/// weight may leave its cell) into the rollup table `table` (a quoted,
+/// qualified name) in one statement.
 pub fn write_deltas(client: &mut SpiClient<'_>, table: &str, deltas: Vec<Delta>) {
-    let deltas: Vec<Delta> = deltas.into_iter().filter(|d| d.n != 0).collect();
+    let deltas: Vec<Delta> = deltas.into_iter().filter(|d| d.n != 0 || d.weight != 0.0).collect();
     if deltas.is_empty() {
         return;
     }

@@ -1,40 +1,47 @@
-//! Bulk loads into monitored tables without a keys row per key.
+//! Large statements on monitored tables without a keys row or a claim per
+//! key: the statement path.
 //!
 //! A monitor's keys table holds, for every key with raw rows, the
 //! contribution the rollup counts; writing it costs a heap row and a unique
-//! index entry per key, as much again as the user's own insert. A bulk INSERT
-//! (COPY of a day's predictions, a file of late labels) instead goes through
-//! a native trigger (`monitors::insert_trigger`) that reads the statement's rows
-//! once (`read.rs`; predictions are counted by `mlmon_core::monitors::bulk` on a helper thread
-//! meanwhile), and, when it may, writes the rollup's deltas and the keys'
-//! contributions as claim chunks (`mlmon_core::monitors::claims`): a few rows of packed
-//! entries. Every other statement first copies the entries of the keys it
-//! touches into keys rows ("materializes" them, `_claim_entries`) and then
-//! runs as before, so the chunks change nothing for it.
+//! index entry per key, as much again as the user's own write, and the
+//! PL/pgSQL path claims (locks and rewrites) it for every key a statement
+//! touches. A large statement on either table (INSERT/COPY, UPDATE, DELETE;
+//! `monitors::write_trigger`) instead reads its transition tables once
+//! (`read.rs`; predictions are counted by `mlmon_core::monitors::bulk` on a
+//! helper thread meanwhile) and, when it may, works per key in memory:
+//! * a load of keys that have no state anywhere in its key range is written
+//!   as new claim chunks (`mlmon_core::monitors::claims`), its deltas from
+//!   the counted cells (`write_new_predictions`);
+//! * any other statement restates its keys (`statement.rs`): each touched
+//!   key's stored state (keys row or chunk entry) and what the transition
+//!   tables say give its new state (`mlmon_core::monitors::restate`), or the
+//!   key is recounted from the raw tables; deltas are -old +new; keys rows
+//!   are updated or deleted, chunks rewritten, and a key with no raw rows
+//!   left loses its state, so a later load sees it as new.
 //!
-//! When the bulk path may run (otherwise the statement takes the usual path,
-//! which is always right):
-//! * The transaction is READ COMMITTED, so its checks see every committed
+//! Every statement the PL/pgSQL path runs first copies the entries of the
+//! keys it touches into keys rows ("materializes" them, `_claim_entries`)
+//! and then goes on as before, so the chunks change nothing for it.
+//!
+//! When the statement path may run (otherwise the statement takes the usual
+//! path, which is always right):
+//! * The transaction is READ COMMITTED, so its reads see every committed
 //!   write (each SPI query takes a fresh snapshot).
 //! * It holds the monitor's bulk lock exclusively (`pg_try_advisory_xact_lock`,
 //!   never waiting). Every other trigger call holds it shared until its
 //!   transaction ends, so no writer is in flight on any key: entries and keys
-//!   rows seen are all there are.
-//! * Predictions: no keys row and no chunk lies in the range of the
-//!   statement's keys. A key with raw rows always has one or the other, so
-//!   every key of the statement is new and counts as its best new row.
-//! * Outcomes: no keys row lies in the range and every key falls inside a
-//!   chunk; its entry's actual label is combined with the new outcomes.
+//!   rows seen are all there are, and the raw tables hold every change.
+//! * Integer keys, the column types `read.rs` reads, at most 10,000 distinct
+//!   labels and segments, valid weights, no tie between two rows of a key.
 
 mod dictionary;
 mod read;
+mod statement;
 
-pub use read::bulk_insert;
+pub use statement::write_statement;
 
-use mlmon_core::monitors::actual::Actual;
-use mlmon_core::monitors::bulk::{Counted, Text};
+use mlmon_core::monitors::bulk::Text;
 use mlmon_core::monitors::claims::Chunk;
-use mlmon_core::monitors::late_outcomes::{apply_outcomes, Cells, Texts};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
@@ -42,6 +49,7 @@ use pgrx::spi::{SpiClient, SpiResult};
 use super::catalog::{spi_error, Monitor};
 use super::locks::try_bulk_lock;
 use super::rollup::{write_deltas, Delta};
+use read::CountedPredictions;
 use crate::pg::errors::raise;
 use crate::pg::relcache;
 
@@ -102,95 +110,32 @@ fn one<T: FromDatum + IntoDatum>(client: &SpiClient<'_>, sql: &str, args: &[Datu
     rows.unwrap_or_else(|e| spi_error(e)).first().get::<T>(1).ok().flatten()
 }
 
-/// Writes what a bulk INSERT of predictions counts (`bulk::Counter`), if
-/// its keys are all new (see the module's comment); returns whether it did.
-/// `predicted` and `segments` are the texts of the counter's label and
-/// segment ids.
-pub fn insert_predictions(monitor: &Monitor, counted: Counted, predicted: &[String], segments: &[String]) -> bool {
-    let Counted { lo, hi, runs, cells } = counted;
-    Spi::connect_mut(|client| {
-        if !monitor.try_bulk_lock() || monitor.any_keys_row(client, lo, hi) || !monitor.chunks_in(client, lo, hi).is_empty() {
-            return false;
-        }
-        // A key's actual label with no outcome row (none can exist: the key is new).
-        let absent = monitor.actual_column.is_none().then_some("false");
-        let text = |t: Text| match t {
-            Text::Label(l) => predicted[l as usize].as_str(),
-            Text::Segment(s) => segments[s as usize].as_str(),
-            Text::Absent => "false",
-        };
-        let chunks = runs.iter().map(|run| (run.lo, run.hi, run.assemble(text))).collect();
-        let deltas = cells
-            .into_iter()
-            .map(|((bucket, segment, label), (n, weight))| Delta {
-                bucket,
-                segment: segments[segment as usize].clone(),
-                predicted: predicted[label as usize].clone(),
-                actual: absent.map(str::to_owned),
-                n,
-                weight,
-            })
-            .collect();
-        write_deltas(client, &monitor.rollup_table, deltas);
-        monitor.write_chunks(client, chunks);
-        monitor.record_bulk_load(client);
-        true
-    })
-}
-
-/// Applies a bulk INSERT of outcomes whose keys all lie in chunks and have no
-/// keys row, if it may (see the module's comment); returns whether it did.
-/// `outcomes`: each key's combined new actual label, ascending by key.
-pub fn insert_outcomes(monitor: &Monitor, outcomes: &[(i64, Actual)]) -> bool {
-    let (Some(&(lo, _)), Some(&(hi, _))) = (outcomes.first(), outcomes.last()) else {
-        return false;
+/// Writes what a load of predictions counts (`bulk::Counter`) whose keys
+/// have no state in their range: every key is new and counts as its best
+/// new row, with no outcome (none can exist: see the module's comment).
+fn write_new_predictions(monitor: &Monitor, client: &mut SpiClient<'_>, read: CountedPredictions) {
+    let CountedPredictions { counted, labels, segments } = read;
+    let absent = monitor.actual_column.is_none().then_some("false");
+    let text = |t: Text| match t {
+        Text::Label(l) => labels[l as usize].as_str(),
+        Text::Segment(s) => segments[s as usize].as_str(),
+        Text::Absent => "false",
     };
-    Spi::connect_mut(|client| {
-        if !monitor.try_bulk_lock() || monitor.any_keys_row(client, lo, hi) {
-            return false;
-        }
-        let mut texts = Texts::default();
-        let mut cells = Cells::default();
-        let (mut replaced, mut fresh) = (Vec::new(), Vec::new());
-        // Chunks come in key order and do not overlap: walk them beside the keys.
-        let mut next = 0;
-        for (ctid, chunk) in monitor.chunks_in(client, lo, hi) {
-            let (first, last) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
-            if next < outcomes.len() && outcomes[next].0 < first {
-                return false; // a key in no chunk: it has no contribution stored here
-            }
-            let start = next;
-            while next < outcomes.len() && outcomes[next].0 <= last {
-                next += 1;
-            }
-            if start < next {
-                fresh.push(apply_outcomes(&chunk, &outcomes[start..next], &mut texts, &mut cells));
-                replaced.push(ctid);
-            }
-        }
-        if next < outcomes.len() {
-            return false;
-        }
-        let text = |i: u32| texts.text(i).to_owned();
-        let deltas = cells
-            .into_iter()
-            .map(|((bucket, segment, predicted, actual), (n, weight))| Delta {
-                bucket,
-                segment: text(segment),
-                predicted: text(predicted),
-                actual: actual.map(text),
-                n,
-                weight,
-            })
-            .collect();
-        write_deltas(client, &monitor.rollup_table, deltas);
-        let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", monitor.claims_table);
-        client.update(&sql, None, &[replaced.into()]).unwrap_or_else(|e| spi_error(e));
-        let fresh = fresh.iter().map(|c| (c.entries[0].key, c.entries[c.entries.len() - 1].key, c.encode())).collect();
-        monitor.write_chunks(client, fresh);
-        monitor.record_bulk_load(client);
-        true
-    })
+    let chunks = counted.runs.iter().map(|run| (run.lo, run.hi, run.assemble(text))).collect();
+    let deltas = counted
+        .cells
+        .into_iter()
+        .map(|((bucket, segment, label), (n, weight))| Delta {
+            bucket,
+            segment: segments[segment as usize].clone(),
+            predicted: labels[label as usize].clone(),
+            actual: absent.map(str::to_owned),
+            n,
+            weight,
+        })
+        .collect();
+    write_deltas(client, &monitor.rollup_table, deltas);
+    monitor.write_chunks(client, chunks);
 }
 
 /// `mlmon._claim_entries(entries bytea, keys bigint[])`: the entries of `keys`
@@ -223,7 +168,9 @@ fn claim_entries(
                 e.bucket.and_then(|b| TimestampWithTimeZone::try_from(b).ok()),
                 chunk.text(e.segment).map(str::to_owned),
                 chunk.text(e.predicted).map(str::to_owned),
-                chunk.text(e.actual).map(str::to_owned),
+                // A placeholder's entry may keep its outcomes' label; a keys
+                // row's placeholder has none.
+                counted.then(|| chunk.text(e.actual).map(str::to_owned)).flatten(),
                 counted.then_some(e.weight),
             )
         })

@@ -1,8 +1,7 @@
-//! The bulk path's reading of a statement's transition table: the rows of
-//! a bulk INSERT of predictions, counted on a helper thread while they are
-//! read, or of outcomes, combined per key. What was read is then written by
-//! `insert_predictions` or `insert_outcomes` (`mod.rs`); a statement this
-//! path cannot take returns false and goes the usual way.
+//! The statement path's reading of a statement's transition tables: the
+//! rows of predictions, counted on a helper thread while they are read; of
+//! outcomes, combined per key; or only the keys. A statement this path
+//! cannot read returns `None` and goes the usual way.
 
 #![allow(unsafe_code)]
 
@@ -10,10 +9,9 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use mlmon_core::monitors::actual::Actual;
-use mlmon_core::monitors::bulk::{Counter, PredictionRow};
+use mlmon_core::monitors::bulk::{Counted, Counter, PredictionRow};
 
 use super::dictionary::Dictionary;
-use super::{insert_outcomes, insert_predictions};
 use crate::monitors::catalog::{spi_error, Monitor};
 use crate::pg::helper_thread;
 use crate::pg::session::as_user;
@@ -23,47 +21,59 @@ use crate::pg::tuples::{each_row, integer, is_integer, Attributes};
 /// with more takes the usual path.
 const MAX_DISTINCT: usize = 10_000;
 
-/// The bulk path: whether it counted the statement.
-///
-/// SAFETY: `data` is an INSERT statement trigger's, with a NEW TABLE.
-pub unsafe fn bulk_insert(data: &pg_sys::TriggerData, name: &str) -> bool {
-    // SAFETY: the caller's promise.
-    unsafe {
-        let relation = &*data.tg_relation;
-        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name))) else {
-            return false;
-        };
-        let attributes = Attributes(relation.rd_att);
-        if monitor.predictions == monitor.outcomes || !monitor.integer_key {
-            false
-        } else if relation.rd_id == monitor.predictions {
-            bulk_predictions(&monitor, &attributes, data.tg_newtable)
-        } else if relation.rd_id == monitor.outcomes {
-            bulk_outcomes(&monitor, &attributes, data.tg_newtable)
-        } else {
-            false
-        }
-    }
+/// Predictions rows as counted (`bulk::Counter`), with the texts of the
+/// counter's label and segment ids.
+pub struct CountedPredictions {
+    pub counted: Counted,
+    pub labels: Vec<String>,
+    pub segments: Vec<String>,
 }
 
+/// The distinct non-NULL keys of a transition table's integer column
+/// `column`, ascending; `None` if the column is missing or not an integer.
+///
+/// SAFETY: `table` holds rows described by `attributes`.
+pub unsafe fn read_keys(attributes: &Attributes, column: &str, table: *mut pg_sys::Tuplestorestate) -> Option<Vec<i64>> {
+    let (index, attribute) = attributes.find(column)?;
+    if !is_integer(attribute.atttypid) {
+        return None;
+    }
+    let type_oid = attribute.atttypid;
+    let mut keys = Vec::new();
+    // SAFETY: the caller's promise; the index comes from its descriptor.
+    unsafe {
+        each_row(table, attributes.0, |values, nulls| {
+            if !nulls[index] {
+                keys.push(integer(values[index], type_oid));
+            }
+            true
+        });
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Some(keys)
+}
+
+/// The predictions rows of `table`, counted.
+///
 /// SAFETY: `table` holds rows of the predictions table described by `attributes`.
-unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> bool {
+pub unsafe fn read_predictions(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> Option<CountedPredictions> {
     let column = |name: &str| attributes.find(name);
     let (Some(key), Some(at), Some(label)) =
         (column(&monitor.key_column), column(&monitor.predicted_at_column), column(&monitor.predicted_column))
     else {
-        return false;
+        return None;
     };
     let segments: Option<Vec<_>> = monitor.segment_by.iter().map(|c| column(c)).collect();
     let weight = monitor.weight_column.as_deref().map(column);
     let (Some(segments), Some(weight)) = (segments, weight.map_or(Some(None), |w| w.map(Some))) else {
-        return false;
+        return None;
     };
     if !is_integer(key.1.atttypid)
         || at.1.atttypid != pg_sys::TIMESTAMPTZOID
         || weight.is_some_and(|w| w.1.atttypid != pg_sys::FLOAT8OID)
     {
-        return false;
+        return None;
     }
     let mut labels = Dictionary::default();
     let mut segment_values = Dictionary::default();
@@ -120,7 +130,7 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
         },
     );
     let (true, Some(counted)) = (complete, counted) else {
-        return false;
+        return None;
     };
     as_user(monitor.owner, || {
         let predicted = texts(&labels, "SELECT $1::text", &[], &[label.1.atttypid]);
@@ -132,8 +142,8 @@ unsafe fn bulk_predictions(monitor: &Monitor, attributes: &Attributes, table: *m
             format!("SELECT jsonb_build_object({})::text", pairs.join(", "))
         };
         let types: Vec<pg_sys::Oid> = segments.iter().map(|s| s.1.atttypid).collect();
-        let segment_texts = texts(&segment_values, &segment_sql, &names, &types);
-        insert_predictions(monitor, counted, &predicted, &segment_texts)
+        let segments = texts(&segment_values, &segment_sql, &names, &types);
+        Some(CountedPredictions { counted, labels: predicted, segments })
     })
 }
 
@@ -160,21 +170,21 @@ fn texts(dictionary: &Dictionary, sql: &str, names: &[&str], types: &[pg_sys::Oi
     })
 }
 
+/// Each key's new outcomes of `table`, combined, ascending by key.
+///
 /// SAFETY: `table` holds rows of the outcomes table described by `attributes`.
-unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> bool {
-    let Some(key) = attributes.find(&monitor.outcome_key_column) else {
-        return false;
-    };
+pub unsafe fn read_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> Option<Vec<(i64, Actual)>> {
+    let key = attributes.find(&monitor.outcome_key_column)?;
     let actual = match monitor.actual_column.as_deref() {
         None => None,
         Some(name) => match attributes.find(name) {
             Some(a) if monitor.label_kind == "binary" && a.1.atttypid == pg_sys::BOOLOID => Some((a, false)),
             Some(a) if monitor.label_kind == "integer" && is_integer(a.1.atttypid) => Some((a, true)),
-            _ => return false,
+            _ => return None,
         },
     };
     if !is_integer(key.1.atttypid) {
-        return false;
+        return None;
     }
     let mut rows: Vec<(i64, Actual)> = Vec::new();
     // SAFETY: the caller's promise; every attribute index comes from its descriptor.
@@ -203,5 +213,5 @@ unsafe fn bulk_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut 
             _ => outcomes.push((key, value)),
         }
     }
-    as_user(monitor.owner, || insert_outcomes(monitor, &outcomes))
+    Some(outcomes)
 }

@@ -6,10 +6,11 @@
 //!   contributions;
 //! - `actual`: how a key's outcome rows combine into one actual label;
 //! - `dictionary`: the distinct labels and segments of a load, by bytes;
-//! - `late_outcomes`: outcomes applied to keys stored in claim chunks.
+//! - `restate`: any large statement's keys restated from their stored
+//!   state and the transition tables, and chunks rewritten.
 
 pub mod actual;
 pub mod bulk;
 pub mod claims;
 pub mod dictionary;
-pub mod late_outcomes;
+pub mod restate;

@@ -1,0 +1,368 @@
+//! The statement path: a large statement of any kind on a monitored table,
+//! counted by restating the keys it touched (see the module's comment in
+//! `mod.rs` for when it may run, `mlmon_core::monitors::restate` for the
+//! rules). Returns false, before writing anything, for a statement it cannot
+//! take: the PL/pgSQL trigger function then runs.
+
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+
+use mlmon_core::monitors::actual::Actual;
+use mlmon_core::monitors::bulk::Text;
+use mlmon_core::monitors::claims::Chunk;
+use mlmon_core::monitors::restate::{
+    add_change, chunk_states, resolve, rewrite_chunks, Cells, Outcomes, Predictions, Resolution, State, StoredChunk, Texts,
+};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::read::{read_keys, read_outcomes, read_predictions, CountedPredictions};
+use super::write_new_predictions;
+use crate::monitors::catalog::{spi_error, Monitor};
+use crate::monitors::rollup::{write_deltas, Delta};
+use crate::pg::errors::raise;
+use crate::pg::session::as_user;
+use crate::pg::tuples::Attributes;
+
+/// A touched key and what the statement says of it.
+type Touched = (i64, Predictions, Outcomes);
+
+/// The statement path; whether it counted the statement.
+///
+/// SAFETY: `data` is a statement trigger's, with the transition tables of its event.
+pub unsafe fn write_statement(data: &pg_sys::TriggerData, name: &str) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let relation = &*data.tg_relation;
+        let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name))) else {
+            return false;
+        };
+        if monitor.predictions == monitor.outcomes || !monitor.integer_key {
+            return false;
+        }
+        let attributes = Attributes(relation.rd_att);
+        let event = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+        let on_predictions = relation.rd_id == monitor.predictions;
+        if !on_predictions && relation.rd_id != monitor.outcomes {
+            return false;
+        }
+        let key_column = if on_predictions { &monitor.key_column } else { &monitor.outcome_key_column };
+        let old_keys = if event == pg_sys::TRIGGER_EVENT_INSERT {
+            Vec::new()
+        } else {
+            match read_keys(&attributes, key_column, data.tg_oldtable) {
+                Some(keys) => keys,
+                None => return false,
+            }
+        };
+        let has_new = event != pg_sys::TRIGGER_EVENT_DELETE;
+        if on_predictions {
+            let new = if has_new {
+                match read_predictions(&monitor, &attributes, data.tg_newtable) {
+                    Some(read) => Some(read),
+                    None => return false,
+                }
+            } else {
+                None
+            };
+            as_user(monitor.owner, || restate_predictions(&monitor, event == pg_sys::TRIGGER_EVENT_INSERT, new, &old_keys))
+        } else {
+            let new = if has_new {
+                match read_outcomes(&monitor, &attributes, data.tg_newtable) {
+                    Some(read) => read,
+                    None => return false,
+                }
+            } else {
+                Vec::new()
+            };
+            as_user(monitor.owner, || restate_outcomes(&monitor, event == pg_sys::TRIGGER_EVENT_INSERT, &new, &old_keys))
+        }
+    }
+}
+
+fn restate_predictions(monitor: &Monitor, insert: bool, new: Option<CountedPredictions>, old_keys: &[i64]) -> bool {
+    Spi::connect_mut(|client| {
+        if !monitor.try_bulk_lock() {
+            return false;
+        }
+        // A load of keys with no state anywhere in their range: every key is
+        // new, written as counted.
+        if let (true, Some(read)) = (insert, &new) {
+            let (lo, hi) = (read.counted.lo, read.counted.hi);
+            if !monitor.any_keys_row(client, lo, hi) && !monitor.any_chunk(client, lo, hi) {
+                write_new_predictions(monitor, client, new.expect("checked above"));
+                monitor.record_bulk_load(client);
+                return true;
+            }
+        }
+        let mut texts = Texts::default();
+        let mut said = match &new {
+            Some(read) => predictions_by_key(read, &mut texts),
+            None => Vec::new(),
+        };
+        // Keys whose rows the statement removed and gave no new row.
+        let before = said.len();
+        for &key in old_keys {
+            if said[..before].binary_search_by_key(&key, |&(k, _)| k).is_err() {
+                said.push((key, Predictions::Gone));
+            }
+        }
+        said.sort_unstable_by_key(|&(k, _)| k);
+        let touched: Vec<Touched> = said.into_iter().map(|(k, p)| (k, p, Outcomes::Unchanged)).collect();
+        restate(monitor, client, &mut texts, touched, monitor.unique_key);
+        true
+    })
+}
+
+fn restate_outcomes(monitor: &Monitor, insert: bool, new: &[(i64, Actual)], old_keys: &[i64]) -> bool {
+    Spi::connect_mut(|client| {
+        if !monitor.try_bulk_lock() {
+            return false;
+        }
+        let mut touched: Vec<Touched> = new
+            .iter()
+            .map(|&(key, actual)| {
+                let outcomes = if insert { Outcomes::Added(actual) } else { Outcomes::Exactly(Some(actual)) };
+                (key, Predictions::Unchanged, outcomes)
+            })
+            .collect();
+        for &key in old_keys {
+            if new.binary_search_by_key(&key, |&(k, _)| k).is_err() {
+                touched.push((key, Predictions::Unchanged, Outcomes::Exactly(None)));
+            }
+        }
+        touched.sort_unstable_by_key(|t| t.0);
+        // Added outcomes combine with what is stored whatever else exists.
+        restate(monitor, client, &mut Texts::default(), touched, insert || monitor.unique_outcome_key);
+        true
+    })
+}
+
+/// Each key's best new row, from the counted load's encoded runs.
+fn predictions_by_key(read: &CountedPredictions, texts: &mut Texts) -> Vec<(i64, Predictions)> {
+    let text = |t: Text| match t {
+        Text::Label(l) => read.labels[l as usize].as_str(),
+        Text::Segment(s) => read.segments[s as usize].as_str(),
+        Text::Absent => "false",
+    };
+    let mut said = Vec::new();
+    for run in &read.counted.runs {
+        let chunk = Chunk::decode(&run.assemble(text)).unwrap_or_else(|e| raise(e));
+        for (key, state) in chunk_states(&chunk, texts) {
+            let predictions = match state.bucket {
+                Some(bucket) => Predictions::Counted { bucket, segment: state.segment, predicted: state.predicted, weight: state.weight },
+                None => Predictions::Uncounted,
+            };
+            said.push((key, predictions));
+        }
+    }
+    said
+}
+
+/// A key's old state, its new state, and whether a keys row holds it.
+struct Restated {
+    key: i64,
+    old: Option<State>,
+    new: Option<State>,
+    in_row: bool,
+}
+
+/// Restates `touched` (ascending keys): finds their stored states, resolves
+/// each (`certain`: what the statement says of a key with a stored state
+/// holds; else such keys are recounted), recounts the rest, and writes the
+/// deltas, keys rows and chunks.
+fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, touched: Vec<Touched>, certain: bool) {
+    let (Some(&(lo, _, _)), Some(&(hi, _, _))) = (touched.first(), touched.last()) else {
+        return;
+    };
+    let keys: Vec<i64> = touched.iter().map(|t| t.0).collect();
+    let rows = if monitor.any_keys_row(client, lo, hi) { monitor.keys_rows(client, &keys, texts) } else { HashMap::new() };
+    let chunks: Vec<(String, StoredChunk)> = monitor
+        .chunks_in(client, lo, hi)
+        .into_iter()
+        .map(|(ctid, chunk)| {
+            let (lo, hi) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
+            (ctid, StoredChunk { lo, hi, chunk })
+        })
+        .collect();
+    let mut entries: HashMap<i64, State> = HashMap::new();
+    for (_, stored) in &chunks {
+        let states = chunk_states(&stored.chunk, texts);
+        let first = keys.partition_point(|&k| k < stored.lo);
+        for &key in keys[first..].iter().take_while(|&&k| k <= stored.hi) {
+            if let Ok(i) = states.binary_search_by_key(&key, |&(k, _)| k) {
+                entries.insert(key, states[i].1);
+            }
+        }
+    }
+
+    let absent = monitor.actual_column.is_none().then(|| texts.intern("false"));
+    let mut restated = Vec::with_capacity(touched.len());
+    let mut recount = Vec::new();
+    for (key, predictions, outcomes) in touched {
+        let (old, in_row) = match rows.get(&key) {
+            Some(&state) => (Some(state), true),
+            None => (entries.get(&key).copied(), false),
+        };
+        let (predictions, outcomes) = if certain || old.is_none() {
+            (predictions, outcomes)
+        } else {
+            (if predictions == Predictions::Unchanged { predictions } else { Predictions::Unknown },
+             if outcomes == Outcomes::Unchanged { outcomes } else { Outcomes::Unknown })
+        };
+        let new = match resolve(old.as_ref(), predictions, outcomes, absent, texts) {
+            Resolution::Set(new) => new,
+            Resolution::Recount => {
+                recount.push(key);
+                None
+            }
+        };
+        restated.push(Restated { key, old, new, in_row });
+    }
+    if !recount.is_empty() {
+        let mut fresh = monitor.recount(client, &recount, texts);
+        for r in restated.iter_mut().filter(|r| recount.binary_search(&r.key).is_ok()) {
+            r.new = fresh.remove(&r.key);
+        }
+    }
+
+    let mut cells = Cells::default();
+    let (mut row_updates, mut row_deletes, mut chunk_changes) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &restated {
+        // A keys row wins over an entry of its key, left stale: it goes when
+        // its chunk is rewritten, so that it cannot outlive the row.
+        let stale_entry = r.in_row && entries.contains_key(&r.key);
+        if r.old == r.new && !stale_entry {
+            continue;
+        }
+        add_change(&mut cells, r.old.as_ref(), r.new.as_ref());
+        if r.in_row {
+            match r.new {
+                Some(state) if r.old != r.new => row_updates.push((r.key, state)),
+                Some(_) => {}
+                None => row_deletes.push(r.key),
+            }
+            if stale_entry {
+                chunk_changes.push((r.key, None));
+            }
+        } else {
+            chunk_changes.push((r.key, r.new));
+        }
+    }
+    let deltas = cells
+        .into_iter()
+        .map(|((bucket, segment, predicted, actual), (n, weight))| Delta {
+            bucket,
+            segment: texts.text(segment).to_owned(),
+            predicted: texts.text(predicted).to_owned(),
+            actual: actual.map(|a| texts.text(a).to_owned()),
+            n,
+            weight,
+        })
+        .collect();
+    write_deltas(client, &monitor.rollup_table, deltas);
+    monitor.write_keys_rows(client, &row_updates, &row_deletes, texts);
+    if !chunk_changes.is_empty() {
+        let stored: Vec<StoredChunk> = chunks.iter().map(|(_, s)| StoredChunk { lo: s.lo, hi: s.hi, chunk: s.chunk.clone() }).collect();
+        let (replaced, written) = rewrite_chunks(&stored, &chunk_changes, texts);
+        let ctids: Vec<&str> = replaced.iter().map(|&i| chunks[i].0.as_str()).collect();
+        monitor.delete_chunks(client, &ctids);
+        let written = written.iter().map(|c| (c.entries[0].key, c.entries[c.entries.len() - 1].key, c.encode())).collect();
+        monitor.write_chunks(client, written);
+    }
+    monitor.record_bulk_load(client);
+}
+
+fn timestamp(bucket: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(bucket).ok()
+}
+
+impl Monitor {
+    /// Whether some chunk's range meets lo..=hi.
+    fn any_chunk(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> bool {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE lo <= $2 AND hi >= $1)", self.claims_table);
+        super::one::<bool>(client, &sql, &[lo.into(), hi.into()]).unwrap_or(true)
+    }
+
+    /// The keys rows of `keys`, as states.
+    fn keys_rows(&self, client: &SpiClient<'_>, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
+        let sql = format!(
+            "SELECT key::bigint, bucket, segment::text, predicted, actual, weight FROM {} WHERE key = ANY($1::bigint[])",
+            self.keys_table
+        );
+        let rows = client.select(&sql, None, &[keys.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+        let mut states = HashMap::new();
+        for row in rows {
+            let key = row.get::<i64>(1).ok().flatten().unwrap_or_default();
+            states.insert(key, state_of_row(&row, texts, false));
+        }
+        states
+    }
+
+    /// `keys` recounted from the raw tables (`mlmon._statement_recount_sql`);
+    /// a key without raw rows is left out.
+    fn recount(&self, client: &SpiClient<'_>, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
+        let rows = client.select(&self.recount_sql, None, &[keys.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+        let mut states = HashMap::new();
+        for row in rows {
+            let key = row.get::<i64>(1).ok().flatten().unwrap_or_default();
+            states.insert(key, state_of_row(&row, texts, true));
+        }
+        states
+    }
+
+    fn write_keys_rows(&self, client: &mut SpiClient<'_>, updates: &[(i64, State)], deletes: &[i64], texts: &Texts) {
+        if !deletes.is_empty() {
+            let sql = format!("DELETE FROM {} WHERE key = ANY($1::bigint[])", self.keys_table);
+            client.update(&sql, None, &[deletes.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+        }
+        if updates.is_empty() {
+            return;
+        }
+        let counted = |s: &State| s.counted();
+        let key: Vec<i64> = updates.iter().map(|u| u.0).collect();
+        let bucket: Vec<Option<TimestampWithTimeZone>> = updates.iter().map(|(_, s)| s.bucket.and_then(timestamp)).collect();
+        let segment: Vec<Option<&str>> = updates.iter().map(|(_, s)| counted(s).then(|| texts.text(s.segment))).collect();
+        let predicted: Vec<Option<&str>> = updates.iter().map(|(_, s)| counted(s).then(|| texts.text(s.predicted))).collect();
+        // A keys row's placeholder keeps no label (see _claim_entries).
+        let actual: Vec<Option<&str>> =
+            updates.iter().map(|(_, s)| if counted(s) { s.actual.map(|a| texts.text(a)) } else { None }).collect();
+        let weight: Vec<Option<f64>> = updates.iter().map(|(_, s)| counted(s).then_some(s.weight)).collect();
+        let sql = format!(
+            "UPDATE {} k SET bucket = u.b, segment = u.s::jsonb, predicted = u.p, actual = u.a, weight = u.w
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::float8[]) u(key, b, s, p, a, w)
+             WHERE k.key = u.key",
+            self.keys_table
+        );
+        client
+            .update(&sql, None, &[key.into(), bucket.into(), segment.into(), predicted.into(), actual.into(), weight.into()])
+            .unwrap_or_else(|e| spi_error(e));
+    }
+
+    fn delete_chunks(&self, client: &mut SpiClient<'_>, ctids: &[&str]) {
+        if ctids.is_empty() {
+            return;
+        }
+        let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", self.claims_table);
+        client.update(&sql, None, &[ctids.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+    }
+}
+
+/// A state from a row (key, bucket, segment, predicted, actual, weight).
+/// `placeholder_label`: whether a placeholder's actual column is its
+/// outcomes' label (the recount's) rather than nothing (a keys row's).
+fn state_of_row(row: &pgrx::spi::SpiHeapTupleData<'_>, texts: &mut Texts, placeholder_label: bool) -> State {
+    let text = |i: usize| row.get::<String>(i).ok().flatten();
+    let actual = text(5).map(|a| texts.intern(&a));
+    match row.get::<TimestampWithTimeZone>(2).ok().flatten() {
+        Some(bucket) => State {
+            bucket: Some(pg_sys::TimestampTz::from(bucket)),
+            segment: texts.intern(&text(3).unwrap_or_default()),
+            predicted: texts.intern(&text(4).unwrap_or_default()),
+            actual,
+            weight: row.get::<f64>(6).ok().flatten().unwrap_or(0.0),
+        },
+        None => State::placeholder(if placeholder_label { actual } else { None }),
+    }
+}
