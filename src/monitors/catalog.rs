@@ -32,8 +32,6 @@ pub struct Monitor {
     /// (`mlmon._unique_key`).
     pub unique_key: bool,
     pub unique_outcome_key: bool,
-    /// `mlmon._statement_recount_sql`: keys recounted from the raw tables.
-    pub recount_sql: String,
 }
 
 /// The row `LOAD` returns, by column name (OIDs as bigint: JSON has them as
@@ -63,7 +61,6 @@ struct Row {
     lock_id: i64,
     unique_key: bool,
     unique_outcome_key: bool,
-    recount_sql: String,
 }
 
 const LOAD: &str = "
@@ -83,8 +80,7 @@ const LOAD: &str = "
                mlmon._claims_table(m) AS claims_table, mlmon._claims_table(m)::regclass::oid::bigint AS claims_oid,
                mlmon._bulk_lock_id(m) AS lock_id,
                mlmon._unique_key(m.predictions, m.key_column) AS unique_key,
-               mlmon._unique_key(m.outcomes, m.outcome_key_column) AS unique_outcome_key,
-               mlmon._statement_recount_sql(m) AS recount_sql
+               mlmon._unique_key(m.outcomes, m.outcome_key_column) AS unique_outcome_key
         FROM mlmon.monitor m WHERE m.name = $1) r";
 
 /// Raises an SPI failure of the native write path.
@@ -121,7 +117,6 @@ impl Monitor {
             lock_id: row.lock_id,
             unique_key: row.unique_key,
             unique_outcome_key: row.unique_outcome_key,
-            recount_sql: row.recount_sql,
         })
     }
 }

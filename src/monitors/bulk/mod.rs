@@ -73,9 +73,19 @@ impl Monitor {
         one::<bool>(client, &sql, &[lo.into(), hi.into()]).unwrap_or(true)
     }
 
+    /// The condition on chunk `c` that its range meets `lo..=hi` (SQL
+    /// expressions): as an index range on `lo`
+    /// from the chunk holding `lo`.
+    fn chunks_meeting(&self, lo: &str, hi: &str) -> String {
+        format!(
+            "c.lo <= {hi} AND c.hi >= {lo} AND c.lo >= coalesce((SELECT f.lo FROM {} f WHERE f.lo <= {lo} ORDER BY f.lo DESC LIMIT 1), {lo})",
+            self.claims_table
+        )
+    }
+
     /// The chunks whose range meets lo..=hi, with their row ids.
     fn chunks_in(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> Vec<(String, Chunk)> {
-        let sql = format!("SELECT ctid::text, entries FROM {} WHERE lo <= $2 AND hi >= $1 ORDER BY lo", self.claims_table);
+        let sql = format!("SELECT ctid::text, entries FROM {} c WHERE {} ORDER BY lo", self.claims_table, self.chunks_meeting("$1", "$2"));
         let rows = client.select(&sql, None, &[lo.into(), hi.into()]).unwrap_or_else(|e| spi_error(e));
         rows.map(|row| {
             let ctid = row.get::<String>(1).ok().flatten().unwrap_or_default();

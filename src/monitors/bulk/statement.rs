@@ -177,22 +177,28 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
         return;
     };
     let keys: Vec<i64> = touched.iter().map(|t| t.0).collect();
+    // Old states side by side with `keys` (a hash map of a statement's keys
+    // cost half the path in cache misses).
     let rows = if monitor.any_keys_row(client, lo, hi) { monitor.keys_rows(client, &keys, texts) } else { HashMap::new() };
-    let chunks: Vec<(String, StoredChunk)> = monitor
+    let (ctids, chunks): (Vec<String>, Vec<StoredChunk>) = monitor
         .chunks_in(client, lo, hi)
         .into_iter()
         .map(|(ctid, chunk)| {
             let (lo, hi) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
             (ctid, StoredChunk { lo, hi, chunk })
         })
-        .collect();
-    let mut entries: HashMap<i64, State> = HashMap::new();
-    for (_, stored) in &chunks {
+        .unzip();
+    let mut entries: Vec<Option<State>> = vec![None; keys.len()];
+    for stored in &chunks {
         let states = chunk_states(&stored.chunk, texts);
         let first = keys.partition_point(|&k| k < stored.lo);
-        for &key in keys[first..].iter().take_while(|&&k| k <= stored.hi) {
-            if let Ok(i) = states.binary_search_by_key(&key, |&(k, _)| k) {
-                entries.insert(key, states[i].1);
+        let last = keys.partition_point(|&k| k <= stored.hi);
+        let mut at = 0;
+        for (i, &key) in keys[first..last].iter().enumerate() {
+            // Both ascending: search only past the last match.
+            if let Ok(j) = states[at..].binary_search_by_key(&key, |&(k, _)| k) {
+                entries[first + i] = Some(states[at + j].1);
+                at += j + 1;
             }
         }
     }
@@ -200,10 +206,10 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
     let absent = monitor.actual_column.is_none().then(|| texts.intern("false"));
     let mut restated = Vec::with_capacity(touched.len());
     let mut recount = Vec::new();
-    for (key, predictions, outcomes) in touched {
+    for (i, (key, predictions, outcomes)) in touched.into_iter().enumerate() {
         let (old, in_row) = match rows.get(&key) {
             Some(&state) => (Some(state), true),
-            None => (entries.get(&key).copied(), false),
+            None => (entries[i], false),
         };
         let (predictions, outcomes) = if certain || old.is_none() {
             (predictions, outcomes)
@@ -229,10 +235,10 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
 
     let mut cells = Cells::default();
     let (mut row_updates, mut row_deletes, mut chunk_changes) = (Vec::new(), Vec::new(), Vec::new());
-    for r in &restated {
+    for (r, entry) in restated.iter().zip(&entries) {
         // A keys row wins over an entry of its key, left stale: it goes when
         // its chunk is rewritten, so that it cannot outlive the row.
-        let stale_entry = r.in_row && entries.contains_key(&r.key);
+        let stale_entry = r.in_row && entry.is_some();
         if r.old == r.new && !stale_entry {
             continue;
         }
@@ -264,9 +270,8 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
     write_deltas(client, &monitor.rollup_table, deltas);
     monitor.write_keys_rows(client, &row_updates, &row_deletes, texts);
     if !chunk_changes.is_empty() {
-        let stored: Vec<StoredChunk> = chunks.iter().map(|(_, s)| StoredChunk { lo: s.lo, hi: s.hi, chunk: s.chunk.clone() }).collect();
-        let (replaced, written) = rewrite_chunks(&stored, &chunk_changes, texts);
-        let ctids: Vec<&str> = replaced.iter().map(|&i| chunks[i].0.as_str()).collect();
+        let (replaced, written) = rewrite_chunks(&chunks, &chunk_changes, texts);
+        let ctids: Vec<&str> = replaced.iter().map(|&i| ctids[i].as_str()).collect();
         monitor.delete_chunks(client, &ctids);
         let written = written.iter().map(|c| (c.entries[0].key, c.entries[c.entries.len() - 1].key, c.encode())).collect();
         monitor.write_chunks(client, written);
@@ -281,7 +286,7 @@ fn timestamp(bucket: i64) -> Option<TimestampWithTimeZone> {
 impl Monitor {
     /// Whether some chunk's range meets lo..=hi.
     fn any_chunk(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> bool {
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE lo <= $2 AND hi >= $1)", self.claims_table);
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} c WHERE {})", self.claims_table, self.chunks_meeting("$1", "$2"));
         super::one::<bool>(client, &sql, &[lo.into(), hi.into()]).unwrap_or(true)
     }
 
@@ -303,7 +308,10 @@ impl Monitor {
     /// `keys` recounted from the raw tables (`mlmon._statement_recount_sql`);
     /// a key without raw rows is left out.
     fn recount(&self, client: &SpiClient<'_>, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
-        let rows = client.select(&self.recount_sql, None, &[keys.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+        // Generated when needed: most statements recount nothing.
+        let generate = "SELECT mlmon._statement_recount_sql(m) FROM mlmon.monitor m WHERE m.name = $1";
+        let sql = super::one::<String>(client, generate, &[self.name.as_str().into()]).unwrap_or_else(|| pgrx::error!("mlmon: monitor {} is gone", self.name));
+        let rows = client.select(&sql, None, &[keys.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
         let mut states = HashMap::new();
         for row in rows {
             let key = row.get::<i64>(1).ok().flatten().unwrap_or_default();
