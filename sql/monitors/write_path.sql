@@ -464,14 +464,13 @@ $$;
 CREATE FUNCTION mlmon._enter_sql(m mlmon.monitor, key_column name) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    -- Chunks do not overlap: those meeting the keys' range start at the one
+    -- holding its first key, so the index on lo is read from there, not from
+    -- the first chunk (2,500 chunk rows read per single-row outcome at 10M keys).
     materialize text := format($q$
                     INSERT INTO %1$s (key, bucket, segment, predicted, actual, weight)
                     SELECT e.key::%2$s, e.bucket, e.segment::jsonb, e.predicted, e.actual, e.weight
                     FROM (SELECT array_agg(DISTINCT t.k) AS ks FROM (%%s) t(k) WHERE t.k IS NOT NULL) b
-                    -- Chunks do not overlap: those meeting the keys' range
-                    -- start at the one holding its first key, so the index
-                    -- on lo is read from there, not from the first chunk
-                    -- (2,500 chunks read per single-row outcome, 10M keys).
                     JOIN %3$s c ON c.lo <= b.ks[cardinality(b.ks)] AND c.hi >= b.ks[1]
                         AND c.lo >= coalesce((SELECT f.lo FROM %3$s f WHERE f.lo <= b.ks[1] ORDER BY f.lo DESC LIMIT 1), b.ks[1])
                     CROSS JOIN LATERAL mlmon._claim_entries(c.entries, b.ks) e

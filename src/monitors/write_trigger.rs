@@ -76,3 +76,15 @@ pub unsafe extern "C-unwind" fn monitor_write(fcinfo: pg_sys::FunctionCallInfo) 
         call_trigger_function(pg_sys::Oid::from(fallback), fcinfo)
     }
 }
+
+v1_function!(monitor_insert);
+
+/// The INSERT-only trigger's symbol in installs whose SQL predates
+/// `_monitor_write` (their monitors' INSERT triggers call it): the same
+/// function, so a library upgrade does not break them.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn monitor_insert(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { monitor_write(fcinfo) }
+}
