@@ -97,8 +97,10 @@ def drop_monitor_quietly(dsn, name):
         pass
 
 
-def reference_query(spec: Spec) -> sql.Composable:
-    """Plain-SQL recomputation of the true rollup from the raw tables."""
+def reference_parts(spec: Spec) -> dict:
+    """The pieces of the recomputation (format arguments of reference_query's
+    SQL): segment and weight expressions, dedup direction, the filter on
+    rows that count, how outcome rows combine and the actual of a key."""
     t = sql.Identifier
     if spec.segment_by:
         seg = sql.SQL("jsonb_build_object({})").format(
@@ -119,6 +121,14 @@ def reference_query(spec: Spec) -> sql.Composable:
     else:
         outcome_agg = sql.SQL("max(o.{})::text").format(t(spec.actual))
         actual_expr = sql.SQL("a.v")
+    return dict(key=t(spec.key), bucket=sql.Literal(spec.bucket), ts=t(spec.predicted_at),
+                origin=sql.Literal(BUCKET_ORIGIN), seg=seg, pred=t(spec.predicted), w=w, d=d,
+                preds=rel(spec.predictions), filters=sql.SQL(" AND ").join(filters), okey=t(spec.okey),
+                outcome_agg=outcome_agg, outs=rel(spec.outcomes), actual_expr=actual_expr)
+
+
+def reference_query(spec: Spec) -> sql.Composable:
+    """Plain-SQL recomputation of the true rollup from the raw tables."""
     return sql.SQL("""
         WITH ranked AS (
             SELECT p.{key} AS k,
@@ -134,10 +144,7 @@ def reference_query(spec: Spec) -> sql.Composable:
         FROM ranked r LEFT JOIN outcome a ON a.k = r.k
         WHERE r.rn = 1
         GROUP BY 1, 2, 3, 4
-    """).format(key=t(spec.key), bucket=sql.Literal(spec.bucket), ts=t(spec.predicted_at),
-                origin=sql.Literal(BUCKET_ORIGIN), seg=seg, pred=t(spec.predicted), w=w, d=d,
-                preds=rel(spec.predictions), filters=sql.SQL(" AND ").join(filters), okey=t(spec.okey),
-                outcome_agg=outcome_agg, outs=rel(spec.outcomes), actual_expr=actual_expr)
+    """).format(**reference_parts(spec))
 
 
 def reference_rollup(conn, spec: Spec) -> dict:
@@ -205,3 +212,15 @@ def monitored_tables(conn, dsn, uniq, prefix, preds_columns="k int, ts timestamp
     finally:
         drop_monitor_quietly(dsn, name)
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
+
+
+@contextlib.contextmanager
+def mlmon_settings(conn, **values):
+    """SET mlmon.<name> = value for the block, RESET afterwards."""
+    try:
+        for name, value in values.items():
+            conn.execute(f"SET mlmon.{name} = {int(value)}")
+        yield
+    finally:
+        for name in values:
+            conn.execute(f"RESET mlmon.{name}")

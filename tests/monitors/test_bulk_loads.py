@@ -17,7 +17,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from monitor_reference import assert_rollup_matches, connect, create_monitor, monitored_tables
+from monitor_reference import assert_rollup_matches, connect, create_monitor, mlmon_settings, monitored_tables
 
 MODES = [
     # (actual mode, outcome column type, label type, weight type, dedup)
@@ -25,18 +25,6 @@ MODES = [
     ("bool", "boolean", "boolean", None, "last"),
     ("max", "bigint", "bigint", "double precision", "first"),
 ]
-
-
-@contextlib.contextmanager
-def _settings(conn, **values):
-    """SET mlmon.<name> = value for the block, RESET afterwards."""
-    try:
-        for name, value in values.items():
-            conn.execute(f"SET mlmon.{name} = {int(value)}")
-        yield
-    finally:
-        for name in values:
-            conn.execute(f"RESET mlmon.{name}")
 
 
 def _counts(conn, name):
@@ -57,7 +45,7 @@ def test_bulk_loads_match_recomputation(conn, dsn, uniq, mode, actual_type, labe
                           outs_columns="k integer" + (f", actual {actual_type}" if actual_type else ""),
                           actual="actual" if actual_type else None, actual_mode=mode, segment_by=["src"],
                           weight="w" if weight_type else None, dedup=dedup) as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=50):
+            mlmon_settings(conn, bulk_min_rows=50):
         name = spec.name
         create_monitor(conn, spec)
 
@@ -124,7 +112,7 @@ def test_repeatable_read_writer_after_a_bulk_load(conn, dsn, uniq):
     count the key a second time."""
     with monitored_tables(conn, dsn, uniq, "bulk_rr", preds_columns="k bigint, ts timestamptz, label boolean",
                           outs_columns="k bigint") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=50), connect(dsn, autocommit=False) as other:
+            mlmon_settings(conn, bulk_min_rows=50), connect(dsn, autocommit=False) as other:
         name = spec.name
         create_monitor(conn, spec)
         other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -212,7 +200,7 @@ def test_bulk_path_limits(conn, dsn, uniq):
     distinct segments, take the per-key path (keys rows), and stay exact."""
     with monitored_tables(conn, dsn, uniq, "bulk_lim", preds_columns="k bigint, ts timestamptz, label boolean, src text",
                           outs_columns="k bigint", segment_by=["src"]) as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=50, bulk_max_rows=100):
+            mlmon_settings(conn, bulk_min_rows=50, bulk_max_rows=100):
         name = spec.name
         create_monitor(conn, spec)
         conn.execute(f"INSERT INTO {preds} SELECT i, '2031-03-04 10:00+00', i % 2 = 0, 'a' FROM generate_series(1, 200) i")
@@ -236,7 +224,7 @@ def test_bulk_load_out_of_key_order_with_several_segments(conn, dsn, uniq):
                           preds_columns="k bigint, ts timestamptz, label text, src text, tier integer",
                           outs_columns="k bigint, actual text", actual="actual", actual_mode="max",
                           segment_by=["src", "tier"], dedup="last") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=50):
+            mlmon_settings(conn, bulk_min_rows=50):
         create_monitor(conn, spec)
         keys = list(range(1, 700)) + rng.sample(range(1, 700), 150)  # 150 keys predicted twice
         rng.shuffle(keys)
@@ -258,7 +246,7 @@ def test_bulk_loads_cancelled_at_any_point(conn, dsn, uniq):
     exact, the helper gone and the connection usable."""
     with monitored_tables(conn, dsn, uniq, "bulk_cancel", preds_columns="k bigint, ts timestamptz, label boolean, src text",
                           outs_columns="k bigint", segment_by=["src"]) as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=50):
+            mlmon_settings(conn, bulk_min_rows=50):
         create_monitor(conn, spec)
         load = "".join(f"{k}\t2031-03-04 10:{k % 60:02d}:00+00\t{'t' if k % 3 else 'f'}\ts{k % 4}\n"
                        for k in range(1, 200_001)).encode()
@@ -287,7 +275,7 @@ def test_bulk_load_tells_an_empty_segment_from_null(conn, dsn, uniq):
     for first in (None, ""):
         with monitored_tables(conn, dsn, uniq, "bulk_empty", preds_columns="k bigint, ts timestamptz, label boolean, src text",
                               outs_columns="k bigint", segment_by=["src"]) as (preds, outs, spec), \
-                _settings(conn, bulk_min_rows=50):
+                mlmon_settings(conn, bulk_min_rows=50):
             create_monitor(conn, spec)
             with conn.cursor().copy(f"COPY {preds} FROM STDIN") as cp:
                 for k in range(1, 201):

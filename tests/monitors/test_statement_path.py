@@ -32,7 +32,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from monitor_reference import BUCKET_ORIGIN, connect, create_monitor, monitored_tables, rollup_mismatches
+from monitor_reference import BUCKET_ORIGIN, connect, create_monitor, mlmon_settings, monitored_tables, reference_parts, rollup_mismatches
 
 T0 = dt.datetime(2031, 3, 4, 10, 0, tzinfo=dt.timezone.utc)
 CHUNK_KEYS = 4096
@@ -40,18 +40,6 @@ MIN_ROWS = 100
 
 
 # -- helpers ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _settings(conn, **values):
-    """SET mlmon.<name> = value for the block, RESET afterwards."""
-    try:
-        for name, value in values.items():
-            conn.execute(f"SET mlmon.{name} = {int(value)}")
-        yield
-    finally:
-        for name in values:
-            conn.execute(f"RESET mlmon.{name}")
-
 
 def _table(spec, kind):
     return sql.Identifier(spec.predictions[0], f"mlmon_{spec.name}_{kind}")
@@ -113,23 +101,6 @@ def _expected_query(spec):
     monitor_reference.reference_query counts it but per key: every non-NULL
     key of either table with (bucket, segment, predicted, actual, weight),
     all NULL but the key when none of its predictions counts."""
-    t = sql.Identifier
-    if spec.segment_by:
-        seg = sql.SQL("jsonb_build_object({})").format(
-            sql.SQL(", ").join(sql.SQL("{}::text, p.{}").format(sql.Literal(c), t(c)) for c in spec.segment_by))
-    else:
-        seg = sql.SQL("'{}'::jsonb")
-    w = sql.SQL("p.{}::float8").format(t(spec.weight)) if spec.weight else sql.SQL("1.0::float8")
-    d = sql.SQL("ASC") if spec.dedup == "first" else sql.SQL("DESC")
-    filters = [sql.SQL("p.{} IS NOT NULL").format(t(c)) for c in (spec.key, spec.predicted_at, spec.predicted)]
-    if spec.weight:
-        filters.append(sql.SQL("p.{} IS NOT NULL").format(t(spec.weight)))
-    if spec.actual_mode == "presence":
-        outcome_agg, actual_expr = sql.SQL("'true'::text"), sql.SQL("CASE WHEN a.k IS NULL THEN 'false' ELSE 'true' END")
-    elif spec.actual_mode == "bool":
-        outcome_agg, actual_expr = sql.SQL("bool_or(o.{})::text").format(t(spec.actual)), sql.SQL("a.v")
-    else:
-        outcome_agg, actual_expr = sql.SQL("max(o.{})::text").format(t(spec.actual)), sql.SQL("a.v")
     return sql.SQL("""
         WITH ranked AS (
             SELECT p.{key}::bigint AS k,
@@ -145,10 +116,7 @@ def _expected_query(spec):
             UNION SELECT o.{okey}::bigint FROM {outs} o WHERE o.{okey} IS NOT NULL)
         SELECT e.k, r.bucket, r.segment, r.predicted, CASE WHEN r.k IS NOT NULL THEN {actual_expr} END AS actual, r.weight
         FROM every_key e LEFT JOIN ranked r ON r.k = e.k AND r.rn = 1 LEFT JOIN outcome a ON a.k = e.k
-    """).format(key=t(spec.key), bucket=sql.Literal(spec.bucket), ts=t(spec.predicted_at),
-                origin=sql.Literal(BUCKET_ORIGIN), seg=seg, pred=t(spec.predicted), w=w, d=d,
-                preds=sql.Identifier(*spec.predictions), filters=sql.SQL(" AND ").join(filters),
-                okey=t(spec.okey), outcome_agg=outcome_agg, outs=sql.Identifier(*spec.outcomes), actual_expr=actual_expr)
+    """).format(**reference_parts(spec))
 
 
 def _state_problems(conn, spec, limit=40):
@@ -263,7 +231,7 @@ def test_delete_then_reload(conn, dsn, uniq, reload):
     rng = random.Random(f"reload-{reload}")
     with monitored_tables(conn, dsn, uniq, "stp_rel", preds_columns=PRED_COLUMNS, outs_columns="k bigint",
                           segment_by=["src"], weight="w") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         columns = ["k", "ts", "label", "src", "w"]
         predicted = [k for k in range(1, 12_001) if k % 10 != 7]
@@ -509,7 +477,7 @@ def test_chunks_never_overlap(conn, dsn, uniq, config, seed):
     seed = f"statement-path-{config}-{seed}"
     with monitored_tables(conn, dsn, uniq, "stp_rand", preds_columns=preds_columns, outs_columns=outs_columns,
                           **options) as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         work = _RandomStatements(conn, preds, outs, spec, unique, seed)
         for _ in range(3):
@@ -541,7 +509,7 @@ def test_full_chunks_split_and_negative_keys(conn, dsn, uniq):
     rng = random.Random(22)
     with monitored_tables(conn, dsn, uniq, "stp_split", preds_columns=PRED_COLUMNS, outs_columns="k bigint",
                           segment_by=["src"], weight="w") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         columns = ["k", "ts", "label", "src", "w"]
         ranges = sql.SQL("SELECT lo, hi FROM {} ORDER BY lo").format(_table(spec, "claims"))
@@ -581,7 +549,7 @@ def test_keys_rows_beside_chunk_entries(conn, dsn, uniq):
     rng = random.Random(3)
     with monitored_tables(conn, dsn, uniq, "stp_mix", preds_columns=PRED_COLUMNS, outs_columns="k bigint",
                           segment_by=["src"], weight="w") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         columns = ["k", "ts", "label", "src", "w"]
         insert_one = f"INSERT INTO {preds} (k, ts, label, src, w) VALUES (%s, %s, %s, %s, %s)"
@@ -664,7 +632,7 @@ def test_non_unique_keys(conn, dsn, uniq, dedup):
     with monitored_tables(conn, dsn, uniq, "stp_dup",
                           preds_columns="rid bigint, k bigint, ts timestamptz, label boolean, src text",
                           outs_columns="k bigint", segment_by=["src"], dedup=dedup) as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         columns = ["rid", "k", "ts", "label", "src"]
         rid = 0
@@ -734,7 +702,7 @@ def test_actual_column_with_nulls(conn, dsn, uniq, config):
                           preds_columns=f"k bigint PRIMARY KEY, ts timestamptz, label {label_type}, src text",
                           outs_columns=outs_columns, actual="actual", actual_mode=mode,
                           segment_by=["src"]) as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         pred_rows = [[k, None if k % 50 == 0 else T0 + dt.timedelta(minutes=rng.randrange(120)), label(),
                       rng.choice(["a", "b"])] for k in range(1, 8001) if k % 13 != 5]
@@ -783,7 +751,7 @@ def test_rolled_back_statements(conn, dsn, uniq):
     rng = random.Random(6)
     with monitored_tables(conn, dsn, uniq, "stp_rb", preds_columns=PRED_COLUMNS, outs_columns="k bigint",
                           segment_by=["src"], weight="w") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS):
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS):
         create_monitor(conn, spec)
         columns = ["k", "ts", "label", "src", "w"]
         _copy(conn, preds, columns, [_prediction_row(rng, k) for k in range(1, 9001) if k % 7])
@@ -843,7 +811,7 @@ def test_repeatable_read_after_a_large_delete(conn, dsn, uniq, write):
     fails with 40001; retried, it succeeds and the rollup is exact."""
     with monitored_tables(conn, dsn, uniq, "stp_rr", preds_columns="k bigint PRIMARY KEY, ts timestamptz, label boolean",
                           outs_columns="k bigint") as (preds, outs, spec), \
-            _settings(conn, bulk_min_rows=MIN_ROWS), connect(dsn, autocommit=False) as other:
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS), connect(dsn, autocommit=False) as other:
         create_monitor(conn, spec)
         conn.execute(f"INSERT INTO {preds} SELECT g, %s::timestamptz + (g %% 90) * interval '1 minute', g %% 3 = 0 "
                      "FROM generate_series(1, 3000) g", [T0])
