@@ -103,6 +103,21 @@ CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
 CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
     IMMUTABLE LANGUAGE sql AS $$ SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) $$;
 
+-- Whether a monitor's key type lets large statements take the native
+-- statement path: integer keys, and uuid or text keys (varchar too) whose
+-- equality is their text's (deterministic collations on both key columns,
+-- one type family on both tables). Such monitors take the bulk lock.
+CREATE FUNCTION mlmon._statement_capable(m mlmon.monitor) RETURNS boolean
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT mlmon._bulk_capable(m) OR (
+        (SELECT bool_and(coalesce(c.collisdeterministic, true)
+                         AND CASE WHEN m.key_type = 'uuid'::regtype THEN a.atttypid = 'uuid'::regtype
+                                  ELSE m.key_type IN ('text'::regtype, 'character varying'::regtype)
+                                       AND a.atttypid IN ('text'::regtype, 'character varying'::regtype) END)
+         FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation
+         WHERE (a.attrelid, a.attname) IN ((m.predictions, m.key_column), (m.outcomes, m.outcome_key_column))))
+$$;
+
 -- Whether `col` alone is unique in `rel`: a valid, immediate unique index on
 -- it alone, without predicate or expression. Then a key's rows after a
 -- statement are exactly the statement's new rows of that key, which lets the

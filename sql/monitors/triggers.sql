@@ -242,12 +242,12 @@ DECLARE
     prefix text := 'mlmon_' || m.name || '_';
     native text;
 BEGIN
-    -- With integer keys, INSERTs, UPDATEs and DELETEs go to the native
+    -- With integer, uuid or text keys (_statement_capable), INSERTs, UPDATEs and DELETEs go to the native
     -- trigger, which counts single-row INSERTs and large statements itself and
     -- calls `fn` with the same trigger data for every other statement
     -- (src/monitors/write_trigger.rs). The `_enter` trigger takes the bulk
     -- lock shared before any row changes.
-    IF mlmon._bulk_capable(m) THEN
+    IF mlmon._statement_capable(m) THEN
         EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_enter(%L)',
                        prefix || 'enter', rel, mlmon._bulk_lock_id(m)::text);
         native := format('mlmon._monitor_write(%L, %L)', m.name, to_regprocedure(fn || '()')::oid::text);

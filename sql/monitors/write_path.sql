@@ -479,8 +479,19 @@ DECLARE
     new_keys text := format('SELECT n.%I::bigint FROM new_rows n', key_column);
     old_keys text := format('SELECT o.%I::bigint FROM old_rows o', key_column);
 BEGIN
-    IF NOT mlmon._bulk_capable(m) THEN
+    IF NOT mlmon._statement_capable(m) THEN
         RETURN '';
+    END IF;
+    IF NOT mlmon._bulk_capable(m) THEN
+        -- Keys of other types live in keys rows only: no chunks to copy.
+        RETURN format($q$
+                -- A REPEATABLE READ or SERIALIZABLE writer fails with 40001 if
+                -- a statement-path write committed after its snapshot (below).
+                IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
+                    PERFORM FROM mlmon.monitor mm WHERE mm.name = %3$L FOR SHARE;
+                END IF;
+                PERFORM mlmon._bulk_enter(%2$s, %1$s::oid); $q$,
+            mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m), m.name);
     END IF;
     RETURN format($q$
                 -- A REPEATABLE READ or SERIALIZABLE snapshot may predate a bulk
@@ -502,7 +513,8 @@ BEGIN
 END $$;
 
 -- The statement path's recount (src/monitors/bulk/statement.rs): for each
--- key of $1 (bigint[], distinct) that still has raw rows, read from the raw
+-- key of $1 (distinct; bigint[] for integer keys, else text[] of the keys'
+-- text, returned as text) that still has raw rows, read from the raw
 -- tables, (key, bucket, segment, predicted, actual, weight): bucket NULL for
 -- a key whose rows count nowhere; actual is the combination of its outcome
 -- rows (or the label of a key without them) for every key, so a placeholder
@@ -519,7 +531,7 @@ DECLARE
 BEGIN
     SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
     RETURN format($q$
-        WITH batch AS (SELECT k AS key FROM unnest($1::bigint[]) k),
+        WITH batch AS (SELECT %12$s AS key FROM unnest($1::%13$s[]) k),
         chosen AS (
             SELECT DISTINCT ON (t.%1$I) t.%1$I AS key, (%2$s) AS counts,
                    date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
@@ -527,10 +539,13 @@ BEGIN
             FROM %8$s t JOIN batch b ON t.%1$I = b.key
             ORDER BY t.%1$I, (%2$s) DESC, %9$s),
         outcome AS (%10$s)
-        SELECT b.key, CASE WHEN c.counts THEN c.bucket END, CASE WHEN c.counts THEN c.segment::text END,
+        SELECT b.key%14$s, CASE WHEN c.counts THEN c.bucket END, CASE WHEN c.counts THEN c.segment::text END,
                CASE WHEN c.counts THEN c.predicted END, coalesce(o.actual, %11$s), CASE WHEN c.counts THEN c.weight END
         FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
         WHERE c.key IS NOT NULL OR o.key IS NOT NULL $q$,
         m.key_column, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column, e.weight,
-        m.predictions, e.dedup_order, outcome_sql, absent);
+        m.predictions, e.dedup_order, outcome_sql, absent,
+        CASE WHEN mlmon._bulk_capable(m) THEN 'k' ELSE format('k::%s', m.key_type) END,
+        CASE WHEN mlmon._bulk_capable(m) THEN 'bigint' ELSE 'text' END,
+        CASE WHEN mlmon._bulk_capable(m) THEN '' ELSE '::text' END);
 END $$;

@@ -23,6 +23,11 @@ pub struct Monitor {
     pub first: bool,
     pub buckets: Buckets,
     pub integer_key: bool,
+    /// uuid or text keys the statement path takes (`mlmon._statement_capable`),
+    /// handled by their text.
+    pub text_key: bool,
+    /// The key type, as SQL (for casts of text arrays).
+    pub key_type: String,
     pub keys_table: String,
     pub rollup_table: String,
     pub claims_table: String,
@@ -54,6 +59,8 @@ struct Row {
     bucket_stride: Option<i64>,
     bucket_origin: i64,
     integer_key: bool,
+    text_key: bool,
+    key_type: String,
     keys_table: String,
     rollup_table: String,
     claims_table: String,
@@ -76,6 +83,8 @@ const LOAD: &str = "
                (EXTRACT(epoch FROM mlmon._bucket_origin() - '2000-01-01 00:00:00+00'::timestamptz) * 1000000)::bigint
                    AS bucket_origin,
                mlmon._bulk_capable(m) AS integer_key,
+               mlmon._statement_capable(m) AND NOT mlmon._bulk_capable(m) AS text_key,
+               m.key_type::regtype::text AS key_type,
                mlmon._keys_table(m) AS keys_table, mlmon._rollup_table(m) AS rollup_table,
                mlmon._claims_table(m) AS claims_table, mlmon._claims_table(m)::regclass::oid::bigint AS claims_oid,
                mlmon._bulk_lock_id(m) AS lock_id,
@@ -110,6 +119,8 @@ impl Monitor {
             first: row.first,
             buckets: Buckets { stride: row.bucket_stride.filter(|&u| u > 0), origin: row.bucket_origin },
             integer_key: row.integer_key,
+            text_key: row.text_key,
+            key_type: row.key_type,
             keys_table: row.keys_table,
             rollup_table: row.rollup_table,
             claims_table: row.claims_table,

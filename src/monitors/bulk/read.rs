@@ -9,13 +9,14 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use mlmon_core::monitors::actual::Actual;
+use mlmon_core::fast_hash::FastMap;
 use mlmon_core::monitors::bulk::{Counted, Counter, PredictionRow};
 
 use super::dictionary::Dictionary;
 use crate::monitors::catalog::{spi_error, Monitor};
 use crate::pg::helper_thread;
 use crate::pg::session::as_user;
-use crate::pg::tuples::{each_row, integer, is_integer, Attributes};
+use crate::pg::tuples::{each_row, integer, is_integer, value_bytes, Attributes};
 
 /// Distinct labels or segments are turned into text one query each: a load
 /// with more takes the usual path.
@@ -29,22 +30,110 @@ pub struct CountedPredictions {
     pub segments: Vec<String>,
 }
 
-/// The distinct non-NULL keys of a transition table's integer column
-/// `column`, ascending; `None` if the column is missing or not an integer.
+/// How a statement's keys become the `i64`s the statement path works with:
+/// integer keys are themselves; uuid and text keys get ids in order of first
+/// appearance, and their texts are kept for the SQL that reads and writes
+/// keys rows.
+pub enum KeyIds {
+    Integer,
+    Text { ids: FastMap<String, i64>, texts: Vec<String> },
+}
+
+impl KeyIds {
+    pub fn for_monitor(monitor: &Monitor) -> Option<KeyIds> {
+        if monitor.integer_key {
+            Some(KeyIds::Integer)
+        } else if monitor.text_key && database_is_utf8() {
+            Some(KeyIds::Text { ids: FastMap::default(), texts: Vec::new() })
+        } else {
+            None
+        }
+    }
+
+    /// Whether this reader takes keys of type `type_oid`.
+    fn takes(&self, type_oid: pg_sys::Oid) -> bool {
+        match self {
+            KeyIds::Integer => is_integer(type_oid),
+            KeyIds::Text { .. } => matches!(type_oid, pg_sys::UUIDOID | pg_sys::TEXTOID | pg_sys::VARCHAROID),
+        }
+    }
+
+    /// The id of a non-NULL key value.
+    ///
+    /// SAFETY: `value` is a valid, non-NULL value of `attribute`'s type, one `takes`.
+    unsafe fn id(&mut self, value: pg_sys::Datum, attribute: &pg_sys::FormData_pg_attribute) -> i64 {
+        match self {
+            KeyIds::Integer => integer(value, attribute.atttypid),
+            KeyIds::Text { ids, texts } => {
+                // SAFETY: the caller's promise.
+                let bytes = unsafe { value_bytes(value, attribute) };
+                let text = if attribute.atttypid == pg_sys::UUIDOID {
+                    uuid_text(bytes)
+                } else {
+                    // UTF-8 (checked by `for_monitor`), as the server stores it.
+                    String::from_utf8_lossy(bytes).into_owned()
+                };
+                if let Some(&id) = ids.get(&text) {
+                    return id;
+                }
+                let id = texts.len() as i64;
+                ids.insert(text.clone(), id);
+                texts.push(text);
+                id
+            }
+        }
+    }
+
+    /// The id of a key's text as SQL gives it (`key::text`).
+    pub fn id_of_text(&self, text: &str) -> Option<i64> {
+        match self {
+            KeyIds::Integer => text.parse().ok(),
+            KeyIds::Text { ids, .. } => ids.get(text).copied(),
+        }
+    }
+
+    /// The text of a key id (text keys).
+    pub fn text(&self, id: i64) -> &str {
+        match self {
+            KeyIds::Integer => unreachable!("integer keys have no text"),
+            KeyIds::Text { texts, .. } => &texts[id as usize],
+        }
+    }
+}
+
+fn database_is_utf8() -> bool {
+    // SAFETY: reads the database's encoding, set for the session's life.
+    unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
+}
+
+/// A uuid's 16 bytes as uuid_out writes them.
+fn uuid_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// The distinct non-NULL keys (ids) of a transition table's column
+/// `column`, ascending; `None` if the column is missing or of a type `ids`
+/// does not take.
 ///
 /// SAFETY: `table` holds rows described by `attributes`.
-pub unsafe fn read_keys(attributes: &Attributes, column: &str, table: *mut pg_sys::Tuplestorestate) -> Option<Vec<i64>> {
+pub unsafe fn read_keys(attributes: &Attributes, column: &str, table: *mut pg_sys::Tuplestorestate, ids: &mut KeyIds) -> Option<Vec<i64>> {
     let (index, attribute) = attributes.find(column)?;
-    if !is_integer(attribute.atttypid) {
+    if !ids.takes(attribute.atttypid) {
         return None;
     }
-    let type_oid = attribute.atttypid;
     let mut keys = Vec::new();
     // SAFETY: the caller's promise; the index comes from its descriptor.
     unsafe {
         each_row(table, attributes.0, |values, nulls| {
             if !nulls[index] {
-                keys.push(integer(values[index], type_oid));
+                keys.push(ids.id(values[index], attribute));
             }
             true
         });
@@ -57,7 +146,12 @@ pub unsafe fn read_keys(attributes: &Attributes, column: &str, table: *mut pg_sy
 /// The predictions rows of `table`, counted.
 ///
 /// SAFETY: `table` holds rows of the predictions table described by `attributes`.
-pub unsafe fn read_predictions(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> Option<CountedPredictions> {
+pub unsafe fn read_predictions(
+    monitor: &Monitor,
+    attributes: &Attributes,
+    table: *mut pg_sys::Tuplestorestate,
+    ids: &mut KeyIds,
+) -> Option<CountedPredictions> {
     let column = |name: &str| attributes.find(name);
     let (Some(key), Some(at), Some(label)) =
         (column(&monitor.key_column), column(&monitor.predicted_at_column), column(&monitor.predicted_column))
@@ -69,7 +163,7 @@ pub unsafe fn read_predictions(monitor: &Monitor, attributes: &Attributes, table
     let (Some(segments), Some(weight)) = (segments, weight.map_or(Some(None), |w| w.map(Some))) else {
         return None;
     };
-    if !is_integer(key.1.atttypid)
+    if !ids.takes(key.1.atttypid)
         || at.1.atttypid != pg_sys::TIMESTAMPTZOID
         || weight.is_some_and(|w| w.1.atttypid != pg_sys::FLOAT8OID)
     {
@@ -119,7 +213,7 @@ pub unsafe fn read_predictions(monitor: &Monitor, attributes: &Attributes, table
                     (PredictionRow::NOT_COUNTED, 0)
                 };
                 rows.push(PredictionRow {
-                    key: integer(values[key.0], key.1.atttypid),
+                    key: ids.id(values[key.0], key.1),
                     at: values[at.0].value() as i64,
                     weight: w,
                     predicted,
@@ -173,7 +267,12 @@ fn texts(dictionary: &Dictionary, sql: &str, names: &[&str], types: &[pg_sys::Oi
 /// Each key's new outcomes of `table`, combined, ascending by key.
 ///
 /// SAFETY: `table` holds rows of the outcomes table described by `attributes`.
-pub unsafe fn read_outcomes(monitor: &Monitor, attributes: &Attributes, table: *mut pg_sys::Tuplestorestate) -> Option<Vec<(i64, Actual)>> {
+pub unsafe fn read_outcomes(
+    monitor: &Monitor,
+    attributes: &Attributes,
+    table: *mut pg_sys::Tuplestorestate,
+    ids: &mut KeyIds,
+) -> Option<Vec<(i64, Actual)>> {
     let key = attributes.find(&monitor.outcome_key_column)?;
     let actual = match monitor.actual_column.as_deref() {
         None => None,
@@ -183,7 +282,7 @@ pub unsafe fn read_outcomes(monitor: &Monitor, attributes: &Attributes, table: *
             _ => return None,
         },
     };
-    if !is_integer(key.1.atttypid) {
+    if !ids.takes(key.1.atttypid) {
         return None;
     }
     let mut rows: Vec<(i64, Actual)> = Vec::new();
@@ -198,7 +297,7 @@ pub unsafe fn read_outcomes(monitor: &Monitor, attributes: &Attributes, table: *
                 Some(((i, _), false)) => Actual::Bool((!nulls[i]).then(|| values[i].value() != 0)),
                 Some(((i, a), true)) => Actual::Integer((!nulls[i]).then(|| integer(values[i], a.atttypid))),
             };
-            rows.push((integer(values[key.0], key.1.atttypid), value));
+            rows.push((ids.id(values[key.0], key.1), value));
             true
         });
     }

@@ -17,7 +17,7 @@ use mlmon_core::monitors::restate::{
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::read::{read_keys, read_outcomes, read_predictions, CountedPredictions};
+use super::read::{read_keys, read_outcomes, read_predictions, CountedPredictions, KeyIds};
 use super::write_new_predictions;
 use crate::monitors::catalog::{spi_error, Monitor};
 use crate::monitors::rollup::{write_deltas, Delta};
@@ -38,9 +38,12 @@ pub unsafe fn write_statement(data: &pg_sys::TriggerData, name: &str) -> bool {
         let Some(monitor) = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name))) else {
             return false;
         };
-        if monitor.predictions == monitor.outcomes || !monitor.integer_key {
+        if monitor.predictions == monitor.outcomes {
             return false;
         }
+        let Some(mut ids) = KeyIds::for_monitor(&monitor) else {
+            return false;
+        };
         let attributes = Attributes(relation.rd_att);
         let event = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
         let on_predictions = relation.rd_id == monitor.predictions;
@@ -51,7 +54,7 @@ pub unsafe fn write_statement(data: &pg_sys::TriggerData, name: &str) -> bool {
         let old_keys = if event == pg_sys::TRIGGER_EVENT_INSERT {
             Vec::new()
         } else {
-            match read_keys(&attributes, key_column, data.tg_oldtable) {
+            match read_keys(&attributes, key_column, data.tg_oldtable, &mut ids) {
                 Some(keys) => keys,
                 None => return false,
             }
@@ -59,36 +62,36 @@ pub unsafe fn write_statement(data: &pg_sys::TriggerData, name: &str) -> bool {
         let has_new = event != pg_sys::TRIGGER_EVENT_DELETE;
         if on_predictions {
             let new = if has_new {
-                match read_predictions(&monitor, &attributes, data.tg_newtable) {
+                match read_predictions(&monitor, &attributes, data.tg_newtable, &mut ids) {
                     Some(read) => Some(read),
                     None => return false,
                 }
             } else {
                 None
             };
-            as_user(monitor.owner, || restate_predictions(&monitor, event == pg_sys::TRIGGER_EVENT_INSERT, new, &old_keys))
+            as_user(monitor.owner, || restate_predictions(&monitor, &ids, event == pg_sys::TRIGGER_EVENT_INSERT, new, &old_keys))
         } else {
             let new = if has_new {
-                match read_outcomes(&monitor, &attributes, data.tg_newtable) {
+                match read_outcomes(&monitor, &attributes, data.tg_newtable, &mut ids) {
                     Some(read) => read,
                     None => return false,
                 }
             } else {
                 Vec::new()
             };
-            as_user(monitor.owner, || restate_outcomes(&monitor, event == pg_sys::TRIGGER_EVENT_INSERT, &new, &old_keys))
+            as_user(monitor.owner, || restate_outcomes(&monitor, &ids, event == pg_sys::TRIGGER_EVENT_INSERT, &new, &old_keys))
         }
     }
 }
 
-fn restate_predictions(monitor: &Monitor, insert: bool, new: Option<CountedPredictions>, old_keys: &[i64]) -> bool {
+fn restate_predictions(monitor: &Monitor, ids: &KeyIds, insert: bool, new: Option<CountedPredictions>, old_keys: &[i64]) -> bool {
     Spi::connect_mut(|client| {
         if !monitor.try_bulk_lock() {
             return false;
         }
-        // A load of keys with no state anywhere in their range: every key is
-        // new, written as counted.
-        if let (true, Some(read)) = (insert, &new) {
+        // A load of integer keys with no state anywhere in their range: every
+        // key is new, written as counted.
+        if let (true, Some(read), KeyIds::Integer) = (insert, &new, ids) {
             let (lo, hi) = (read.counted.lo, read.counted.hi);
             if !monitor.any_keys_row(client, lo, hi) && !monitor.any_chunk(client, lo, hi) {
                 write_new_predictions(monitor, client, new.expect("checked above"));
@@ -110,12 +113,12 @@ fn restate_predictions(monitor: &Monitor, insert: bool, new: Option<CountedPredi
         }
         said.sort_unstable_by_key(|&(k, _)| k);
         let touched: Vec<Touched> = said.into_iter().map(|(k, p)| (k, p, Outcomes::Unchanged)).collect();
-        restate(monitor, client, &mut texts, touched, monitor.unique_key);
+        restate(monitor, ids, client, &mut texts, touched, monitor.unique_key);
         true
     })
 }
 
-fn restate_outcomes(monitor: &Monitor, insert: bool, new: &[(i64, Actual)], old_keys: &[i64]) -> bool {
+fn restate_outcomes(monitor: &Monitor, ids: &KeyIds, insert: bool, new: &[(i64, Actual)], old_keys: &[i64]) -> bool {
     Spi::connect_mut(|client| {
         if !monitor.try_bulk_lock() {
             return false;
@@ -134,7 +137,7 @@ fn restate_outcomes(monitor: &Monitor, insert: bool, new: &[(i64, Actual)], old_
         }
         touched.sort_unstable_by_key(|t| t.0);
         // Added outcomes combine with what is stored whatever else exists.
-        restate(monitor, client, &mut Texts::default(), touched, insert || monitor.unique_outcome_key);
+        restate(monitor, ids, client, &mut Texts::default(), touched, insert || monitor.unique_outcome_key);
         true
     })
 }
@@ -172,16 +175,19 @@ struct Restated {
 /// each (`certain`: what the statement says of a key with a stored state
 /// holds; else such keys are recounted), recounts the rest, and writes the
 /// deltas, keys rows and chunks.
-fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, touched: Vec<Touched>, certain: bool) {
+fn restate(monitor: &Monitor, ids: &KeyIds, client: &mut SpiClient<'_>, texts: &mut Texts, touched: Vec<Touched>, certain: bool) {
+    let integer = matches!(ids, KeyIds::Integer);
     let (Some(&(lo, _, _)), Some(&(hi, _, _))) = (touched.first(), touched.last()) else {
         return;
     };
     let keys: Vec<i64> = touched.iter().map(|t| t.0).collect();
     // Old states side by side with `keys` (a hash map of a statement's keys
     // cost half the path in cache misses).
-    let rows = if monitor.any_keys_row(client, lo, hi) { monitor.keys_rows(client, &keys, texts) } else { HashMap::new() };
-    let (ctids, chunks): (Vec<String>, Vec<StoredChunk>) = monitor
-        .chunks_in(client, lo, hi)
+    // Integer keys: a range probe first (ids of other keys are not ordered
+    // as the table's keys), and claim chunks; other keys live in keys rows.
+    let rows = if !integer || monitor.any_keys_row(client, lo, hi) { monitor.keys_rows(client, ids, &keys, texts) } else { HashMap::new() };
+    let stored = if integer { monitor.chunks_in(client, lo, hi) } else { Vec::new() };
+    let (ctids, chunks): (Vec<String>, Vec<StoredChunk>) = stored
         .into_iter()
         .map(|(ctid, chunk)| {
             let (lo, hi) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
@@ -227,14 +233,14 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
         restated.push(Restated { key, old, new, in_row });
     }
     if !recount.is_empty() {
-        let mut fresh = monitor.recount(client, &recount, texts);
+        let mut fresh = monitor.recount(client, ids, &recount, texts);
         for r in restated.iter_mut().filter(|r| recount.binary_search(&r.key).is_ok()) {
             r.new = fresh.remove(&r.key);
         }
     }
 
     let mut cells = Cells::default();
-    let (mut row_updates, mut row_deletes, mut chunk_changes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut row_updates, mut row_deletes, mut row_inserts, mut chunk_changes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (r, entry) in restated.iter().zip(&entries) {
         // A keys row wins over an entry of its key, left stale: it goes when
         // its chunk is rewritten, so that it cannot outlive the row.
@@ -252,8 +258,10 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
             if stale_entry {
                 chunk_changes.push((r.key, None));
             }
-        } else {
+        } else if integer {
             chunk_changes.push((r.key, r.new));
+        } else if let Some(state) = r.new {
+            row_inserts.push((r.key, state));
         }
     }
     let deltas = cells
@@ -268,7 +276,7 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
         })
         .collect();
     write_deltas(client, &monitor.rollup_table, deltas);
-    monitor.write_keys_rows(client, &row_updates, &row_deletes, texts);
+    monitor.write_keys_rows(client, ids, &row_updates, &row_deletes, &row_inserts, texts);
     if !chunk_changes.is_empty() {
         let (replaced, written) = rewrite_chunks(&chunks, &chunk_changes, texts);
         let ctids: Vec<&str> = replaced.iter().map(|&i| ctids[i].as_str()).collect();
@@ -277,6 +285,27 @@ fn restate(monitor: &Monitor, client: &mut SpiClient<'_>, texts: &mut Texts, tou
         monitor.write_chunks(client, written);
     }
     monitor.record_bulk_load(client);
+}
+
+/// States as arrays $2..$6 beside keys $1, for keys rows.
+const UNNEST_STATES: &str =
+    "unnest($1, $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::float8[]) u(key, b, s, p, a, w)";
+
+/// SQL of parameter `$n`, `keys` as `key_param` passes them, as an array of
+/// the key type.
+fn key_array(ids: &KeyIds, key_type: &str, n: usize) -> String {
+    match ids {
+        KeyIds::Integer => format!("${n}::bigint[]"),
+        KeyIds::Text { .. } => format!("${n}::text[]::{key_type}[]"),
+    }
+}
+
+/// Keys as an SQL parameter: bigint[] of integer keys, text[] of other keys' texts.
+fn key_param<'a>(ids: &'a KeyIds, keys: &[i64]) -> pgrx::datum::DatumWithOid<'a> {
+    match ids {
+        KeyIds::Integer => keys.to_vec().into(),
+        KeyIds::Text { .. } => keys.iter().map(|&k| ids.text(k)).collect::<Vec<&str>>().into(),
+    }
 }
 
 fn timestamp(bucket: i64) -> Option<TimestampWithTimeZone> {
@@ -291,61 +320,91 @@ impl Monitor {
     }
 
     /// The keys rows of `keys`, as states.
-    fn keys_rows(&self, client: &SpiClient<'_>, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
+    fn keys_rows(&self, client: &SpiClient<'_>, ids: &KeyIds, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
         let sql = format!(
-            "SELECT key::bigint, bucket, segment::text, predicted, actual, weight FROM {} WHERE key = ANY($1::bigint[])",
-            self.keys_table
+            "SELECT key::text, bucket, segment::text, predicted, actual, weight FROM {} WHERE key = ANY({})",
+            self.keys_table,
+            key_array(ids, &self.key_type, 1)
         );
-        let rows = client.select(&sql, None, &[keys.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
-        let mut states = HashMap::new();
-        for row in rows {
-            let key = row.get::<i64>(1).ok().flatten().unwrap_or_default();
-            states.insert(key, state_of_row(&row, texts, false));
-        }
-        states
+        let rows = client.select(&sql, None, &[key_param(ids, keys)]).unwrap_or_else(|e| spi_error(e));
+        rows.filter_map(|row| {
+            let key = ids.id_of_text(&row.get::<String>(1).ok().flatten()?)?;
+            Some((key, state_of_row(&row, texts, false)))
+        })
+        .collect()
     }
 
     /// `keys` recounted from the raw tables (`mlmon._statement_recount_sql`);
     /// a key without raw rows is left out.
-    fn recount(&self, client: &SpiClient<'_>, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
+    fn recount(&self, client: &SpiClient<'_>, ids: &KeyIds, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
         // Generated when needed: most statements recount nothing.
         let generate = "SELECT mlmon._statement_recount_sql(m) FROM mlmon.monitor m WHERE m.name = $1";
-        let sql = super::one::<String>(client, generate, &[self.name.as_str().into()]).unwrap_or_else(|| pgrx::error!("mlmon: monitor {} is gone", self.name));
-        let rows = client.select(&sql, None, &[keys.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
-        let mut states = HashMap::new();
-        for row in rows {
-            let key = row.get::<i64>(1).ok().flatten().unwrap_or_default();
-            states.insert(key, state_of_row(&row, texts, true));
-        }
-        states
+        let sql = super::one::<String>(client, generate, &[self.name.as_str().into()])
+            .unwrap_or_else(|| pgrx::error!("mlmon: monitor {} is gone", self.name));
+        let rows = client.select(&sql, None, &[key_param(ids, keys)]).unwrap_or_else(|e| spi_error(e));
+        rows.filter_map(|row| {
+            let key = match ids {
+                KeyIds::Integer => row.get::<i64>(1).ok().flatten()?,
+                KeyIds::Text { .. } => ids.id_of_text(&row.get::<String>(1).ok().flatten()?)?,
+            };
+            Some((key, state_of_row(&row, texts, true)))
+        })
+        .collect()
     }
 
-    fn write_keys_rows(&self, client: &mut SpiClient<'_>, updates: &[(i64, State)], deletes: &[i64], texts: &Texts) {
+    /// Writes keys rows: `updates` of rows there, `deletes`, `inserts` of
+    /// keys new to the table (keys without claim chunks).
+    fn write_keys_rows(
+        &self,
+        client: &mut SpiClient<'_>,
+        ids: &KeyIds,
+        updates: &[(i64, State)],
+        deletes: &[i64],
+        inserts: &[(i64, State)],
+        texts: &Texts,
+    ) {
         if !deletes.is_empty() {
-            let sql = format!("DELETE FROM {} WHERE key = ANY($1::bigint[])", self.keys_table);
-            client.update(&sql, None, &[deletes.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+            let sql = format!("DELETE FROM {} WHERE key = ANY({})", self.keys_table, key_array(ids, &self.key_type, 1));
+            client.update(&sql, None, &[key_param(ids, deletes)]).unwrap_or_else(|e| spi_error(e));
         }
-        if updates.is_empty() {
-            return;
+        let key = match ids {
+            KeyIds::Integer => "u.key".to_owned(),
+            KeyIds::Text { .. } => format!("u.key::{}", self.key_type),
+        };
+        for (rows, sql) in [
+            (
+                updates,
+                format!(
+                    "UPDATE {} k SET bucket = u.b, segment = u.s::jsonb, predicted = u.p, actual = u.a, weight = u.w
+                     FROM {UNNEST_STATES} WHERE k.key = {key}",
+                    self.keys_table
+                ),
+            ),
+            (
+                inserts,
+                format!(
+                    "INSERT INTO {} (key, bucket, segment, predicted, actual, weight)
+                     SELECT {key}, u.b, u.s::jsonb, u.p, u.a, u.w FROM {UNNEST_STATES}",
+                    self.keys_table
+                ),
+            ),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let counted = |s: &State| s.counted();
+            let keys: Vec<i64> = rows.iter().map(|u| u.0).collect();
+            let bucket: Vec<Option<TimestampWithTimeZone>> = rows.iter().map(|(_, s)| s.bucket.and_then(timestamp)).collect();
+            let segment: Vec<Option<&str>> = rows.iter().map(|(_, s)| counted(s).then(|| texts.text(s.segment))).collect();
+            let predicted: Vec<Option<&str>> = rows.iter().map(|(_, s)| counted(s).then(|| texts.text(s.predicted))).collect();
+            // A keys row's placeholder keeps no label (see _claim_entries).
+            let actual: Vec<Option<&str>> =
+                rows.iter().map(|(_, s)| if counted(s) { s.actual.map(|a| texts.text(a)) } else { None }).collect();
+            let weight: Vec<Option<f64>> = rows.iter().map(|(_, s)| counted(s).then_some(s.weight)).collect();
+            client
+                .update(&sql, None, &[key_param(ids, &keys), bucket.into(), segment.into(), predicted.into(), actual.into(), weight.into()])
+                .unwrap_or_else(|e| spi_error(e));
         }
-        let counted = |s: &State| s.counted();
-        let key: Vec<i64> = updates.iter().map(|u| u.0).collect();
-        let bucket: Vec<Option<TimestampWithTimeZone>> = updates.iter().map(|(_, s)| s.bucket.and_then(timestamp)).collect();
-        let segment: Vec<Option<&str>> = updates.iter().map(|(_, s)| counted(s).then(|| texts.text(s.segment))).collect();
-        let predicted: Vec<Option<&str>> = updates.iter().map(|(_, s)| counted(s).then(|| texts.text(s.predicted))).collect();
-        // A keys row's placeholder keeps no label (see _claim_entries).
-        let actual: Vec<Option<&str>> =
-            updates.iter().map(|(_, s)| if counted(s) { s.actual.map(|a| texts.text(a)) } else { None }).collect();
-        let weight: Vec<Option<f64>> = updates.iter().map(|(_, s)| counted(s).then_some(s.weight)).collect();
-        let sql = format!(
-            "UPDATE {} k SET bucket = u.b, segment = u.s::jsonb, predicted = u.p, actual = u.a, weight = u.w
-             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::float8[]) u(key, b, s, p, a, w)
-             WHERE k.key = u.key",
-            self.keys_table
-        );
-        client
-            .update(&sql, None, &[key.into(), bucket.into(), segment.into(), predicted.into(), actual.into(), weight.into()])
-            .unwrap_or_else(|e| spi_error(e));
     }
 
     fn delete_chunks(&self, client: &mut SpiClient<'_>, ctids: &[&str]) {
