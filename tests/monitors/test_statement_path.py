@@ -32,7 +32,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from monitor_reference import BUCKET_ORIGIN, connect, create_monitor, mlmon_settings, monitored_tables, reference_parts, rollup_mismatches
+from monitor_reference import (
+    BUCKET_ORIGIN, assert_rollup_matches, connect, create_monitor, mlmon_settings, monitored_tables, reference_parts, rollup_mismatches,
+)
 
 T0 = dt.datetime(2031, 3, 4, 10, 0, tzinfo=dt.timezone.utc)
 CHUNK_KEYS = 4096
@@ -845,3 +847,59 @@ def test_repeatable_read_after_a_large_delete(conn, dsn, uniq, write):
         with _statement_path(conn, spec, 1, "a large statement after the REPEATABLE READ write"):
             conn.execute(f"UPDATE {preds} SET label = NOT label WHERE k BETWEEN 1 AND 2800")
         _check(conn, spec, f"{write}: after a large UPDATE following it")
+
+
+# uuid and text keys: large UPDATEs and DELETEs of predictions take the
+# statement path with their state in keys rows (no claim chunks); every other
+# statement on them stays on PL/pgSQL (src/monitors/README.md).
+KEY_TYPES = {
+    "uuid": "md5(g::text)::uuid",
+    "text": "'evt-' || lpad(g::text, 12, '0')",
+}
+
+
+@pytest.mark.parametrize("key_type", sorted(KEY_TYPES))
+def test_uuid_and_text_keys(conn, dsn, uniq, key_type):
+    """Delete then reload, and a large UPDATE, on uuid/text keys: exact, the
+    large statements counted by the statement path, keys without raw rows
+    left without a keys row, and a REPEATABLE READ writer whose snapshot
+    predates a large DELETE fails once with 40001 and then counts exactly."""
+    key = KEY_TYPES[key_type]
+    with monitored_tables(conn, dsn, uniq, f"stp_{key_type}", preds_columns=f"k {key_type} PRIMARY KEY, ts timestamptz, label boolean",
+                          outs_columns=f"k {key_type} PRIMARY KEY") as (preds, outs, spec), \
+            mlmon_settings(conn, bulk_min_rows=MIN_ROWS), connect(dsn, autocommit=False) as other:
+        create_monitor(conn, spec)
+        load = (f"INSERT INTO {preds} SELECT {key}, %s::timestamptz + (g %% 90) * interval '1 minute', g %% 3 = 0 "
+                "FROM generate_series(1, 3000) g")
+        conn.execute(load, [T0])
+        conn.execute(f"INSERT INTO {outs} SELECT {key} FROM generate_series(1, 3000, 2) g")
+        assert_rollup_matches(conn, spec, "after the load")
+
+        with _statement_path(conn, spec, 1, "a large UPDATE of labels"):
+            conn.execute(f"UPDATE {preds} SET label = NOT label WHERE ts < %s::timestamptz + interval '45 minutes'", [T0])
+        assert_rollup_matches(conn, spec, "after a large UPDATE")
+
+        other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        other.execute(f"SELECT count(*) FROM {preds}")  # takes the snapshot
+        with _statement_path(conn, spec, 1, "a large DELETE"):
+            conn.execute(f"DELETE FROM {preds}")
+        assert_rollup_matches(conn, spec, "after the DELETE")
+        keys_rows, placeholders = conn.execute(sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE bucket IS NULL) FROM {}").format(_table(spec, "keys"))).fetchone()
+        assert (keys_rows, placeholders) == (1500, 1500), "only keys with outcomes keep a (placeholder) keys row"
+
+        failures = 0
+        for attempt in range(3):
+            try:
+                other.execute(f"INSERT INTO {outs} SELECT {key} FROM generate_series(2, 200, 2) g")
+                other.commit()
+                break
+            except psycopg.errors.SerializationFailure:
+                failures += 1
+                other.rollback()
+                other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        assert failures == 1, "the REPEATABLE READ writer must fail once, then succeed"
+        assert_rollup_matches(conn, spec, "after the REPEATABLE READ write")
+
+        conn.execute(load, [T0])  # the reload
+        assert_rollup_matches(conn, spec, "after the reload")

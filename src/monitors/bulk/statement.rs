@@ -50,6 +50,16 @@ pub unsafe fn write_statement(data: &pg_sys::TriggerData, name: &str) -> bool {
         if !on_predictions && relation.rd_id != monitor.outcomes {
             return false;
         }
+        // uuid and text keys keep their state in keys rows, which the
+        // statement path reads and writes one statement each: against the
+        // PL/pgSQL claims that pays for UPDATE and DELETE of predictions
+        // (bench/RESULTS.md: DELETE of a day uuid 38x -> 19x, text 64x ->
+        // 16x; UPDATE of labels 4.8x -> 3.0x), not for the rest (uuid: a
+        // COPY of new keys 2.4x -> 3.1x, late outcomes 3.3x -> 6.5x), which
+        // PL/pgSQL keeps.
+        if matches!(ids, KeyIds::Text { .. }) && !(on_predictions && event != pg_sys::TRIGGER_EVENT_INSERT) {
+            return false;
+        }
         let key_column = if on_predictions { &monitor.key_column } else { &monitor.outcome_key_column };
         let old_keys = if event == pg_sys::TRIGGER_EVENT_INSERT {
             Vec::new()
@@ -291,12 +301,14 @@ fn restate(monitor: &Monitor, ids: &KeyIds, client: &mut SpiClient<'_>, texts: &
 const UNNEST_STATES: &str =
     "unnest($1, $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::float8[]) u(key, b, s, p, a, w)";
 
-/// SQL of parameter `$n`, `keys` as `key_param` passes them, as an array of
-/// the key type.
-fn key_array(ids: &KeyIds, key_type: &str, n: usize) -> String {
+/// The condition that keys row `k`'s key is one of `$1` (as `key_param`
+/// passes them). `= ANY` over a known array: index probes, or a sequential
+/// scan with the array hashed when that is cheaper (300k of 1M text keys:
+/// 0.55 s, where a semi-join over unnest took 1.26 s as a nested loop).
+fn key_match(ids: &KeyIds, key_type: &str) -> String {
     match ids {
-        KeyIds::Integer => format!("${n}::bigint[]"),
-        KeyIds::Text { .. } => format!("${n}::text[]::{key_type}[]"),
+        KeyIds::Integer => "k.key = ANY($1::bigint[])".to_owned(),
+        KeyIds::Text { .. } => format!("k.key = ANY($1::text[]::{key_type}[])"),
     }
 }
 
@@ -322,9 +334,9 @@ impl Monitor {
     /// The keys rows of `keys`, as states.
     fn keys_rows(&self, client: &SpiClient<'_>, ids: &KeyIds, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
         let sql = format!(
-            "SELECT key::text, bucket, segment::text, predicted, actual, weight FROM {} WHERE key = ANY({})",
+            "SELECT k.key::text, k.bucket, k.segment::text, k.predicted, k.actual, k.weight FROM {} k WHERE {}",
             self.keys_table,
-            key_array(ids, &self.key_type, 1)
+            key_match(ids, &self.key_type)
         );
         let rows = client.select(&sql, None, &[key_param(ids, keys)]).unwrap_or_else(|e| spi_error(e));
         rows.filter_map(|row| {
@@ -364,7 +376,7 @@ impl Monitor {
         texts: &Texts,
     ) {
         if !deletes.is_empty() {
-            let sql = format!("DELETE FROM {} WHERE key = ANY({})", self.keys_table, key_array(ids, &self.key_type, 1));
+            let sql = format!("DELETE FROM {} k WHERE {}", self.keys_table, key_match(ids, &self.key_type));
             client.update(&sql, None, &[key_param(ids, deletes)]).unwrap_or_else(|e| spi_error(e));
         }
         let key = match ids {
