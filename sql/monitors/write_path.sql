@@ -460,7 +460,8 @@ $$;
 -- so no bulk load runs beside us) and, when bulk loads left claim chunks, copy
 -- the entries of the keys this statement touched into keys rows. After that
 -- a key without a keys row has no raw rows but the statement's own, as the
--- claim paths assume. Empty for key types bulk loads do not serve.
+-- claim paths assume. uuid and text keys have no chunks: only the lock.
+-- Empty for key types the statement path does not serve.
 CREATE FUNCTION mlmon._enter_sql(m mlmon.monitor, key_column name) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -482,34 +483,30 @@ BEGIN
     IF NOT mlmon._statement_capable(m) THEN
         RETURN '';
     END IF;
-    IF NOT mlmon._bulk_capable(m) THEN
-        -- Keys of other types live in keys rows only: no chunks to copy.
-        RETURN format($q$
-                -- A REPEATABLE READ or SERIALIZABLE writer fails with 40001 if
-                -- a statement-path write committed after its snapshot (below).
-                IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
-                    PERFORM FROM mlmon.monitor mm WHERE mm.name = %3$L FOR SHARE;
-                END IF;
-                PERFORM mlmon._bulk_enter(%2$s, %1$s::oid); $q$,
-            mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m), m.name);
-    END IF;
     RETURN format($q$
-                -- A REPEATABLE READ or SERIALIZABLE snapshot may predate a bulk
-                -- load's chunks and miss them: such a writer locks the monitor's
-                -- row, which every bulk load updates, and fails with 40001 if
-                -- one committed after its snapshot.
+                -- A REPEATABLE READ or SERIALIZABLE snapshot may predate a
+                -- statement-path write (a bulk load's chunks, keys rows it
+                -- changed) and miss it: such a writer locks the monitor's row,
+                -- which every such write updates, and fails with 40001 if one
+                -- committed after its snapshot.
                 IF current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
-                    PERFORM FROM mlmon.monitor mm WHERE mm.name = %6$L FOR SHARE;
-                END IF;
+                    PERFORM FROM mlmon.monitor mm WHERE mm.name = %1$L FOR SHARE;
+                END IF; $q$, m.name)
+        || CASE WHEN NOT mlmon._bulk_capable(m)
+            -- Keys of other types live in keys rows only: no chunks to copy.
+            THEN format($q$
+                PERFORM mlmon._bulk_enter(%2$s, %1$s::oid); $q$,
+                mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m))
+            ELSE format($q$
                 IF mlmon._bulk_enter(%2$s, %1$s::oid) THEN
                     IF TG_OP = 'INSERT' THEN %3$s
                     ELSIF TG_OP = 'UPDATE' THEN %4$s
                     ELSIF TG_OP = 'DELETE' THEN %5$s
                     END IF;
                 END IF; $q$,
-        mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m),
-        format(materialize, new_keys), format(materialize, new_keys || ' UNION ALL ' || old_keys),
-        format(materialize, old_keys), m.name);
+                mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m),
+                format(materialize, new_keys), format(materialize, new_keys || ' UNION ALL ' || old_keys),
+                format(materialize, old_keys)) END;
 END $$;
 
 -- The statement path's recount (src/monitors/bulk/statement.rs): for each

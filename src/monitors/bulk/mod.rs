@@ -74,13 +74,18 @@ impl Monitor {
     }
 
     /// The condition on chunk `c` that its range meets `lo..=hi` (SQL
-    /// expressions): as an index range on `lo`
-    /// from the chunk holding `lo`.
+    /// expressions), as an index range on `lo` from the chunk holding `lo`.
     fn chunks_meeting(&self, lo: &str, hi: &str) -> String {
         format!(
             "c.lo <= {hi} AND c.hi >= {lo} AND c.lo >= coalesce((SELECT f.lo FROM {} f WHERE f.lo <= {lo} ORDER BY f.lo DESC LIMIT 1), {lo})",
             self.claims_table
         )
+    }
+
+    /// Whether some chunk's range meets lo..=hi.
+    fn any_chunk(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> bool {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} c WHERE {})", self.claims_table, self.chunks_meeting("$1", "$2"));
+        one::<bool>(client, &sql, &[lo.into(), hi.into()]).unwrap_or(true)
     }
 
     /// The chunks whose range meets lo..=hi, with their row ids.
@@ -111,6 +116,16 @@ impl Monitor {
                           self.claims_table);
         client.update(&sql, None, &[lo.into(), hi.into(), bytes.into()]).unwrap_or_else(|e| spi_error(e));
         // Single-row writers cache the chunks' ranges (`single_row.rs`).
+        relcache::announce(self.claims_oid);
+    }
+
+    /// Deletes chunks by row id.
+    fn delete_chunks(&self, client: &mut SpiClient<'_>, ctids: &[&str]) {
+        if ctids.is_empty() {
+            return;
+        }
+        let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", self.claims_table);
+        client.update(&sql, None, &[ctids.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
         relcache::announce(self.claims_oid);
     }
 }

@@ -88,10 +88,10 @@ impl KeyIds {
         }
     }
 
-    /// The id of a key's text as SQL gives it (`key::text`).
+    /// The id of a text key as SQL gives it (`key::text`).
     pub fn id_of_text(&self, text: &str) -> Option<i64> {
         match self {
-            KeyIds::Integer => text.parse().ok(),
+            KeyIds::Integer => unreachable!("integer keys are their own ids"),
             KeyIds::Text { ids, .. } => ids.get(text).copied(),
         }
     }

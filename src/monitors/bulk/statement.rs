@@ -197,16 +197,11 @@ fn restate(monitor: &Monitor, ids: &KeyIds, client: &mut SpiClient<'_>, texts: &
     // as the table's keys), and claim chunks; other keys live in keys rows.
     let rows = if !integer || monitor.any_keys_row(client, lo, hi) { monitor.keys_rows(client, ids, &keys, texts) } else { HashMap::new() };
     let stored = if integer { monitor.chunks_in(client, lo, hi) } else { Vec::new() };
-    let (ctids, chunks): (Vec<String>, Vec<StoredChunk>) = stored
-        .into_iter()
-        .map(|(ctid, chunk)| {
-            let (lo, hi) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
-            (ctid, StoredChunk { lo, hi, chunk })
-        })
-        .unzip();
+    let (ctids, chunks): (Vec<String>, Vec<StoredChunk>) =
+        stored.into_iter().map(|(ctid, chunk)| (ctid, StoredChunk::new(&chunk, texts))).unzip();
     let mut entries: Vec<Option<State>> = vec![None; keys.len()];
     for stored in &chunks {
-        let states = chunk_states(&stored.chunk, texts);
+        let states = &stored.states;
         let first = keys.partition_point(|&k| k < stored.lo);
         let last = keys.partition_point(|&k| k <= stored.hi);
         let mut at = 0;
@@ -325,25 +320,19 @@ fn timestamp(bucket: i64) -> Option<TimestampWithTimeZone> {
 }
 
 impl Monitor {
-    /// Whether some chunk's range meets lo..=hi.
-    fn any_chunk(&self, client: &SpiClient<'_>, lo: i64, hi: i64) -> bool {
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {} c WHERE {})", self.claims_table, self.chunks_meeting("$1", "$2"));
-        super::one::<bool>(client, &sql, &[lo.into(), hi.into()]).unwrap_or(true)
-    }
-
     /// The keys rows of `keys`, as states.
     fn keys_rows(&self, client: &SpiClient<'_>, ids: &KeyIds, keys: &[i64], texts: &mut Texts) -> HashMap<i64, State> {
+        let key = match ids {
+            KeyIds::Integer => "k.key::bigint",
+            KeyIds::Text { .. } => "k.key::text",
+        };
         let sql = format!(
-            "SELECT k.key::text, k.bucket, k.segment::text, k.predicted, k.actual, k.weight FROM {} k WHERE {}",
+            "SELECT {key}, k.bucket, k.segment::text, k.predicted, k.actual, k.weight FROM {} k WHERE {}",
             self.keys_table,
             key_match(ids, &self.key_type)
         );
         let rows = client.select(&sql, None, &[key_param(ids, keys)]).unwrap_or_else(|e| spi_error(e));
-        rows.filter_map(|row| {
-            let key = ids.id_of_text(&row.get::<String>(1).ok().flatten()?)?;
-            Some((key, state_of_row(&row, texts, false)))
-        })
-        .collect()
+        rows.filter_map(|row| Some((row_key(ids, &row)?, state_of_row(&row, texts, false)))).collect()
     }
 
     /// `keys` recounted from the raw tables (`mlmon._statement_recount_sql`);
@@ -354,14 +343,7 @@ impl Monitor {
         let sql = super::one::<String>(client, generate, &[self.name.as_str().into()])
             .unwrap_or_else(|| pgrx::error!("mlmon: monitor {} is gone", self.name));
         let rows = client.select(&sql, None, &[key_param(ids, keys)]).unwrap_or_else(|e| spi_error(e));
-        rows.filter_map(|row| {
-            let key = match ids {
-                KeyIds::Integer => row.get::<i64>(1).ok().flatten()?,
-                KeyIds::Text { .. } => ids.id_of_text(&row.get::<String>(1).ok().flatten()?)?,
-            };
-            Some((key, state_of_row(&row, texts, true)))
-        })
-        .collect()
+        rows.filter_map(|row| Some((row_key(ids, &row)?, state_of_row(&row, texts, true)))).collect()
     }
 
     /// Writes keys rows: `updates` of rows there, `deletes`, `inserts` of
@@ -418,13 +400,14 @@ impl Monitor {
                 .unwrap_or_else(|e| spi_error(e));
         }
     }
+}
 
-    fn delete_chunks(&self, client: &mut SpiClient<'_>, ctids: &[&str]) {
-        if ctids.is_empty() {
-            return;
-        }
-        let sql = format!("DELETE FROM {} WHERE ctid = ANY($1::tid[])", self.claims_table);
-        client.update(&sql, None, &[ctids.to_vec().into()]).unwrap_or_else(|e| spi_error(e));
+/// The key id of a row whose first column is a key: bigint for integer
+/// keys, else the key's text.
+fn row_key(ids: &KeyIds, row: &pgrx::spi::SpiHeapTupleData<'_>) -> Option<i64> {
+    match ids {
+        KeyIds::Integer => row.get::<i64>(1).ok().flatten(),
+        KeyIds::Text { .. } => ids.id_of_text(&row.get::<String>(1).ok().flatten()?),
     }
 }
 

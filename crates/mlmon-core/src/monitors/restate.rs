@@ -222,11 +222,19 @@ pub fn add_change(cells: &mut Cells, old: Option<&State>, new: Option<&State>) {
     }
 }
 
-/// A chunk as stored: its range and entries.
+/// A chunk as stored: its range, and its entries as states (`chunk_states`).
 pub struct StoredChunk {
     pub lo: i64,
     pub hi: i64,
-    pub chunk: Chunk,
+    pub states: Vec<(i64, State)>,
+}
+
+impl StoredChunk {
+    /// A decoded chunk, its strings interned in `texts`.
+    pub fn new(chunk: &Chunk, texts: &mut Texts) -> StoredChunk {
+        let states = chunk_states(chunk, texts);
+        StoredChunk { lo: states[0].0, hi: states[states.len() - 1].0, states }
+    }
 }
 
 /// Chunk `chunk`'s entries as states by key, strings as ids of `texts`.
@@ -283,9 +291,9 @@ pub fn rewrite_chunks(chunks: &[StoredChunk], changes: &[(i64, Option<State>)], 
         if start == next {
             continue;
         }
-        let mut merged: Vec<(i64, State)> = Vec::with_capacity(stored.chunk.entries.len() + next - start);
+        let mut merged: Vec<(i64, State)> = Vec::with_capacity(stored.states.len() + next - start);
         let mut pending = changes[start..next].iter().peekable();
-        for (key, state) in chunk_states_by_ref(&stored.chunk, texts) {
+        for &(key, state) in &stored.states {
             while let Some(&(k, change)) = pending.next_if(|&&(k, _)| k < key) {
                 merged.extend(change.map(|s| (k, s)));
             }
@@ -309,25 +317,6 @@ pub fn rewrite_chunks(chunks: &[StoredChunk], changes: &[(i64, Option<State>)], 
     }
     flush(&mut homeless, &mut written);
     (replaced, written)
-}
-
-/// A chunk's states with strings as ids of `texts`, which holds them all
-/// (`chunk_states` interned them).
-fn chunk_states_by_ref<'a>(chunk: &'a Chunk, texts: &'a Texts) -> impl Iterator<Item = (i64, State)> + 'a {
-    let global: Vec<u32> = chunk.texts.iter().map(|t| texts.id(t).expect("chunk texts interned")).collect();
-    chunk.entries.iter().map(move |e| {
-        let id = |i: Option<u32>| i.map(|i| global[i as usize]);
-        (
-            e.key,
-            State {
-                bucket: e.bucket,
-                segment: id(e.segment).unwrap_or(0),
-                predicted: id(e.predicted).unwrap_or(0),
-                actual: id(e.actual),
-                weight: e.weight,
-            },
-        )
-    })
 }
 
 /// A chunk of these states (ascending keys).
@@ -434,9 +423,7 @@ mod tests {
         chunk.entries = keys
             .map(|key| Entry { key, bucket: Some(key * 10), segment: Some(seg), predicted: Some(label), actual: None, weight: 1.0 })
             .collect();
-        chunk_states(&chunk, texts);
-        let (lo, hi) = (chunk.entries[0].key, chunk.entries[chunk.entries.len() - 1].key);
-        StoredChunk { lo, hi, chunk }
+        StoredChunk::new(&chunk, texts)
     }
 
     /// Removed entries go, new keys join the chunk whose range holds them or
