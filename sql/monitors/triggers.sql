@@ -98,6 +98,9 @@ BEGIN
                     RETURN;
                 END IF;
                 large := cardinality(changed) >= 1000;
+                IF NOT large THEN
+                    PERFORM set_config('enable_seqscan', 'off', true);
+                END IF;
             END IF; $q$, mlmon._outcome_update_sql(m)))
     ) v(suffix, claim_bulk, claim_small, recount_bulk, recount_small, claim_one, update_first)
     LOOP
@@ -114,13 +117,23 @@ BEGIN
         -- tables), and compiling for a guessed billion rows took 0.8 s of a
         -- 500k-key load of outcomes. work_mem: room to hash and sort a big
         -- batch, for this call only (a small batch needs none of it).
-        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' AS $body$
+        -- No sequential scans on the small path (a large batch turns them
+        -- back on, for this call): its one plan is made at the session's
+        -- first call, and if a source table was nearly empty then, the
+        -- planner picked scans of it (a hashed EXISTS over the whole outcomes
+        -- table) that every later call repeated as the table grew. 8 clients
+        -- of single-row late outcomes into a new outcomes table ran at 930
+        -- tps against 40,700 unmonitored, falling as the table grew.
+        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' SET enable_seqscan = off AS $body$
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
             one_key %8$s;
             first_claim boolean;
         BEGIN
+            IF large THEN
+                PERFORM set_config('enable_seqscan', 'on', true);
+            END IF;
             %9$s
             -- 1. Claim every key: keys seen for the first time are counted at
             --    once (no other writer can have counted them); keys already

@@ -8,11 +8,14 @@
 -- without outcome rows when an actual column is set): a per-key subquery.
 -- Several outcome rows for a key: any true outcome makes a boolean positive;
 -- otherwise the greatest value counts. With no actual column, an outcome row's
--- presence means positive and absence negative.
+-- presence means positive and absence negative. The EXISTS has an OFFSET 0
+-- so that the planner cannot turn it into a hashed subplan: one that a
+-- cached plan made over a nearly empty outcomes table chose, and then built
+-- a hash of the whole table in every single-row statement as it grew.
 CREATE FUNCTION mlmon._actual_sql(m mlmon.monitor, key_expr text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN m.actual_column IS NULL
-        THEN format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = %s))::text', m.outcomes, m.outcome_key_column, key_expr)
+        THEN format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = %s OFFSET 0))::text', m.outcomes, m.outcome_key_column, key_expr)
         ELSE format('(SELECT %s(o.%I)::text FROM %s o WHERE o.%I = %s)',
                     CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END,
                     m.actual_column, m.outcomes, m.outcome_key_column, key_expr) END
@@ -455,6 +458,25 @@ CREATE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
         mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_table(m))
 $$;
 
+-- The statement that copies the chunk entries of keys `keys_sql` (a query
+-- of bigint keys) into keys rows, leaving keys that have one alone (no
+-- trailing semicolon, so a caller may add a RETURNING clause). Chunks do
+-- not overlap: those meeting the keys' range start at the one holding its
+-- first key, so the index on lo is read from there, not from the first chunk
+-- (2,500 chunk rows read per single-row outcome at 10M keys).
+CREATE FUNCTION mlmon._materialize_sql(m mlmon.monitor, keys_sql text) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format($q$
+                    INSERT INTO %1$s (key, bucket, segment, predicted, actual, weight)
+                    SELECT e.key::%2$s, e.bucket, e.segment::jsonb, e.predicted, e.actual, e.weight
+                    FROM (SELECT array_agg(DISTINCT t.k) AS ks FROM (%4$s) t(k) WHERE t.k IS NOT NULL) b
+                    JOIN %3$s c ON c.lo <= b.ks[cardinality(b.ks)] AND c.hi >= b.ks[1]
+                        AND c.lo >= coalesce((SELECT f.lo FROM %3$s f WHERE f.lo <= b.ks[1] ORDER BY f.lo DESC LIMIT 1), b.ks[1])
+                    CROSS JOIN LATERAL mlmon._claim_entries(c.entries, b.ks) e
+                    ON CONFLICT (key) DO NOTHING $q$,
+        mlmon._keys_table(m), m.key_type, mlmon._claims_table(m), keys_sql)
+$$;
+
 -- PL/pgSQL statements run first by a trigger function on `key_column` of
 -- its table: take the bulk lock shared (held to the end of the transaction,
 -- so no bulk load runs beside us) and, when bulk loads left claim chunks, copy
@@ -465,18 +487,6 @@ $$;
 CREATE FUNCTION mlmon._enter_sql(m mlmon.monitor, key_column name) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    -- Chunks do not overlap: those meeting the keys' range start at the one
-    -- holding its first key, so the index on lo is read from there, not from
-    -- the first chunk (2,500 chunk rows read per single-row outcome at 10M keys).
-    materialize text := format($q$
-                    INSERT INTO %1$s (key, bucket, segment, predicted, actual, weight)
-                    SELECT e.key::%2$s, e.bucket, e.segment::jsonb, e.predicted, e.actual, e.weight
-                    FROM (SELECT array_agg(DISTINCT t.k) AS ks FROM (%%s) t(k) WHERE t.k IS NOT NULL) b
-                    JOIN %3$s c ON c.lo <= b.ks[cardinality(b.ks)] AND c.hi >= b.ks[1]
-                        AND c.lo >= coalesce((SELECT f.lo FROM %3$s f WHERE f.lo <= b.ks[1] ORDER BY f.lo DESC LIMIT 1), b.ks[1])
-                    CROSS JOIN LATERAL mlmon._claim_entries(c.entries, b.ks) e
-                    ON CONFLICT (key) DO NOTHING; $q$,
-        mlmon._keys_table(m), m.key_type, mlmon._claims_table(m));
     new_keys text := format('SELECT n.%I::bigint FROM new_rows n', key_column);
     old_keys text := format('SELECT o.%I::bigint FROM old_rows o', key_column);
 BEGIN
@@ -499,14 +509,14 @@ BEGIN
                 mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m))
             ELSE format($q$
                 IF mlmon._bulk_enter(%2$s, %1$s::oid) THEN
-                    IF TG_OP = 'INSERT' THEN %3$s
-                    ELSIF TG_OP = 'UPDATE' THEN %4$s
-                    ELSIF TG_OP = 'DELETE' THEN %5$s
+                    IF TG_OP = 'INSERT' THEN %3$s;
+                    ELSIF TG_OP = 'UPDATE' THEN %4$s;
+                    ELSIF TG_OP = 'DELETE' THEN %5$s;
                     END IF;
                 END IF; $q$,
                 mlmon._claims_table(m)::regclass::oid, mlmon._bulk_lock_id(m),
-                format(materialize, new_keys), format(materialize, new_keys || ' UNION ALL ' || old_keys),
-                format(materialize, old_keys)) END;
+                mlmon._materialize_sql(m, new_keys), mlmon._materialize_sql(m, new_keys || ' UNION ALL ' || old_keys),
+                mlmon._materialize_sql(m, old_keys)) END;
 END $$;
 
 -- The statement path's recount (src/monitors/bulk/statement.rs): for each

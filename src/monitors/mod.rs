@@ -8,7 +8,9 @@
 //! - `write_trigger.rs`: the native statement trigger, which sends a
 //!   statement to the single-row path, the statement path, or the monitor's
 //!   PL/pgSQL trigger function;
-//! - `single_row.rs`: single-row INSERTs, by statements prepared per backend;
+//! - `single_row.rs`, `single_outcome.rs`: single-row INSERTs into the
+//!   predictions and the outcomes table, by statements prepared per backend
+//!   (`chunk_ranges.rs`: which keys may sit in a claim chunk);
 //! - `bulk/`: the statement path: any large statement, keys restated in
 //!   memory, bulk-loaded keys kept in claim chunks;
 //! - `rollup.rs`: the rollup table's delta rows, written both ways;
@@ -25,7 +27,9 @@ extension_sql_file!("../../sql/monitors/reads.sql", name = "monitor_reads_sql", 
 
 mod bulk;
 mod catalog;
+mod chunk_ranges;
 mod locks;
 mod rollup;
+mod single_outcome;
 mod single_row;
 mod write_trigger;

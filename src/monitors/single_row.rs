@@ -27,6 +27,7 @@ use std::rc::Rc;
 use pgrx::prelude::*;
 
 use super::catalog::{spi_error, Monitor};
+use super::chunk_ranges::ChunkRanges;
 use super::locks::lock_shared;
 use super::rollup::Rollup;
 use crate::pg::relcache;
@@ -55,10 +56,8 @@ struct Plans {
     apply: Plan,
     /// `compact(false)`.
     compact: Plan,
-    /// The claim chunks' ranges (lo, hi), ascending.
-    chunk_ranges: Plan,
-    /// Those ranges, as of a count of relcache invalidations.
-    chunk_ranges_seen: RefCell<Option<(u64, Vec<(i64, i64)>)>>,
+    /// The claim chunks' ranges: keys in them are left to PL/pgSQL.
+    chunks: ChunkRanges,
 }
 
 thread_local! {
@@ -129,7 +128,7 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     let sql = "SELECT mlmon._one_row_claim_sql(m),
                       format('SELECT %s(ARRAY[$1]::%s[])', mlmon._internal_function(m, 'apply_predictions'), m.key_type),
                       format('SELECT %s(false)', mlmon._internal_function(m, 'compact')),
-                      format('SELECT c.lo, c.hi FROM %s c ORDER BY c.lo', mlmon._claims_table(m)),
+                      mlmon._claims_table(m),
                       mlmon._rollup_table(m)::regclass::oid
                FROM mlmon.monitor m WHERE m.name = $1";
     as_user(monitor.owner, || {
@@ -145,8 +144,7 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
                     claim: Plan::prepare(&text(1), &types),
                     apply: Plan::prepare(&text(2), &[pg_sys::INT8OID]),
                     compact: Plan::prepare(&text(3), &[]),
-                    chunk_ranges: Plan::prepare(&text(4), &[]),
-                    chunk_ranges_seen: RefCell::new(None),
+                    chunks: ChunkRanges::prepare(&text(4)),
                     rollup: Rollup::describe(row.get::<pg_sys::Oid>(5).ok().flatten()?)?,
                     columns,
                     key,
@@ -183,7 +181,7 @@ unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool
             // The `_enter` trigger took the lock already; taken again (a
             // local lock-table hit) it also guards a disabled `_enter`.
             lock_shared(plans.lock_id);
-            if plans.in_chunk(key.value() as i64) {
+            if plans.chunks.hold(key.value() as i64) {
                 pg_sys::SPI_finish();
                 return false;
             }
@@ -212,31 +210,4 @@ unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool
             true
         }
     })
-}
-
-impl Plans {
-    /// Whether a claim chunk's range holds `key`, from the ranges cached
-    /// since the last relcache invalidation this backend took in. A bulk load
-    /// announces new chunks with one (`relcache::announce`), sent at its commit
-    /// before it releases the bulk lock; we hold that lock shared, so the
-    /// invalidations taken in now include every committed load's.
-    ///
-    /// SAFETY: within an SPI connection, holding the bulk lock.
-    unsafe fn in_chunk(&self, key: i64) -> bool {
-        // SAFETY: the caller's promise.
-        unsafe {
-            let now = relcache::invalidations_seen();
-            let mut seen = self.chunk_ranges_seen.borrow_mut();
-            if seen.as_ref().is_none_or(|(at, _)| *at != now) {
-                let rows = self.chunk_ranges.execute(&[], &[]) as usize;
-                let ranges = (0..rows)
-                    .map(|i| (result_value(i, 1).0.value() as i64, result_value(i, 2).0.value() as i64))
-                    .collect();
-                *seen = Some((now, ranges));
-            }
-            let ranges = &seen.as_ref().expect("loaded above").1;
-            let after = ranges.partition_point(|&(lo, _)| lo <= key);
-            after > 0 && ranges[after - 1].1 >= key
-        }
-    }
 }

@@ -3,8 +3,10 @@
 //! DELETE statement trigger that counts the statements where PL/pgSQL cost
 //! the most, and hands every other statement to the monitor's PL/pgSQL
 //! trigger function (`fallback`, by OID) with the same trigger data.
-//! - Single-row INSERTs (`single_row.rs`): PL/pgSQL's call and expression
-//!   set-up cost about a third of the trigger under many single-row writers.
+//! - Single-row INSERTs (`single_row.rs` into predictions,
+//!   `single_outcome.rs` into outcomes): PL/pgSQL's call and expression
+//!   set-up cost about a third of the trigger under many single-row writers
+//!   of predictions, most of it for late outcomes.
 //! - Large statements of any kind (`bulk/`): read the statement's transition
 //!   tables directly, where SQL over them cost more than the statement itself
 //!   (1M rows: grouping alone took 0.76x of the COPY's time, with
@@ -16,7 +18,7 @@
 
 use pgrx::prelude::*;
 
-use super::{bulk, single_row};
+use super::{bulk, single_outcome, single_row};
 use crate::pg::fmgr::{call_trigger_function, v1_function};
 use crate::pg::session::setting;
 use crate::pg::trigger::{trigger_arguments, trigger_data};
@@ -61,7 +63,7 @@ pub unsafe extern "C-unwind" fn monitor_write(fcinfo: pg_sys::FunctionCallInfo) 
         if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
             let rows = pg_sys::tuplestore_tuple_count(table);
             let handled = if rows == 1 && event == pg_sys::TRIGGER_EVENT_INSERT {
-                single_row::insert(data, &arguments[0])
+                single_row::insert(data, &arguments[0]) || single_outcome::insert(data, &arguments[0])
             } else if (setting(c"mlmon.bulk_min_rows", DEFAULT_MIN_ROWS)..=setting(c"mlmon.bulk_max_rows", DEFAULT_MAX_ROWS))
                 .contains(&rows)
             {

@@ -45,3 +45,27 @@ pub fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
         result
     }
 }
+
+/// Runs `f` with setting `name` at `value`, restored afterwards, as a
+/// function's `SET name = value` clause would (an error restores it with
+/// the (sub)transaction).
+pub fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
+    // SAFETY: the nest level is opened and closed around `f` as
+    // fmgr_security_definer does for a function's SET clauses.
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+        let result = f();
+        pg_sys::AtEOXact_GUC(true, level);
+        result
+    }
+}

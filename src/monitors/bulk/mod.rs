@@ -181,11 +181,13 @@ fn claim_entries(
         name!(weight, Option<f64>),
     ),
 > {
-    let chunk = Chunk::decode(entries).unwrap_or_else(|e| raise(e));
-    let rows: Vec<_> = keys
-        .into_iter()
-        .flatten()
-        .filter_map(|k| chunk.find(k))
+    let mut keys: Vec<i64> = keys.into_iter().flatten().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let chunk = Chunk::decode_keys(entries, &keys).unwrap_or_else(|e| raise(e));
+    let rows: Vec<_> = chunk
+        .entries
+        .iter()
         .map(|e| {
             let counted = e.bucket.is_some();
             (
