@@ -24,6 +24,8 @@ mod pg;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/aggregates/state_types.sql", name = "state_types_sql");
+// Comments on the objects whose definitions carry none, after everything else.
+extension_sql_file!("../sql/comments.sql", name = "comments_sql", finalize);
 
 /// How the loaded library was built. The benchmarks refuse a debug build:
 /// `cargo pgrx test` installs one over the release build, and its assertions

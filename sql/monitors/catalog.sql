@@ -26,6 +26,20 @@
 -- the monitor's creator (SECURITY DEFINER) so writers need no grants on the
 -- internal tables.
 
+-- The role a dashboard's login is granted (GRANT mlmon_reader TO grafana):
+-- it may call the read functions and read every monitor's metadata and
+-- rollup table, present and future (create_monitor grants each new rollup),
+-- but no raw prediction, outcome or feature table. Roles belong to the
+-- cluster, not the database: it is created once and outlives the extension.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'mlmon_reader') THEN
+        CREATE ROLE mlmon_reader NOLOGIN;
+    END IF;
+END $$;
+COMMENT ON ROLE mlmon_reader IS 'mlmon: reads metrics (rollups, monitor metadata, alerts), never raw rows; grant it to a dashboard login.';
+GRANT USAGE ON SCHEMA mlmon TO mlmon_reader;
+
 CREATE TABLE mlmon.monitor (
     name                text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
     predictions         regclass NOT NULL,

@@ -50,20 +50,43 @@ CREATE FUNCTION mlmon.cost(monitor text, "trailing" interval, fp_cost double pre
     STABLE LANGUAGE sql AS $$
     SELECT mlmon.cost(mlmon.confusion(monitor, now() - $2, now(), segment), fp_cost, fn_cost, tp_cost, tn_cost) $$;
 
+-- The step of a time series as a whole number of the monitor's buckets, at
+-- least one: a dashboard passes a step that follows its time range
+-- ($__interval_ms), which need not be a multiple of the bucket. Rounded up,
+-- so a step never splits a bucket.
+CREATE FUNCTION mlmon._whole_buckets(step interval, bucket interval) RETURNS interval
+    IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    width numeric := extract(epoch FROM bucket);
+BEGIN
+    IF step IS NULL OR step <= interval '0' THEN
+        RAISE EXCEPTION 'step % is not a positive interval', step
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument step: e.g. interval ''1 hour''';
+    END IF;
+    IF extract(month FROM bucket) <> 0 OR extract(year FROM bucket) <> 0 THEN
+        -- Buckets of months have no fixed length: only the bucket itself.
+        IF step = bucket THEN
+            RETURN step;
+        END IF;
+        RAISE EXCEPTION 'step % is not the monitor''s bucket %', step, bucket
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument step: a monitor with month-long buckets takes step = its bucket';
+    END IF;
+    RETURN make_interval(secs => (greatest(1, ceil(extract(epoch FROM step) / width)) * width)::double precision);
+END $$;
+
 CREATE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestamptz, p_step interval, p_segment jsonb,
                                p_fp_cost double precision, p_fn_cost double precision)
     RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
                    accuracy double precision, "precision" double precision, recall double precision,
-                   f1 double precision, mcc double precision, cost double precision)
+                   f1 double precision, mcc double precision, cost double precision,
+                   accuracy_lower double precision, accuracy_upper double precision,
+                   precision_lower double precision, precision_upper double precision,
+                   recall_lower double precision, recall_upper double precision)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(p_monitor);
 BEGIN
-    IF p_step IS NULL OR p_step <= interval '0' OR extract(month FROM p_step) <> 0 OR extract(year FROM p_step) <> 0
-       OR (extract(epoch FROM p_step) * 1000000)::bigint % (extract(epoch FROM m.bucket) * 1000000)::bigint <> 0 THEN
-        RAISE EXCEPTION 'step % is not a positive multiple of the monitor''s bucket %', p_step, m.bucket
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument step: use a multiple of the bucket width';
-    END IF;
+    p_step := mlmon._whole_buckets(p_step, m.bucket);
     IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
         RAISE EXCEPTION 'empty time range'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
@@ -90,12 +113,20 @@ BEGIN
                        array_agg(actual) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(n) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) AS cm
-            FROM cells GROUP BY t)
+            FROM cells GROUP BY t),
+        -- Wilson intervals; precision and recall of a binary monitor only
+        -- (a multiclass one has no single positive label).
+        scored AS (
+            SELECT p.*, mlmon._accuracy_ci(p.cm, 0.95) AS a_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._precision_ci(p.cm, 0.95, NULL) END AS p_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._recall_ci(p.cm, 0.95, NULL) END AS r_ci
+            FROM per_step p)
         SELECT s.t, $6::jsonb, coalesce(p.predictions, 0)::bigint, coalesce(p.labeled, 0)::bigint,
                (coalesce(p.predictions, 0) - coalesce(p.labeled, 0))::bigint,
                mlmon.accuracy(p.cm), mlmon.precision(p.cm), mlmon.recall(p.cm), mlmon.f1(p.cm), mlmon.mcc(p.cm),
-               CASE WHEN $9 IS NOT NULL THEN mlmon.cost(p.cm, $9, $10) END
-        FROM steps s LEFT JOIN per_step p USING (t)
+               CASE WHEN $9 IS NOT NULL THEN mlmon.cost(p.cm, $9, $10) END,
+               p.a_ci[1], p.a_ci[2], p.p_ci[1], p.p_ci[2], p.r_ci[1], p.r_ci[2]
+        FROM steps s LEFT JOIN scored p USING (t)
         ORDER BY s.t $q$, mlmon._rollup_rows_sql(m))
     USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment, m.label_kind, m.weight_column IS NOT NULL,
           p_fp_cost, p_fn_cost;
@@ -106,7 +137,48 @@ CREATE FUNCTION mlmon.metrics(monitor text, "from" timestamptz, "to" timestamptz
                               fn_cost double precision DEFAULT NULL)
     RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
                    accuracy double precision, "precision" double precision, recall double precision,
-                   f1 double precision, mcc double precision, cost double precision)
-    STABLE LANGUAGE sql AS $$ SELECT * FROM mlmon._metrics($1, $2, $3, $4, $5, $6, $7) $$;
+                   f1 double precision, mcc double precision, cost double precision,
+                   accuracy_lower double precision, accuracy_upper double precision,
+                   precision_lower double precision, precision_upper double precision,
+                   recall_lower double precision, recall_upper double precision)
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT * FROM mlmon._metrics($1, $2, $3, $4, $5, $6, $7) $$;
 COMMENT ON FUNCTION mlmon.metrics IS
-    'Time series of a monitor''s metrics, one row per step, ordered by time: the shape Grafana''s PostgreSQL datasource plots.';
+    'Time series of a monitor''s metrics, one row per step (rounded up to whole buckets), ordered by time: the shape Grafana''s PostgreSQL datasource plots. *_lower and *_upper: 95% Wilson intervals (precision and recall for binary monitors).';
+
+-- The segments a monitor has counted predictions in (its rollup's distinct
+-- segment values), for a dashboard's segment selector: `segment` to pass to
+-- the read functions, `label` to show ("region=eu, device=ios").
+CREATE FUNCTION mlmon.segments(monitor text) RETURNS TABLE (segment jsonb, label text)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(monitor);
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT s.segment, (SELECT string_agg(e.key || '=' || coalesce(e.value #>> '{}', 'null'), ', ' ORDER BY e.key)
+                           FROM jsonb_each(s.segment) e)
+        FROM (SELECT DISTINCT r.segment FROM %s r WHERE r.segment <> '{}'::jsonb) s
+        ORDER BY 2 $q$, mlmon._rollup_table(m));
+END $$;
+COMMENT ON FUNCTION mlmon.segments(text) IS
+    'The segments a monitor has counted predictions in: segment (jsonb, to pass as a read function''s segment argument) and a label to show.';
+
+-- Every monitor's metrics in one long table, for alert rules, which cannot
+-- use a dashboard's template variables: one series per monitor and segment
+-- ('all' for the whole monitor), its labels as text columns.
+CREATE FUNCTION mlmon.metrics_all("from" timestamptz, "to" timestamptz, step interval)
+    RETURNS TABLE ("time" timestamptz, monitor text, segment text, predictions bigint, labeled bigint, pending bigint,
+                   accuracy double precision, "precision" double precision, recall double precision,
+                   f1 double precision, mcc double precision,
+                   accuracy_lower double precision, accuracy_upper double precision)
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    -- Ordered by time first: Grafana reads a long table as series by its
+    -- text columns and wants its times ascending.
+    SELECT x."time", mm.name, s.label, x.predictions, x.labeled, x.pending, x.accuracy, x."precision",
+           x.recall, x.f1, x.mcc, x.accuracy_lower, x.accuracy_upper
+    FROM mlmon.monitor mm
+    CROSS JOIN LATERAL (SELECT NULL::jsonb, 'all' UNION ALL SELECT g.segment, g.label FROM mlmon.segments(mm.name) g) s(segment, label)
+    CROSS JOIN LATERAL mlmon._metrics(mm.name, $1, $2, $3, s.segment, NULL, NULL) x
+    ORDER BY 1, 2, 3
+$$;
+COMMENT ON FUNCTION mlmon.metrics_all(timestamptz, timestamptz, interval) IS
+    'Every monitor''s metrics as one long time series (time, monitor, segment, ...), segment ''all'' for the whole monitor: the query shape for Grafana alert rules.';

@@ -24,6 +24,7 @@ extension_sql_file!("../../sql/monitors/write_path.sql", name = "monitors_write_
 extension_sql_file!("../../sql/monitors/triggers.sql", name = "monitors_triggers_sql", requires = ["monitors_write_path_sql"]);
 extension_sql_file!("../../sql/monitors/lifecycle.sql", name = "monitors_lifecycle_sql", requires = ["monitors_triggers_sql"]);
 extension_sql_file!("../../sql/monitors/reads.sql", name = "monitor_reads_sql", requires = ["monitors_lifecycle_sql"]);
+extension_sql_file!("../../sql/monitors/alerts.sql", name = "monitor_alerts_sql", requires = ["monitor_reads_sql"]);
 
 mod bulk;
 mod catalog;

@@ -106,8 +106,18 @@ def test_errors(conn, dsn, uniq, tables):
         # Duplicate monitor.
         _expect(conn, "42710", lambda: _create(conn, name, p, o))
         # Reads with bad arguments.
-        _expect(conn, "22023", lambda: conn.execute(
-            "SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), interval '7 minutes')", [name]))
+        # A step that is not a whole number of buckets (a dashboard's
+        # $__interval) is rounded up to one, not refused: 7 minutes over
+        # 5-minute buckets reads as 10 minutes.
+        uneven = conn.execute(
+            "SELECT * FROM mlmon.metrics(%s, '2026-01-01', '2026-01-01 01:00', interval '7 minutes')", [name]).fetchall()
+        whole = conn.execute(
+            "SELECT * FROM mlmon.metrics(%s, '2026-01-01', '2026-01-01 01:00', interval '10 minutes')", [name]).fetchall()
+        assert len(whole) == 6 and uneven == whole
+        for step in ("0 minutes", "-5 minutes"):
+            e = _expect(conn, "22023", lambda: conn.execute(
+                "SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), %s::interval)", [name, step]))
+            assert "step" in e.diag.message_hint
         _expect(conn, "22023", lambda: conn.execute(
             "SELECT * FROM mlmon.metrics(%s, now(), now() - interval '1 hour', interval '5 minutes')", [name]))
         _expect(conn, "22023", lambda: conn.execute(

@@ -1,0 +1,201 @@
+-- Alerts evaluated inside the database: for users without Grafana alerting,
+-- and for CI gates. An alert watches one metric of one monitor (optionally
+-- one segment) over a trailing window and fires only when the metric's whole
+-- confidence interval is past its threshold, so a handful of noisy
+-- predictions cannot fire it; below `min_support` matured, labeled
+-- predictions it reports insufficient_data instead of guessing.
+-- mlmon.check_alerts() evaluates them all (schedule it with pg_cron), records
+-- each change of state in mlmon.alert_events and sends it as a JSON payload
+-- on the channel mlmon_alerts (LISTEN mlmon_alerts).
+
+CREATE TABLE mlmon.alert (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,62}$'),
+    monitor     text NOT NULL REFERENCES mlmon.monitor (name) ON DELETE CASCADE,
+    metric      text NOT NULL CHECK (metric IN ('accuracy', 'precision', 'recall')),
+    comparison  text NOT NULL CHECK (comparison IN ('<', '<=', '>', '>=')),
+    threshold   double precision NOT NULL,
+    "trailing"  interval NOT NULL CHECK ("trailing" > interval '0'),
+    min_support bigint NOT NULL CHECK (min_support >= 0),
+    confidence  double precision NOT NULL CHECK (confidence > 0 AND confidence < 1),
+    segment     jsonb,
+    owner       name NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- The last evaluation: its state and when that state began.
+    state       text CHECK (state IN ('firing', 'resolved', 'insufficient_data')),
+    state_since timestamptz,
+    checked_at  timestamptz
+);
+COMMENT ON TABLE mlmon.alert IS 'Alerts on monitors'' metrics; use mlmon.create_alert and mlmon.drop_alert, read mlmon.alerts.';
+SELECT pg_catalog.pg_extension_config_dump('mlmon.alert', '');
+
+CREATE TABLE mlmon.alert_events (
+    id             bigserial PRIMARY KEY,
+    alert          text NOT NULL,
+    monitor        text NOT NULL,
+    state          text NOT NULL,
+    previous_state text,
+    value          double precision,
+    lower          double precision,
+    upper          double precision,
+    support        bigint NOT NULL,
+    at             timestamptz NOT NULL
+);
+CREATE INDEX ON mlmon.alert_events (alert, at);
+COMMENT ON TABLE mlmon.alert_events IS 'Every change of an alert''s state found by mlmon.check_alerts(), oldest first.';
+SELECT pg_catalog.pg_extension_config_dump('mlmon.alert_events', '');
+SELECT pg_catalog.pg_extension_config_dump('mlmon.alert_events_id_seq', '');
+
+-- Written only through the functions below (SECURITY DEFINER); read by all.
+-- Those functions act for the session's login (session_user): it may create
+-- and drop alerts of monitors whose owner role it is a member of, as it could
+-- SET ROLE to that owner. An alert belongs to its monitor's owner.
+REVOKE ALL ON mlmon.alert, mlmon.alert_events FROM PUBLIC;
+GRANT SELECT ON mlmon.alert_events TO PUBLIC;
+
+CREATE VIEW mlmon.alerts AS
+SELECT name, monitor, metric, comparison, threshold, "trailing", min_support, confidence, segment, owner, created_at,
+       state, state_since, checked_at
+FROM mlmon.alert;
+GRANT SELECT ON mlmon.alerts TO PUBLIC;
+COMMENT ON VIEW mlmon.alerts IS 'Alerts and the state their last check found.';
+
+CREATE FUNCTION mlmon.create_alert(name text, monitor text, metric text, comparison text, threshold double precision,
+                                   "trailing" interval, min_support bigint DEFAULT 100,
+                                   confidence double precision DEFAULT 0.95, segment jsonb DEFAULT NULL)
+    RETURNS void
+    VOLATILE LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(monitor);
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid alert name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument name: lowercase letters, digits and _, starting with a letter or _';
+    END IF;
+    IF NOT pg_has_role(session_user, m.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'only the owner of monitor % may create alerts on it', m.name
+            USING ERRCODE = 'insufficient_privilege', HINT = format('argument monitor: owned by %s', m.owner);
+    END IF;
+    IF metric IS NULL OR metric NOT IN ('accuracy', 'precision', 'recall') THEN
+        RAISE EXCEPTION 'unknown alert metric %', coalesce(quote_literal(metric), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument metric: accuracy, precision or recall (the metrics with a Wilson confidence interval)';
+    END IF;
+    IF metric <> 'accuracy' AND m.label_kind <> 'binary' THEN
+        RAISE EXCEPTION 'metric % needs a binary monitor; % has % labels', metric, m.name, m.label_kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument metric: use accuracy for a multiclass monitor';
+    END IF;
+    IF comparison IS NULL OR comparison NOT IN ('<', '<=', '>', '>=') THEN
+        RAISE EXCEPTION 'unknown comparison %', coalesce(quote_literal(comparison), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument comparison: one of <, <=, >, >= (fire when the metric is ... threshold)';
+    END IF;
+    IF threshold IS NULL OR threshold = 'NaN'::float8 OR threshold < 0 OR threshold > 1 THEN
+        RAISE EXCEPTION 'threshold % is not a proportion', threshold
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument threshold: between 0 and 1';
+    END IF;
+    IF "trailing" IS NULL OR "trailing" <= interval '0' THEN
+        RAISE EXCEPTION 'trailing window % is not positive', "trailing"
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument trailing: e.g. interval ''1 hour''';
+    END IF;
+    IF min_support IS NULL OR min_support < 0 THEN
+        RAISE EXCEPTION 'min_support % is negative', min_support
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument min_support: labeled predictions needed to judge, 0 or more';
+    END IF;
+    IF confidence IS NULL OR NOT (confidence > 0 AND confidence < 1) THEN
+        RAISE EXCEPTION 'confidence % is not in (0, 1)', confidence
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument confidence: e.g. 0.95';
+    END IF;
+    IF segment IS NOT NULL AND jsonb_typeof(segment) <> 'object' THEN
+        RAISE EXCEPTION 'segment % is not a JSON object', segment
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument segment: e.g. ''{"region": "eu"}''; see mlmon.segments(monitor)';
+    END IF;
+    IF EXISTS (SELECT FROM mlmon.alert a WHERE a.name = create_alert.name) THEN
+        RAISE EXCEPTION 'alert % already exists', name
+            USING ERRCODE = 'duplicate_object', HINT = 'argument name: drop it first with mlmon.drop_alert';
+    END IF;
+    INSERT INTO mlmon.alert (name, monitor, metric, comparison, threshold, "trailing", min_support, confidence, segment, owner)
+    VALUES (name, m.name, metric, comparison, threshold, "trailing", min_support, confidence, segment, m.owner);
+END $$;
+COMMENT ON FUNCTION mlmon.create_alert IS
+    'Creates an alert: fires when the whole confidence interval of a monitor''s metric over the trailing window is past the threshold; insufficient_data below min_support labeled predictions.';
+
+CREATE FUNCTION mlmon.drop_alert(name text) RETURNS void
+    VOLATILE LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a mlmon.alert;
+BEGIN
+    SELECT * INTO a FROM mlmon.alert x WHERE x.name = drop_alert.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'alert % does not exist', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'undefined_object', HINT = 'argument name: see SELECT name FROM mlmon.alerts';
+    END IF;
+    IF NOT pg_has_role(session_user, a.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'only the owner of alert % may drop it', a.name
+            USING ERRCODE = 'insufficient_privilege', HINT = format('argument name: owned by %s', a.owner);
+    END IF;
+    DELETE FROM mlmon.alert x WHERE x.name = a.name;
+END $$;
+COMMENT ON FUNCTION mlmon.drop_alert(text) IS 'Drops an alert (its events stay in mlmon.alert_events).';
+
+-- One alert's verdict now: the metric over the trailing window of matured,
+-- labeled predictions, its Wilson interval, its support (labeled predictions
+-- counted), and the state they give.
+CREATE FUNCTION mlmon._evaluate_alert(a mlmon.alert, at timestamptz,
+                                      OUT state text, OUT value double precision, OUT lower double precision,
+                                      OUT upper double precision, OUT support bigint)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cm mlmon.confusion := mlmon.confusion(a.monitor, at - a."trailing", at, a.segment);
+    ci double precision[];
+BEGIN
+    SELECT coalesce(sum(c.n), 0) INTO support FROM mlmon.cells(cm) c;
+    CASE a.metric
+        WHEN 'accuracy' THEN value := mlmon.accuracy(cm); ci := mlmon._accuracy_ci(cm, a.confidence);
+        WHEN 'precision' THEN value := mlmon.precision(cm); ci := mlmon._precision_ci(cm, a.confidence, NULL);
+        WHEN 'recall' THEN value := mlmon.recall(cm); ci := mlmon._recall_ci(cm, a.confidence, NULL);
+    END CASE;
+    lower := ci[1];
+    upper := ci[2];
+    state := CASE
+        WHEN support < a.min_support OR value IS NULL OR lower IS NULL THEN 'insufficient_data'
+        -- Past the threshold only when the whole interval is.
+        WHEN a.comparison = '<' AND upper < a.threshold THEN 'firing'
+        WHEN a.comparison = '<=' AND upper <= a.threshold THEN 'firing'
+        WHEN a.comparison = '>' AND lower > a.threshold THEN 'firing'
+        WHEN a.comparison = '>=' AND lower >= a.threshold THEN 'firing'
+        ELSE 'resolved' END;
+END $$;
+
+-- Evaluates every alert; records and announces each change of state
+-- (including an alert's first state). Returns every alert's verdict.
+CREATE FUNCTION mlmon.check_alerts()
+    RETURNS TABLE (alert text, state text, value double precision, lower double precision, upper double precision,
+                   support bigint, at timestamptz)
+    VOLATILE LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a mlmon.alert;
+    v record;
+    checked timestamptz := now();
+BEGIN
+    -- One checker at a time, so two never record the same transition.
+    PERFORM pg_advisory_xact_lock(hashtextextended('mlmon check_alerts', 0));
+    FOR a IN SELECT * FROM mlmon.alert x ORDER BY x.name FOR UPDATE LOOP
+        v := mlmon._evaluate_alert(a, checked);
+        IF v.state IS DISTINCT FROM a.state THEN
+            INSERT INTO mlmon.alert_events (alert, monitor, state, previous_state, value, lower, upper, support, at)
+            VALUES (a.name, a.monitor, v.state, a.state, v.value, v.lower, v.upper, v.support, checked);
+            PERFORM pg_notify('mlmon_alerts', json_build_object(
+                'alert', a.name, 'monitor', a.monitor, 'metric', a.metric, 'segment', a.segment,
+                'state', v.state, 'previous_state', a.state, 'value', v.value, 'lower', v.lower, 'upper', v.upper,
+                'support', v.support, 'threshold', a.threshold, 'comparison', a.comparison, 'at', checked)::text);
+        END IF;
+        UPDATE mlmon.alert x
+        SET state = v.state, checked_at = checked,
+            state_since = CASE WHEN v.state IS DISTINCT FROM a.state THEN checked ELSE x.state_since END
+        WHERE x.name = a.name;
+        alert := a.name; state := v.state; value := v.value; lower := v.lower; upper := v.upper;
+        support := v.support; at := checked;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION mlmon.check_alerts() IS
+    'Evaluates every alert now; records each change of state in mlmon.alert_events and sends it on NOTIFY channel mlmon_alerts as JSON.';
