@@ -1,0 +1,3 @@
+module mlmon/tests/grafana/expand
+
+go 1.19
