@@ -28,10 +28,15 @@ SELECT mlmon.create_monitor(
     bucket => interval '15 minutes', maturity => interval '1 day', segment_by => ARRAY['source'],
     dedup => 'first') AS rollup_table;
 
--- Conversions trickle in: the model is right more often than not.
+-- Conversions trickle in: the model is right more often than not, until
+-- 36 hours ago, when an upstream change broke a feature it reads. Since then
+-- its positives convert less often and its negatives more: accuracy drops
+-- from about 0.8 to about 0.55 (in the raw rows, not only in the rollup).
 INSERT INTO demo.conversions
 SELECT lead_id, created_at + interval '3 hours' FROM demo.predictions p
-WHERE (label AND random() < 0.7) OR (NOT label AND random() < 0.1)
+WHERE CASE WHEN created_at < now() - interval '36 hours'
+           THEN (label AND random() < 0.7) OR (NOT label AND random() < 0.1)
+           ELSE (label AND random() < 0.4) OR (NOT label AND random() < 0.35) END
 GROUP BY lead_id, created_at HAVING min(created_at) = created_at;
 
 \echo
@@ -60,6 +65,23 @@ FROM unnest(ARRAY['facebook', 'google', 'newsletter']) s,
 \echo '== Time series for Grafana: 6-hour steps; the last day is still pending'
 SELECT "time", predictions, labeled, pending, round(accuracy::numeric, 4) AS accuracy, round(f1::numeric, 4) AS f1
 FROM mlmon.metrics('demo_conversion', now() - interval '2 days', now(), interval '6 hours');
+
+\echo
+\echo '== An alert on the newest 6 matured hours: fires when the whole 95% interval of accuracy is below 0.7'
+-- The trailing window ends now, and the last day is still pending (1-day
+-- maturity), so 30 hours judge the newest 6 hours of matured predictions.
+-- Below 100 labeled predictions (min_support) it would say insufficient_data.
+SELECT mlmon.create_alert('demo_accuracy_drop', 'demo_conversion', 'accuracy', '<', 0.7, interval '30 hours') \g /dev/null
+SELECT alert, state, round(value::numeric, 4) AS value, round(lower::numeric, 4) AS lower,
+       round(upper::numeric, 4) AS upper, support
+FROM mlmon.check_alerts() WHERE alert = 'demo_accuracy_drop';
+
+\echo
+\echo '== Its state changes, recorded by check_alerts (and sent with NOTIFY on channel mlmon_alerts)'
+SELECT alert, previous_state, state, round(upper::numeric, 4) AS upper, support, date_trunc('second', at) AS at
+FROM mlmon.alert_events
+WHERE alert = 'demo_accuracy_drop' AND at >= (SELECT created_at FROM mlmon.alerts WHERE name = 'demo_accuracy_drop')
+ORDER BY id;
 
 \echo
 \echo '== A late conversion lands: the rollup moves in the same transaction'

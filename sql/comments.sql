@@ -134,7 +134,7 @@ COMMENT ON FUNCTION mlmon.confusion_at(mlmon.scores, double precision) IS 'Binar
 COMMENT ON FUNCTION mlmon.best_threshold(mlmon.scores, double precision, double precision) IS 'The threshold minimizing fp_cost per false positive plus fn_cost per false negative, and that expected cost.';
 
 -- Drift (sql/aggregates/drift.sql).
-COMMENT ON AGGREGATE mlmon.histogram(double precision, double precision, double precision, integer) IS 'Mergeable histogram (mlmon.histogram) of values in bins equal bins over [lower, upper], plus underflow and overflow bins.';
+COMMENT ON AGGREGATE mlmon.histogram(double precision, double precision, double precision, integer) IS 'Mergeable histogram (mlmon.histogram) of value: [lower, upper] split into bins equal bins, plus underflow and overflow bins.';
 COMMENT ON AGGREGATE mlmon.frequencies(text) IS 'Mergeable category counts (mlmon.frequencies) of text values; NULLs are skipped.';
 COMMENT ON FUNCTION mlmon.psi(mlmon.histogram, mlmon.histogram) IS 'Population stability index of current against reference (two mlmon.histogram), cells smoothed with add-1/2.';
 COMMENT ON FUNCTION mlmon.js_distance(mlmon.histogram, mlmon.histogram) IS 'Jensen-Shannon distance (base 2) between two mlmon.histogram, as SciPy''s jensenshannon.';

@@ -38,9 +38,12 @@ CREATE FUNCTION mlmon.fn(cm mlmon.confusion, label text DEFAULT NULL) RETURNS bi
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_fn_wrapper';
 CREATE FUNCTION mlmon.labels(cm mlmon.confusion) RETURNS text[]
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_labels_wrapper';
+-- ROWS 16: a matrix has a few cells, not the default guess of 1000 (which
+-- turned a dashboard's 4x4 matrix query into a JIT-compiled plan: 230 ms
+-- instead of 72 ms).
 CREATE FUNCTION mlmon.cells(cm mlmon.confusion)
     RETURNS TABLE (actual text, predicted text, n bigint, weight double precision)
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_cells_wrapper';
+    IMMUTABLE STRICT PARALLEL SAFE ROWS 16 LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_cells_wrapper';
 
 -- Wilson score intervals -------------------------------------------------------
 
@@ -50,6 +53,11 @@ CREATE FUNCTION mlmon._precision_ci(cm mlmon.confusion, confidence double precis
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_precision_ci_wrapper';
 CREATE FUNCTION mlmon._recall_ci(cm mlmon.confusion, confidence double precision, label text) RETURNS double precision[]
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'confusion_recall_ci_wrapper';
+-- Any proportion's interval from successes of trials; successes may be
+-- fractional (a weighted proportion times the unweighted trials).
+CREATE FUNCTION mlmon._wilson(successes double precision, trials double precision, confidence double precision)
+    RETURNS double precision[]
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'wilson_interval_wrapper';
 
 CREATE FUNCTION mlmon.accuracy_ci(cm mlmon.confusion, confidence double precision DEFAULT 0.95,
                                   OUT lower double precision, OUT upper double precision)

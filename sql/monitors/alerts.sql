@@ -108,6 +108,11 @@ BEGIN
         RAISE EXCEPTION 'segment % is not a JSON object', segment
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument segment: e.g. ''{"region": "eu"}''; see mlmon.segments(monitor)';
     END IF;
+    IF segment IS NOT NULL AND EXISTS (SELECT FROM jsonb_object_keys(segment) k WHERE k <> ALL (m.segment_by)) THEN
+        RAISE EXCEPTION 'segment % names a column monitor % is not segmented by', segment, m.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('argument segment: keys among %s; see mlmon.segments(%L)', m.segment_by, m.name);
+    END IF;
     IF EXISTS (SELECT FROM mlmon.alert a WHERE a.name = create_alert.name) THEN
         RAISE EXCEPTION 'alert % already exists', name
             USING ERRCODE = 'duplicate_object', HINT = 'argument name: drop it first with mlmon.drop_alert';
@@ -136,23 +141,33 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION mlmon.drop_alert(text) IS 'Drops an alert (its events stay in mlmon.alert_events).';
 
--- One alert's verdict now: the metric over the trailing window of matured,
--- labeled predictions, its Wilson interval, its support (labeled predictions
--- counted), and the state they give.
-CREATE FUNCTION mlmon._evaluate_alert(a mlmon.alert, at timestamptz,
+-- One alert's verdict from `cm`, the confusion matrix of its window: the
+-- metric, its Wilson interval and its support (the metric's unweighted
+-- denominator: labeled predictions for accuracy, predicted positives for
+-- precision, actual positives for recall), and the state they give. The
+-- interval is centred on the metric as reported, weighted or not, with the
+-- support as its number of trials (_wilson takes fractional successes): a
+-- weighted monitor's interval then brackets its weighted value, which an
+-- interval on unweighted counts need not.
+CREATE FUNCTION mlmon._evaluate_alert(a mlmon.alert, cm mlmon.confusion,
                                       OUT state text, OUT value double precision, OUT lower double precision,
                                       OUT upper double precision, OUT support bigint)
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cm mlmon.confusion := mlmon.confusion(a.monitor, at - a."trailing", at, a.segment);
     ci double precision[];
 BEGIN
-    SELECT coalesce(sum(c.n), 0) INTO support FROM mlmon.cells(cm) c;
-    CASE a.metric
-        WHEN 'accuracy' THEN value := mlmon.accuracy(cm); ci := mlmon._accuracy_ci(cm, a.confidence);
-        WHEN 'precision' THEN value := mlmon.precision(cm); ci := mlmon._precision_ci(cm, a.confidence, NULL);
-        WHEN 'recall' THEN value := mlmon.recall(cm); ci := mlmon._recall_ci(cm, a.confidence, NULL);
-    END CASE;
+    -- A binary monitor's positive label is 'true' (binary monitors have
+    -- boolean labels); precision and recall are refused on others.
+    SELECT coalesce(sum(c.n) FILTER (WHERE a.metric = 'accuracy'
+                                        OR (a.metric = 'precision' AND c.predicted = 'true')
+                                        OR (a.metric = 'recall' AND c.actual = 'true')), 0)
+    INTO support FROM mlmon.cells(cm) c;
+    value := CASE a.metric WHEN 'accuracy' THEN mlmon.accuracy(cm)
+                           WHEN 'precision' THEN mlmon.precision(cm)
+                           WHEN 'recall' THEN mlmon.recall(cm) END;
+    IF value IS NOT NULL AND support > 0 THEN
+        ci := mlmon._wilson(value * support, support, a.confidence);
+    END IF;
     lower := ci[1];
     upper := ci[2];
     state := CASE
@@ -165,37 +180,60 @@ BEGIN
         ELSE 'resolved' END;
 END $$;
 
--- Evaluates every alert; records and announces each change of state
--- (including an alert's first state). Returns every alert's verdict.
+-- Evaluates the alerts of the session's login (those of monitors owned by
+-- roles it is a member of; a superuser's, all), records and announces each
+-- change of state (including an alert's first state), and returns every
+-- verdict. Alerts sharing a monitor, window and segment share one read of
+-- the rollup. An alert whose evaluation fails (its monitor's tables broken,
+-- say) is reported as a WARNING and left as it was; the others go on.
 CREATE FUNCTION mlmon.check_alerts()
     RETURNS TABLE (alert text, state text, value double precision, lower double precision, upper double precision,
                    support bigint, at timestamptz)
     VOLATILE LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    g record;
     a mlmon.alert;
     v record;
+    cm mlmon.confusion;
     checked timestamptz := now();
 BEGIN
     -- One checker at a time, so two never record the same transition.
     PERFORM pg_advisory_xact_lock(hashtextextended('mlmon check_alerts', 0));
-    FOR a IN SELECT * FROM mlmon.alert x ORDER BY x.name FOR UPDATE LOOP
-        v := mlmon._evaluate_alert(a, checked);
-        IF v.state IS DISTINCT FROM a.state THEN
-            INSERT INTO mlmon.alert_events (alert, monitor, state, previous_state, value, lower, upper, support, at)
-            VALUES (a.name, a.monitor, v.state, a.state, v.value, v.lower, v.upper, v.support, checked);
-            PERFORM pg_notify('mlmon_alerts', json_build_object(
-                'alert', a.name, 'monitor', a.monitor, 'metric', a.metric, 'segment', a.segment,
-                'state', v.state, 'previous_state', a.state, 'value', v.value, 'lower', v.lower, 'upper', v.upper,
-                'support', v.support, 'threshold', a.threshold, 'comparison', a.comparison, 'at', checked)::text);
-        END IF;
-        UPDATE mlmon.alert x
-        SET state = v.state, checked_at = checked,
-            state_since = CASE WHEN v.state IS DISTINCT FROM a.state THEN checked ELSE x.state_since END
-        WHERE x.name = a.name;
-        alert := a.name; state := v.state; value := v.value; lower := v.lower; upper := v.upper;
-        support := v.support; at := checked;
-        RETURN NEXT;
+    FOR g IN SELECT DISTINCT x.monitor, x."trailing", x.segment, m.maturity
+             FROM mlmon.alert x JOIN mlmon.monitor m ON m.name = x.monitor
+             WHERE pg_has_role(session_user, x.owner, 'MEMBER')
+             ORDER BY 1, 2, 3 LOOP
+        BEGIN
+            -- The window is the last `trailing` of matured predictions: it
+            -- ends at the maturity horizon, so an alert on a monitor whose
+            -- labels take a day still sees data with a one-hour window.
+            cm := mlmon.confusion(g.monitor, checked - g.maturity - g."trailing", checked, g.segment);
+            FOR a IN SELECT * FROM mlmon.alert x
+                     WHERE x.monitor = g.monitor AND x."trailing" = g."trailing" AND x.segment IS NOT DISTINCT FROM g.segment
+                       AND pg_has_role(session_user, x.owner, 'MEMBER')
+                     ORDER BY x.name FOR UPDATE LOOP
+                v := mlmon._evaluate_alert(a, cm);
+                IF v.state IS DISTINCT FROM a.state THEN
+                    INSERT INTO mlmon.alert_events (alert, monitor, state, previous_state, value, lower, upper, support, at)
+                    VALUES (a.name, a.monitor, v.state, a.state, v.value, v.lower, v.upper, v.support, checked);
+                    PERFORM pg_notify('mlmon_alerts', json_build_object(
+                        'alert', a.name, 'monitor', a.monitor, 'metric', a.metric, 'segment', a.segment,
+                        'state', v.state, 'previous_state', a.state, 'value', v.value, 'lower', v.lower, 'upper', v.upper,
+                        'support', v.support, 'threshold', a.threshold, 'comparison', a.comparison, 'at', checked)::text);
+                END IF;
+                UPDATE mlmon.alert x
+                SET state = v.state, checked_at = checked,
+                    state_since = CASE WHEN v.state IS DISTINCT FROM a.state THEN checked ELSE x.state_since END
+                WHERE x.name = a.name;
+                alert := a.name; state := v.state; value := v.value; lower := v.lower; upper := v.upper;
+                support := v.support; at := checked;
+                RETURN NEXT;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'mlmon: alerts on monitor % (window %, segment %) not checked: %',
+                g.monitor, g."trailing", coalesce(g.segment::text, 'all'), SQLERRM;
+        END;
     END LOOP;
 END $$;
 COMMENT ON FUNCTION mlmon.check_alerts() IS
-    'Evaluates every alert now; records each change of state in mlmon.alert_events and sends it on NOTIFY channel mlmon_alerts as JSON.';
+    'Evaluates the alerts of the session''s monitors now; records each change of state in mlmon.alert_events and sends it on NOTIFY channel mlmon_alerts as JSON.';

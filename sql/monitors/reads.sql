@@ -108,23 +108,32 @@ BEGIN
         per_step AS (
             SELECT t, sum(n)::bigint AS predictions,
                    coalesce(sum(n) FILTER (WHERE mature AND actual IS NOT NULL), 0)::bigint AS labeled,
+                   sum(n) FILTER (WHERE mature AND actual IS NOT NULL AND predicted = 'true')::float8 AS predicted_positive,
+                   sum(n) FILTER (WHERE mature AND actual = 'true')::float8 AS actual_positive,
                    mlmon.confusion_from_cells($7, $8,
                        array_agg(predicted) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(actual) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(n) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) AS cm
             FROM cells GROUP BY t),
-        -- Wilson intervals; precision and recall of a binary monitor only
-        -- (a multiclass one has no single positive label).
-        scored AS (
-            SELECT p.*, mlmon._accuracy_ci(p.cm, 0.95) AS a_ci,
-                   CASE WHEN $7 = 'binary' THEN mlmon._precision_ci(p.cm, 0.95, NULL) END AS p_ci,
-                   CASE WHEN $7 = 'binary' THEN mlmon._recall_ci(p.cm, 0.95, NULL) END AS r_ci
-            FROM per_step p)
+        metric AS MATERIALIZED (
+            SELECT t, predictions, labeled, predicted_positive, actual_positive, mlmon.accuracy(cm) AS accuracy,
+                   mlmon.precision(cm) AS "precision", mlmon.recall(cm) AS recall, mlmon.f1(cm) AS f1,
+                   mlmon.mcc(cm) AS mcc, CASE WHEN $9 IS NOT NULL THEN mlmon.cost(cm, $9, $10) END AS cost
+            FROM per_step),
+        -- Wilson intervals (0.95) centred on each metric as reported (weighted
+        -- or not), its unweighted denominator as the trials; precision and
+        -- recall of a binary monitor only (positive label 'true'). Once per
+        -- step: MATERIALIZED keeps the planner from calling _wilson again
+        -- for each bound.
+        scored AS MATERIALIZED (
+            SELECT x.*, mlmon._wilson(x.accuracy * x.labeled, x.labeled, 0.95) AS a_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(x."precision" * x.predicted_positive, x.predicted_positive, 0.95) END AS p_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(x.recall * x.actual_positive, x.actual_positive, 0.95) END AS r_ci
+            FROM metric x)
         SELECT s.t, $6::jsonb, coalesce(p.predictions, 0)::bigint, coalesce(p.labeled, 0)::bigint,
                (coalesce(p.predictions, 0) - coalesce(p.labeled, 0))::bigint,
-               mlmon.accuracy(p.cm), mlmon.precision(p.cm), mlmon.recall(p.cm), mlmon.f1(p.cm), mlmon.mcc(p.cm),
-               CASE WHEN $9 IS NOT NULL THEN mlmon.cost(p.cm, $9, $10) END,
+               p.accuracy, p."precision", p.recall, p.f1, p.mcc, p.cost,
                p.a_ci[1], p.a_ci[2], p.p_ci[1], p.p_ci[2], p.r_ci[1], p.r_ci[2]
         FROM steps s LEFT JOIN scored p USING (t)
         ORDER BY s.t $q$, mlmon._rollup_rows_sql(m))

@@ -16,7 +16,8 @@ from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_
 
 ORIGIN = dt.datetime(2000, 1, 3, tzinfo=dt.timezone.utc)
 METRIC_COLUMNS = ["time", "segment", "predictions", "labeled", "pending", "accuracy", "precision", "recall",
-                  "f1", "mcc", "cost"]
+                  "f1", "mcc", "cost", "accuracy_lower", "accuracy_upper", "precision_lower", "precision_upper",
+                  "recall_lower", "recall_upper"]
 
 
 def date_bin(width: dt.timedelta, t: dt.datetime) -> dt.datetime:

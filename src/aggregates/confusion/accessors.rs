@@ -141,6 +141,14 @@ fn interval(successes: u64, trials: u64, confidence: f64) -> Option<Vec<f64>> {
     wilson(successes as f64, trials as f64, confidence).or_raise().map(|(lo, hi)| vec![lo, hi])
 }
 
+/// `mlmon._wilson(successes, trials, confidence)`: the interval of any
+/// proportion given as successes of trials (fractional successes too: a
+/// weighted monitor's proportion times its unweighted count).
+#[pg_extern(sql = false)]
+fn wilson_interval(successes: f64, trials: f64, confidence: f64) -> Option<Vec<f64>> {
+    wilson(successes, trials, confidence).or_raise().map(|(lo, hi)| vec![lo, hi])
+}
+
 #[pg_extern(sql = false)]
 fn confusion_accuracy_ci(cm: &[u8], confidence: f64) -> Option<Vec<f64>> {
     let cm = decode(cm);
