@@ -68,10 +68,10 @@ FROM mlmon.metrics('demo_conversion', now() - interval '2 days', now(), interval
 
 \echo
 \echo '== An alert on the newest 6 matured hours: fires when the whole 95% interval of accuracy is below 0.7'
--- The trailing window ends now, and the last day is still pending (1-day
--- maturity), so 30 hours judge the newest 6 hours of matured predictions.
--- Below 100 labeled predictions (min_support) it would say insufficient_data.
-SELECT mlmon.create_alert('demo_accuracy_drop', 'demo_conversion', 'accuracy', '<', 0.7, interval '30 hours') \g /dev/null
+-- The window is the newest 6 hours of matured predictions (the last day is
+-- still pending: 1-day maturity). Below 100 labeled predictions
+-- (min_support) it would say insufficient_data.
+SELECT mlmon.create_alert('demo_accuracy_drop', 'demo_conversion', 'accuracy', '<', 0.7, interval '6 hours') \g /dev/null
 SELECT alert, state, round(value::numeric, 4) AS value, round(lower::numeric, 4) AS lower,
        round(upper::numeric, 4) AS upper, support
 FROM mlmon.check_alerts() WHERE alert = 'demo_accuracy_drop';

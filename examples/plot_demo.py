@@ -88,10 +88,10 @@ def draw(maturity, now, rows, firings, out):
     for name, comparison, threshold, trailing, at, value, lo, hi, support in firings:
         top.axhline(threshold, color="tab:red", linestyle="--", linewidth=1,
                     label=f"{name}: fires when accuracy {comparison} {threshold:g}")
-        # The window it judged: [at - trailing, at), of which only the part
-        # older than the maturity had labels to count.
-        top.axvspan(at - trailing, at - maturity, color="tab:red", alpha=0.10, linewidth=0,
-                    label=f"matured part of the window it judged (trailing {span(trailing)})")
+        # The window it judged: the last `trailing` of matured predictions,
+        # [at - maturity - trailing, at - maturity).
+        top.axvspan(at - maturity - trailing, at - maturity, color="tab:red", alpha=0.10, linewidth=0,
+                    label=f"the window it judged (the newest {span(trailing)} of matured predictions)")
         for ax in (top, bottom):
             ax.axvline(at, color="tab:red", linewidth=2, label="alert fired (check_alerts)" if ax is top else None)
         top.annotate(f"fired {at:%H:%M} UTC\naccuracy {value:.3f}\n95% CI [{lo:.3f}, {hi:.3f}]\nn = {support:,}",
