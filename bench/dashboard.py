@@ -24,7 +24,8 @@ Run: python3 bench/dashboard.py [big_rows]
      `python3 bench/dashboard.py 10000000`; MLMON_DSN selects the cluster)
 Environment: BENCH_ROUNDS (default 9), BENCH_PANEL_WIDTH_PX (default 1920, the
 browser width that sets Grafana's maxDataPoints and so $__interval_ms),
-BENCH_KEEP=1 keeps the databases.
+BENCH_KEEP=1 keeps the databases, BENCH_DASHBOARD=path measures another
+dashboard JSON (e.g. an earlier version, `git show REV:grafana/dashboards/mlmon.json`).
 """
 import datetime
 import json
@@ -49,7 +50,8 @@ SEGMENTS = ("web", "app", "partner", "email")
 ALERT_MONITORS = 20
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 SCREEN_PX = int(os.environ.get("BENCH_PANEL_WIDTH_PX", "1920"))
-DASHBOARD = pathlib.Path(__file__).resolve().parents[1] / "grafana" / "dashboards" / "mlmon.json"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DASHBOARD = pathlib.Path(os.environ.get("BENCH_DASHBOARD") or REPO / "grafana" / "dashboards" / "mlmon.json").resolve()
 DASH_MONITOR = "bench_dash"
 # Five alerts per monitor: windows from 3 hours to 7 days, all three metrics,
 # one on a segment. With labels at random (40% positive) and 30% converting,
@@ -489,7 +491,7 @@ def main():
     scenarios.append(("one point per 5-minute bucket", {}, DAYS * 288))
 
     lines = [f"### dashboard refresh and alert checks ({time.strftime('%Y-%m-%d')}, `python3 bench/dashboard.py {BIG}`)", "",
-             f"Dashboard: {DASHBOARD.relative_to(DASHBOARD.parents[2])} as read at run time; last {DAYS} days, "
+             f"Dashboard: {DASHBOARD.relative_to(REPO) if DASHBOARD.is_relative_to(REPO) else DASHBOARD} as read at run time; last {DAYS} days, "
              f"5-minute buckets, {len(SEGMENTS)} segments; Grafana's $__interval for a {SCREEN_PX}-px-wide browser; "
              f"medians of {ROUNDS} alternating rounds; a refresh counts the SQL queries Grafana sends "
              f"(panels on the Dashboard datasource reuse another panel's result: "

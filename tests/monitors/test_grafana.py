@@ -33,6 +33,11 @@ ALERT_RULES = REPO / "grafana" / "provisioning" / "alerting" / "mlmon.yaml"
 DATASOURCES = REPO / "grafana" / "provisioning" / "datasources" / "mlmon.yaml"
 
 PANEL_DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "${ds}"}
+# Grafana's built-in Dashboard datasource: a panel that reuses another panel's
+# query result instead of sending a query (public/app/plugins/datasource/
+# dashboard: the uid SHARED_DASHBOARD_QUERY, a DashboardQuery target with
+# panelId and withTransforms).
+DASHBOARD_DATASOURCE = {"type": "datasource", "uid": "-- Dashboard --"}
 BUCKET = timedelta(minutes=5)  # the test monitors' bucket
 
 
@@ -155,8 +160,70 @@ def variable_sql(variable):
     return q["rawSql"] if isinstance(q, dict) else q
 
 
+def reuses(panel):
+    """Whether the panel reads another panel's result (Dashboard datasource) rather than SQL."""
+    return panel["datasource"] == DASHBOARD_DATASOURCE
+
+
 def targets(dashboard):
-    return [(p, t) for p in dashboard["panels"] for t in p["targets"]]
+    """(panel, target) of every SQL query the dashboard sends."""
+    return [(p, t) for p in dashboard["panels"] if not reuses(p) for t in p["targets"]]
+
+
+def panel_by_id(dashboard, panel_id):
+    (panel,) = [p for p in dashboard["panels"] if p["id"] == panel_id]
+    return panel
+
+
+def source_of(dashboard, panel):
+    """The panel whose query result this panel shows: itself, or the one its
+    Dashboard-datasource target names."""
+    return panel_by_id(dashboard, panel["targets"][0]["panelId"]) if reuses(panel) else panel
+
+
+def kept_fields(panel):
+    """The field names the panel's filterFieldsByName transformations keep
+    (Grafana keeps a field whose display name or name is listed; the time
+    field only when listed too), or None when it filters none."""
+    kept = None
+    for tr in panel.get("transformations", []):
+        if tr["id"] != "filterFieldsByName":
+            continue
+        # Only the names form is modelled (not pattern, exclude or byVariable).
+        assert tr["options"].keys() == {"include"} and tr["options"]["include"].keys() == {"names"}, panel["title"]
+        names = tr["options"]["include"]["names"]
+        assert names and len(set(names)) == len(names), panel["title"]
+        kept = list(names) if kept is None else [n for n in kept if n in names]
+    return kept
+
+
+def fields_shown(dashboard, panel, columns):
+    """The fields a panel gets, given the columns of its source query: the
+    source panel's transformations apply first only with withTransforms."""
+    fields = list(columns)
+    if reuses(panel):
+        source = source_of(dashboard, panel)
+        if panel["targets"][0].get("withTransforms"):
+            assert all(tr["id"] == "filterFieldsByName" for tr in source.get("transformations", [])), panel["title"]
+            fields = filter_fields(fields, kept_fields(source))
+    return filter_fields(fields, kept_fields(panel))
+
+
+def filter_fields(fields, kept):
+    return fields if kept is None else [f for f in fields if f in kept]
+
+
+def plots(dashboard, column):
+    """The panels that show this column: by the fields they keep, else by their SQL."""
+    out = []
+    for p in dashboard["panels"]:
+        kept = kept_fields(p)
+        if kept is not None:
+            if column in kept:
+                out.append(p)
+        elif not reuses(p) and any(re.search(rf"\b{column}\b", t["rawSql"]) for t in p["targets"]):
+            out.append(p)
+    return out
 
 
 def test_dashboard_model_is_complete():
@@ -183,7 +250,7 @@ def test_dashboard_model_is_complete():
         assert p["type"] and p["title"] and p.get("description", "").strip(), where
         assert p["id"] not in ids, where
         ids.add(p["id"])
-        assert p["datasource"] == PANEL_DATASOURCE, where
+        assert p["datasource"] in (PANEL_DATASOURCE, DASHBOARD_DATASOURCE), where
         g = p["gridPos"]
         assert all(isinstance(g[k], int) for k in "hwxy") and g["x"] + g["w"] <= 24, where
         mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
@@ -192,6 +259,19 @@ def test_dashboard_model_is_complete():
         unit = p["fieldConfig"]["defaults"].get("unit")
         assert isinstance(unit, str) and unit, where
         assert p["targets"], where
+        if reuses(p):
+            # Grafana's Dashboard datasource reads only the first target: one,
+            # naming a panel of this dashboard that sends SQL itself. Which
+            # fields it keeps is checked against that query's columns below,
+            # as the reader (test_every_dashboard_query_runs_as_the_reader).
+            (t,) = p["targets"]
+            assert t.keys() <= {"refId", "datasource", "panelId", "withTransforms"}, where
+            assert t["refId"] and t["datasource"] == DASHBOARD_DATASOURCE, where
+            assert isinstance(t["panelId"], int) and t["panelId"] != p["id"], where
+            source = panel_by_id(d, t["panelId"])
+            assert not reuses(source) and source["targets"], where
+            assert kept_fields(p), f"{where}: keeps no fields of panel {t['panelId']}'s result"
+            continue
         for t in p["targets"]:
             assert t["refId"] and t["rawSql"].strip(), where
             assert t.get("datasource", PANEL_DATASOURCE) == PANEL_DATASOURCE, where
@@ -205,7 +285,14 @@ def test_dashboard_model_is_complete():
     ds_value = variables["ds"]["current"]["value"]
     assert ds_value == provisioned_datasource_uid()
     for p in d["panels"]:
-        assert substitute_variables(p["datasource"]["uid"], {"ds": Variable(ds_value)}) == ds_value
+        if not reuses(p):
+            assert substitute_variables(p["datasource"]["uid"], {"ds": Variable(ds_value)}) == ds_value
+    # One mlmon.metrics call per refresh: the metric panels share its result.
+    calls = [p for p, t in targets(d) if "mlmon.metrics(" in t["rawSql"]]
+    assert len(calls) == 1, f"{len(calls)} queries call mlmon.metrics: {[p['title'] for p in calls]}"
+    for p in d["panels"]:
+        if reuses(p):
+            assert source_of(d, p) is calls[0], f"{p['title']} reuses {source_of(d, p)['title']}"
 
     by_sql = lambda needle: [p for p, t in targets(d) if needle in t["rawSql"]]
     for metric in ("accuracy", "precision", "recall"):
@@ -214,10 +301,12 @@ def test_dashboard_model_is_complete():
             and {"id": "custom.fillBelowTo", "value": f"{metric}_lower"} in o["properties"]
             for o in p["fieldConfig"]["overrides"])]
         assert band["fieldConfig"]["defaults"]["unit"] == "percentunit", metric
-    for column in ("f1", "mcc", "cost", "labeled", "pending"):
-        assert by_sql(column), f"no panel plots {column}"
-    assert [p["fieldConfig"]["defaults"]["unit"] for p in by_sql(" f1")] == ["percentunit"]
-    (counts,) = [p for p in by_sql("labeled, pending")]
+    for column in ("accuracy", "precision", "recall", "f1", "mcc", "cost", "labeled", "pending"):
+        assert len(plots(d, column)) == 1, f"{len(plots(d, column))} panels plot {column}"
+    for column in ("accuracy", "precision", "recall", "f1"):
+        assert [p["fieldConfig"]["defaults"]["unit"] for p in plots(d, column)] == ["percentunit"], column
+    (counts,) = plots(d, "labeled")
+    assert plots(d, "pending") == [counts]
     assert counts["fieldConfig"]["defaults"]["unit"] == "short"
     assert counts["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
     assert by_sql("mlmon.cells(mlmon.confusion('$monitor', $__timeFrom(), $__timeTo(), ")
@@ -359,12 +448,19 @@ def test_every_dashboard_query_runs_as_the_reader(monitors, reader):
                 frm = to - span
                 for segment in [ALL] + [value for _, value in segments]:
                     variables = dashboard_variables(dashboard, monitor, segment)
+                    results = {}  # panel id -> its query's (column names, rows), for the panels reusing it
                     for panel, target in targets(dashboard):
                         where = f"{kind} monitor, panel {panel['title']!r}, segment {segment}, interval {interval_ms} ms"
                         cur = r.execute(grafana_sql(target["rawSql"], variables, frm, to, interval_ms))
                         rows = cur.fetchall()
                         columns = [c.name for c in cur.description]
-                        assert override_names(panel) <= set(columns), where
+                        assert len(set(columns)) == len(columns), where
+                        assert panel["id"] not in results, where  # one target: reusing panels get one frame
+                        results[panel["id"]] = (columns, rows)
+                        shown = fields_shown(dashboard, panel, columns)
+                        assert shown and override_names(panel) <= set(shown), where
+                        # A field a filter keeps must be one the query returns.
+                        assert set(kept_fields(panel) or ()) <= set(columns), where
                         if target["format"] != "time_series":
                             continue
                         assert columns[0] == "time" and cur.description[0].type_code == oid("timestamptz"), where
@@ -374,6 +470,23 @@ def test_every_dashboard_query_runs_as_the_reader(monitors, reader):
                         assert times, where
                         assert all(b - a == expected_step(interval_ms) for a, b in zip(times, times[1:])), where
                         assert times[0] <= frm < times[0] + expected_step(interval_ms) and times[-1] < to, where
+                    # The panels reusing a query's result (Dashboard datasource)
+                    # select fields that query really returns, time included.
+                    for panel in dashboard["panels"]:
+                        if not reuses(panel):
+                            continue
+                        where = f"{kind} monitor, panel {panel['title']!r}, segment {segment}, interval {interval_ms} ms"
+                        source = source_of(dashboard, panel)
+                        columns, rows = results[source["id"]]
+                        assert set(kept_fields(panel)) <= set(columns), where
+                        shown = fields_shown(dashboard, panel, columns)
+                        assert override_names(panel) <= set(shown), where
+                        if all(t["format"] == "time_series" for t in source["targets"]):
+                            assert shown[0] == "time" and len(shown) > 1, where
+                        # The shared query passes the cost variables for a binary monitor only.
+                        if "cost" in shown:
+                            costs = [row[columns.index("cost")] for row in rows]
+                            assert any(c is not None for c in costs) == (kind == "binary"), where
                 # The alert and its first check (made by the fixture) show on the binary monitor.
                 if kind == "binary":
                     variables = dashboard_variables(dashboard, monitor, ALL)
@@ -389,7 +502,8 @@ def test_segments_partition_the_panels_counts(monitors, reader):
     # Every prediction has exactly one region, so each segment's counts add
     # up to the whole monitor's: the segment variable really filters.
     dashboard = load_dashboard()
-    (counts,) = [t for _, t in targets(dashboard) if "labeled, pending" in t["rawSql"]]
+    (counts_panel,) = plots(dashboard, "labeled")
+    (counts,) = source_of(dashboard, counts_panel)["targets"]  # the query whose result it shows
     (matrix,) = [t for _, t in targets(dashboard) if "mlmon.cells(" in t["rawSql"]]
     to = datetime.now(timezone.utc).replace(microsecond=0)
     frm = to - timedelta(days=2)
@@ -399,8 +513,17 @@ def test_segments_partition_the_panels_counts(monitors, reader):
             _, segments = run_variable_queries(r, dashboard, monitor)
             run = lambda t, seg: r.execute(grafana_sql(t["rawSql"], dashboard_variables(dashboard, monitor, seg),
                                                        frm, to, 1_234_567)).fetchall()
-            whole = run(counts, ALL)
-            parts = [run(counts, value) for _, value in segments]
+
+            def run_counts(seg):
+                """The counts panel's fields (time, labeled, pending) of its source query's result."""
+                cur = r.execute(grafana_sql(counts["rawSql"], dashboard_variables(dashboard, monitor, seg),
+                                            frm, to, 1_234_567))
+                names = [c.name for c in cur.description]
+                fields = fields_shown(dashboard, counts_panel, names)
+                assert fields == ["time", "labeled", "pending"]
+                return [tuple(row[names.index(f)] for f in fields) for row in cur]
+            whole = run_counts(ALL)
+            parts = [run_counts(value) for _, value in segments]
             assert len(parts) == 2 and all(p != whole for p in parts)
             for i, row in enumerate(whole):
                 assert row[1:] == tuple(sum(p[i][c] for p in parts) for c in (1, 2)), (kind, row)
@@ -434,9 +557,21 @@ def test_reader_reads_metrics_and_alerts_but_not_raw_rows(conn, monitors, reader
                 r.execute(f"SELECT * FROM {table} LIMIT 1")
         assert r.execute("SELECT count(*) FROM mlmon.alerts WHERE monitor = %s", [monitor]).fetchone()[0] == 1
         assert r.execute("SELECT count(*) FROM mlmon.alert_events WHERE monitor = %s", [monitor]).fetchone()[0] == 1
-        # default_transaction_read_only: the login cannot even run the checker.
+        # default_transaction_read_only: the login writes nothing, not even
+        # through the SECURITY DEFINER checker, which either fails or (as it
+        # checks only the alerts of monitors the login's roles own) checks none.
+        state = lambda: conn.execute("""SELECT (SELECT array_agg((name, state, checked_at)::text ORDER BY name)
+                                                FROM mlmon.alert WHERE monitor = %s),
+                                               (SELECT count(*) FROM mlmon.alert_events WHERE monitor = %s)""",
+                                     [monitor, monitor]).fetchone()
+        before = state()
+        try:
+            assert r.execute("SELECT * FROM mlmon.check_alerts()").fetchall() == []
+        except psycopg.errors.ReadOnlySqlTransaction:
+            pass
+        assert state() == before
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            r.execute("SELECT mlmon.check_alerts()")
+            r.execute("CREATE TEMP TABLE mlmon_reader_probe ()")
 
 
 # --- the alert rules ----------------------------------------------------------
