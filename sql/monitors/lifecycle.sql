@@ -128,17 +128,13 @@ BEGIN
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._claims_table(m),
                    format('mlmon monitor %s: contributions of the keys lo..hi counted by a bulk load (keys rows take precedence)', m.name));
     EXECUTE format('CREATE INDEX ON %s (bucket) WHERE NOT compacted', mlmon._rollup_table(m));
-    -- Dashboards read the rollup as mlmon_reader; they need the schema too,
-    -- which only its owner (or a grantor) can give.
+    -- Dashboards read the rollup as mlmon_reader. They need USAGE on its
+    -- schema (the predictions table's) too, which is not granted here: it
+    -- would open every function of the user's schema to the reader.
     EXECUTE format('GRANT SELECT ON %s TO mlmon_reader', mlmon._rollup_table(m));
     IF NOT has_schema_privilege('mlmon_reader', m.internal_schema, 'USAGE') THEN
-        IF has_schema_privilege(m.internal_schema, 'USAGE WITH GRANT OPTION')
-           OR pg_has_role((SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = m.internal_schema), 'MEMBER') THEN
-            EXECUTE format('GRANT USAGE ON SCHEMA %I TO mlmon_reader', m.internal_schema);
-        ELSE
-            RAISE NOTICE 'mlmon_reader cannot read monitor %''s rollup until it may use schema %', m.name, m.internal_schema
-                USING HINT = format('GRANT USAGE ON SCHEMA %I TO mlmon_reader (as the schema''s owner)', m.internal_schema);
-        END IF;
+        RAISE NOTICE 'mlmon_reader cannot read monitor %''s rollup until it may use schema %', m.name, m.internal_schema
+            USING HINT = format('GRANT USAGE ON SCHEMA %I TO mlmon_reader (as the schema''s owner) to let dashboards read it', m.internal_schema);
     END IF;
     -- One compacted row per cell, which compaction adds delta rows to. (Before,
     -- compaction deleted and rewrote each touched cell's row, finding it by

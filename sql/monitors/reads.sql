@@ -6,11 +6,23 @@
 -- The rollup table's rows, as one scan of the compacted cells and one of the
 -- delta rows, each through its partial index: an index of every row would
 -- cost every delta row one more entry (two percent of a single-row INSERT).
+-- Only a plain table owned by the monitor's owner is read: a view or a
+-- foreign table standing in its place would run its owner's functions with
+-- the rights of whoever reads metrics (a dashboard, a superuser's alert job).
 CREATE FUNCTION mlmon._rollup_rows_sql(m mlmon.monitor) RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$
-    SELECT format('(SELECT * FROM %1$s WHERE compacted UNION ALL SELECT * FROM %1$s WHERE NOT compacted) AS rollup_rows',
-                  mlmon._rollup_table(m))
-$$;
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rollup regclass := to_regclass(mlmon._rollup_table(m));
+BEGIN
+    IF rollup IS NULL OR NOT EXISTS (
+        SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+        WHERE c.oid = rollup AND c.relkind = 'r' AND r.rolname = m.owner) THEN
+        RAISE EXCEPTION 'the rollup of monitor % is not a table of its owner', m.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('argument monitor: repair it with mlmon.drop_monitor(%L) and create_monitor', m.name);
+    END IF;
+    RETURN format('(SELECT * FROM %1$s WHERE compacted UNION ALL SELECT * FROM %1$s WHERE NOT compacted) AS rollup_rows', rollup);
+END $$;
 
 CREATE FUNCTION mlmon.confusion(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
     RETURNS mlmon.confusion
@@ -162,11 +174,12 @@ CREATE FUNCTION mlmon.segments(monitor text) RETURNS TABLE (segment jsonb, label
 DECLARE
     m mlmon.monitor := mlmon._monitor(monitor);
 BEGIN
+    -- A JSON null reads "(null)" in a label, so it does not pass for the string 'null'.
     RETURN QUERY EXECUTE format($q$
-        SELECT s.segment, (SELECT string_agg(e.key || '=' || coalesce(e.value #>> '{}', 'null'), ', ' ORDER BY e.key)
+        SELECT s.segment, (SELECT string_agg(e.key || '=' || coalesce(e.value #>> '{}', '(null)'), ', ' ORDER BY e.key)
                            FROM jsonb_each(s.segment) e)
-        FROM (SELECT DISTINCT r.segment FROM %s r WHERE r.segment <> '{}'::jsonb) s
-        ORDER BY 2 $q$, mlmon._rollup_table(m));
+        FROM (SELECT r.segment FROM %s WHERE r.segment <> '{}'::jsonb GROUP BY r.segment HAVING sum(r.n) <> 0) s
+        ORDER BY 2 $q$, replace(mlmon._rollup_rows_sql(m), 'AS rollup_rows', 'AS r'));
 END $$;
 COMMENT ON FUNCTION mlmon.segments(text) IS
     'The segments a monitor has counted predictions in: segment (jsonb, to pass as a read function''s segment argument) and a label to show.';
@@ -187,6 +200,10 @@ CREATE FUNCTION mlmon.metrics_all("from" timestamptz, "to" timestamptz, step int
     FROM mlmon.monitor mm
     CROSS JOIN LATERAL (SELECT NULL::jsonb, 'all' UNION ALL SELECT g.segment, g.label FROM mlmon.segments(mm.name) g) s(segment, label)
     CROSS JOIN LATERAL mlmon._metrics(mm.name, $1, $2, $3, s.segment, NULL, NULL) x
+    -- Monitors whose rollup the caller cannot read are left out, not an
+    -- error: one of them must not blind an alert rule to all the others.
+    WHERE CASE WHEN has_schema_privilege(mm.internal_schema, 'USAGE')
+               THEN coalesce(has_table_privilege(to_regclass(mlmon._rollup_table(mm)), 'SELECT'), false) END
     ORDER BY 1, 2, 3
 $$;
 COMMENT ON FUNCTION mlmon.metrics_all(timestamptz, timestamptz, interval) IS

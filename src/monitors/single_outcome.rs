@@ -36,7 +36,7 @@ use super::chunk_ranges::ChunkRanges;
 use super::locks::lock_shared;
 use crate::pg::session::{as_user, with_setting};
 use crate::pg::spi_plan::{boolean_at, Plan, NOT_NULL};
-use crate::pg::tuples::{each_row, integer, Attributes};
+use crate::pg::tuples::{each_row, integer, is_integer, live_columns, Attributes};
 
 /// The share of statements that also fold delta rows, as the PL/pgSQL
 /// trigger's `random() < 0.005`.
@@ -72,13 +72,15 @@ pub unsafe fn insert(data: &pg_sys::TriggerData, monitor: &str) -> bool {
     // SAFETY: the caller's promise.
     unsafe {
         let trigger = (*data.tg_trigger).tgoid;
+        let desc = (*data.tg_relation).rd_att;
         let known = PLANS.with(|p| p.borrow().get(&trigger).cloned());
+        // The plans hold the key column's position and type: made again if
+        // the column's type changed since (ALTER TABLE ... TYPE); the plan
+        // cache replans the statements themselves after DDL.
         let plans = match known {
-            Some(plans) => plans,
-            None => {
-                // The key column's position is fixed once the trigger exists
-                // (a monitor's key column cannot be dropped), so the plans
-                // stay good; the plan cache replans after DDL.
+            Some(Some(plans)) if key_type(desc, plans.key.0) == Some(plans.key.1) => Some(plans),
+            Some(None) => None,
+            _ => {
                 let fresh = prepare(data, monitor).map(Rc::new);
                 PLANS.with(|p| p.borrow_mut().insert(trigger, fresh.clone()));
                 fresh
@@ -99,6 +101,14 @@ pub unsafe fn insert(data: &pg_sys::TriggerData, monitor: &str) -> bool {
     }
 }
 
+/// The type of column `index` of `desc`, if it is a live column.
+///
+/// SAFETY: `desc` is a valid tuple descriptor.
+unsafe fn key_type(desc: pg_sys::TupleDesc, index: usize) -> Option<pg_sys::Oid> {
+    // SAFETY: the caller's promise.
+    unsafe { live_columns(desc) }.find(|&(i, _)| i == index).map(|(_, type_oid)| type_oid)
+}
+
 /// SAFETY: `data` is a trigger call's.
 unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     // SAFETY: the caller's promise.
@@ -108,6 +118,9 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
         return None;
     }
     let key = Attributes(relation.rd_att).find(&monitor.outcome_key_column).map(|(i, a)| (i, a.atttypid))?;
+    if !is_integer(key.1) {
+        return None;
+    }
     let sql = "SELECT mlmon._materialize_sql(m, 'SELECT $1::bigint') || ' RETURNING true',
                       mlmon._claim_one_sql(m, mlmon._outcome_claim_rows_sql(m, format('ARRAY[$1::%s]', m.key_type))),
                       mlmon._recount_sql(m, mlmon._outcome_recounted_sql(m, format('ARRAY[$1::%s]', m.key_type), false)),

@@ -578,9 +578,8 @@ def roles(conn, uniq):
 
 
 def as_login(conn, role):
-    """Acts as `role` logged in: SET SESSION AUTHORIZATION changes
-    session_user, which the alert functions check, as a new login would (SET
-    ROLE would leave the superuser as session_user)."""
+    """Acts as `role` logged in (SET SESSION AUTHORIZATION), as a new login
+    would; test_set_role_is_the_role_checked covers SET ROLE."""
     conn.execute(f"SET SESSION AUTHORIZATION {role}")
 
 
@@ -641,9 +640,15 @@ def test_public_cannot_write_alert_tables(conn, monitors, alerts, roles, stateme
     nobody = roles("al_nobody", "GRANT USAGE ON SCHEMA mlmon TO {role}")
     as_login(conn, nobody)
     try:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
-            conn.execute(statement.format(monitor=m.name, alert=a.name))
-        assert "permission denied for table alert" in str(err.value)
+        # Refused outright (no privilege, or a new row outside the row-level
+        # security policy), or, for rows the policy hides from a non-owner's
+        # UPDATE or DELETE, no row touched; the checks below see no change.
+        try:
+            touched = conn.execute(statement.format(monitor=m.name, alert=a.name)).rowcount
+        except psycopg.errors.InsufficientPrivilege as err:
+            assert "permission denied for table alert" in str(err) or "row-level security" in str(err), err
+        else:
+            assert statement.startswith(("UPDATE", "DELETE")) and touched == 0
     finally:
         conn.execute("RESET SESSION AUTHORIZATION")
     assert conn.execute("SELECT threshold FROM mlmon.alerts WHERE name = %s", [a.name]).fetchall() == [(0.8,)]
@@ -713,3 +718,55 @@ def test_pg_cron_runs_check_alerts(conn, monitors, alerts):
     finally:
         conn.execute("SELECT cron.unschedule(%s)", [job])
         conn.execute("DELETE FROM cron.job_run_details WHERE jobid = %s", [job])
+
+
+def test_set_role_is_the_role_checked(conn, monitors, alerts, roles, uniq):
+    """A login that is a member of two roles (a pooler's or PostgREST's
+    authenticator) acts as the role it SET ROLE to, not as its login: as bob
+    it may not drop alice's alert nor see it checked."""
+    alice = roles("al_alice", "GRANT USAGE ON SCHEMA mlmon TO {role}", "GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+    bob = roles("al_bob", "GRANT USAGE ON SCHEMA mlmon TO {role}")
+    gate = roles("al_gate", f"GRANT {alice}, {bob} TO {{role}}", f"ALTER ROLE {{role}} NOINHERIT")
+    m = monitors()
+    conn.execute(f"ALTER TABLE {m.preds} OWNER TO {alice}")
+    conn.execute(f"ALTER TABLE {m.outs} OWNER TO {alice}")
+    conn.execute(f"UPDATE mlmon.monitor SET owner = %s WHERE name = %s", [alice, m.name])
+    conn.execute(f"ALTER TABLE mlmon_{m.name}_rollup OWNER TO {alice}")
+    a = alerts(m)
+    assert conn.execute("SELECT owner FROM mlmon.alerts WHERE name = %s", [a.name]).fetchone() == (alice,)
+    as_login(conn, gate)
+    try:
+        conn.execute(f"SET ROLE {bob}")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT mlmon.drop_alert(%s)", [a.name])
+        assert err.value.sqlstate == "42501"
+        assert [r[0] for r in conn.execute("SELECT alert FROM mlmon.check_alerts()")] == []
+        conn.execute(f"SET ROLE {alice}")
+        assert [r[0] for r in conn.execute("SELECT alert FROM mlmon.check_alerts()")] == [a.name]
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute("RESET SESSION AUTHORIZATION")
+    assert conn.execute("SELECT count(*) FROM mlmon.alerts WHERE name = %s", [a.name]).fetchone()[0] == 1
+
+
+def test_a_view_in_place_of_the_rollup_is_not_read(conn, monitors, alerts, uniq):
+    """A monitor owner who puts a view where the rollup was cannot have it
+    read by someone else's query (its functions would run with the reader's
+    rights, a superuser's alert job included): reads refuse with 55000 and
+    check_alerts skips the monitor with a WARNING."""
+    m = monitors()
+    a = alerts(m)
+    rollup = f"mlmon_{m.name}_rollup"
+    conn.execute(f"ALTER TABLE {rollup} RENAME TO {rollup}_real")
+    conn.execute(f"CREATE VIEW {rollup} AS SELECT * FROM {rollup}_real")
+    try:
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), interval '1 hour')", [m.name])
+        assert err.value.sqlstate == "55000" and err.value.diag.message_hint.startswith("argument monitor")
+        warnings = []
+        conn.add_notice_handler(lambda d: warnings.append(d.message_primary))
+        assert conn.execute("SELECT alert FROM mlmon.check_alerts() WHERE alert = %s", [a.name]).fetchall() == []
+        assert any(m.name in w and "not checked" in w for w in warnings), warnings
+    finally:
+        conn.execute(f"DROP VIEW {rollup}")
+        conn.execute(f"ALTER TABLE {rollup}_real RENAME TO {rollup}")

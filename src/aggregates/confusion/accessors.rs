@@ -146,6 +146,12 @@ fn interval(successes: u64, trials: u64, confidence: f64) -> Option<Vec<f64>> {
 /// weighted monitor's proportion times its unweighted count).
 #[pg_extern(sql = false)]
 fn wilson_interval(successes: f64, trials: f64, confidence: f64) -> Option<Vec<f64>> {
+    if !(trials.is_finite() && trials >= 0.0) {
+        raise(Error::invalid("trials", format!("trials must be a finite count, got {trials}"), "pass the proportion's denominator"));
+    }
+    if !(successes.is_finite() && (0.0..=trials).contains(&successes)) {
+        raise(Error::invalid("successes", format!("successes must lie in [0, {trials}], got {successes}"), "pass the proportion times trials"));
+    }
     wilson(successes, trials, confidence).or_raise().map(|(lo, hi)| vec![lo, hi])
 }
 
