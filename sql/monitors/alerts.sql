@@ -202,64 +202,41 @@ BEGIN
         ELSE 'resolved' END;
 END $$;
 
--- The confusion matrix of each alert of monitor `m` that the caller may
--- manage, from one read of the rollup: what mlmon.confusion(monitor,
--- at - maturity - trailing, at, segment) gives each of them (the same
--- bucket, maturity and segment conditions), with the rows of the widest
--- window read once and joined to every alert whose window and segment hold
--- them. 100 alerts on 20 monitors read 20 times, not 100.
-CREATE FUNCTION mlmon._alert_matrices(m mlmon.monitor, at timestamptz)
-    RETURNS TABLE (name text, cm mlmon.confusion)
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN QUERY EXECUTE format($q$
-        WITH wanted AS (
-            SELECT x.name, date_bin($1, $2 - $3 - x."trailing", mlmon._bucket_origin()) AS since, x.segment
-            FROM mlmon.alert x
-            WHERE x.monitor = $4 AND mlmon._manages(x.owner)),
-        cells AS (
-            SELECT w.name, r.predicted, r.actual, sum(r.n)::bigint AS n, sum(r.weight) AS weight
-            FROM %s JOIN wanted w ON r.bucket >= w.since AND (w.segment IS NULL OR r.segment @> w.segment)
-            WHERE r.bucket >= (SELECT min(since) FROM wanted) AND r.bucket < $2 AND r.bucket + $1 <= $2 - $3
-              AND r.actual IS NOT NULL
-            GROUP BY 1, 2, 3 HAVING sum(r.n) > 0)
-        SELECT w.name, mlmon.confusion_from_cells($5, $6,
-                   array_agg(c.predicted) FILTER (WHERE c.name IS NOT NULL),
-                   array_agg(c.actual) FILTER (WHERE c.name IS NOT NULL),
-                   array_agg(c.n) FILTER (WHERE c.name IS NOT NULL),
-                   array_agg(c.weight) FILTER (WHERE c.name IS NOT NULL))
-        FROM wanted w LEFT JOIN cells c ON c.name = w.name
-        GROUP BY w.name $q$, replace(mlmon._rollup_rows_sql(m), 'AS rollup_rows', 'AS r'))
-    USING m.bucket, at, m.maturity, m.name, m.label_kind, m.weight_column IS NOT NULL;
-END $$;
-
 -- Evaluates the alerts the caller manages (those of monitors owned by roles
--- it is a member of; a superuser's, all), records and announces each
--- change of state (including an alert's first state), and returns every
--- verdict. The window of an alert is the last `trailing` of matured
--- predictions: it ends at the maturity horizon, so an alert on a monitor
--- whose labels take a day still sees data with a one-hour window. An alert
--- whose monitor cannot be read (its tables broken, say) is reported as a
--- WARNING and left as it was; the others go on.
+-- it is a member of; a superuser's, all), records and announces each change
+-- of state (including an alert's first state), and returns every verdict.
+-- The window of an alert is the last `trailing` of matured predictions: it
+-- ends at the maturity horizon, so an alert on a monitor whose labels take a
+-- day still sees data with a one-hour window. Alerts sharing a monitor,
+-- window and segment share one read of the rollup. (One read per monitor,
+-- its widest window joined to every alert, measured slower: 234 ms against
+-- 131 ms for 100 alerts on 20 monitors, the jsonb containment test running
+-- for every row and alert.) Alerts whose monitor cannot be read (its tables
+-- broken, say) are reported as a WARNING and left as they were.
 CREATE FUNCTION mlmon.check_alerts()
     RETURNS TABLE (alert text, state text, value double precision, lower double precision, upper double precision,
                    support bigint, at timestamptz)
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    monitor_name text;
+    g record;
     a mlmon.alert;
-    am record;
     v record;
+    cm mlmon.confusion;
     checked timestamptz := now();
 BEGIN
     -- Two checkers at once record a transition once: each alert's row is
     -- locked before its state is compared, and the second sees the first's.
-    FOR monitor_name IN SELECT DISTINCT x.monitor FROM mlmon.alert x WHERE mlmon._manages(x.owner) ORDER BY 1 LOOP
+    FOR g IN SELECT DISTINCT x.monitor, x."trailing", x.segment, m.maturity
+             FROM mlmon.alert x JOIN mlmon.monitor m ON m.name = x.monitor
+             WHERE mlmon._manages(x.owner)
+             ORDER BY 1, 2, 3 LOOP
         BEGIN
-            FOR am IN SELECT * FROM mlmon._alert_matrices(mlmon._monitor(monitor_name), checked) ORDER BY 1 LOOP
-                SELECT * INTO a FROM mlmon.alert x WHERE x.name = am.name FOR UPDATE;
-                CONTINUE WHEN NOT FOUND;  -- dropped meanwhile
-                v := mlmon._evaluate_alert(a, am.cm);
+            cm := mlmon.confusion(g.monitor, checked - g.maturity - g."trailing", checked, g.segment);
+            FOR a IN SELECT * FROM mlmon.alert x
+                     WHERE x.monitor = g.monitor AND x."trailing" = g."trailing" AND x.segment IS NOT DISTINCT FROM g.segment
+                       AND mlmon._manages(x.owner)
+                     ORDER BY x.name FOR UPDATE LOOP
+                v := mlmon._evaluate_alert(a, cm);
                 IF v.state IS DISTINCT FROM a.state THEN
                     INSERT INTO mlmon.alert_events (alert, monitor, state, previous_state, value, lower, upper, support, at)
                     VALUES (a.name, a.monitor, v.state, a.state, v.value, v.lower, v.upper, v.support, checked);
@@ -277,7 +254,8 @@ BEGIN
                 RETURN NEXT;
             END LOOP;
         EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'mlmon: alerts on monitor % not checked: %', monitor_name, SQLERRM;
+            RAISE WARNING 'mlmon: alerts on monitor % (window %, segment %) not checked: %',
+                g.monitor, g."trailing", coalesce(g.segment::text, 'all'), SQLERRM;
         END;
     END LOOP;
 END $$;
