@@ -20,8 +20,11 @@
 //! outcomes table was nearly empty would otherwise scan all of it per row
 //! once it grew.
 //!
+//! uuid and text keys take the same path without step 1 (bulk loads keep
+//! them in keys rows, not chunks), the key passed as it is.
+//!
 //! Left to the PL/pgSQL function: monitors whose predictions and outcomes are
-//! one table, and key types other than integers.
+//! one table, and key types the statement path does not serve.
 
 #![allow(unsafe_code)]
 
@@ -48,14 +51,14 @@ struct Plans {
     key: (usize, pg_sys::Oid),
     lock_id: i64,
     /// Step 1, `$1` the key as bigint; returns a row when it inserted one.
-    materialize: Plan,
+    /// With the chunk ranges; None for uuid and text keys.
+    materialize: Option<(Plan, ChunkRanges)>,
     /// Step 2: one row (key, inserted) for a non-NULL key.
     claim: Plan,
     /// Step 3.
     recount: Plan,
     /// `compact(false)`.
     compact: Plan,
-    chunks: ChunkRanges,
 }
 
 thread_local! {
@@ -89,15 +92,19 @@ pub unsafe fn insert(data: &pg_sys::TriggerData, monitor: &str) -> bool {
         let Some(plans) = plans else {
             return false;
         };
-        let mut key = None;
         each_row(data.tg_newtable, (*data.tg_relation).rd_att, |values, nulls| {
-            key = (!nulls[plans.key.0]).then(|| integer(values[plans.key.0], plans.key.1));
+            // Counted inside the loop: a by-reference key (uuid, text) points
+            // into the transition table's current row. A NULL key counts
+            // nowhere.
+            if !nulls[plans.key.0] {
+                count(&plans, match plans.materialize {
+                    Some(_) => pg_sys::Datum::from(integer(values[plans.key.0], plans.key.1)),
+                    None => values[plans.key.0],
+                });
+            }
             false
         });
-        if let Some(key) = key {
-            count(&plans, key);
-        }
-        true // a NULL key counts nowhere
+        true
     }
 }
 
@@ -114,11 +121,11 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     // SAFETY: the caller's promise.
     let relation = unsafe { &*data.tg_relation };
     let monitor = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name)))?;
-    if monitor.outcomes != relation.rd_id || monitor.predictions == monitor.outcomes || !monitor.integer_key {
+    if monitor.outcomes != relation.rd_id || monitor.predictions == monitor.outcomes || !(monitor.integer_key || monitor.text_key) {
         return None;
     }
     let key = Attributes(relation.rd_att).find(&monitor.outcome_key_column).map(|(i, a)| (i, a.atttypid))?;
-    if !is_integer(key.1) {
+    if monitor.integer_key != is_integer(key.1) {
         return None;
     }
     let sql = "SELECT mlmon._materialize_sql(m, 'SELECT $1::bigint') || ' RETURNING true',
@@ -132,27 +139,28 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
             let rows = client.select(sql, Some(1), &[name.into()]).unwrap_or_else(|e| spi_error(e));
             let row = rows.first();
             let text = |i: usize| row.get::<String>(i).ok().flatten().unwrap_or_default();
-            let bigint = [pg_sys::INT8OID];
+            let parameter = [if monitor.integer_key { pg_sys::INT8OID } else { key.1 }];
             // SAFETY: within the SPI connection.
             unsafe {
                 Some(Plans {
                     owner: monitor.owner,
                     key,
                     lock_id: monitor.lock_id,
-                    materialize: Plan::prepare(&text(1), &bigint),
-                    claim: Plan::prepare(&text(2), &bigint),
-                    recount: Plan::prepare(&text(3), &bigint),
+                    materialize: monitor
+                        .integer_key
+                        .then(|| (Plan::prepare(&text(1), &parameter), ChunkRanges::prepare(&text(5)))),
+                    claim: Plan::prepare(&text(2), &parameter),
+                    recount: Plan::prepare(&text(3), &parameter),
                     compact: Plan::prepare(&text(4), &[]),
-                    chunks: ChunkRanges::prepare(&text(5)),
                 })
             }
         })
     })
 }
 
-/// Steps 1-3 for `key`.
-fn count(plans: &Plans, key: i64) {
-    let parameter = [pg_sys::Datum::from(key)];
+/// Steps 1-3 for `key` (bigint for integer keys, else the column's datum).
+fn count(plans: &Plans, key: pg_sys::Datum) {
+    let parameter = [key];
     as_user(plans.owner, || {
         with_setting(c"enable_seqscan", c"off", || {
             // SAFETY: the statements run between SPI_connect and SPI_finish
@@ -170,7 +178,9 @@ fn count(plans: &Plans, key: i64) {
                 }
                 // A keys row we inserted is ours until we commit (another
                 // writer's insert of the key waits for us): no claim needed.
-                let materialized = plans.chunks.hold(key) && plans.materialize.execute(&parameter, &[NOT_NULL]) == 1;
+                let materialized = plans.materialize.as_ref().is_some_and(|(plan, chunks)| {
+                    chunks.hold(key.value() as i64) && plan.execute(&parameter, &[NOT_NULL]) == 1
+                });
                 // Column 2 of the claim: inserted (a placeholder, counted nowhere).
                 if materialized || (plans.claim.execute(&parameter, &[NOT_NULL]) == 1 && !boolean_at(2)) {
                     plans.recount.execute(&parameter, &[NOT_NULL]);

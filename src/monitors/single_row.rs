@@ -56,8 +56,9 @@ struct Plans {
     apply: Plan,
     /// `compact(false)`.
     compact: Plan,
-    /// The claim chunks' ranges: keys in them are left to PL/pgSQL.
-    chunks: ChunkRanges,
+    /// The claim chunks' ranges: keys in them are left to PL/pgSQL. None
+    /// for uuid and text keys, which bulk loads keep in keys rows only.
+    chunks: Option<ChunkRanges>,
 }
 
 thread_local! {
@@ -112,7 +113,7 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
     // SAFETY: the caller's promise.
     let relation = unsafe { &*data.tg_relation };
     let monitor = as_user(pg_sys::Oid::INVALID, || Spi::connect(|c| Monitor::load(c, name)))?;
-    if monitor.predictions != relation.rd_id || monitor.predictions == monitor.outcomes || !monitor.integer_key {
+    if monitor.predictions != relation.rd_id || monitor.predictions == monitor.outcomes || !(monitor.integer_key || monitor.text_key) {
         return None;
     }
     let attributes = Attributes(relation.rd_att);
@@ -142,9 +143,10 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
                 Some(Plans {
                     owner: monitor.owner,
                     claim: Plan::prepare(&text(1), &types),
-                    apply: Plan::prepare(&text(2), &[pg_sys::INT8OID]),
+                    // Integer keys are passed as bigint, others as they are.
+                    apply: Plan::prepare(&text(2), &[if monitor.integer_key { pg_sys::INT8OID } else { key.1 }]),
                     compact: Plan::prepare(&text(3), &[]),
-                    chunks: ChunkRanges::prepare(&text(4)),
+                    chunks: monitor.integer_key.then(|| ChunkRanges::prepare(&text(4))),
                     rollup: Rollup::describe(row.get::<pg_sys::Oid>(5).ok().flatten()?)?,
                     columns,
                     key,
@@ -168,7 +170,10 @@ unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool
     if plans.required.iter().any(|&i| nulls[i]) {
         return false; // rare: a row that does not count still claims its key
     }
-    let key = pg_sys::Datum::from(integer(values[plans.key.0], plans.key.1));
+    let key = match plans.chunks {
+        Some(_) => pg_sys::Datum::from(integer(values[plans.key.0], plans.key.1)),
+        None => values[plans.key.0],
+    };
     let parameters: Vec<pg_sys::Datum> = plans.columns.iter().map(|&(i, _)| values[i]).collect();
     let parameter_nulls: Vec<c_char> = plans.columns.iter().map(|&(i, _)| if nulls[i] { NULL } else { NOT_NULL }).collect();
     as_user(plans.owner, || {
@@ -181,7 +186,7 @@ unsafe fn count(plans: &Plans, values: &[pg_sys::Datum], nulls: &[bool]) -> bool
             // The `_enter` trigger took the lock already; taken again (a
             // local lock-table hit) it also guards a disabled `_enter`.
             lock_shared(plans.lock_id);
-            if plans.chunks.hold(key.value() as i64) {
+            if plans.chunks.as_ref().is_some_and(|c| c.hold(key.value() as i64)) {
                 pg_sys::SPI_finish();
                 return false;
             }

@@ -75,3 +75,39 @@ def test_outcome_key_retyped_between_single_rows(conn, tables):
     conn.execute(f"INSERT INTO {outs} VALUES (%s, true)", [big])
     conn.execute(f"INSERT INTO {outs} VALUES (2, false)")
     assert_rollup_matches(conn, spec, "outcome key retyped")
+
+
+@pytest.mark.parametrize("key_type", ["uuid", "text"])
+def test_uuid_and_text_keys_take_the_native_single_row_paths(conn, dsn, uniq, key_type):
+    """Single-row predictions and late outcomes with uuid or text keys (keys
+    rows only, no chunks) are counted natively: neither PL/pgSQL trigger
+    function runs, duplicates and unknown keys included, and the rollup is
+    exact; so it stays after the other writes."""
+    key = "md5(i::text)::uuid" if key_type == "uuid" else "'lead-' || i"
+    with monitored_tables(conn, dsn, uniq, "tk", preds_columns=f"k {key_type}, ts timestamptz, label boolean, src text",
+                          outs_columns=f"k {key_type}, good boolean", segment_by=["src"]) as (preds, outs, spec):
+        spec = dataclasses.replace(spec, actual="good", actual_mode="bool")
+        create_monitor(conn, spec)
+        keys = [conn.execute(f"SELECT {key} FROM (SELECT %s::int AS i) s", [i]).fetchone()[0] for i in range(1, 41)]
+        predictions = [(f"INSERT INTO {preds} VALUES (%s, %s, %s, %s)", [k, T0 + dt.timedelta(minutes=i), i % 3 == 0,
+                                                                         "web" if i % 2 else "app"])
+                       for i, k in enumerate(keys + keys[:5])]  # five keys predicted twice
+        outcomes = [(f"INSERT INTO {outs} VALUES (%s, %s)", [k, i % 2 == 0]) for i, k in enumerate(keys[::3] + keys[:2])]
+        unknown = conn.execute(f"SELECT {key} FROM (SELECT 9999 AS i) s").fetchone()[0]  # never predicted
+        outcomes.append((f"INSERT INTO {outs} VALUES (%s, true)", [unknown]))
+        conn.execute("SET track_functions = 'pl'")
+        for function, statements in (("on_predictions", predictions), ("on_outcomes", outcomes)):
+            def calls():
+                conn.execute("SELECT pg_stat_force_next_flush()")
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute("SELECT calls FROM pg_stat_user_functions WHERE funcname = %s",
+                                   [f"mlmon_{spec.name}_{function}"]).fetchone()
+                return row[0] if row else 0
+            before = calls()
+            for statement, parameters in statements:
+                conn.execute(statement, parameters)
+            assert calls() == before, f"{function} ran for a single row"
+        assert_rollup_matches(conn, spec, f"single rows with {key_type} keys")
+        conn.execute(f"DELETE FROM {outs} WHERE k = %s", [keys[3]])
+        conn.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [keys[6]])
+        assert_rollup_matches(conn, spec, f"after other writes, {key_type} keys")
