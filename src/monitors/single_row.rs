@@ -1,5 +1,5 @@
 //! Single-row INSERTs into a monitor's predictions table, counted by the
-//! native insert trigger (`insert_trigger.rs`) instead of the PL/pgSQL trigger
+//! native write trigger (`write_trigger.rs`) instead of the PL/pgSQL trigger
 //! function.
 //!
 //! The work is the PL/pgSQL trigger's single-row branch: claim the key
@@ -15,7 +15,8 @@
 //! Rows this path leaves to the PL/pgSQL function: rows that do not count
 //! (a NULL time, label or weight; rare, and their claim differs), keys in
 //! the range of a bulk load's claim chunk (whose entry must become a keys row
-//! first), and tables that are not the monitor's predictions table.
+//! first; integer keys only: uuid and text keys have no chunks), and tables
+//! that are not the monitor's predictions table.
 
 #![allow(unsafe_code)]
 
