@@ -6,21 +6,38 @@
 -- The rollup table's rows, as one scan of the compacted cells and one of the
 -- delta rows, each through its partial index: an index of every row would
 -- cost every delta row one more entry (two percent of a single-row INSERT).
--- Only a plain table owned by the monitor's owner is read: a view or a
+-- Whether monitor `m`'s rollup is there to read: a plain table owned by the
+-- monitor's owner, in a schema that exists, that the caller may use and
+-- read. Never raises (a missing schema or table is false). A view or a
 -- foreign table standing in its place would run its owner's functions with
--- the rights of whoever reads metrics (a dashboard, a superuser's alert job).
+-- the rights of whoever reads metrics.
+CREATE FUNCTION mlmon._rollup_readable(m mlmon.monitor) RETURNS boolean
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT FROM pg_namespace n
+        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'mlmon_' || m.name || '_rollup'
+        JOIN pg_roles r ON r.oid = c.relowner
+        WHERE n.nspname = m.internal_schema AND c.relkind = 'r' AND r.rolname = m.owner
+          AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))
+$$;
+
+-- The rollup's rows for a read, refusing a rollup that is not a plain table
+-- of the monitor's owner (see _rollup_readable).
 CREATE FUNCTION mlmon._rollup_rows_sql(m mlmon.monitor) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    rollup regclass := to_regclass(mlmon._rollup_table(m));
+    rollup regclass;
 BEGIN
-    IF rollup IS NULL OR NOT EXISTS (
-        SELECT FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
-        WHERE c.oid = rollup AND c.relkind = 'r' AND r.rolname = m.owner) THEN
+    IF NOT EXISTS (
+        SELECT FROM pg_namespace n
+        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'mlmon_' || m.name || '_rollup'
+        JOIN pg_roles r ON r.oid = c.relowner
+        WHERE n.nspname = m.internal_schema AND c.relkind = 'r' AND r.rolname = m.owner) THEN
         RAISE EXCEPTION 'the rollup of monitor % is not a table of its owner', m.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('argument monitor: repair it with mlmon.drop_monitor(%L) and create_monitor', m.name);
     END IF;
+    rollup := mlmon._rollup_table(m)::regclass;
     RETURN format('(SELECT * FROM %1$s WHERE compacted UNION ALL SELECT * FROM %1$s WHERE NOT compacted) AS rollup_rows', rollup);
 END $$;
 
@@ -137,11 +154,12 @@ BEGIN
         -- or not), its unweighted denominator as the trials; precision and
         -- recall of a binary monitor only (positive label 'true'). Once per
         -- step: MATERIALIZED keeps the planner from calling _wilson again
-        -- for each bound.
+        -- for each bound. Clamped to [0, 1]: a net weight may keep a
+        -- rounding residue of retracted rows.
         scored AS MATERIALIZED (
-            SELECT x.*, mlmon._wilson(x.accuracy * x.labeled, x.labeled, 0.95) AS a_ci,
-                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(x."precision" * x.predicted_positive, x.predicted_positive, 0.95) END AS p_ci,
-                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(x.recall * x.actual_positive, x.actual_positive, 0.95) END AS r_ci
+            SELECT x.*, mlmon._wilson(least(greatest(x.accuracy, 0), 1) * x.labeled, x.labeled, 0.95) AS a_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(least(greatest(x."precision", 0), 1) * x.predicted_positive, x.predicted_positive, 0.95) END AS p_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(least(greatest(x.recall, 0), 1) * x.actual_positive, x.actual_positive, 0.95) END AS r_ci
             FROM metric x)
         SELECT s.t, $6::jsonb, coalesce(p.predictions, 0)::bigint, coalesce(p.labeled, 0)::bigint,
                (coalesce(p.predictions, 0) - coalesce(p.labeled, 0))::bigint,
@@ -202,8 +220,7 @@ CREATE FUNCTION mlmon.metrics_all("from" timestamptz, "to" timestamptz, step int
     CROSS JOIN LATERAL mlmon._metrics(mm.name, $1, $2, $3, s.segment, NULL, NULL) x
     -- Monitors whose rollup the caller cannot read are left out, not an
     -- error: one of them must not blind an alert rule to all the others.
-    WHERE CASE WHEN has_schema_privilege(mm.internal_schema, 'USAGE')
-               THEN coalesce(has_table_privilege(to_regclass(mlmon._rollup_table(mm)), 'SELECT'), false) END
+    WHERE mlmon._rollup_readable(mm)
     ORDER BY 1, 2, 3
 $$;
 COMMENT ON FUNCTION mlmon.metrics_all(timestamptz, timestamptz, interval) IS

@@ -59,6 +59,8 @@ struct Plans {
     recount: Plan,
     /// `compact(false)`.
     compact: Plan,
+    /// The outcomes table's schema and name when the plans were made.
+    table: (pg_sys::Oid, String),
 }
 
 thread_local! {
@@ -77,11 +79,17 @@ pub unsafe fn insert(data: &pg_sys::TriggerData, monitor: &str) -> bool {
         let trigger = (*data.tg_trigger).tgoid;
         let desc = (*data.tg_relation).rd_att;
         let known = PLANS.with(|p| p.borrow().get(&trigger).cloned());
-        // The plans hold the key column's position and type: made again if
-        // the column's type changed since (ALTER TABLE ... TYPE); the plan
-        // cache replans the statements themselves after DDL.
+        // The plans hold the key column's position and type, and the
+        // recount names the outcomes table: made again if the column's type
+        // changed (ALTER TABLE ... TYPE) or the table was renamed or moved
+        // (the plan cache would look the old name up again). Other DDL the
+        // plan cache replans by itself.
         let plans = match known {
-            Some(Some(plans)) if key_type(desc, plans.key.0) == Some(plans.key.1) => Some(plans),
+            Some(Some(plans))
+                if key_type(desc, plans.key.0) == Some(plans.key.1) && plans.table == table_name(data.tg_relation) =>
+            {
+                Some(plans)
+            }
             Some(None) => None,
             _ => {
                 let fresh = prepare(data, monitor).map(Rc::new);
@@ -114,6 +122,17 @@ pub unsafe fn insert(data: &pg_sys::TriggerData, monitor: &str) -> bool {
 unsafe fn key_type(desc: pg_sys::TupleDesc, index: usize) -> Option<pg_sys::Oid> {
     // SAFETY: the caller's promise.
     unsafe { live_columns(desc) }.find(|&(i, _)| i == index).map(|(_, type_oid)| type_oid)
+}
+
+/// A relation's schema and name.
+///
+/// SAFETY: `relation` is an open relation.
+unsafe fn table_name(relation: pg_sys::Relation) -> (pg_sys::Oid, String) {
+    // SAFETY: the caller's promise; relname is a NUL-terminated NameData.
+    unsafe {
+        let form = &*(*relation).rd_rel;
+        (form.relnamespace, std::ffi::CStr::from_ptr(form.relname.data.as_ptr()).to_string_lossy().into_owned())
+    }
 }
 
 /// SAFETY: `data` is a trigger call's.
@@ -152,6 +171,7 @@ unsafe fn prepare(data: &pg_sys::TriggerData, name: &str) -> Option<Plans> {
                     claim: Plan::prepare(&text(2), &parameter),
                     recount: Plan::prepare(&text(3), &parameter),
                     compact: Plan::prepare(&text(4), &[]),
+                    table: table_name(data.tg_relation),
                 })
             }
         })

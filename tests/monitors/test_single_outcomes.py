@@ -111,3 +111,27 @@ def test_uuid_and_text_keys_take_the_native_single_row_paths(conn, dsn, uniq, ke
         conn.execute(f"DELETE FROM {outs} WHERE k = %s", [keys[3]])
         conn.execute(f"UPDATE {preds} SET label = NOT label WHERE k = %s", [keys[6]])
         assert_rollup_matches(conn, spec, f"after other writes, {key_type} keys")
+
+
+def test_outcomes_table_renamed_and_moved_between_single_rows(conn, tables, uniq):
+    """The native recount names the outcomes table: after RENAME and SET
+    SCHEMA the same connection prepares it again instead of failing on the
+    old name."""
+    preds, outs, spec = tables
+    create_monitor(conn, spec)
+    for k in range(1, 7):
+        conn.execute(f"INSERT INTO {preds} VALUES (%s, %s, true, 'web')", [k, T0])
+    conn.execute(f"INSERT INTO {outs} VALUES (1, true)")  # prepares the plans
+    renamed, schema = uniq("lo_renamed"), uniq("lo_schema")
+    conn.execute(f"ALTER TABLE {outs} RENAME TO {renamed}")
+    conn.execute(f"INSERT INTO {renamed} VALUES (2, true)")
+    conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        conn.execute(f"ALTER TABLE {renamed} SET SCHEMA {schema}")
+        conn.execute(f"INSERT INTO {schema}.{renamed} VALUES (3, true)")
+        moved = dataclasses.replace(spec, outcomes=(schema, renamed))
+        assert_rollup_matches(conn, moved, "outcomes table renamed and moved")
+        conn.execute(f"ALTER TABLE {schema}.{renamed} SET SCHEMA public")
+        conn.execute(f"ALTER TABLE {renamed} RENAME TO {outs}")
+    finally:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
