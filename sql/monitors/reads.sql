@@ -41,6 +41,19 @@ BEGIN
     RETURN format('(SELECT * FROM %1$s WHERE compacted UNION ALL SELECT * FROM %1$s WHERE NOT compacted) AS rollup_rows', rollup);
 END $$;
 
+-- A read's segment filter must be a JSON object of the monitor's segment_by
+-- columns: a misspelt key would match no row and read as "no data".
+CREATE FUNCTION mlmon._check_segment(m mlmon.monitor, segment jsonb) RETURNS void
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF segment IS NOT NULL AND (jsonb_typeof(segment) <> 'object'
+        OR EXISTS (SELECT FROM jsonb_object_keys(segment) k WHERE k <> ALL (m.segment_by))) THEN
+        RAISE EXCEPTION 'segment % does not name columns monitor % is segmented by', segment, m.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('argument segment: a JSON object with keys among %s; see mlmon.segments(%L)', m.segment_by, m.name);
+    END IF;
+END $$;
+
 CREATE FUNCTION mlmon.confusion(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
     RETURNS mlmon.confusion
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -48,6 +61,7 @@ DECLARE
     m mlmon.monitor := mlmon._monitor(monitor);
     result mlmon.confusion;
 BEGIN
+    PERFORM mlmon._check_segment(m, segment);
     EXECUTE format($q$
         SELECT mlmon.confusion_from_cells($1, $2, array_agg(predicted), array_agg(actual), array_agg(n), array_agg(w))
         FROM (SELECT predicted, actual, sum(n)::bigint AS n, sum(weight) AS w
@@ -115,6 +129,7 @@ CREATE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestam
 DECLARE
     m mlmon.monitor := mlmon._monitor(p_monitor);
 BEGIN
+    PERFORM mlmon._check_segment(m, p_segment);
     p_step := mlmon._whole_buckets(p_step, m.bucket);
     IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
         RAISE EXCEPTION 'empty time range'

@@ -114,6 +114,13 @@ def test_errors(conn, dsn, uniq, tables):
         whole = conn.execute(
             "SELECT * FROM mlmon.metrics(%s, '2026-01-01', '2026-01-01 01:00', interval '10 minutes')", [name]).fetchall()
         assert len(whole) == 6 and uneven == whole
+        # A segment filter naming a column the monitor is not segmented by
+        # (or not an object) is refused, not read as "no data".
+        for segment in ('{"regoin": "eu"}', '["eu"]'):
+            for read in ("SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), interval '5 minutes', segment => %s::jsonb)",
+                         "SELECT mlmon.confusion(%s, now() - interval '1 hour', now(), %s::jsonb)"):
+                e = _expect(conn, "22023", lambda: conn.execute(read, [name, segment]))
+                assert e.diag.message_hint.startswith("argument segment")
         for step in ("0 minutes", "-5 minutes"):
             e = _expect(conn, "22023", lambda: conn.execute(
                 "SELECT * FROM mlmon.metrics(%s, now() - interval '1 hour', now(), %s::interval)", [name, step]))
