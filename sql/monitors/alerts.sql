@@ -129,15 +129,9 @@ BEGIN
         RAISE EXCEPTION 'confidence % is not in (0, 1)', confidence
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument confidence: e.g. 0.95';
     END IF;
-    IF segment IS NOT NULL AND jsonb_typeof(segment) <> 'object' THEN
-        RAISE EXCEPTION 'segment % is not a JSON object', segment
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument segment: e.g. ''{"region": "eu"}''; see mlmon.segments(monitor)';
-    END IF;
-    IF segment IS NOT NULL AND EXISTS (SELECT FROM jsonb_object_keys(segment) k WHERE k <> ALL (m.segment_by)) THEN
-        RAISE EXCEPTION 'segment % names a column monitor % is not segmented by', segment, m.name
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = format('argument segment: keys among %s; see mlmon.segments(%L)', m.segment_by, m.name);
-    END IF;
+    -- The reads' own check (an object of segment_by columns): a misspelt key
+    -- would leave the alert insufficient_data forever.
+    PERFORM mlmon._check_segment(m, segment);
     IF EXISTS (SELECT FROM mlmon.alert a WHERE a.name = create_alert.name) THEN
         RAISE EXCEPTION 'alert % already exists', name
             USING ERRCODE = 'duplicate_object', HINT = 'argument name: drop it first with mlmon.drop_alert';

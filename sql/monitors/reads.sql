@@ -6,43 +6,42 @@
 -- The rollup table's rows, as one scan of the compacted cells and one of the
 -- delta rows, each through its partial index: an index of every row would
 -- cost every delta row one more entry (two percent of a single-row INSERT).
--- Whether monitor `m`'s rollup is there to read: a plain table owned by the
--- monitor's owner, in a schema that exists, that the caller may use and
--- read. Never raises (a missing schema or table is false). A view or a
+-- Monitor `m`'s rollup if it is a plain table owned by the monitor's owner,
+-- else NULL (never raises: a missing schema or table is NULL). A view or a
 -- foreign table standing in its place would run its owner's functions with
 -- the rights of whoever reads metrics.
+CREATE FUNCTION mlmon._rollup_oid(m mlmon.monitor) RETURNS regclass
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.oid::regclass
+    FROM pg_namespace n
+    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'mlmon_' || m.name || '_rollup'
+    JOIN pg_roles r ON r.oid = c.relowner
+    WHERE n.nspname = m.internal_schema AND c.relkind = 'r' AND r.rolname = m.owner
+$$;
+
+-- Whether the caller may read monitor `m`'s rollup (see _rollup_oid) and use
+-- its schema. Never raises.
 CREATE FUNCTION mlmon._rollup_readable(m mlmon.monitor) RETURNS boolean
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT EXISTS (
-        SELECT FROM pg_namespace n
-        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'mlmon_' || m.name || '_rollup'
-        JOIN pg_roles r ON r.oid = c.relowner
-        WHERE n.nspname = m.internal_schema AND c.relkind = 'r' AND r.rolname = m.owner
-          AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))
+    SELECT coalesce((SELECT has_schema_privilege(c.relnamespace, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+                     FROM pg_class c WHERE c.oid = mlmon._rollup_oid(m)), false)
 $$;
 
 -- The rollup's rows for a read, refusing a rollup that is not a plain table
--- of the monitor's owner (see _rollup_readable).
+-- of the monitor's owner (see _rollup_oid).
 CREATE FUNCTION mlmon._rollup_rows_sql(m mlmon.monitor) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    rollup regclass;
+    rollup regclass := mlmon._rollup_oid(m);
 BEGIN
-    IF NOT EXISTS (
-        SELECT FROM pg_namespace n
-        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'mlmon_' || m.name || '_rollup'
-        JOIN pg_roles r ON r.oid = c.relowner
-        WHERE n.nspname = m.internal_schema AND c.relkind = 'r' AND r.rolname = m.owner) THEN
+    IF rollup IS NULL THEN
         RAISE EXCEPTION 'the rollup of monitor % is not a table of its owner', m.name
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('argument monitor: repair it with mlmon.drop_monitor(%L) and create_monitor', m.name);
     END IF;
-    rollup := mlmon._rollup_table(m)::regclass;
     RETURN format('(SELECT * FROM %1$s WHERE compacted UNION ALL SELECT * FROM %1$s WHERE NOT compacted) AS rollup_rows', rollup);
 END $$;
 
--- A read's segment filter must be a JSON object of the monitor's segment_by
--- columns: a misspelt key would match no row and read as "no data".
 CREATE FUNCTION mlmon._check_segment(m mlmon.monitor, segment jsonb) RETURNS void
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN

@@ -100,7 +100,7 @@ pub unsafe fn insert(data: &pg_sys::TriggerData, monitor: &str) -> bool {
         let Some(plans) = plans else {
             return false;
         };
-        each_row(data.tg_newtable, (*data.tg_relation).rd_att, |values, nulls| {
+        each_row(data.tg_newtable, desc, |values, nulls| {
             // Counted inside the loop: a by-reference key (uuid, text) points
             // into the transition table's current row. A NULL key counts
             // nowhere.
