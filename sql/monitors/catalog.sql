@@ -47,7 +47,9 @@ CREATE TABLE mlmon.monitor (
     key_type            regtype NOT NULL,
     predicted_at_column name NOT NULL,
     predicted_column    name NOT NULL,
-    label_kind          text NOT NULL CHECK (label_kind IN ('binary', 'text', 'integer')),
+    -- 'regression': predicted and actual values are numbers (regression
+    -- monitors); the others are classification labels.
+    label_kind          text NOT NULL CHECK (label_kind IN ('binary', 'text', 'integer', 'regression')),
     outcomes            regclass NOT NULL,
     outcome_key_column  name NOT NULL,
     actual_column       name,
@@ -61,7 +63,17 @@ CREATE TABLE mlmon.monitor (
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- Bulk loads counted through claim chunks (src/monitors/bulk/); each
     -- writes a new version of this row, which REPEATABLE READ writers lock.
-    bulk_loads          bigint NOT NULL DEFAULT 0
+    bulk_loads          bigint NOT NULL DEFAULT 0,
+    -- Score monitors: predicted_column is the score column (a probability of
+    -- the positive class) and a key's predicted label is score >= threshold.
+    score_column        name,
+    threshold           double precision CHECK (threshold BETWEEN 0 AND 1),
+    -- The reference period CBPE calibrates scores on (set_reference); NULL
+    -- ends: every matured prediction on that side.
+    reference_from      timestamptz,
+    reference_to        timestamptz,
+    CHECK ((score_column IS NULL) = (threshold IS NULL)),
+    CHECK (score_column IS NULL OR (label_kind = 'binary' AND score_column = predicted_column))
 );
 COMMENT ON TABLE mlmon.monitor IS 'Registered monitors (one row each); use mlmon.create_monitor and mlmon.drop_monitor.';
 SELECT pg_catalog.pg_extension_config_dump('mlmon.monitor', '');
@@ -72,14 +84,17 @@ ALTER TABLE mlmon.monitor ENABLE ROW LEVEL SECURITY;
 CREATE POLICY monitor_read ON mlmon.monitor FOR SELECT USING (true);
 CREATE POLICY monitor_owner ON mlmon.monitor FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
 GRANT SELECT, INSERT, DELETE ON mlmon.monitor TO PUBLIC;
-GRANT UPDATE (bulk_loads) ON mlmon.monitor TO PUBLIC;
+GRANT UPDATE (bulk_loads, reference_from, reference_to) ON mlmon.monitor TO PUBLIC;
 
 CREATE VIEW mlmon.monitors AS
 SELECT name, predictions, key_column AS key, predicted_at_column AS predicted_at, predicted_column AS predicted,
        label_kind, outcomes, outcome_key_column AS outcome_key, actual_column AS actual, bucket, maturity,
        segment_by, weight_column AS weight, dedup,
        format('%I.%I', internal_schema, 'mlmon_' || name || '_rollup') AS rollup_table,
-       owner, created_at
+       owner, created_at,
+       CASE WHEN label_kind = 'regression' THEN 'regression' WHEN score_column IS NOT NULL THEN 'score'
+            ELSE 'classification' END AS kind,
+       threshold, reference_from, reference_to
 FROM mlmon.monitor;
 GRANT SELECT ON mlmon.monitors TO PUBLIC;
 
@@ -101,6 +116,13 @@ BEGIN
     RETURN m;
 END $$;
 
+-- Whether a monitor's rollup cells carry a `state` (cell_states.sql): score
+-- monitors (binned scores) and regression monitors (error sums). The native
+-- write paths count only labels, so these monitors take the PL/pgSQL path
+-- for every statement.
+CREATE FUNCTION mlmon._has_cell_state(m mlmon.monitor) RETURNS boolean
+    IMMUTABLE LANGUAGE sql AS $$ SELECT m.score_column IS NOT NULL OR m.label_kind = 'regression' $$;
+
 CREATE FUNCTION mlmon._rollup_table(m mlmon.monitor) RETURNS text
     IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_rollup') $$;
 CREATE FUNCTION mlmon._keys_table(m mlmon.monitor) RETURNS text
@@ -115,7 +137,8 @@ CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
     IMMUTABLE LANGUAGE sql AS $$ SELECT hashtextextended('mlmon bulk ' || m.name, 0) $$;
 -- Whether a monitor's key type lets bulk loads skip the keys table.
 CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
-    IMMUTABLE LANGUAGE sql AS $$ SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) $$;
+    IMMUTABLE LANGUAGE sql AS $$
+    SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) AND NOT mlmon._has_cell_state(m) $$;
 
 -- Whether a monitor's key type lets large statements take the native
 -- statement path: integer keys, and uuid or text keys (varchar too) whose
@@ -123,7 +146,7 @@ CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
 -- one type family on both tables). Such monitors take the bulk lock.
 CREATE FUNCTION mlmon._statement_capable(m mlmon.monitor) RETURNS boolean
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT mlmon._bulk_capable(m) OR (
+    SELECT mlmon._bulk_capable(m) OR (NOT mlmon._has_cell_state(m) AND
         (SELECT bool_and(coalesce(c.collisdeterministic, true)
                          AND CASE WHEN m.key_type = 'uuid'::regtype THEN a.atttypid = 'uuid'::regtype
                                   ELSE m.key_type IN ('text'::regtype, 'character varying'::regtype)
@@ -187,6 +210,12 @@ CREATE FUNCTION mlmon._label_kind(t regtype) RETURNS text
         WHEN t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
         WHEN t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN 'integer'
     END $$;
+
+-- Whether a column type holds the numbers of a regression monitor or the
+-- scores of a score monitor.
+CREATE FUNCTION mlmon._is_number_type(t regtype) RETURNS boolean
+    IMMUTABLE LANGUAGE sql AS $$
+    SELECT t IN ('double precision'::regtype, 'real'::regtype, 'numeric'::regtype) $$;
 
 CREATE FUNCTION mlmon._wrong_type(argument text, col name, actual regtype, expected text) RETURNS void
     LANGUAGE plpgsql AS $$

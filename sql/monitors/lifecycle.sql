@@ -6,7 +6,7 @@ CREATE FUNCTION mlmon.create_monitor(
     predictions regclass,
     key text,
     predicted_at text,
-    predicted text,
+    predicted text DEFAULT NULL,
     score text DEFAULT NULL,
     outcomes regclass DEFAULT NULL,
     outcome_key text DEFAULT NULL,
@@ -15,7 +15,8 @@ CREATE FUNCTION mlmon.create_monitor(
     maturity interval DEFAULT '0',
     segment_by text[] DEFAULT '{}',
     weight text DEFAULT NULL,
-    dedup text DEFAULT 'first'
+    dedup text DEFAULT 'first',
+    threshold double precision DEFAULT NULL
 ) RETURNS text
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -25,6 +26,7 @@ DECLARE
     outcome_key_type regtype;
     t regtype;
     col text;
+    kind text;
 BEGIN
     IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
         RAISE EXCEPTION 'invalid monitor name %', coalesce(quote_literal(name), 'NULL')
@@ -35,8 +37,8 @@ BEGIN
         RAISE EXCEPTION 'monitor "%" already exists', name
             USING ERRCODE = 'duplicate_object', HINT = 'argument name: pick another name or call mlmon.drop_monitor first';
     END IF;
-    IF predictions IS NULL OR outcomes IS NULL OR key IS NULL OR predicted_at IS NULL OR predicted IS NULL THEN
-        RAISE EXCEPTION 'predictions, key, predicted_at, predicted and outcomes are required'
+    IF predictions IS NULL OR outcomes IS NULL OR key IS NULL OR predicted_at IS NULL OR (predicted IS NULL AND score IS NULL) THEN
+        RAISE EXCEPTION 'predictions, key, predicted_at, predicted (or score) and outcomes are required'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'pass all of them as named arguments';
     END IF;
     IF predictions = outcomes THEN
@@ -44,9 +46,18 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'argument outcomes: keep outcomes in their own table, or expose them through a separate table maintained alongside';
     END IF;
-    IF score IS NOT NULL THEN
-        RAISE EXCEPTION 'score columns are not supported by monitors yet'
-            USING ERRCODE = 'feature_not_supported', HINT = 'argument score: leave it NULL; score metrics arrive with mlmon.scores';
+    IF score IS NOT NULL AND predicted IS NOT NULL THEN
+        RAISE EXCEPTION 'a score monitor derives its predicted label from the score'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'argument predicted: leave it NULL with score; the predicted label is score >= threshold';
+    END IF;
+    IF score IS NULL AND threshold IS NOT NULL THEN
+        RAISE EXCEPTION 'threshold applies to score monitors only'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument threshold: pass score => the score column, or leave threshold NULL';
+    END IF;
+    IF score IS NOT NULL AND NOT coalesce(threshold BETWEEN 0 AND 1, true) THEN
+        RAISE EXCEPTION 'invalid threshold %', threshold
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument threshold: a probability between 0 and 1, e.g. 0.5';
     END IF;
     IF bucket IS NULL OR bucket <= interval '0' OR extract(month FROM bucket) <> 0 OR extract(year FROM bucket) <> 0 THEN
         RAISE EXCEPTION 'invalid bucket width %', bucket
@@ -71,18 +82,38 @@ BEGIN
     IF t <> 'timestamp with time zone'::regtype THEN
         PERFORM mlmon._wrong_type('predicted_at', predicted_at, t, 'timestamp with time zone');
     END IF;
-    predicted_type := mlmon._column_type(predictions, predicted, 'predicted');
-    IF mlmon._label_kind(predicted_type) IS NULL THEN
-        PERFORM mlmon._wrong_type('predicted', predicted, predicted_type, 'boolean, text or an integer type');
+    IF score IS NOT NULL THEN
+        -- A score monitor: its score column plays the predicted column's
+        -- part (dedup, countable rows); its label kind is binary.
+        predicted_type := mlmon._column_type(predictions, score, 'score');
+        IF NOT mlmon._is_number_type(predicted_type) THEN
+            PERFORM mlmon._wrong_type('score', score, predicted_type, 'double precision, real or numeric (a probability in [0, 1])');
+        END IF;
+        predicted := score;
+        kind := 'binary';
+        threshold := coalesce(threshold, 0.5);
+    ELSE
+        predicted_type := mlmon._column_type(predictions, predicted, 'predicted');
+        kind := CASE WHEN mlmon._is_number_type(predicted_type) THEN 'regression' ELSE mlmon._label_kind(predicted_type) END;
+        IF kind IS NULL THEN
+            PERFORM mlmon._wrong_type('predicted', predicted, predicted_type,
+                                      'boolean, text or an integer type (labels), or double precision, real or numeric (a regression monitor)');
+        END IF;
     END IF;
-    IF actual IS NULL AND mlmon._label_kind(predicted_type) <> 'binary' THEN
+    IF actual IS NULL AND kind = 'regression' THEN
+        RAISE EXCEPTION 'a regression monitor needs the outcomes'' actual values'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'argument actual: the numeric column of the outcomes table holding the true value';
+    END IF;
+    IF actual IS NULL AND kind <> 'binary' THEN
         PERFORM mlmon._wrong_type('predicted', predicted, predicted_type,
                                   'boolean (without an actual column, an outcome row''s presence is the positive class)');
     END IF;
     IF actual IS NOT NULL THEN
         t := mlmon._column_type(outcomes, actual, 'actual');
-        IF mlmon._label_kind(t) IS DISTINCT FROM mlmon._label_kind(predicted_type) THEN
-            PERFORM mlmon._wrong_type('actual', actual, t, predicted_type::text);
+        IF kind = 'regression' AND NOT mlmon._is_number_type(t) THEN
+            PERFORM mlmon._wrong_type('actual', actual, t, 'double precision, real or numeric');
+        ELSIF kind <> 'regression' AND mlmon._label_kind(t) IS DISTINCT FROM kind THEN
+            PERFORM mlmon._wrong_type('actual', actual, t, CASE WHEN score IS NOT NULL THEN 'boolean' ELSE predicted_type::text END);
         END IF;
     END IF;
     IF weight IS NOT NULL THEN
@@ -98,10 +129,11 @@ BEGIN
 
     INSERT INTO mlmon.monitor (name, predictions, key_column, key_type, predicted_at_column, predicted_column,
                                label_kind, outcomes, outcome_key_column, actual_column, bucket, maturity,
-                               segment_by, weight_column, dedup, internal_schema)
-    VALUES (name, predictions, key, key_type, predicted_at, predicted, mlmon._label_kind(predicted_type),
+                               segment_by, weight_column, dedup, internal_schema, score_column, threshold)
+    VALUES (name, predictions, key, key_type, predicted_at, predicted, kind,
             outcomes, coalesce(outcome_key, key), actual, bucket, maturity, coalesce(segment_by, '{}'), weight, dedup,
-            (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = predictions))
+            (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = predictions),
+            score, threshold)
     RETURNING * INTO m;
 
     -- fillfactor leaves room for HOT updates when late outcomes relabel keys
@@ -114,11 +146,13 @@ BEGIN
                    format('mlmon monitor %s: the contribution currently counted for each key', m.name));
     EXECUTE format($t$CREATE TABLE %s (
                        bucket timestamptz NOT NULL, segment jsonb NOT NULL, predicted text NOT NULL, actual text,
-                       n bigint NOT NULL, weight double precision NOT NULL, compacted boolean NOT NULL DEFAULT false)
+                       n bigint NOT NULL, weight double precision NOT NULL, compacted boolean NOT NULL DEFAULT false%s)
                    -- Every statement appends delta rows that compaction deletes soon
                    -- after: vacuum by dead-row count, not by a share of a small table.
                    WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)$t$,
-                   mlmon._rollup_table(m));
+                   mlmon._rollup_table(m),
+                   -- Score and regression cells: their rows' state (cell_states.sql).
+                   CASE WHEN mlmon._has_cell_state(m) THEN ', state bytea' ELSE '' END);
     EXECUTE format('COMMENT ON TABLE %s IS %L', mlmon._rollup_table(m),
                    format('mlmon monitor %s: signed delta rows per (bucket, segment, predicted, actual); sum them to read', m.name));
     EXECUTE format('CREATE TABLE %s (lo bigint NOT NULL, hi bigint NOT NULL, entries bytea NOT NULL)', mlmon._claims_table(m));
@@ -167,7 +201,9 @@ COMMENT ON FUNCTION mlmon.create_monitor IS
 -- Recomputes the keys and rollup tables from the raw tables (backfill, repair,
 -- and what TRUNCATE of a source table triggers).
 CREATE FUNCTION mlmon.rebuild_monitor(name text) RETURNS bigint
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    -- extra_float_digits: score and regression values are kept as float8
+    -- text, exact only above 0 (see _generate_functions).
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(name);
     counted bigint;
@@ -188,10 +224,8 @@ BEGIN
     -- In bucket order, so that a time range of cells sits on few pages: in
     -- hash order, a trailing 3-hour read at 10M predictions fetched a page per
     -- cell and took twice as long.
-    EXECUTE format($q$INSERT INTO %s (bucket, segment, predicted, actual, n, weight, compacted)
-                      SELECT bucket, segment, predicted, actual, count(*), sum(weight), true
-                      FROM %s WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1$q$,
-                   mlmon._rollup_table(m), mlmon._keys_table(m));
+    EXECUTE mlmon._rollup_insert_sql(m, format('SELECT bucket, segment, predicted, actual, 1 AS n, weight FROM %s',
+                                               mlmon._keys_table(m)), compacted => true);
     GET DIAGNOSTICS counted = ROW_COUNT;
     RETURN counted;
 END $$;

@@ -53,6 +53,25 @@ BEGIN
     END IF;
 END $$;
 
+-- Refuses a read that does not apply to monitor `m`'s kind: 'classification'
+-- (label cells: score monitors too), 'score' or 'regression'.
+CREATE FUNCTION mlmon._check_kind(m mlmon.monitor, wanted text) RETURNS void
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    kind text := CASE WHEN m.label_kind = 'regression' THEN 'regression' WHEN m.score_column IS NOT NULL THEN 'score'
+                      ELSE 'classification' END;
+BEGIN
+    IF kind = wanted OR (wanted = 'classification' AND kind = 'score') THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'monitor % is a % monitor', m.name, kind
+        USING ERRCODE = 'wrong_object_type',
+              HINT = format('argument monitor: %s', CASE wanted
+                  WHEN 'regression' THEN 'a regression monitor (create_monitor with a numeric predicted column)'
+                  WHEN 'score' THEN 'a score monitor (create_monitor with score =>)'
+                  ELSE 'a classification or score monitor; read a regression monitor with mlmon.regression or mlmon.regression_metrics' END);
+END $$;
+
 CREATE FUNCTION mlmon.confusion(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
     RETURNS mlmon.confusion
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -61,6 +80,7 @@ DECLARE
     result mlmon.confusion;
 BEGIN
     PERFORM mlmon._check_segment(m, segment);
+    PERFORM mlmon._check_kind(m, 'classification');
     EXECUTE format($q$
         SELECT mlmon.confusion_from_cells($1, $2, array_agg(predicted), array_agg(actual), array_agg(n), array_agg(w))
         FROM (SELECT predicted, actual, sum(n)::bigint AS n, sum(weight) AS w
@@ -123,13 +143,24 @@ CREATE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestam
                    f1 double precision, mcc double precision, cost double precision,
                    accuracy_lower double precision, accuracy_upper double precision,
                    precision_lower double precision, precision_upper double precision,
-                   recall_lower double precision, recall_upper double precision)
+                   recall_lower double precision, recall_upper double precision,
+                   roc_auc double precision, log_loss double precision, brier double precision,
+                   estimated_accuracy double precision, estimated_precision double precision,
+                   estimated_recall double precision, estimated_f1 double precision,
+                   estimated_roc_auc double precision,
+                   estimated_accuracy_lower double precision, estimated_accuracy_upper double precision)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(p_monitor);
+    scored boolean := m.score_column IS NOT NULL;
+    calibration bytea;
+    reference_accuracy double precision;
 BEGIN
     PERFORM mlmon._check_segment(m, p_segment);
     p_step := mlmon._whole_buckets(p_step, m.bucket);
+    IF scored THEN
+        SELECT r.calibration, r.accuracy INTO calibration, reference_accuracy FROM mlmon._reference(m) r;
+    END IF;
     IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
         RAISE EXCEPTION 'empty time range'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
@@ -143,8 +174,9 @@ BEGIN
             SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),
         cells AS (
             SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t, predicted, actual,
-                   (bucket + $4 <= now() - $5) AS mature, sum(n)::bigint AS n, sum(weight) AS w
-            FROM %s
+                   (bucket + $4 <= now() - $5) AS mature, sum(n)::bigint AS n, sum(weight) AS w,
+                   %2$s AS st
+            FROM %1$s
             WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
               AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
             GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0),
@@ -153,16 +185,19 @@ BEGIN
                    coalesce(sum(n) FILTER (WHERE mature AND actual IS NOT NULL), 0)::bigint AS labeled,
                    sum(n) FILTER (WHERE mature AND actual IS NOT NULL AND predicted = 'true')::float8 AS predicted_positive,
                    sum(n) FILTER (WHERE mature AND actual = 'true')::float8 AS actual_positive,
-                   mlmon.confusion_from_cells($7, $8,
+                   CASE WHEN $7 <> 'regression' THEN mlmon.confusion_from_cells($7, $8,
                        array_agg(predicted) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(actual) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(n) FILTER (WHERE mature AND actual IS NOT NULL),
-                       array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) AS cm
+                       array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) END AS cm,
+                   %3$s AS sc, %4$s AS est
             FROM cells GROUP BY t),
         metric AS MATERIALIZED (
             SELECT t, predictions, labeled, predicted_positive, actual_positive, mlmon.accuracy(cm) AS accuracy,
                    mlmon.precision(cm) AS "precision", mlmon.recall(cm) AS recall, mlmon.f1(cm) AS f1,
-                   mlmon.mcc(cm) AS mcc, CASE WHEN $9 IS NOT NULL THEN mlmon.cost(cm, $9, $10) END AS cost
+                   mlmon.mcc(cm) AS mcc, CASE WHEN $9 IS NOT NULL THEN mlmon.cost(cm, $9, $10) END AS cost,
+                   mlmon.roc_auc(sc) AS roc_auc, mlmon.log_loss(sc) AS log_loss, mlmon.brier_score(sc) AS brier,
+                   est, est[1] + est[2] + est[3] + est[4] AS est_total
             FROM per_step),
         -- Wilson intervals (0.95) centred on each metric as reported (weighted
         -- or not), its unweighted denominator as the trials; precision and
@@ -178,11 +213,29 @@ BEGIN
         SELECT s.t, $6::jsonb, coalesce(p.predictions, 0)::bigint, coalesce(p.labeled, 0)::bigint,
                (coalesce(p.predictions, 0) - coalesce(p.labeled, 0))::bigint,
                p.accuracy, p."precision", p.recall, p.f1, p.mcc, p.cost,
-               p.a_ci[1], p.a_ci[2], p.p_ci[1], p.p_ci[2], p.r_ci[1], p.r_ci[2]
+               p.a_ci[1], p.a_ci[2], p.p_ci[1], p.p_ci[2], p.r_ci[1], p.r_ci[2],
+               p.roc_auc, p.log_loss, p.brier,
+               -- CBPE (NannyML's formulas): the expected confusion matrix of
+               -- every prediction of the step, labeled or not.
+               (p.est[1] + p.est[4]) / nullif(p.est_total, 0), p.est[1] / nullif(p.est[1] + p.est[2], 0),
+               p.est[1] / nullif(p.est[1] + p.est[3], 0), p.est[1] / nullif(p.est[1] + 0.5 * (p.est[2] + p.est[3]), 0),
+               p.est[5],
+               -- The band: 3 standard errors of the reference's per-prediction
+               -- correctness for this step's number of predictions, in [0, 1].
+               -- (greatest and least skip NULLs: no estimate, no band.)
+               CASE WHEN p.est_total > 0 THEN greatest(0, (p.est[1] + p.est[4]) / p.est_total - 3 * sqrt($12 * (1 - $12) / p.predictions)) END,
+               CASE WHEN p.est_total > 0 THEN least(1, (p.est[1] + p.est[4]) / p.est_total + 3 * sqrt($12 * (1 - $12) / p.predictions)) END
         FROM steps s LEFT JOIN scored p USING (t)
-        ORDER BY s.t $q$, mlmon._rollup_rows_sql(m))
+        ORDER BY s.t $q$, mlmon._rollup_rows_sql(m),
+        CASE WHEN scored THEN 'mlmon._cells_sum(state)' ELSE 'NULL::bytea' END,
+        CASE WHEN scored THEN $s$mlmon._cells_scores(mlmon._cells_sum(st) FILTER (WHERE mature AND actual = 'true'),
+                                                    mlmon._cells_sum(st) FILTER (WHERE mature AND actual = 'false'))$s$
+             ELSE 'NULL::mlmon.scores' END,
+        CASE WHEN scored THEN $s$mlmon._cells_estimate($11, mlmon._cells_sum(st) FILTER (WHERE predicted = 'true'),
+                                                      mlmon._cells_sum(st) FILTER (WHERE predicted = 'false'))$s$
+             ELSE 'NULL::float8[]' END)
     USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment, m.label_kind, m.weight_column IS NOT NULL,
-          p_fp_cost, p_fn_cost;
+          p_fp_cost, p_fn_cost, calibration, reference_accuracy;
 END $$;
 
 CREATE FUNCTION mlmon.metrics(monitor text, "from" timestamptz, "to" timestamptz, step interval,
@@ -193,10 +246,15 @@ CREATE FUNCTION mlmon.metrics(monitor text, "from" timestamptz, "to" timestamptz
                    f1 double precision, mcc double precision, cost double precision,
                    accuracy_lower double precision, accuracy_upper double precision,
                    precision_lower double precision, precision_upper double precision,
-                   recall_lower double precision, recall_upper double precision)
+                   recall_lower double precision, recall_upper double precision,
+                   roc_auc double precision, log_loss double precision, brier double precision,
+                   estimated_accuracy double precision, estimated_precision double precision,
+                   estimated_recall double precision, estimated_f1 double precision,
+                   estimated_roc_auc double precision,
+                   estimated_accuracy_lower double precision, estimated_accuracy_upper double precision)
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT * FROM mlmon._metrics($1, $2, $3, $4, $5, $6, $7) $$;
 COMMENT ON FUNCTION mlmon.metrics IS
-    'Time series of a monitor''s metrics, one row per step (rounded up to whole buckets), ordered by time: the shape Grafana''s PostgreSQL datasource plots. *_lower and *_upper: 95% Wilson intervals (precision and recall for binary monitors).';
+    'Time series of a monitor''s metrics, one row per step (rounded up to whole buckets), ordered by time: the shape Grafana''s PostgreSQL datasource plots. *_lower and *_upper: 95% Wilson intervals (precision and recall for binary monitors). Score monitors add roc_auc, log_loss, brier (matured labeled predictions) and CBPE estimates over every prediction of the step (estimated_*; the accuracy band is 3 standard errors).';
 
 -- The segments a monitor has counted predictions in (its rollup's distinct
 -- segment values), for a dashboard's segment selector: `segment` to pass to
@@ -239,3 +297,184 @@ CREATE FUNCTION mlmon.metrics_all("from" timestamptz, "to" timestamptz, step int
 $$;
 COMMENT ON FUNCTION mlmon.metrics_all(timestamptz, timestamptz, interval) IS
     'Every monitor''s metrics as one long time series (time, monitor, segment, ...), segment ''all'' for the whole monitor: the query shape for Grafana alert rules.';
+
+-- Score monitors ------------------------------------------------------------
+
+-- The labeled, matured rollup rows of monitor `m` in [since, until) (whole
+-- buckets), optionally of segments containing `segment`: the WHERE clause
+-- over $1 bucket, $2 since, $3 until, $4 maturity, $5 segment.
+CREATE FUNCTION mlmon._matured_labeled_sql() RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$
+    SELECT 'bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3 AND bucket + $1 <= now() - $4
+            AND actual IS NOT NULL AND ($5::jsonb IS NULL OR segment @> $5::jsonb)' $$;
+
+-- Score monitor `m`'s CBPE reference: the calibration chosen on its
+-- matured, labeled predictions in [reference_from, reference_to) (every
+-- matured one by default), with NannyML's rule over ten folds of buckets
+-- (crates/mlmon-core/src/monitors/cbpe.rs), and the reference's realized
+-- accuracy and row count (for the estimates' band). The whole monitor's
+-- reference serves a segment's estimates too.
+CREATE FUNCTION mlmon._reference(m mlmon.monitor, OUT calibration bytea, OUT accuracy double precision, OUT n bigint)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format($q$
+        WITH cells AS (
+            SELECT floor(extract(epoch FROM bucket - mlmon._bucket_origin()) / extract(epoch FROM $1))::bigint %% %2$s AS fold,
+                   predicted, actual, n, state
+            FROM %1$s
+            WHERE bucket + $1 <= now() - $2 AND actual IS NOT NULL
+              AND ($3::timestamptz IS NULL OR bucket >= date_bin($1, $3, mlmon._bucket_origin()))
+              AND ($4::timestamptz IS NULL OR bucket < $4)),
+        folds AS (
+            SELECT fold, mlmon._cells_sum(state) FILTER (WHERE actual = 'true') AS positive,
+                   mlmon._cells_sum(state) FILTER (WHERE actual = 'false') AS negative
+            FROM cells GROUP BY fold)
+        SELECT mlmon._cells_calibration(coalesce((SELECT array_agg(positive ORDER BY fold) FROM folds), '{}'),
+                                        coalesce((SELECT array_agg(negative ORDER BY fold) FROM folds), '{}')),
+               (SELECT (sum(n) FILTER (WHERE predicted = actual))::float8 / nullif(sum(n), 0) FROM cells),
+               (SELECT coalesce(sum(n), 0)::bigint FROM cells) $q$, mlmon._rollup_rows_sql(m), 10)
+    INTO calibration, accuracy, n
+    USING m.bucket, m.maturity, m.reference_from, m.reference_to;
+END $$;
+
+CREATE FUNCTION mlmon.set_reference(monitor text, "from" timestamptz DEFAULT NULL, "to" timestamptz DEFAULT NULL)
+    RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(monitor);
+BEGIN
+    PERFORM mlmon._check_kind(m, 'score');
+    IF "from" >= "to" THEN
+        RAISE EXCEPTION 'empty reference period'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
+    END IF;
+    UPDATE mlmon.monitor mm SET reference_from = "from", reference_to = "to" WHERE mm.name = m.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'only the owner of monitor % may set its reference', m.name
+            USING ERRCODE = 'insufficient_privilege', HINT = format('argument monitor: owned by %s', m.owner);
+    END IF;
+END $$;
+COMMENT ON FUNCTION mlmon.set_reference(text, timestamptz, timestamptz) IS
+    'Sets the reference period of a score monitor: its matured, labeled predictions in [from, to) calibrate the scores for estimated performance (NULL: unbounded on that side).';
+
+CREATE FUNCTION mlmon.scores(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
+    RETURNS mlmon.scores
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(monitor);
+    result mlmon.scores;
+BEGIN
+    PERFORM mlmon._check_segment(m, segment);
+    PERFORM mlmon._check_kind(m, 'score');
+    EXECUTE format($q$
+        SELECT mlmon._cells_scores(mlmon._cells_sum(state) FILTER (WHERE actual = 'true'),
+                                   mlmon._cells_sum(state) FILTER (WHERE actual = 'false'))
+        FROM %s WHERE %s $q$, mlmon._rollup_rows_sql(m), mlmon._matured_labeled_sql())
+    INTO result USING m.bucket, since, until, m.maturity, segment;
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION mlmon.scores(text, timestamptz, timestamptz, jsonb) IS
+    'Score summary (mlmon.scores) of a score monitor''s matured, labeled predictions in [since, until): roc_auc, log_loss, brier_score, calibration ... Scores are kept in 4000 bins (ties within a bin count half); log loss and Brier are exact.';
+
+-- The CBPE estimate {tp, fp, fn, tn, roc_auc} of every prediction of score
+-- monitor `m` in [since, until), labeled or not.
+CREATE FUNCTION mlmon._estimate(m mlmon.monitor, since timestamptz, until timestamptz, segment jsonb) RETURNS double precision[]
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result double precision[];
+BEGIN
+    PERFORM mlmon._check_segment(m, segment);
+    PERFORM mlmon._check_kind(m, 'score');
+    EXECUTE format($q$
+        SELECT mlmon._cells_estimate($1, mlmon._cells_sum(state) FILTER (WHERE predicted = 'true'),
+                                     mlmon._cells_sum(state) FILTER (WHERE predicted = 'false'))
+        FROM %s
+        WHERE bucket >= date_bin($2, $3, mlmon._bucket_origin()) AND bucket < $4
+          AND ($5::jsonb IS NULL OR segment @> $5::jsonb) $q$, mlmon._rollup_rows_sql(m))
+    INTO result USING (mlmon._reference(m)).calibration, m.bucket, since, until, segment;
+    RETURN result;
+END $$;
+
+CREATE FUNCTION mlmon.estimated_confusion(monitor text, since timestamptz, until timestamptz DEFAULT now(),
+                                          segment jsonb DEFAULT NULL) RETURNS mlmon.confusion
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT mlmon.confusion_from_cells('binary', true, ARRAY['true', 'true', 'false', 'false'],
+                                      ARRAY['true', 'false', 'true', 'false'],
+                                      ARRAY[round(e[1]), round(e[2]), round(e[3]), round(e[4])]::bigint[],
+                                      ARRAY[e[1], e[2], e[3], e[4]])
+    FROM (SELECT mlmon._estimate(mlmon._monitor(monitor), since, until, segment) AS e) x
+    WHERE e IS NOT NULL
+$$;
+COMMENT ON FUNCTION mlmon.estimated_confusion(text, timestamptz, timestamptz, jsonb) IS
+    'CBPE: the expected confusion matrix of every prediction of a score monitor in [since, until), labeled or not, from scores calibrated on the reference (set_reference). Cells are expected weights (fractional); every confusion accessor gives an estimate. Assumes P(label | score) unchanged since the reference (no concept drift).';
+
+CREATE FUNCTION mlmon.estimated_roc_auc(monitor text, since timestamptz, until timestamptz DEFAULT now(),
+                                        segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (mlmon._estimate(mlmon._monitor(monitor), since, until, segment))[5]
+$$;
+COMMENT ON FUNCTION mlmon.estimated_roc_auc(text, timestamptz, timestamptz, jsonb) IS
+    'CBPE: the expected ROC AUC of every prediction of a score monitor in [since, until), labeled or not.';
+
+-- Regression monitors -------------------------------------------------------
+
+CREATE FUNCTION mlmon.regression(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
+    RETURNS mlmon.regression
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(monitor);
+    result mlmon.regression;
+BEGIN
+    PERFORM mlmon._check_segment(m, segment);
+    PERFORM mlmon._check_kind(m, 'regression');
+    EXECUTE format('SELECT mlmon._cells_regression(mlmon._cells_sum(state)) FROM %s WHERE %s',
+                   mlmon._rollup_rows_sql(m), mlmon._matured_labeled_sql())
+    INTO result USING m.bucket, since, until, m.maturity, segment;
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION mlmon.regression(text, timestamptz, timestamptz, jsonb) IS
+    'Regression summary (mlmon.regression: mae, mse, rmse, mape, r2, mean_error ...) of a regression monitor''s matured, labeled predictions in [since, until).';
+
+CREATE FUNCTION mlmon._regression_metrics(p_monitor text, p_from timestamptz, p_to timestamptz, p_step interval,
+                                          p_segment jsonb)
+    RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
+                   mae double precision, rmse double precision, mape double precision, r2 double precision,
+                   mean_error double precision)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(p_monitor);
+BEGIN
+    PERFORM mlmon._check_segment(m, p_segment);
+    PERFORM mlmon._check_kind(m, 'regression');
+    p_step := mlmon._whole_buckets(p_step, m.bucket);
+    IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
+        RAISE EXCEPTION 'empty time range'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH steps AS (
+            SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),
+        per_step AS (
+            SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t, sum(n)::bigint AS predictions,
+                   coalesce(sum(n) FILTER (WHERE bucket + $4 <= now() - $5 AND actual IS NOT NULL), 0)::bigint AS labeled,
+                   mlmon._cells_regression(mlmon._cells_sum(state) FILTER (WHERE bucket + $4 <= now() - $5 AND actual IS NOT NULL)) AS r
+            FROM %s
+            WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
+              AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
+            GROUP BY 1)
+        SELECT s.t, $6::jsonb, coalesce(p.predictions, 0), coalesce(p.labeled, 0),
+               coalesce(p.predictions, 0) - coalesce(p.labeled, 0),
+               mlmon.mae(p.r), mlmon.rmse(p.r), mlmon.mape(p.r), mlmon.r2(p.r), mlmon.mean_error(p.r)
+        FROM steps s LEFT JOIN per_step p USING (t)
+        ORDER BY s.t $q$, mlmon._rollup_rows_sql(m))
+    USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment;
+END $$;
+
+CREATE FUNCTION mlmon.regression_metrics(monitor text, "from" timestamptz, "to" timestamptz, step interval,
+                                         segment jsonb DEFAULT NULL)
+    RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
+                   mae double precision, rmse double precision, mape double precision, r2 double precision,
+                   mean_error double precision)
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT * FROM mlmon._regression_metrics($1, $2, $3, $4, $5) $$;
+COMMENT ON FUNCTION mlmon.regression_metrics(text, timestamptz, timestamptz, interval, jsonb) IS
+    'Time series of a regression monitor''s errors, one row per step (whole buckets), ordered by time: predictions, labeled (matured), pending, mae, rmse, mape, r2, mean_error (predicted - actual).';

@@ -39,17 +39,21 @@ BEGIN
             -- second statement for no reader's benefit.
             WITH gone AS (
                 DELETE FROM %3$s r WHERE NOT compacted
-                RETURNING r.bucket, r.segment, r.predicted, r.actual, r.n, r.weight),
+                RETURNING r.bucket, r.segment, r.predicted, r.actual, r.n, r.weight%4$s),
             kept AS (
-                INSERT INTO %3$s AS c (bucket, segment, predicted, actual, n, weight, compacted)
-                SELECT bucket, segment, predicted, actual, sum(n), sum(weight), true
+                INSERT INTO %3$s AS c (bucket, segment, predicted, actual, n, weight%4$s, compacted)
+                SELECT bucket, segment, predicted, actual, sum(n), sum(weight)%5$s, true
                 FROM gone GROUP BY 1, 2, 3, 4
                 ON CONFLICT (bucket, segment, predicted, actual) WHERE compacted
-                DO UPDATE SET n = c.n + EXCLUDED.n, weight = c.weight + EXCLUDED.weight
+                DO UPDATE SET n = c.n + EXCLUDED.n, weight = c.weight + EXCLUDED.weight%6$s
                 RETURNING 1)
             SELECT count(*) INTO folded FROM gone;
             RETURN folded;
-        END $body$ $f$, mlmon._internal_function(m, 'compact'), lock_id, rollup_table);
+        END $body$ $f$, mlmon._internal_function(m, 'compact'), lock_id, rollup_table,
+        -- Score and regression cells add their states too.
+        CASE WHEN mlmon._has_cell_state(m) THEN ', state' ELSE '' END,
+        CASE WHEN mlmon._has_cell_state(m) THEN ', mlmon._cells_sum(state)' ELSE '' END,
+        CASE WHEN mlmon._has_cell_state(m) THEN ', state = mlmon._cells_merge(c.state, EXCLUDED.state)' ELSE '' END);
 
     -- apply_*(keys): bring the rollup in line with the raw tables for these keys.
     -- Each step exists twice, from one template: static SQL over the per-key
@@ -177,7 +181,7 @@ BEGIN
     LOOP
         EXECUTE format($f$
             CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
-            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp%10$s AS $body$
             DECLARE
                 contended %4$s[];
                 one_key %4$s;
@@ -242,7 +246,11 @@ BEGIN
             END $body$ $f$,
             mlmon._internal_function(m, side.suffix), mlmon._internal_function(m, side.apply),
             side.key_column, m.key_type, m.name, side.on_insert, mlmon._internal_function(m, 'compact'),
-            side.single_row_insert, mlmon._enter_sql(m, side.key_column));
+            side.single_row_insert, mlmon._enter_sql(m, side.key_column),
+            -- A score or regression value is kept as float8 text, which reads
+            -- back to the same double only at extra_float_digits > 0 (a
+            -- writer's session may lower it).
+            CASE WHEN mlmon._has_cell_state(m) THEN ' SET extra_float_digits = 1' ELSE '' END);
     END LOOP;
 END $gen$;
 

@@ -7,7 +7,7 @@
 -- The actual label of key `key_expr` from the outcomes table, as text (NULL
 -- without outcome rows when an actual column is set): a per-key subquery.
 -- Several outcome rows for a key: any true outcome makes a boolean positive;
--- otherwise the greatest value counts. With no actual column, an outcome row's
+-- otherwise the greatest value counts (a regression monitor's as float8). With no actual column, an outcome row's
 -- presence means positive and absence negative. The EXISTS has an OFFSET 0
 -- so that the planner cannot turn it into a hashed subplan: one that a
 -- cached plan made over a nearly empty outcomes table chose, and then built
@@ -16,9 +16,10 @@ CREATE FUNCTION mlmon._actual_sql(m mlmon.monitor, key_expr text) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN m.actual_column IS NULL
         THEN format('(EXISTS (SELECT 1 FROM %s o WHERE o.%I = %s OFFSET 0))::text', m.outcomes, m.outcome_key_column, key_expr)
-        ELSE format('(SELECT %s(o.%I)::text FROM %s o WHERE o.%I = %s)',
+        ELSE format('(SELECT %s(o.%I%s)::text FROM %s o WHERE o.%I = %s)',
                     CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END,
-                    m.actual_column, m.outcomes, m.outcome_key_column, key_expr) END
+                    m.actual_column, CASE WHEN m.label_kind = 'regression' THEN '::float8' ELSE '' END,
+                    m.outcomes, m.outcome_key_column, key_expr) END
 $$;
 
 -- The same for every key of a relation `batch(key)`, set-based: rows (key,
@@ -29,11 +30,47 @@ CREATE FUNCTION mlmon._outcomes_sql(m mlmon.monitor, OUT rows_sql text, OUT abse
     SELECT CASE WHEN m.actual_column IS NULL
         THEN format('SELECT DISTINCT o.%I AS key, ''true'' AS actual FROM %s o JOIN batch b ON o.%I = b.key',
                     m.outcome_key_column, m.outcomes, m.outcome_key_column)
-        ELSE format('SELECT o.%1$I AS key, %2$s(o.%3$I)::text AS actual FROM %4$s o JOIN batch b ON o.%1$I = b.key GROUP BY o.%1$I',
+        ELSE format('SELECT o.%1$I AS key, %2$s(o.%3$I%5$s)::text AS actual FROM %4$s o JOIN batch b ON o.%1$I = b.key GROUP BY o.%1$I',
                     m.outcome_key_column, CASE m.label_kind WHEN 'binary' THEN 'bool_or' ELSE 'max' END,
-                    m.actual_column, m.outcomes) END,
+                    m.actual_column, m.outcomes, CASE WHEN m.label_kind = 'regression' THEN '::float8' ELSE '' END) END,
            CASE WHEN m.actual_column IS NULL THEN '''false''' ELSE 'NULL' END
 $$;
+
+-- The INSERT of a statement's delta rows into the rollup. `rows_sql` gives
+-- rows (bucket, segment, predicted, actual, n, weight) at the level of
+-- contributions -- n and weight signed, several keys with equal values may
+-- share a row -- which become one row per cell. A classification monitor's
+-- cell is the contribution's (bucket, segment, predicted, actual). A score
+-- monitor's `predicted` is the key's score (float8 text): its cell takes the
+-- label score >= threshold, and its `state` the binned score delta
+-- (mlmon._score_delta). A regression monitor's `predicted` and `actual` are
+-- values: its cells are (bucket, segment, '', '' or NULL for pending) with
+-- the sums of mlmon._regression_delta. Rows that change nothing are dropped.
+-- `compacted`: the rows of a rebuild, one per cell, in bucket order.
+CREATE FUNCTION mlmon._rollup_insert_sql(m mlmon.monitor, rows_sql text, compacted boolean DEFAULT false) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cell text := 'bucket, segment, predicted, actual';
+    state text;
+BEGIN
+    IF m.score_column IS NOT NULL THEN
+        cell := format('bucket, segment, (predicted::float8 >= %L::float8)::text, actual', m.threshold);
+        state := 'mlmon._score_delta(predicted::float8, n::bigint, weight)';
+    ELSIF m.label_kind = 'regression' THEN
+        cell := $c$bucket, segment, '', CASE WHEN actual IS NOT NULL THEN '' END$c$;
+        state := 'mlmon._regression_delta(predicted::float8, actual::float8, n::bigint, weight)';
+    END IF;
+    RETURN format($q$
+                INSERT INTO %1$s (bucket, segment, predicted, actual, n, weight%2$s%3$s)
+                SELECT %4$s, sum(n), sum(weight)%5$s%6$s
+                FROM (%7$s) d WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+                HAVING sum(n) <> 0 OR sum(weight) <> 0%8$s%9$s $q$,
+        mlmon._rollup_table(m),
+        CASE WHEN state IS NOT NULL THEN ', state' ELSE '' END, CASE WHEN compacted THEN ', compacted' ELSE '' END,
+        cell, CASE WHEN state IS NOT NULL THEN ', ' || state ELSE '' END, CASE WHEN compacted THEN ', true' ELSE '' END,
+        rows_sql, CASE WHEN state IS NOT NULL THEN format(' OR mlmon._cells_nonzero(%s)', state) ELSE '' END,
+        CASE WHEN compacted THEN ' ORDER BY 1' ELSE '' END);
+END $$;
 
 -- The claim of a batch of keys, given their contributions as computed now
 -- (SQL of rows (key, bucket, segment, predicted, actual, weight), one per key):
@@ -54,12 +91,10 @@ CREATE FUNCTION mlmon._claim_sql(m mlmon.monitor, contribution text) RETURNS tex
                 SELECT * FROM contribution ORDER BY key
                 ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
                 RETURNING k.*, (k.xmax = 0) AS inserted),
-            counted AS (
-                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
-                FROM claimed WHERE inserted AND bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+            counted AS (%3$s
                 RETURNING 1)
-            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m), mlmon._rollup_table(m))
+            SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$, contribution, mlmon._keys_table(m),
+        mlmon._rollup_insert_sql(m, 'SELECT bucket, segment, predicted, actual, 1 AS n, weight FROM claimed WHERE inserted'))
 $$;
 
 -- The claim of a batch of keys as _claim_sql, for a statement that inserts
@@ -96,16 +131,14 @@ CREATE FUNCTION mlmon._claim_new_keys_sql(m mlmon.monitor, contribution text, pl
                 WHERE (SELECT yes FROM mixed) ORDER BY key
                 ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
                 RETURNING k.key, k.bucket, k.segment, k.predicted, k.actual, k.weight, (k.xmax = 0) AS inserted),
-            counted AS (
-                INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-                SELECT bucket, segment, predicted, actual, count(*), sum(weight)
-                FROM (SELECT bucket, segment, predicted, actual, weight FROM inserted_new
-                      UNION ALL
-                      SELECT bucket, segment, predicted, actual, weight FROM claimed WHERE inserted) c
-                WHERE bucket IS NOT NULL GROUP BY 1, 2, 3, 4
+            counted AS (%3$s
                 RETURNING 1)
             SELECT array_agg(key) FROM claimed WHERE NOT inserted $q$,
-        contribution, mlmon._keys_table(m), mlmon._rollup_table(m), plain_insert_allowed)
+        contribution, mlmon._keys_table(m),
+        mlmon._rollup_insert_sql(m, $r$SELECT bucket, segment, predicted, actual, 1 AS n, weight FROM inserted_new
+                      UNION ALL
+                      SELECT bucket, segment, predicted, actual, 1, weight FROM claimed WHERE inserted$r$),
+        plain_insert_allowed)
 $$;
 
 -- The keys-table half of _claim_one_sql (below): inserts the key's keys row
@@ -132,10 +165,9 @@ CREATE FUNCTION mlmon._claim_one_sql(m mlmon.monitor, contribution text) RETURNS
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT format($q$
             WITH claimed AS (%1$s),
-            counted AS (
-                INSERT INTO %2$s (bucket, segment, predicted, actual, n, weight)
-                SELECT bucket, segment, predicted, actual, 1, weight FROM claimed WHERE inserted AND bucket IS NOT NULL)
-            SELECT key, inserted FROM claimed $q$, mlmon._claim_key_sql(m, contribution), mlmon._rollup_table(m))
+            counted AS (%2$s)
+            SELECT key, inserted FROM claimed $q$, mlmon._claim_key_sql(m, contribution),
+        mlmon._rollup_insert_sql(m, 'SELECT bucket, segment, predicted, actual, 1 AS n, weight FROM claimed WHERE inserted'))
 $$;
 
 -- The recount of claimed (locked) keys in this statement's fresh snapshot.
@@ -162,10 +194,8 @@ CREATE FUNCTION mlmon._recount_sql(m mlmon.monitor, recounted text) RETURNS text
                 FROM changes WHERE old_bucket IS NOT NULL
                 UNION ALL
                 SELECT bucket, segment, predicted, actual, 1, weight FROM changes WHERE bucket IS NOT NULL)
-            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
-            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0 $q$,
-        recounted, mlmon._keys_table(m), mlmon._rollup_table(m))
+            %3$s $q$,
+        recounted, mlmon._keys_table(m), mlmon._rollup_insert_sql(m, 'SELECT * FROM delta'))
 $$;
 
 -- A contribution (see _contribution_sql) beside what the keys rows hold, for
@@ -184,7 +214,8 @@ $$;
 -- label, segment and weight; 'last': the reverse) -- one definition for every
 -- path that picks a key's counted prediction.
 CREATE FUNCTION mlmon._prediction_exprs(m mlmon.monitor, alias text,
-                                        OUT segment text, OUT weight text, OUT countable text, OUT dedup_order text)
+                                        OUT segment text, OUT weight text, OUT countable text, OUT dedup_order text,
+                                        OUT label text)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dir text := CASE m.dedup WHEN 'first' THEN 'ASC' ELSE 'DESC' END;
@@ -195,6 +226,10 @@ BEGIN
         INTO segment FROM unnest(m.segment_by) c;
     END IF;
     weight := '1.0::float8';
+    -- A key's predicted value as text: a score or a regression monitor's
+    -- number goes through float8, whose text reads back to the same double.
+    label := format('%I.%I::%s', alias, m.predicted_column,
+                    CASE WHEN m.score_column IS NOT NULL OR m.label_kind = 'regression' THEN 'float8::text' ELSE 'text' END);
     countable := format('%1$I.%2$I IS NOT NULL AND %1$I.%3$I IS NOT NULL', alias, m.predicted_at_column, m.predicted_column);
     IF m.weight_column IS NOT NULL THEN
         weight := format('mlmon._check_weight(%I.%I::float8)', alias, m.weight_column);
@@ -202,8 +237,8 @@ BEGIN
     END IF;
     -- The weight only of rows that count: ordering must not check (and reject)
     -- the weight of a row that is not counted.
-    dedup_order := format('%1$I.%2$I %4$s, %1$I.%3$I::text %4$s, (%5$s)::text %4$s, CASE WHEN %7$s THEN %6$s END %4$s',
-                          alias, m.predicted_at_column, m.predicted_column, dir, segment, weight, countable);
+    dedup_order := format('%1$I.%2$I %4$s, %3$s %4$s, (%5$s)::text %4$s, CASE WHEN %7$s THEN %6$s END %4$s',
+                          alias, m.predicted_at_column, label, dir, segment, weight, countable);
 END $$;
 
 -- SQL computing the current contribution of every key in the array
@@ -231,13 +266,13 @@ BEGIN
             FROM (SELECT DISTINCT k AS key FROM unnest(%2$s) k WHERE k IS NOT NULL) a
             LEFT JOIN LATERAL (
                 SELECT date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
-                       %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
+                       %5$s AS segment, %6$s AS predicted, %7$s AS weight
                 FROM %8$s t
                 WHERE t.%9$I = a.key AND %10$s
                 ORDER BY %11$s
                 LIMIT 1) p ON true
             $q$, mlmon._actual_sql(m, 'a.key'), keys_expr, m.bucket, m.predicted_at_column, e.segment,
-            m.predicted_column, e.weight, m.predictions, m.key_column, e.countable, e.dedup_order);
+            e.label, e.weight, m.predictions, m.key_column, e.countable, e.dedup_order);
     END IF;
 
     SELECT o.rows_sql, o.absent INTO outcome_sql, absent FROM mlmon._outcomes_sql(m) o;
@@ -246,7 +281,7 @@ BEGIN
         chosen AS (
             SELECT DISTINCT ON (t.%2$I) t.%2$I AS key,
                    date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
-                   %5$s AS segment, t.%6$I::text AS predicted, %7$s AS weight
+                   %5$s AS segment, %6$s AS predicted, %7$s AS weight
             FROM %8$s t JOIN batch b ON t.%2$I = b.key
             WHERE %9$s
             ORDER BY t.%2$I, %10$s),
@@ -256,7 +291,7 @@ BEGIN
         FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
         $q$, coalesce(batch_sql, format('SELECT DISTINCT k AS key FROM unnest(%s) k WHERE k IS NOT NULL', keys_expr)),
         m.key_column, m.bucket, m.predicted_at_column, e.segment,
-        m.predicted_column, e.weight, m.predictions, e.countable, e.dedup_order, outcome_sql, absent);
+        e.label, e.weight, m.predictions, e.countable, e.dedup_order, outcome_sql, absent);
 END $$;
 
 -- The claim of an INSERT into the predictions table, from its transition
@@ -281,7 +316,7 @@ DECLARE
     key_sql text := format('n.%I::%s AS key', m.key_column, m.key_type);
     contribution_values text[] := ARRAY[
         format('date_bin(%L::interval, n.%I, mlmon._bucket_origin())', m.bucket, m.predicted_at_column),
-        e.segment, format('n.%I::text', m.predicted_column), (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight];
+        e.segment, e.label, (SELECT o.absent FROM mlmon._outcomes_sql(m) o), e.weight];
     contribution_names text[] := ARRAY['bucket', 'segment', 'predicted', 'actual', 'weight'];
 BEGIN
     contribution := key_sql || ', ' || (
@@ -446,16 +481,13 @@ CREATE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
             SELECT bucket, segment, predicted, old_actual AS actual, -n AS n, -weight AS weight FROM changes
             UNION ALL
             SELECT bucket, segment, predicted, actual, n, weight FROM changes),
-        counted AS (
-            INSERT INTO %3$s (bucket, segment, predicted, actual, n, weight)
-            SELECT bucket, segment, predicted, actual, sum(n), sum(weight)
-            FROM delta GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0 OR sum(weight) <> 0)
+        counted AS (%3$s)
         -- The keys left over, looked for only when some are (usually none).
         SELECT CASE WHEN (SELECT count(*) FROM updated) < cardinality($1)
                     THEN (SELECT array_agg(b.key) FROM unnest($1) b(key)
                           WHERE NOT EXISTS (SELECT FROM updated u WHERE u.key = b.key))
                END $q$,
-        mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_table(m))
+        mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_insert_sql(m, 'SELECT * FROM delta'))
 $$;
 
 -- The statement that copies the chunk entries of keys `keys_sql` (a query
@@ -542,7 +574,7 @@ BEGIN
         chosen AS (
             SELECT DISTINCT ON (t.%1$I) t.%1$I AS key, (%2$s) AS counts,
                    date_bin(%3$L::interval, t.%4$I, mlmon._bucket_origin()) AS bucket,
-                   %5$s AS segment, t.%6$I::text AS predicted, CASE WHEN %2$s THEN %7$s END AS weight
+                   %5$s AS segment, %6$s AS predicted, CASE WHEN %2$s THEN %7$s END AS weight
             FROM %8$s t JOIN batch b ON t.%1$I = b.key
             ORDER BY t.%1$I, (%2$s) DESC, %9$s),
         outcome AS (%10$s)
@@ -550,7 +582,7 @@ BEGIN
                CASE WHEN c.counts THEN c.predicted END, coalesce(o.actual, %11$s), CASE WHEN c.counts THEN c.weight END
         FROM batch b LEFT JOIN chosen c ON c.key = b.key LEFT JOIN outcome o ON o.key = b.key
         WHERE c.key IS NOT NULL OR o.key IS NOT NULL $q$,
-        m.key_column, e.countable, m.bucket, m.predicted_at_column, e.segment, m.predicted_column, e.weight,
+        m.key_column, e.countable, m.bucket, m.predicted_at_column, e.segment, e.label, e.weight,
         m.predictions, e.dedup_order, outcome_sql, absent,
         CASE WHEN mlmon._bulk_capable(m) THEN 'k' ELSE format('k::%s', m.key_type) END,
         CASE WHEN mlmon._bulk_capable(m) THEN 'bigint' ELSE 'text' END,

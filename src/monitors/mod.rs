@@ -20,7 +20,8 @@
 use pgrx::prelude::*;
 
 extension_sql_file!("../../sql/monitors/catalog.sql", name = "monitors_catalog_sql", requires = ["confusion_sql"]);
-extension_sql_file!("../../sql/monitors/write_path.sql", name = "monitors_write_path_sql", requires = ["monitors_catalog_sql"]);
+extension_sql_file!("../../sql/monitors/cell_states.sql", name = "monitors_cell_states_sql", requires = ["monitors_catalog_sql"]);
+extension_sql_file!("../../sql/monitors/write_path.sql", name = "monitors_write_path_sql", requires = ["monitors_cell_states_sql"]);
 extension_sql_file!("../../sql/monitors/triggers.sql", name = "monitors_triggers_sql", requires = ["monitors_write_path_sql"]);
 extension_sql_file!("../../sql/monitors/lifecycle.sql", name = "monitors_lifecycle_sql", requires = ["monitors_triggers_sql"]);
 extension_sql_file!("../../sql/monitors/reads.sql", name = "monitor_reads_sql", requires = ["monitors_lifecycle_sql"]);
@@ -28,6 +29,7 @@ extension_sql_file!("../../sql/monitors/alerts.sql", name = "monitor_alerts_sql"
 
 mod bulk;
 mod catalog;
+mod cell_states;
 mod chunk_ranges;
 mod locks;
 mod rollup;

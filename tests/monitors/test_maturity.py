@@ -17,7 +17,11 @@ from monitor_reference import Spec, assert_rollup_matches, create_monitor, drop_
 ORIGIN = dt.datetime(2000, 1, 3, tzinfo=dt.timezone.utc)
 METRIC_COLUMNS = ["time", "segment", "predictions", "labeled", "pending", "accuracy", "precision", "recall",
                   "f1", "mcc", "cost", "accuracy_lower", "accuracy_upper", "precision_lower", "precision_upper",
-                  "recall_lower", "recall_upper"]
+                  "recall_lower", "recall_upper",
+                  # Score monitors only (NULL here): tests/monitors/test_score_monitors.py.
+                  "roc_auc", "log_loss", "brier", "estimated_accuracy", "estimated_precision",
+                  "estimated_recall", "estimated_f1", "estimated_roc_auc", "estimated_accuracy_lower",
+                  "estimated_accuracy_upper"]
 
 
 def date_bin(width: dt.timedelta, t: dt.datetime) -> dt.datetime:

@@ -16,6 +16,7 @@
 
 pub mod accumulator;
 pub mod codec;
+pub mod compensated;
 pub mod confusion;
 pub mod cost;
 pub mod drift;

@@ -159,6 +159,36 @@ impl RegressionSummary {
         self.weight
     }
 
+    /// A summary from sums kept elsewhere (a regression monitor's rollup):
+    /// `actual_mean`/`actual_m2` relative to `actual_shift`, the error's
+    /// mean and sum of squared deviations, Σw·|e| and Σw·|e|/max(|y|, eps).
+    /// Rounding residues (a negative m2 or absolute sum) are clamped to 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_sums(
+        n: u64,
+        weight: f64,
+        actual_shift: f64,
+        actual_mean: f64,
+        actual_m2: f64,
+        error_mean: f64,
+        error_m2: f64,
+        abs_error: f64,
+        abs_pct_error: f64,
+    ) -> Result<Self> {
+        if n == 0 || weight <= 0.0 {
+            return Ok(RegressionSummary::default());
+        }
+        RegressionSummary {
+            n,
+            weight,
+            actual: Moments { shift: actual_shift, mean: actual_mean, m2: actual_m2.max(0.0) },
+            error: Moments { shift: 0.0, mean: error_mean, m2: error_m2.max(0.0) },
+            abs_error: abs_error.max(0.0),
+            abs_pct_error: abs_pct_error.max(0.0),
+        }
+        .check()
+    }
+
     fn per_weight(&self, sum: f64) -> Option<f64> {
         (self.weight > 0.0).then(|| sum / self.weight)
     }

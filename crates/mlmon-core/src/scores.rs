@@ -173,6 +173,19 @@ fn combine(group: &[&Bin]) -> Bin {
     Bin { mean: mean.clamp(lo, hi), lo, hi, tally }
 }
 
+/// One bin of [`ScoreSummary::from_bins`]: its score range and mean, and the
+/// weights and counts of its positive and negative rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BinnedScores {
+    pub lo: f64,
+    pub hi: f64,
+    pub mean: f64,
+    pub w_pos: f64,
+    pub w_neg: f64,
+    pub n_pos: u64,
+    pub n_neg: u64,
+}
+
 /// The score-level state of a binary classifier. Rows carry a scikit-learn
 /// `sample_weight`; zero-weight rows are counted (`count`, `confusion_at`)
 /// but, as in scikit-learn, never affect a metric or create a threshold.
@@ -310,6 +323,26 @@ impl ScoreSummary {
             self.bins.extend_from_slice(&other.bins);
             self.compress();
         }
+    }
+
+    /// A summary of scores already grouped into bins elsewhere (a monitor's
+    /// rollup keeps fixed score bins): each bin stands at its `mean` score,
+    /// as a compressed state's bins do, so ties inside a bin count ½ in ROC
+    /// AUC. `log_loss` and `brier` are the rows' exact sums of Σw·(−log
+    /// likelihood) and Σw·(score − y)². Empty bins are left out.
+    pub fn from_bins(weighted: bool, log_loss: f64, brier: f64, bins: impl IntoIterator<Item = BinnedScores>) -> Self {
+        let mut bins: Vec<Bin> = bins
+            .into_iter()
+            .filter(|b| b.n_pos > 0 || b.n_neg > 0)
+            .map(|b| Bin {
+                mean: b.mean,
+                lo: b.lo,
+                hi: b.hi,
+                tally: Tally { w_pos: b.w_pos, w_neg: b.w_neg, n_pos: b.n_pos, n_neg: b.n_neg },
+            })
+            .collect();
+        bins.sort_by(bin_order);
+        ScoreSummary { weighted, log_loss, brier, points: HashMap::default(), bins, unbounded: false }
     }
 
     /// Whether every metric is exact (no compression has happened).

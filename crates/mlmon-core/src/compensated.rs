@@ -1,0 +1,96 @@
+//! Double-double ("compensated") sums: a running total kept as an unevaluated
+//! pair `hi + lo` with about 106 bits of precision. Monitor rollups add a
+//! row's terms and later subtract the very same terms when the row is
+//! retracted (a late label, an UPDATE, a DELETE); in plain f64 every such
+//! pair leaves a rounding residue, and millions of them drown a small
+//! remainder. Here adding `x` and then `-x` restores the total exactly as
+//! long as it fits in 106 bits, and any order of the same terms agrees to
+//! far below f64 resolution.
+
+/// A compensated sum; `value()` is its nearest f64.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sum {
+    hi: f64,
+    lo: f64,
+}
+
+/// Knuth's TwoSum: `s + e == a + b` exactly.
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+impl Sum {
+    pub fn from_parts(hi: f64, lo: f64) -> Sum {
+        Sum { hi, lo }
+    }
+
+    pub fn parts(&self) -> (f64, f64) {
+        (self.hi, self.lo)
+    }
+
+    pub fn add(&mut self, x: f64) {
+        let (s, e) = two_sum(self.hi, x);
+        let (hi, lo) = two_sum(s, self.lo + e);
+        *self = Sum { hi, lo };
+    }
+
+    pub fn add_sum(&mut self, other: &Sum) {
+        self.add(other.hi);
+        self.add(other.lo);
+    }
+
+    pub fn value(&self) -> f64 {
+        self.hi + self.lo
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.hi == 0.0 && self.lo == 0.0
+    }
+
+    pub fn is_finite(&self) -> bool {
+        self.hi.is_finite() && self.lo.is_finite()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retraction_restores_the_total_exactly() {
+        let mut s = Sum::default();
+        let xs: Vec<f64> = (0..10_000).map(|i| 1e9 + (i as f64) * 0.123_456_789).collect();
+        for &x in &xs {
+            s.add(x * x);
+        }
+        let kept = 1e9_f64 * 1e9_f64;
+        let mut t = Sum::default();
+        t.add(kept);
+        for &x in &xs {
+            t.add(x * x);
+        }
+        for &x in &xs {
+            t.add(-(x * x));
+        }
+        assert_eq!(t.value(), kept);
+        // Plain f64 leaves a residue on the same sequence.
+        let mut plain = kept;
+        for &x in &xs {
+            plain += x * x;
+        }
+        for &x in &xs {
+            plain -= x * x;
+        }
+        assert_ne!(plain, kept);
+    }
+
+    #[test]
+    fn adding_and_subtracting_one_value_leaves_zero() {
+        let mut s = Sum::default();
+        s.add(0.1);
+        s.add(-0.1);
+        assert!(s.is_zero());
+    }
+}

@@ -1,0 +1,263 @@
+//! The state of a regression monitor's rollup cell: signed, additive sums
+//! over its rows (predictions with their actual value once labeled), so that
+//! a late label, an UPDATE or a DELETE is subtracted exactly as it was added.
+//!
+//! Every sum is compensated ([`crate::compensated`]): added and retracted
+//! terms cancel far below f64 resolution. The actual values' squares would
+//! still cancel catastrophically for values far from zero (y ≈ 1e9 with a
+//! spread of 1e3: Σy² − (Σy)²/n loses 12 of 16 digits), so they are summed
+//! relative to a shift, the first actual the state saw; merging re-expresses
+//! the other state's sums relative to this one's shift.
+
+use crate::compensated::Sum;
+use crate::error::{check_finite, Error, Result};
+use crate::regression::RegressionSummary;
+use crate::wire::{Reader, Writer};
+
+const TAG: u8 = b'G';
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RegressionCells {
+    /// Rows (signed in a delta) and their weight.
+    pub n: i64,
+    pub weight: Sum,
+    /// Σw·predicted over every row.
+    pub predicted: Sum,
+    /// Labeled rows and their weight.
+    pub labeled: i64,
+    pub labeled_weight: Sum,
+    /// Labeled rows: Σw·(y − shift) and Σw·(y − shift)².
+    pub shift: Option<f64>,
+    pub actual: Sum,
+    pub actual_sq: Sum,
+    /// Labeled rows, error e = predicted − y: Σw·e, Σw·e², Σw·|e|, and
+    /// Σw·|e|/max(|y|, eps) (scikit-learn's MAPE term).
+    pub error: Sum,
+    pub error_sq: Sum,
+    pub abs_error: Sum,
+    pub abs_pct_error: Sum,
+}
+
+impl RegressionCells {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sums(&self) -> [&Sum; 9] {
+        [
+            &self.weight,
+            &self.predicted,
+            &self.labeled_weight,
+            &self.actual,
+            &self.actual_sq,
+            &self.error,
+            &self.error_sq,
+            &self.abs_error,
+            &self.abs_pct_error,
+        ]
+    }
+
+    fn sums_mut(&mut self) -> [&mut Sum; 9] {
+        [
+            &mut self.weight,
+            &mut self.predicted,
+            &mut self.labeled_weight,
+            &mut self.actual,
+            &mut self.actual_sq,
+            &mut self.error,
+            &mut self.error_sq,
+            &mut self.abs_error,
+            &mut self.abs_pct_error,
+        ]
+    }
+
+    /// Adds `n` rows (negative: removes them) of one prediction and its actual
+    /// value (None: not labeled), of total weight `weight` (signed like `n`).
+    pub fn add(&mut self, predicted: f64, actual: Option<f64>, n: i64, weight: f64) -> Result<()> {
+        check_finite("predicted", predicted)?;
+        check_finite("weight", weight)?;
+        self.n += n;
+        self.weight.add(weight);
+        self.predicted.add(weight * predicted);
+        if let Some(y) = actual {
+            check_finite("actual", y)?;
+            let e = predicted - y;
+            if !e.is_finite() {
+                return Err(Error::invalid(
+                    "predicted",
+                    format!("predicted - actual overflows: {predicted} - {y}"),
+                    "argument predicted: values whose difference is a finite double",
+                ));
+            }
+            let shift = *self.shift.get_or_insert(y);
+            let d = y - shift;
+            self.labeled += n;
+            self.labeled_weight.add(weight);
+            self.actual.add(weight * d);
+            self.actual_sq.add(weight * (d * d));
+            self.error.add(weight * e);
+            self.error_sq.add(weight * (e * e));
+            self.abs_error.add(weight * e.abs());
+            self.abs_pct_error.add(weight * (e.abs() / y.abs().max(f64::EPSILON)));
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &RegressionCells) {
+        let other = match (self.shift, other.shift) {
+            (Some(mine), Some(theirs)) if mine != theirs => other.shifted_to(mine),
+            _ => other.clone(),
+        };
+        if self.shift.is_none() {
+            self.shift = other.shift;
+        }
+        self.n += other.n;
+        self.labeled += other.labeled;
+        for (a, b) in self.sums_mut().into_iter().zip(other.sums()) {
+            a.add_sum(b);
+        }
+    }
+
+    /// The same rows with their actual sums relative to `shift`:
+    /// Σw(y − s') = Σw(y − s) + (s − s')·W and
+    /// Σw(y − s')² = Σw(y − s)² + 2(s − s')·Σw(y − s) + (s − s')²·W.
+    fn shifted_to(&self, shift: f64) -> RegressionCells {
+        let mut out = self.clone();
+        let d = self.shift.unwrap_or(shift) - shift;
+        let w = self.labeled_weight.value();
+        out.shift = Some(shift);
+        out.actual.add(d * w);
+        out.actual_sq.add(2.0 * d * self.actual.value());
+        out.actual_sq.add(d * d * w);
+        out
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.n == 0 && self.labeled == 0 && self.sums().iter().all(|s| s.is_zero())
+    }
+
+    /// The labeled rows as a regression summary (`mlmon.regression`).
+    pub fn summary(&self) -> Result<RegressionSummary> {
+        let w = self.labeled_weight.value();
+        if self.labeled <= 0 || w <= 0.0 {
+            return Ok(RegressionSummary::new());
+        }
+        let actual_mean = self.actual.value() / w;
+        let error_mean = self.error.value() / w;
+        // Sums of squared deviations: Σw·d² − W·mean², with d small (shifted).
+        let actual_m2 = self.actual_sq.value() - w * actual_mean * actual_mean;
+        let error_m2 = self.error_sq.value() - w * error_mean * error_mean;
+        RegressionSummary::from_sums(
+            self.labeled as u64,
+            w,
+            self.shift.unwrap_or(0.0),
+            actual_mean,
+            actual_m2,
+            error_mean,
+            error_m2,
+            self.abs_error.value(),
+            self.abs_pct_error.value(),
+        )
+    }
+
+    /// Binary form: version, tag `G`, n, labeled (i64), shift flag and value,
+    /// then the nine sums as (hi, lo) pairs.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(TAG);
+        w.u64(self.n as u64);
+        w.u64(self.labeled as u64);
+        w.u8(self.shift.is_some() as u8);
+        w.f64(self.shift.unwrap_or(0.0));
+        for s in self.sums() {
+            let (hi, lo) = s.parts();
+            w.f64(hi);
+            w.f64(lo);
+        }
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, TAG, "regression cell state")?;
+        let mut cells = RegressionCells { n: r.u64("count")? as i64, labeled: r.u64("count")? as i64, ..Default::default() };
+        let has_shift = r.u8("shift flag")?;
+        let shift = r.f64("shift")?;
+        if has_shift > 1 || !shift.is_finite() {
+            return Err(Error::BadBinary("regression cell state has a bad shift".into()));
+        }
+        cells.shift = (has_shift == 1).then_some(shift);
+        for s in cells.sums_mut() {
+            *s = Sum::from_parts(r.f64("sum")?, r.f64("sum")?);
+            if !s.is_finite() {
+                return Err(Error::BadBinary("regression cell state has a non-finite sum".into()));
+            }
+        }
+        r.finish()?;
+        Ok(cells)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(seed: u64, n: usize) -> Vec<(f64, f64)> {
+        // A small LCG: deterministic values near 1e9 with a spread of ~1e3.
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let v = (x >> 11) as f64 / (1u64 << 53) as f64;
+                let y = 1e9 + (u - 0.5) * 2000.0;
+                (y + (v - 0.5) * 10.0, y)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mass_retraction_near_1e9_matches_the_survivors() {
+        let all = rows(7, 20_000);
+        let mut state = RegressionCells::new();
+        // Added in two deltas with different shifts, retracted in a third.
+        let (a, b) = all.split_at(10_000);
+        for part in [a, b] {
+            let mut d = RegressionCells::new();
+            for &(p, y) in part {
+                d.add(p, Some(y), 1, 1.0).unwrap();
+            }
+            state.merge(&d);
+        }
+        let mut gone = RegressionCells::new();
+        for &(p, y) in all.iter().rev().skip(100) {
+            gone.add(p, Some(y), -1, -1.0).unwrap();
+        }
+        state.merge(&gone);
+        let survivors = &all[all.len() - 100..];
+        let mut exact = RegressionSummary::new();
+        for &(p, y) in survivors {
+            exact.add(p, y, 1.0).unwrap();
+        }
+        let got = state.summary().unwrap();
+        assert_eq!(got.count(), 100);
+        for (g, e) in [(got.mae(), exact.mae()), (got.rmse(), exact.rmse()), (got.r2(), exact.r2()), (got.mape(), exact.mape())] {
+            let (g, e) = (g.unwrap(), e.unwrap());
+            assert!((g - e).abs() <= 1e-9 * e.abs().max(1e-12), "{g} vs {e}");
+        }
+        assert_eq!(RegressionCells::decode(&state.encode()).unwrap(), state);
+    }
+
+    #[test]
+    fn pending_rows_count_without_errors() {
+        let mut c = RegressionCells::new();
+        c.add(3.0, None, 1, 1.0).unwrap();
+        assert_eq!(c.summary().unwrap().count(), 0);
+        c.add(3.0, None, -1, -1.0).unwrap();
+        assert!(c.is_zero());
+        assert!(c.add(f64::NAN, None, 1, 1.0).is_err());
+        let bytes = c.encode();
+        for cut in 0..bytes.len() {
+            assert!(RegressionCells::decode(&bytes[..cut]).is_err());
+        }
+    }
+}
