@@ -5,6 +5,9 @@ created_at timestamptz, p double precision, label boolean = p >= 0.5,
 source text) and their outcomes tables (id bigint PRIMARY KEY, y boolean):
   - `sb_s`: a score monitor (score => 'p', threshold 0.5, actual => 'y');
   - `sb_l`: the same monitor without a score (predicted => 'label');
+  - `sb_p`: the label monitor again, its statements held on the PL/pgSQL
+    path (`mlmon.bulk_min_rows` above the statement's rows), the path every
+    statement of a score monitor takes: where the score's cost goes;
   - `sb_u`: no monitor.
 Each round loads a fresh day of N predictions by COPY into the three, then
 its N/2 outcomes (late labels) by COPY, each statement in its own
@@ -22,7 +25,9 @@ Last, exactness: both rollups against tests/monitors/monitor_reference.py's
 recomputation from the raw tables (exit 1 on a mismatch).
 
 Run: python3 bench/score_monitors.py [N]   (default N = 100000 per day)
-Env: MLMON_DSN (default port 28815), BENCH_ROUNDS=3, BENCH_DAYS=30 (history).
+Env: MLMON_DSN (default port 28815), BENCH_ROUNDS=3, BENCH_DAYS=30 (history),
+     BENCH_REUSE=1 (keep the tables of an earlier run, re-create the monitors,
+     time the reads only).
 """
 import datetime
 import os
@@ -41,7 +46,7 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 DAYS = int(os.environ.get("BENCH_DAYS", 30))
 START = datetime.datetime(2026, 1, 5, tzinfo=datetime.timezone.utc)
-SIDES = ("s", "l", "u")
+SIDES = ("s", "l", "p", "u")
 
 
 def day_rows(day, first_id):
@@ -58,9 +63,11 @@ def day_rows(day, first_id):
     return "".join(preds), "".join(outs)
 
 
-def copy(conn, table, columns, text):
+def copy(conn, table, columns, text, plpgsql=False):
     start = time.perf_counter()
     with conn.transaction():
+        if plpgsql:
+            conn.execute("SET LOCAL mlmon.bulk_min_rows = 2000000000")
         with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as cp:
             cp.write(text)
     return time.perf_counter() - start
@@ -68,8 +75,11 @@ def copy(conn, table, columns, text):
 
 def main():
     conn = connect()
+    reuse = bool(os.environ.get("BENCH_REUSE"))
     for side in SIDES:
         conn.execute(f"SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'sb_{side}'")
+        if reuse:
+            continue
         conn.execute(f"DROP TABLE IF EXISTS sb_p_{side}, sb_o_{side}")
         conn.execute(f"CREATE TABLE sb_p_{side} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, "
                      f"p double precision, label boolean, source text)")
@@ -77,7 +87,7 @@ def main():
     # History first, unmonitored (the monitors' rebuild counts it at once).
     print(f"loading {DAYS} days of {N} predictions ...", flush=True)
     next_id = 1
-    for day in range(DAYS):
+    for day in range(0 if reuse else DAYS):
         preds, outs = day_rows(day, next_id)
         next_id += N
         for side in SIDES:
@@ -85,29 +95,33 @@ def main():
             copy(conn, f"sb_o_{side}", "id, y", outs)
     conn.execute("SELECT mlmon.create_monitor('sb_s', predictions => 'sb_p_s', key => 'id', predicted_at => 'created_at', "
                  "score => 'p', outcomes => 'sb_o_s', actual => 'y', segment_by => '{source}')")
-    conn.execute("SELECT mlmon.create_monitor('sb_l', predictions => 'sb_p_l', key => 'id', predicted_at => 'created_at', "
-                 "predicted => 'label', outcomes => 'sb_o_l', actual => 'y', segment_by => '{source}')")
+    for side in ("l", "p"):
+        conn.execute(f"SELECT mlmon.create_monitor('sb_{side}', predictions => 'sb_p_{side}', key => 'id', "
+                     f"predicted_at => 'created_at', predicted => 'label', outcomes => 'sb_o_{side}', actual => 'y', "
+                     "segment_by => '{source}')")
     for side in SIDES:
         conn.execute(f"VACUUM ANALYZE sb_p_{side}, sb_o_{side}")
 
     times = {(side, kind): [] for side in SIDES for kind in ("predictions", "outcomes")}
-    for r in range(ROUNDS):
+    for r in range(0 if reuse else ROUNDS):
         preds, outs = day_rows(DAYS + r, next_id)
         next_id += N
-        order = SIDES[r % 3:] + SIDES[:r % 3]
+        order = SIDES[r % 4:] + SIDES[:r % 4]
         for side in order:
-            times[(side, "predictions")].append(copy(conn, f"sb_p_{side}", "id, created_at, p, label, source", preds))
+            times[(side, "predictions")].append(copy(conn, f"sb_p_{side}", "id, created_at, p, label, source", preds,
+                                                     plpgsql=side == "p"))
         for side in order:
-            times[(side, "outcomes")].append(copy(conn, f"sb_o_{side}", "id, y", outs))
+            times[(side, "outcomes")].append(copy(conn, f"sb_o_{side}", "id, y", outs, plpgsql=side == "p"))
         conn.execute("CHECKPOINT")
         print(f"round {r + 1}: " + ", ".join(f"{s}/{k} {v[-1]:.2f}s" for (s, k), v in times.items()), flush=True)
 
     print(f"\n## score monitors: ingest, {N} rows per COPY, {ROUNDS} rounds (median s)\n")
-    print("| statement | score monitor | label monitor | unmonitored | score / label | score / unmonitored |")
-    print("|---|---|---|---|---|---|")
-    for kind in ("predictions", "outcomes"):
-        s, l, u = (statistics.median(times[(side, kind)]) for side in SIDES)
-        print(f"| COPY {kind} | {s:.2f} | {l:.2f} | {u:.2f} | {s / l:.2f}x | {s / u:.2f}x |")
+    print("| statement | score monitor | label monitor | label monitor, PL/pgSQL path | unmonitored "
+          "| score / label | score / label on PL/pgSQL | score / unmonitored |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in ("predictions", "outcomes") if not reuse else ():
+        s, l, p, u = (statistics.median(times[(side, kind)]) for side in SIDES)
+        print(f"| COPY {kind} | {s:.2f} | {l:.2f} | {p:.2f} | {u:.2f} | {s / l:.2f}x | {s / p:.2f}x | {s / u:.2f}x |")
 
     end = START + datetime.timedelta(days=DAYS + ROUNDS)
     frm = end - datetime.timedelta(days=30)
@@ -119,7 +133,8 @@ def main():
         return run
 
     conn.execute("SELECT mlmon.compact_monitor('sb_s'), mlmon.compact_monitor('sb_l')")
-    (score_s, label_s), _ = timed_pair(read("sb_s"), read("sb_l"), rounds=5)
+    conn.execute("VACUUM ANALYZE mlmon_sb_s_rollup, mlmon_sb_l_rollup")
+    score_s, label_s = timed_pair(read("sb_s"), read("sb_l"), rounds=5)
     print(f"\n## score monitors: metrics() over 30 days at 5-minute steps ({30 * 288} steps)\n")
     print("| monitor | median ms |")
     print("|---|---|")

@@ -100,6 +100,8 @@ BEGIN
         RAISE EXCEPTION 'only the owner of monitor % may create alerts on it', m.name
             USING ERRCODE = 'insufficient_privilege', HINT = format('argument monitor: owned by %s', m.owner);
     END IF;
+    -- Label metrics: a regression monitor has none.
+    PERFORM mlmon._check_kind(m, 'classification');
     IF metric IS NULL OR metric NOT IN ('accuracy', 'precision', 'recall') THEN
         RAISE EXCEPTION 'unknown alert metric %', coalesce(quote_literal(metric), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',

@@ -43,3 +43,13 @@ CREATE FUNCTION mlmon._cells_calibrated(calibration bytea) RETURNS boolean
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_calibrated_wrapper';
 CREATE FUNCTION mlmon._cells_estimate(calibration bytea, predicted_true bytea, predicted_false bytea) RETURNS double precision[]
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_estimate_wrapper';
+-- Every score column of one step of metrics(): {roc_auc, log_loss, brier}
+-- of the matured labeled cells, then the estimate {tp, fp, fn, tn, roc_auc}
+-- of every cell, in one pass over the step's rollup rows.
+CREATE FUNCTION mlmon._score_step_trans(internal, state bytea, predicted text, actual text, mature boolean,
+                                        calibration bytea) RETURNS internal
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_step_trans_wrapper';
+CREATE FUNCTION mlmon._score_step_final(internal) RETURNS double precision[]
+    IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_step_final_wrapper';
+CREATE AGGREGATE mlmon._score_step(state bytea, predicted text, actual text, mature boolean, calibration bytea) (
+    SFUNC = mlmon._score_step_trans, STYPE = internal, FINALFUNC = mlmon._score_step_final, PARALLEL = SAFE);

@@ -174,8 +174,7 @@ BEGIN
             SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),
         cells AS (
             SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t, predicted, actual,
-                   (bucket + $4 <= now() - $5) AS mature, sum(n)::bigint AS n, sum(weight) AS w,
-                   %2$s AS st
+                   (bucket + $4 <= now() - $5) AS mature, sum(n)::bigint AS n, sum(weight) AS w
             FROM %1$s
             WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
               AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
@@ -189,16 +188,18 @@ BEGIN
                        array_agg(predicted) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(actual) FILTER (WHERE mature AND actual IS NOT NULL),
                        array_agg(n) FILTER (WHERE mature AND actual IS NOT NULL),
-                       array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) END AS cm,
-                   %3$s AS sc, %4$s AS est
+                       array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) END AS cm
             FROM cells GROUP BY t),
+        -- Score monitors: every score column of a step in one aggregate
+        -- (mlmon._score_step); none for other monitors.
+        score_steps AS (%2$s),
         metric AS MATERIALIZED (
             SELECT t, predictions, labeled, predicted_positive, actual_positive, mlmon.accuracy(cm) AS accuracy,
                    mlmon.precision(cm) AS "precision", mlmon.recall(cm) AS recall, mlmon.f1(cm) AS f1,
                    mlmon.mcc(cm) AS mcc, CASE WHEN $9 IS NOT NULL THEN mlmon.cost(cm, $9, $10) END AS cost,
-                   mlmon.roc_auc(sc) AS roc_auc, mlmon.log_loss(sc) AS log_loss, mlmon.brier_score(sc) AS brier,
-                   est, est[1] + est[2] + est[3] + est[4] AS est_total
-            FROM per_step),
+                   ss[1] AS roc_auc, ss[2] AS log_loss, ss[3] AS brier,
+                   ss[4:8] AS est, ss[4] + ss[5] + ss[6] + ss[7] AS est_total
+            FROM per_step LEFT JOIN score_steps USING (t)),
         -- Wilson intervals (0.95) centred on each metric as reported (weighted
         -- or not), its unweighted denominator as the trials; precision and
         -- recall of a binary monitor only (positive label 'true'). Once per
@@ -227,13 +228,14 @@ BEGIN
                CASE WHEN p.est_total > 0 THEN least(1, (p.est[1] + p.est[4]) / p.est_total + 3 * sqrt($12 * (1 - $12) / p.predictions)) END
         FROM steps s LEFT JOIN scored p USING (t)
         ORDER BY s.t $q$, mlmon._rollup_rows_sql(m),
-        CASE WHEN scored THEN 'mlmon._cells_sum(state)' ELSE 'NULL::bytea' END,
-        CASE WHEN scored THEN $s$mlmon._cells_scores(mlmon._cells_sum(st) FILTER (WHERE mature AND actual = 'true'),
-                                                    mlmon._cells_sum(st) FILTER (WHERE mature AND actual = 'false'))$s$
-             ELSE 'NULL::mlmon.scores' END,
-        CASE WHEN scored THEN $s$mlmon._cells_estimate($11, mlmon._cells_sum(st) FILTER (WHERE predicted = 'true'),
-                                                      mlmon._cells_sum(st) FILTER (WHERE predicted = 'false'))$s$
-             ELSE 'NULL::float8[]' END)
+        CASE WHEN scored THEN format($s$
+            SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t,
+                   mlmon._score_step(state, predicted, actual, bucket + $4 <= now() - $5, $11) AS ss
+            FROM %s
+            WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
+              AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
+            GROUP BY 1 $s$, mlmon._rollup_rows_sql(m))
+             ELSE 'SELECT NULL::timestamptz AS t, NULL::float8[] AS ss WHERE false' END)
     USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment, m.label_kind, m.weight_column IS NOT NULL,
           p_fp_cost, p_fn_cost, calibration, reference_accuracy;
 END $$;
@@ -317,22 +319,24 @@ CREATE FUNCTION mlmon._matured_labeled_sql() RETURNS text
 CREATE FUNCTION mlmon._reference(m mlmon.monitor, OUT calibration bytea, OUT accuracy double precision, OUT n bigint)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- One pass; the fold is the bucket's number mod 10 (date_part: float8
+    -- arithmetic, where extract's numeric cost a third of the pass).
     EXECUTE format($q$
-        WITH cells AS (
-            SELECT floor(extract(epoch FROM bucket - mlmon._bucket_origin()) / extract(epoch FROM $1))::bigint %% %2$s AS fold,
-                   predicted, actual, n, state
-            FROM %1$s
-            WHERE bucket + $1 <= now() - $2 AND actual IS NOT NULL
-              AND ($3::timestamptz IS NULL OR bucket >= date_bin($1, $3, mlmon._bucket_origin()))
-              AND ($4::timestamptz IS NULL OR bucket < $4)),
-        folds AS (
+        WITH folds AS (
             SELECT fold, mlmon._cells_sum(state) FILTER (WHERE actual = 'true') AS positive,
-                   mlmon._cells_sum(state) FILTER (WHERE actual = 'false') AS negative
-            FROM cells GROUP BY fold)
-        SELECT mlmon._cells_calibration(coalesce((SELECT array_agg(positive ORDER BY fold) FROM folds), '{}'),
-                                        coalesce((SELECT array_agg(negative ORDER BY fold) FROM folds), '{}')),
-               (SELECT (sum(n) FILTER (WHERE predicted = actual))::float8 / nullif(sum(n), 0) FROM cells),
-               (SELECT coalesce(sum(n), 0)::bigint FROM cells) $q$, mlmon._rollup_rows_sql(m), 10)
+                   mlmon._cells_sum(state) FILTER (WHERE actual = 'false') AS negative,
+                   sum(n) FILTER (WHERE predicted = actual) AS correct, sum(n) AS total
+            FROM (SELECT floor(date_part('epoch', bucket - mlmon._bucket_origin()) / date_part('epoch', $1))::bigint %% %2$s AS fold,
+                         predicted, actual, n, state
+                  FROM %1$s
+                  WHERE bucket + $1 <= now() - $2 AND actual IS NOT NULL
+                    AND ($3::timestamptz IS NULL OR bucket >= date_bin($1, $3, mlmon._bucket_origin()))
+                    AND ($4::timestamptz IS NULL OR bucket < $4)) c
+            GROUP BY fold)
+        SELECT mlmon._cells_calibration(coalesce(array_agg(positive ORDER BY fold), '{}'),
+                                        coalesce(array_agg(negative ORDER BY fold), '{}')),
+               sum(correct)::float8 / nullif(sum(total), 0), coalesce(sum(total), 0)::bigint
+        FROM folds $q$, mlmon._rollup_rows_sql(m), 10)
     INTO calibration, accuracy, n
     USING m.bucket, m.maturity, m.reference_from, m.reference_to;
 END $$;

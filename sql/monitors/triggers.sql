@@ -1,6 +1,25 @@
 -- Monitors: the per-monitor functions and triggers built from the
 -- generators in write_path.sql.
 
+-- A score monitor's check of the scores a statement writes (PL/pgSQL
+-- statements for its predictions trigger; empty for other monitors): every
+-- non-NULL score must be a probability, counted row or not, so that no bad
+-- score waits in the table for the row counted before it to go (and then
+-- fails that DELETE).
+CREATE FUNCTION mlmon._score_check_sql(m mlmon.monitor) RETURNS text
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN m.score_column IS NULL THEN '' ELSE format($q$
+                IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                    SELECT n.%1$I::float8 INTO bad_score FROM new_rows n
+                    WHERE n.%1$I IS NOT NULL AND NOT (n.%1$I::float8 >= 0 AND n.%1$I::float8 <= 1) LIMIT 1;
+                    IF FOUND THEN
+                        RAISE EXCEPTION 'score %% is not a probability between 0 and 1', bad_score
+                            USING ERRCODE = 'numeric_value_out_of_range',
+                                  HINT = 'argument score: the monitor''s score column must hold the probability of the positive class, in [0, 1]';
+                    END IF;
+                END IF; $q$, m.score_column) END
+$$;
+
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
 -- compact and trigger functions. Replacing keeps their OIDs, so the triggers
 -- stay attached.
@@ -187,8 +206,9 @@ BEGIN
                 one_key %4$s;
                 first_claim boolean;
                 try_plain_insert boolean := true;
+                bad_score float8;
             BEGIN
-                %9$s
+                %9$s%11$s
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
                 -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
                 IF random() < 0.005 AND current_setting('transaction_isolation') = 'read committed' THEN
@@ -250,7 +270,8 @@ BEGIN
             -- A score or regression value is kept as float8 text, which reads
             -- back to the same double only at extra_float_digits > 0 (a
             -- writer's session may lower it).
-            CASE WHEN mlmon._has_cell_state(m) THEN ' SET extra_float_digits = 1' ELSE '' END);
+            CASE WHEN mlmon._has_cell_state(m) THEN ' SET extra_float_digits = 1' ELSE '' END,
+            CASE WHEN side.suffix = 'on_predictions' THEN mlmon._score_check_sql(m) ELSE '' END);
     END LOOP;
 END $gen$;
 

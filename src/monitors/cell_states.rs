@@ -5,9 +5,12 @@
 //! conversions to `mlmon.scores` and `mlmon.regression` and CBPE estimates.
 //! Declared in `sql/monitors/cell_states.sql`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use mlmon_core::monitors::cbpe::{estimate, Calibration};
 use mlmon_core::monitors::regression_cells::RegressionCells;
-use mlmon_core::monitors::score_cells::ScoreCells;
+use mlmon_core::monitors::score_cells::{Pile, ScoreCells};
 use mlmon_core::Error;
 use pgrx::prelude::*;
 use pgrx::{Internal, PgSqlErrorCode};
@@ -192,4 +195,97 @@ fn cells_estimate(calibration: &[u8], predicted_true: Option<&[u8]>, predicted_f
     let calibration = Calibration::decode(calibration).or_raise();
     let e = estimate(&calibration, &score_cells(predicted_true), &score_cells(predicted_false));
     vec![Some(e.tp), Some(e.fp), Some(e.fn_), Some(e.tn), e.roc_auc]
+}
+
+/// The per-step state of `mlmon._score_step`: a score monitor's cells of one
+/// step of `metrics()`, gathered by role, and the calibration to estimate with.
+struct Step {
+    calibration: Rc<Calibration>,
+    /// Matured cells with a label: actual true, actual false.
+    positive: Pile,
+    negative: Pile,
+    /// Every cell, by predicted label: true, false.
+    predicted_true: Pile,
+    predicted_false: Pile,
+}
+
+thread_local! {
+    /// The calibration last decoded, by its bytes: every step of a
+    /// `metrics()` call passes the same one (8,640 decodes of it took a
+    /// third of the score columns' time).
+    static LAST_CALIBRATION: RefCell<Option<(Vec<u8>, Rc<Calibration>)>> = const { RefCell::new(None) };
+}
+
+fn decoded_calibration(bytes: &[u8]) -> Rc<Calibration> {
+    LAST_CALIBRATION.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((b, c)) = last.as_ref() {
+            if b.as_slice() == bytes {
+                return c.clone();
+            }
+        }
+        let c = Rc::new(Calibration::decode(bytes).or_raise());
+        *last = Some((bytes.to_vec(), c.clone()));
+        c
+    })
+}
+
+/// `mlmon._score_step(state, predicted, actual, mature, calibration)`'s
+/// transition. One aggregate per step computes every score column of
+/// `metrics()`: per step, separate sums, conversions and accessors cost a
+/// function call and a state's encoding each (8,640 five-minute steps took
+/// 1.8 s against 0.26 s for the label columns).
+#[pg_extern(sql = false)]
+fn cells_step_trans(
+    state: Internal,
+    bytes: Option<&[u8]>,
+    predicted: Option<&str>,
+    actual: Option<&str>,
+    mature: Option<bool>,
+    calibration: Option<&[u8]>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    let Some(bytes) = bytes else { return state };
+    let cells = score_cells(Some(bytes));
+    let init = || Step {
+        calibration: calibration.map_or_else(|| Rc::new(Calibration::identity()), decoded_calibration),
+        positive: Pile::default(),
+        negative: Pile::default(),
+        predicted_true: Pile::default(),
+        predicted_false: Pile::default(),
+    };
+    with_state(state, fcinfo, init, |step: &mut Step| {
+        if mature == Some(true) {
+            match actual {
+                Some("true") => step.positive.push(&cells),
+                Some(_) => step.negative.push(&cells),
+                None => {}
+            }
+        }
+        if predicted == Some("true") {
+            step.predicted_true.push(&cells);
+        } else {
+            step.predicted_false.push(&cells);
+        }
+    })
+    .0
+}
+
+/// {roc_auc, log_loss, brier} of the matured labeled cells, then the CBPE
+/// estimate {tp, fp, fn, tn, roc_auc} of every cell.
+#[pg_extern(sql = false)]
+fn cells_step_final(state: Internal) -> Option<Vec<Option<f64>>> {
+    let step = state_ref::<Step>(&state)?;
+    let realized = ScoreCells::summary(&step.positive.cells(), &step.negative.cells());
+    let e = estimate(&step.calibration, &step.predicted_true.cells(), &step.predicted_false.cells());
+    Some(vec![
+        realized.roc_auc(),
+        realized.log_loss(),
+        realized.brier_score(),
+        Some(e.tp),
+        Some(e.fp),
+        Some(e.fn_),
+        Some(e.tn),
+        e.roc_auc,
+    ])
 }

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import psycopg
+import psycopg.types.json
 from psycopg import sql
 
 BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
@@ -33,7 +34,14 @@ class Spec:
 
     Table arguments are (schema, table) tuples; column arguments are raw
     column names (quoted by the helpers). `actual_mode` is 'presence' when no
-    actual column is given, else 'bool' (bool_or) or 'max' (text / integers).
+    actual column is given, else 'bool' (bool_or) or 'max' (text / integers /
+    numbers).
+
+    A score monitor has `score` (its column) instead of `predicted` (None):
+    the predicted label of a key is `score::float8 >= threshold` (None: the
+    default, 0.5) and dedup ties are broken by the score's float8 text. A
+    regression monitor has `regression=True`: `predicted` and `actual` are
+    numbers, `actual_mode` 'max'.
     """
 
     name: str
@@ -50,6 +58,22 @@ class Spec:
     segment_by: list = field(default_factory=list)
     weight: str | None = None
     dedup: str = "first"
+    score: str | None = None
+    threshold: float | None = None
+    regression: bool = False
+
+    @property
+    def kind(self):
+        return "score" if self.score is not None else ("regression" if self.regression else "label")
+
+    @property
+    def threshold_value(self):
+        return 0.5 if self.threshold is None else float(self.threshold)
+
+    @property
+    def value_column(self):
+        """The column a key's prediction is read from: the score, else predicted."""
+        return self.score if self.score is not None else self.predicted
 
     @property
     def okey(self):
@@ -70,12 +94,17 @@ def create_monitor(conn, spec: Spec):
         sql.SQL("predictions => {}::regclass").format(sql.Literal(rel(spec.predictions).as_string(conn))),
         sql.SQL("key => {}").format(sql.Literal(spec.key)),
         sql.SQL("predicted_at => {}").format(sql.Literal(spec.predicted_at)),
-        sql.SQL("predicted => {}").format(sql.Literal(spec.predicted)),
         sql.SQL("outcomes => {}::regclass").format(sql.Literal(rel(spec.outcomes).as_string(conn))),
         sql.SQL("bucket => {}::interval").format(sql.Literal(spec.bucket)),
         sql.SQL("maturity => {}::interval").format(sql.Literal(spec.maturity)),
         sql.SQL("dedup => {}").format(sql.Literal(spec.dedup)),
     ]
+    if spec.predicted is not None:
+        args.append(sql.SQL("predicted => {}").format(sql.Literal(spec.predicted)))
+    if spec.score is not None:
+        args.append(sql.SQL("score => {}").format(sql.Literal(spec.score)))
+    if spec.threshold is not None:
+        args.append(sql.SQL("threshold => {}").format(sql.SQL(repr(float(spec.threshold)))))
     if spec.outcome_key is not None:
         args.append(sql.SQL("outcome_key => {}").format(sql.Literal(spec.outcome_key)))
     if spec.actual is not None:
@@ -109,7 +138,7 @@ def reference_parts(spec: Spec) -> dict:
         seg = sql.SQL("'{}'::jsonb")
     w = sql.SQL("p.{}::float8").format(t(spec.weight)) if spec.weight else sql.SQL("1.0::float8")
     d = sql.SQL("ASC") if spec.dedup == "first" else sql.SQL("DESC")
-    filters = [sql.SQL("p.{} IS NOT NULL").format(t(c)) for c in (spec.key, spec.predicted_at, spec.predicted)]
+    filters = [sql.SQL("p.{} IS NOT NULL").format(t(c)) for c in (spec.key, spec.predicted_at, spec.value_column)]
     if spec.weight:
         filters.append(sql.SQL("p.{} IS NOT NULL").format(t(spec.weight)))
     if spec.actual_mode == "presence":
@@ -121,8 +150,18 @@ def reference_parts(spec: Spec) -> dict:
     else:
         outcome_agg = sql.SQL("max(o.{})::text").format(t(spec.actual))
         actual_expr = sql.SQL("a.v")
+    if spec.score is not None:
+        # A score monitor: the label is score >= threshold, compared in float8;
+        # dedup ties are broken by the score's float8 text.
+        value = sql.SQL("p.{}::float8").format(t(spec.score))
+        label_expr = sql.SQL("({} >= {}::float8)::text").format(value, sql.SQL(repr(spec.threshold_value)))
+        order_expr = sql.SQL("({})::text").format(value)
+    else:
+        value = sql.SQL("p.{}::float8").format(t(spec.predicted)) if spec.regression else sql.SQL("NULL::float8")
+        label_expr = order_expr = sql.SQL("p.{}::text").format(t(spec.predicted))
     return dict(key=t(spec.key), bucket=sql.Literal(spec.bucket), ts=t(spec.predicted_at),
-                origin=sql.Literal(BUCKET_ORIGIN), seg=seg, pred=t(spec.predicted), w=w, d=d,
+                origin=sql.Literal(BUCKET_ORIGIN), seg=seg, pred=t(spec.value_column), w=w, d=d,
+                label_expr=label_expr, order_expr=order_expr, value=value,
                 preds=rel(spec.predictions), filters=sql.SQL(" AND ").join(filters), okey=t(spec.okey),
                 outcome_agg=outcome_agg, outs=rel(spec.outcomes), actual_expr=actual_expr)
 
@@ -133,9 +172,9 @@ def reference_query(spec: Spec) -> sql.Composable:
         WITH ranked AS (
             SELECT p.{key} AS k,
                    date_bin({bucket}::interval, p.{ts}, {origin}::timestamptz) AS bucket,
-                   {seg} AS segment, p.{pred}::text AS predicted, {w} AS weight,
+                   {seg} AS segment, {label_expr} AS predicted, {w} AS weight,
                    row_number() OVER (PARTITION BY p.{key}
-                                      ORDER BY p.{ts} {d}, p.{pred}::text {d}, ({seg})::text {d}, {w} {d}) AS rn
+                                      ORDER BY p.{ts} {d}, {order_expr} {d}, ({seg})::text {d}, {w} {d}) AS rn
             FROM {preds} p
             WHERE {filters}),
         outcome AS (
@@ -145,6 +184,88 @@ def reference_query(spec: Spec) -> sql.Composable:
         WHERE r.rn = 1
         GROUP BY 1, 2, 3, 4
     """).format(**reference_parts(spec))
+
+
+def contributions_query(spec: Spec) -> sql.Composable:
+    """Plain-SQL recomputation of each counted key's contribution with its
+    prediction's value (a score monitor's score, a regression monitor's
+    predicted number, as float8) and its actual (score monitors: boolean,
+    presence or bool_or; regression monitors: the greatest actual as float8,
+    NULL when the key has no outcome row with a non-NULL actual). Filtered
+    like the reads: buckets from date_bin(bucket, since) up to until, matured
+    (bucket + width <= now() - maturity) and labeled, segments containing
+    a filter. Parameters: since, until, matured, segment (each may be NULL)."""
+    t = sql.Identifier
+    parts = reference_parts(spec)
+    if spec.kind == "regression":
+        parts["outcome_agg"] = sql.SQL("max(o.{})::float8").format(t(spec.actual))
+        parts["actual_expr"] = sql.SQL("a.v")
+    elif spec.actual_mode == "presence":
+        parts["outcome_agg"] = sql.SQL("true")
+        parts["actual_expr"] = sql.SQL("(a.k IS NOT NULL)")
+    else:
+        parts["outcome_agg"] = sql.SQL("bool_or(o.{})").format(t(spec.actual))
+        parts["actual_expr"] = sql.SQL("a.v")
+    parts["maturity"] = sql.Literal(spec.maturity)
+    return sql.SQL("""
+        WITH ranked AS (
+            SELECT p.{key} AS k,
+                   date_bin({bucket}::interval, p.{ts}, {origin}::timestamptz) AS bucket,
+                   {seg} AS segment, {value} AS value, {w} AS weight,
+                   row_number() OVER (PARTITION BY p.{key}
+                                      ORDER BY p.{ts} {d}, {order_expr} {d}, ({seg})::text {d}, {w} {d}) AS rn
+            FROM {preds} p
+            WHERE {filters}),
+        outcome AS (
+            SELECT o.{okey} AS k, {outcome_agg} AS v FROM {outs} o WHERE o.{okey} IS NOT NULL GROUP BY o.{okey}),
+        -- MATERIALIZED: the join is planned before the read filters, whose
+        -- selectivity the planner cannot guess (it chose a nested loop over
+        -- 12,000 x 12,000 rows).
+        contribution AS MATERIALIZED (
+            SELECT r.k, r.bucket, r.segment, r.value, {actual_expr} AS actual, r.weight
+            FROM ranked r LEFT JOIN outcome a ON a.k = r.k
+            WHERE r.rn = 1)
+        SELECT c.k, c.bucket, c.segment, c.value, c.actual, c.weight
+        FROM contribution c
+        WHERE (%(since)s::timestamptz IS NULL
+               OR c.bucket >= date_bin({bucket}::interval, %(since)s::timestamptz, {origin}::timestamptz))
+          AND (%(until)s::timestamptz IS NULL OR c.bucket < %(until)s::timestamptz)
+          AND (NOT %(matured)s::boolean
+               OR (c.bucket + {bucket}::interval <= now() - {maturity}::interval AND c.actual IS NOT NULL))
+          AND (%(segment)s::jsonb IS NULL OR c.segment @> %(segment)s::jsonb)
+        ORDER BY c.bucket, c.k
+    """).format(**parts)
+
+
+@dataclass
+class Contribution:
+    key: object
+    bucket: object
+    segment: dict
+    value: float
+    actual: object
+    weight: float
+
+
+def reference_contributions(conn, spec: Spec, since=None, until=None, matured=True, segment=None) -> list:
+    """The contributions of contributions_query as Contribution objects (segment a jsonb filter dict or None)."""
+    params = dict(since=since, until=until, matured=matured,
+                  segment=None if segment is None else psycopg.types.json.Jsonb(segment))
+    return [Contribution(*r) for r in conn.execute(contributions_query(spec), params).fetchall()]
+
+
+def date_bin(width, t, origin=None):
+    """PostgreSQL's date_bin for fixed-width intervals (datetime.timedelta), origin BUCKET_ORIGIN."""
+    import datetime as dt
+    if origin is None:
+        origin = dt.datetime(2000, 1, 3, tzinfo=dt.timezone.utc)
+    return origin + ((t - origin) // width) * width
+
+
+def whole_step(step, bucket):
+    """A read's step rounded up to a whole number of buckets (at least one), as mlmon._whole_buckets."""
+    n = max(1, -(-step // bucket))  # ceil for timedeltas
+    return n * bucket
 
 
 def reference_rollup(conn, spec: Spec) -> dict:
@@ -224,3 +345,35 @@ def mlmon_settings(conn, **values):
     finally:
         for name in values:
             conn.execute(f"RESET mlmon.{name}")
+
+
+def insert_rows(conn, table, cols, rows):
+    """One multi-row INSERT of rows (lists of values for cols) into table (a plain name); nothing if no rows."""
+    if not rows:
+        return
+    q = sql.SQL("INSERT INTO {} ({}) VALUES {}").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)),
+        sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(cols))) for _ in rows))
+    conn.execute(q, [v for r in rows for v in r])
+
+
+def copy_rows(conn, table, cols, rows):
+    """One COPY FROM STDIN of rows into table (a plain name)."""
+    q = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)))
+    with conn.cursor().copy(q) as cp:
+        for r in rows:
+            cp.write_row(r)
+
+
+@contextlib.contextmanager
+def snapshot(conn):
+    """One REPEATABLE READ snapshot (so one now()) for a read and its
+    reference; inside an open transaction, that transaction as it is."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+    else:
+        yield

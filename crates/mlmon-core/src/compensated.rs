@@ -38,7 +38,39 @@ impl Sum {
 
     pub fn add_sum(&mut self, other: &Sum) {
         self.add(other.hi);
-        self.add(other.lo);
+        if other.lo != 0.0 {
+            self.add(other.lo);
+        }
+    }
+
+    /// Adds the product a·b exactly (TwoProduct: the rounding error of a·b,
+    /// by a fused multiply-add, goes in too).
+    pub fn add_product(&mut self, a: f64, b: f64) {
+        let p = a * b;
+        self.add(p);
+        let e = a.mul_add(b, -p);
+        if e != 0.0 {
+            self.add(e);
+        }
+    }
+
+    /// Adds w·x² to within 2^-106 of it: x² exactly (TwoProduct), each part
+    /// times w.
+    pub fn add_weighted_square(&mut self, w: f64, x: f64) {
+        let sq = x * x;
+        let sq_err = x.mul_add(x, -sq);
+        self.add_product(w, sq);
+        if sq_err != 0.0 {
+            self.add(w * sq_err);
+        }
+    }
+
+    /// Adds a·s for a compensated `s`, to within 2^-106 of it.
+    pub fn add_scaled(&mut self, a: f64, s: &Sum) {
+        self.add_product(a, s.hi);
+        if s.lo != 0.0 {
+            self.add(a * s.lo);
+        }
     }
 
     pub fn value(&self) -> f64 {

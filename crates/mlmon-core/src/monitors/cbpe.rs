@@ -27,7 +27,7 @@
 //! ROC AUC then ranks bins at their middle score.
 
 use crate::error::{Error, Result};
-use crate::monitors::score_cells::{bin_edge, ScoreCells, SCORE_BINS};
+use crate::monitors::score_cells::{bin_edge, zip_bins, ScoreCells, SCORE_BINS};
 use crate::wire::{Reader, Writer};
 
 const TAG: u8 = b'K';
@@ -43,7 +43,7 @@ fn bin_middle(bin: usize) -> f64 {
 fn label_weights(positive: &ScoreCells, negative: &ScoreCells) -> Vec<(usize, f64, f64)> {
     let mut per_bin = vec![(0.0f64, 0.0f64); SCORE_BINS];
     for (cells, pos) in [(positive, true), (negative, false)] {
-        for (&b, t) in &cells.bins {
+        for (b, t) in cells.iter() {
             let w = t.weight.value().max(0.0);
             let e = &mut per_bin[b as usize];
             if pos {
@@ -56,16 +56,34 @@ fn label_weights(positive: &ScoreCells, negative: &ScoreCells) -> Vec<(usize, f6
 }
 
 /// A fitted calibration: no knots means the raw score is used.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Calibration {
     /// (score, calibrated probability), scores ascending: the isotonic fit,
     /// interpolated linearly between knots and clipped beyond them.
     knots: Vec<(f64, f64)>,
+    /// The calibrated probability at each bin's middle, once asked for
+    /// (estimates read it per bin, for thousands of steps).
+    per_bin: std::sync::OnceLock<Vec<f64>>,
+}
+
+impl PartialEq for Calibration {
+    fn eq(&self, other: &Self) -> bool {
+        self.knots == other.knots
+    }
 }
 
 impl Calibration {
     pub fn identity() -> Self {
-        Calibration { knots: Vec::new() }
+        Self::from_knots(Vec::new())
+    }
+
+    fn from_knots(knots: Vec<(f64, f64)>) -> Self {
+        Calibration { knots, per_bin: std::sync::OnceLock::new() }
+    }
+
+    /// The calibrated probability of a bin's scores: at the bin's middle.
+    pub fn at_bin(&self, bin: usize) -> f64 {
+        self.per_bin.get_or_init(|| (0..SCORE_BINS).map(|b| self.at(bin_middle(b))).collect())[bin]
     }
 
     pub fn is_identity(&self) -> bool {
@@ -97,7 +115,7 @@ impl Calibration {
                 knots.push((bin_middle(points[last].0), value));
             }
         }
-        Calibration { knots }
+        Self::from_knots(knots)
     }
 
     /// NannyML's rule: the isotonic fit if it lowers ECE out of sample
@@ -192,7 +210,7 @@ impl Calibration {
             knots.push((x, y));
         }
         r.finish()?;
-        Ok(Calibration { knots })
+        Ok(Self::from_knots(knots))
     }
 }
 
@@ -242,22 +260,28 @@ pub struct Estimate {
 /// Estimates over the cells of predicted label true and false (every
 /// prediction, labeled or not).
 pub fn estimate(calibration: &Calibration, predicted_true: &ScoreCells, predicted_false: &ScoreCells) -> Estimate {
-    // Expected positive and negative weight per bin, for the AUC and, with
-    // calibration, the cells.
-    let mut per_bin = vec![(0.0f64, 0.0f64); SCORE_BINS];
+    // Expected positive and negative weight per occupied bin (in bin order),
+    // for the AUC and, with calibration, the cells.
+    let mut per_bin: Vec<(f64, f64)> = Vec::new();
     let mut cells = [0.0f64; 2]; // expected positives among ŷ = 1, ŷ = 0
     let mut totals = [0.0f64; 2];
-    for (i, side) in [predicted_true, predicted_false].into_iter().enumerate() {
-        for (&b, t) in &side.bins {
-            let w = t.weight.value().max(0.0);
-            let q = calibration.at(bin_middle(b as usize));
-            per_bin[b as usize].0 += w * q;
-            per_bin[b as usize].1 += w * (1.0 - q);
-            cells[i] += w * q;
-            totals[i] += w;
+    for (b, t, f) in zip_bins(predicted_true, predicted_false) {
+        let q = calibration.at_bin(b as usize);
+        let (mut a, mut n) = (0.0, 0.0);
+        for (i, tally) in [t, f].into_iter().enumerate() {
+            if let Some(tally) = tally {
+                let w = tally.weight.value().max(0.0);
+                cells[i] += w * q;
+                totals[i] += w;
+                a += w * q;
+                n += w * (1.0 - q);
+            }
         }
-        if calibration.is_identity() {
-            // Exact: Σw·score of the side's rows.
+        per_bin.push((a, n));
+    }
+    if calibration.is_identity() {
+        // Exact: Σw·score of each side's rows.
+        for (i, side) in [predicted_true, predicted_false].into_iter().enumerate() {
             cells[i] = side.sums.score.value().clamp(0.0, totals[i]);
         }
     }

@@ -93,10 +93,12 @@ impl RegressionCells {
             let d = y - shift;
             self.labeled += n;
             self.labeled_weight.add(weight);
-            self.actual.add(weight * d);
-            self.actual_sq.add(weight * (d * d));
-            self.error.add(weight * e);
-            self.error_sq.add(weight * (e * e));
+            // Products exactly (to 2^-106): a row retracted through a delta
+            // of another shift must cancel what it added.
+            self.actual.add_product(weight, d);
+            self.actual_sq.add_weighted_square(weight, d);
+            self.error.add_product(weight, e);
+            self.error_sq.add_weighted_square(weight, e);
             self.abs_error.add(weight * e.abs());
             self.abs_pct_error.add(weight * (e.abs() / y.abs().max(f64::EPSILON)));
         }
@@ -123,12 +125,24 @@ impl RegressionCells {
     /// Σw(y − s')² = Σw(y − s)² + 2(s − s')·Σw(y − s) + (s − s')²·W.
     fn shifted_to(&self, shift: f64) -> RegressionCells {
         let mut out = self.clone();
-        let d = self.shift.unwrap_or(shift) - shift;
-        let w = self.labeled_weight.value();
+        let from = self.shift.unwrap_or(shift);
+        let d = from - shift;
+        // d must be exact for the identities to cancel: it is when the
+        // shifts are within a factor of two (Sterbenz); otherwise its
+        // rounding error joins as a second shift step.
+        let d_err = (from - d) - shift;
         out.shift = Some(shift);
-        out.actual.add(d * w);
-        out.actual_sq.add(2.0 * d * self.actual.value());
-        out.actual_sq.add(d * d * w);
+        for step in [d, d_err] {
+            if step == 0.0 {
+                continue;
+            }
+            let (w, s1) = (out.labeled_weight, out.actual);
+            out.actual.add_scaled(step, &w);
+            out.actual_sq.add_scaled(2.0 * step, &s1);
+            let sq = step * step;
+            out.actual_sq.add_scaled(sq, &w);
+            out.actual_sq.add_scaled(step.mul_add(step, -sq), &w);
+        }
         out
     }
 
@@ -144,9 +158,16 @@ impl RegressionCells {
         }
         let actual_mean = self.actual.value() / w;
         let error_mean = self.error.value() / w;
-        // Sums of squared deviations: Σw·d² − W·mean², with d small (shifted).
-        let actual_m2 = self.actual_sq.value() - w * actual_mean * actual_mean;
-        let error_m2 = self.error_sq.value() - w * error_mean * error_mean;
+        // Sums of squared deviations: Σw·d² − W·mean², with d small
+        // (shifted). Rows that do not vary (one row left after retractions)
+        // leave a rounding residue of about 1e-16·Σw·d², which would read as
+        // a variance: anything within 1e-12 of Σw·d² is none.
+        let deviations = |sq: &Sum, mean: f64| {
+            let m2 = sq.value() - w * mean * mean;
+            if m2 <= 1e-12 * sq.value().abs() { 0.0 } else { m2 }
+        };
+        let actual_m2 = deviations(&self.actual_sq, actual_mean);
+        let error_m2 = deviations(&self.error_sq, error_mean);
         RegressionSummary::from_sums(
             self.labeled as u64,
             w,
@@ -245,6 +266,15 @@ mod tests {
             assert!((g - e).abs() <= 1e-9 * e.abs().max(1e-12), "{g} vs {e}");
         }
         assert_eq!(RegressionCells::decode(&state.encode()).unwrap(), state);
+    }
+
+    #[test]
+    fn one_row_left_has_no_variance() {
+        let mut c = RegressionCells::new();
+        c.add(-27.12585959770025, Some(51.63637624160141), 1, 2.0).unwrap();
+        c.add(46.585489501788615, Some(73.78947774506398), 1, 0.5).unwrap();
+        c.add(46.585489501788615, Some(73.78947774506398), -1, -0.5).unwrap();
+        assert_eq!(c.summary().unwrap().r2(), None);
     }
 
     #[test]

@@ -13,8 +13,6 @@
 //! residue. A delta (one statement's change to a cell) has negative counts
 //! where rows left; the sum of a cell's deltas never does.
 
-use std::collections::BTreeMap;
-
 use crate::compensated::Sum;
 use crate::error::{Error, Result};
 use crate::scores::{BinnedScores, ScoreSummary};
@@ -90,17 +88,103 @@ impl ScoreSums {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A state's bins: sparse (sorted by bin) while few, as a cell's delta or
+/// a bucket's cell is; dense once a sum gathers many (a reference period, a
+/// day of buckets), where merging into a sorted vector would cost its
+/// length per merge.
+#[derive(Clone, Debug)]
+enum Bins {
+    Sparse(Vec<(u16, BinTally)>),
+    Dense(Vec<BinTally>),
+}
+
+/// Occupied bins beyond which a sum turns dense.
+const DENSE_AT: usize = 256;
+
+impl Default for Bins {
+    fn default() -> Self {
+        Bins::Sparse(Vec::new())
+    }
+}
+
+fn is_empty_tally(t: &BinTally) -> bool {
+    t.n == 0 && t.weight.is_zero()
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct ScoreCells {
     /// Some row had a weight other than 1 (else each bin's weight is its count).
     pub weighted: bool,
-    pub bins: BTreeMap<u16, BinTally>,
+    bins: Bins,
     pub sums: ScoreSums,
+}
+
+impl PartialEq for ScoreCells {
+    fn eq(&self, other: &Self) -> bool {
+        self.weighted == other.weighted && self.sums == other.sums && self.iter().eq(other.iter())
+    }
 }
 
 impl ScoreCells {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The occupied bins in order: (bin, rows and weight).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (u16, &BinTally)> + '_> {
+        match &self.bins {
+            Bins::Sparse(v) => Box::new(v.iter().map(|(b, t)| (*b, t))),
+            Bins::Dense(v) => Box::new(v.iter().enumerate().filter(|(_, t)| !is_empty_tally(t)).map(|(b, t)| (b as u16, t))),
+        }
+    }
+
+    fn occupied(&self) -> usize {
+        match &self.bins {
+            Bins::Sparse(v) => v.len(),
+            Bins::Dense(v) => v.iter().filter(|t| !is_empty_tally(t)).count(),
+        }
+    }
+
+    fn densify(&mut self) {
+        if let Bins::Sparse(v) = &self.bins {
+            let mut dense = vec![BinTally::default(); SCORE_BINS];
+            for (b, t) in v {
+                dense[*b as usize] = *t;
+            }
+            self.bins = Bins::Dense(dense);
+        }
+    }
+
+    /// Adds `n` rows and `weight` to bin `bin`, dropping a bin left empty.
+    /// In an unweighted state a bin's weight is its count: no sum to keep.
+    fn add_to_bin(&mut self, bin: u16, n: i64, weight: &Sum) {
+        let weighted = self.weighted;
+        let add = |t: &mut BinTally| {
+            t.n += n;
+            if weighted {
+                t.weight.add_sum(weight);
+            } else {
+                t.weight = Sum::from_parts(t.n as f64, 0.0);
+            }
+        };
+        match &mut self.bins {
+            Bins::Dense(v) => add(&mut v[bin as usize]),
+            Bins::Sparse(v) => match v.binary_search_by_key(&bin, |(b, _)| *b) {
+                Ok(i) => {
+                    let t = &mut v[i].1;
+                    add(t);
+                    if is_empty_tally(t) {
+                        v.remove(i);
+                    }
+                }
+                Err(i) => {
+                    let t = BinTally { n, weight: *weight };
+                    if !is_empty_tally(&t) {
+                        v.insert(i, (bin, t));
+                    }
+                }
+            },
+        }
     }
 
     /// Adds `n` rows (negative: removes them) of one score, of total weight
@@ -111,13 +195,7 @@ impl ScoreCells {
             return Err(Error::invalid("weight", format!("weight {weight} is not finite"), "argument weight: pass finite weights"));
         }
         self.weighted |= weight != n as f64;
-        let bin = score_bin(score) as u16;
-        let tally = self.bins.entry(bin).or_default();
-        tally.n += n;
-        tally.weight.add(weight);
-        if tally.n == 0 && tally.weight.is_zero() {
-            self.bins.remove(&bin);
-        }
+        self.add_to_bin(score_bin(score) as u16, n, &Sum::from_parts(weight, 0.0));
         // scikit-learn clips probabilities to [eps, 1 − eps] for log loss.
         let eps = f64::EPSILON;
         let s = &mut self.sums;
@@ -131,13 +209,50 @@ impl ScoreCells {
 
     pub fn merge(&mut self, other: &ScoreCells) {
         self.weighted |= other.weighted;
-        for (&bin, t) in &other.bins {
-            let tally = self.bins.entry(bin).or_default();
-            tally.n += t.n;
-            tally.weight.add_sum(&t.weight);
-            if tally.n == 0 && tally.weight.is_zero() {
-                self.bins.remove(&bin);
+        if let (Bins::Sparse(a), Bins::Sparse(b)) = (&self.bins, &other.bins) {
+            if a.len() + b.len() > DENSE_AT {
+                self.densify();
+            } else {
+                // Both small and sorted: one pass.
+                let mut merged = Vec::with_capacity(a.len() + b.len());
+                let (mut i, mut j) = (0, 0);
+                while i < a.len() || j < b.len() {
+                    if j == b.len() || (i < a.len() && a[i].0 < b[j].0) {
+                        merged.push(a[i]);
+                        i += 1;
+                    } else if i == a.len() || b[j].0 < a[i].0 {
+                        merged.push(b[j]);
+                        j += 1;
+                    } else {
+                        let mut t = a[i].1;
+                        t.n += b[j].1.n;
+                        if self.weighted {
+                            t.weight.add_sum(&b[j].1.weight);
+                        } else {
+                            t.weight = Sum::from_parts(t.n as f64, 0.0);
+                        }
+                        if !is_empty_tally(&t) {
+                            merged.push((a[i].0, t));
+                        }
+                        i += 1;
+                        j += 1;
+                    }
+                }
+                self.bins = Bins::Sparse(merged);
+                for (x, y) in self.sums.all_mut().into_iter().zip(other.sums.all()) {
+                    x.add_sum(y);
+                }
+                return;
             }
+        }
+        if let Bins::Sparse(v) = &self.bins {
+            if v.len() + other.occupied() > DENSE_AT {
+                self.densify();
+            }
+        }
+        for (bin, t) in other.iter() {
+            let (n, w) = (t.n, t.weight);
+            self.add_to_bin(bin, n, &w);
         }
         for (a, b) in self.sums.all_mut().into_iter().zip(other.sums.all()) {
             a.add_sum(b);
@@ -146,16 +261,16 @@ impl ScoreCells {
 
     /// No rows and no residue: a delta that changes nothing.
     pub fn is_zero(&self) -> bool {
-        self.bins.is_empty() && self.sums.all().iter().all(|s| s.is_zero())
+        self.iter().next().is_none() && self.sums.all().iter().all(|s| s.is_zero())
     }
 
     pub fn count(&self) -> i64 {
-        self.bins.values().map(|t| t.n).sum()
+        self.iter().map(|(_, t)| t.n).sum()
     }
 
     pub fn weight(&self) -> f64 {
         let mut w = Sum::default();
-        self.bins.values().for_each(|t| w.add_sum(&t.weight));
+        self.iter().for_each(|(_, t)| w.add_sum(&t.weight));
         w.value()
     }
 
@@ -163,34 +278,17 @@ impl ScoreCells {
     /// `positive` the cells of actual = true, `negative` of actual = false.
     /// Bins stand at their middle score.
     pub fn summary(positive: &ScoreCells, negative: &ScoreCells) -> ScoreSummary {
-        let mut bins: BTreeMap<u16, BinnedScores> = BTreeMap::new();
-        let mut put = |cells: &ScoreCells, pos: bool| {
-            for (&bin, t) in &cells.bins {
-                let (lo, hi) = (bin_edge(bin as usize), bin_edge(bin as usize + 1));
-                let b = bins.entry(bin).or_insert(BinnedScores {
-                    lo,
-                    hi,
-                    mean: (lo + hi) / 2.0,
-                    w_pos: 0.0,
-                    w_neg: 0.0,
-                    n_pos: 0,
-                    n_neg: 0,
-                });
-                // A complete cell never has fewer than no rows; a rounding
-                // residue of retracted weight is clamped.
-                let (n, w) = (t.n.max(0) as u64, t.weight.value().max(0.0));
-                if pos {
-                    (b.n_pos, b.w_pos) = (n, w);
-                } else {
-                    (b.n_neg, b.w_neg) = (n, w);
-                }
-            }
-        };
-        put(positive, true);
-        put(negative, false);
+        // A complete cell never has fewer than no rows; a rounding residue
+        // of retracted weight is clamped.
+        let tally = |t: Option<&BinTally>| t.map_or((0, 0.0), |t| (t.n.max(0) as u64, t.weight.value().max(0.0)));
+        let bins = zip_bins(positive, negative).into_iter().map(|(bin, p, n)| {
+            let (lo, hi) = (bin_edge(bin as usize), bin_edge(bin as usize + 1));
+            let ((n_pos, w_pos), (n_neg, w_neg)) = (tally(p), tally(n));
+            BinnedScores { lo, hi, mean: (lo + hi) / 2.0, w_pos, w_neg, n_pos, n_neg }
+        });
         let log_loss = positive.sums.loss_pos.value() + negative.sums.loss_neg.value();
         let brier = positive.sums.miss_sq.value() + negative.sums.score_sq.value();
-        ScoreSummary::from_bins(positive.weighted || negative.weighted, log_loss.max(0.0), brier.max(0.0), bins.into_values())
+        ScoreSummary::from_bins(positive.weighted || negative.weighted, log_loss.max(0.0), brier.max(0.0), bins.collect::<Vec<_>>())
     }
 
     /// Binary form: version, tag `C`, flags, the five sums (hi, lo pairs),
@@ -198,15 +296,16 @@ impl ScoreCells {
     /// and, if weighted, its weight (hi, lo).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG);
-        w.reserve(1 + 80 + 4 + self.bins.len() * if self.weighted { 26 } else { 10 });
+        let occupied = self.occupied();
+        w.reserve(1 + 80 + 4 + occupied * if self.weighted { 26 } else { 10 });
         w.u8(if self.weighted { FLAG_WEIGHTED } else { 0 });
         for s in self.sums.all() {
             let (hi, lo) = s.parts();
             w.f64(hi);
             w.f64(lo);
         }
-        w.u32(self.bins.len() as u32);
-        for (&bin, t) in &self.bins {
+        w.u32(occupied as u32);
+        for (bin, t) in self.iter() {
             w.u16(bin);
             w.u64(t.n as u64);
             if self.weighted {
@@ -233,6 +332,7 @@ impl ScoreCells {
             }
         }
         let count = r.len("bins", SCORE_BINS)?;
+        let mut bins = Vec::with_capacity(count);
         let mut last: Option<u16> = None;
         for _ in 0..count {
             let bin = u16::from_le_bytes([r.u8("bin")?, r.u8("bin")?]);
@@ -245,11 +345,83 @@ impl ScoreCells {
             if !weight.is_finite() || (n == 0 && weight.is_zero()) {
                 return Err(Error::BadBinary("score cell state has an empty or non-finite bin".into()));
             }
-            cells.bins.insert(bin, BinTally { n, weight });
+            bins.push((bin, BinTally { n, weight }));
         }
         r.finish()?;
+        cells.bins = Bins::Sparse(bins);
         Ok(cells)
     }
+}
+
+/// States gathered for one sum read once (a step of `metrics()`): their
+/// bins are appended as they come and combined when read, where merging
+/// each into a sorted vector copied the growing vector every time.
+#[derive(Clone, Debug, Default)]
+pub struct Pile {
+    weighted: bool,
+    bins: Vec<(u16, BinTally)>,
+    sums: ScoreSums,
+}
+
+impl Pile {
+    pub fn push(&mut self, cells: &ScoreCells) {
+        self.weighted |= cells.weighted;
+        match &cells.bins {
+            Bins::Sparse(v) => self.bins.extend_from_slice(v),
+            Bins::Dense(_) => self.bins.extend(cells.iter().map(|(b, t)| (b, *t))),
+        }
+        for (a, b) in self.sums.all_mut().into_iter().zip(cells.sums.all()) {
+            a.add_sum(b);
+        }
+    }
+
+    /// The sum of every state pushed.
+    pub fn cells(&self) -> ScoreCells {
+        // Sorting (bin, position) keys moves 8 bytes an entry, not 32.
+        let mut order: Vec<u64> = self.bins.iter().enumerate().map(|(i, (b, _))| ((*b as u64) << 32) | i as u64).collect();
+        order.sort_unstable();
+        let mut combined: Vec<(u16, BinTally)> = Vec::with_capacity(order.len());
+        for (b, t) in order.into_iter().map(|k| self.bins[(k & 0xffff_ffff) as usize]) {
+            match combined.last_mut() {
+                Some((last, acc)) if *last == b => {
+                    acc.n += t.n;
+                    acc.weight.add_sum(&t.weight);
+                }
+                _ => combined.push((b, t)),
+            }
+        }
+        combined.retain(|(_, t)| !is_empty_tally(t));
+        ScoreCells { weighted: self.weighted, bins: Bins::Sparse(combined), sums: self.sums }
+    }
+}
+
+/// The occupied bins of two states side by side, in bin order.
+pub fn zip_bins<'a>(a: &'a ScoreCells, b: &'a ScoreCells) -> Vec<(u16, Option<&'a BinTally>, Option<&'a BinTally>)> {
+    let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        let next = match (x.peek(), y.peek()) {
+            (None, None) => break,
+            (Some(&(i, _)), Some(&(j, _))) if i == j => {
+                let ((bin, s), (_, t)) = (x.next().unwrap(), y.next().unwrap());
+                (bin, Some(s), Some(t))
+            }
+            (Some(&(i, _)), Some(&(j, _))) if i < j => {
+                let (bin, s) = x.next().unwrap();
+                (bin, Some(s), None)
+            }
+            (Some(_), None) => {
+                let (bin, s) = x.next().unwrap();
+                (bin, Some(s), None)
+            }
+            _ => {
+                let (bin, t) = y.next().unwrap();
+                (bin, None, Some(t))
+            }
+        };
+        out.push(next);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -288,7 +460,7 @@ mod tests {
         }
         assert!(!back.is_zero());
         c.merge(&back);
-        assert_eq!(c.bins, kept.bins);
+        assert!(c.iter().eq(kept.iter()));
         for (a, b) in c.sums.all().iter().zip(kept.sums.all()) {
             assert_eq!(a.value(), b.value());
         }
@@ -297,6 +469,57 @@ mod tests {
         w.add(0.25, 1, 0.5).unwrap();
         assert!(w.weighted);
         assert_eq!(ScoreCells::decode(&w.encode()).unwrap(), w);
+    }
+
+    #[test]
+    fn sparse_and_dense_sums_agree() {
+        let mut parts = Vec::new();
+        for k in 0..50 {
+            let mut c = ScoreCells::new();
+            for i in 0..40 {
+                c.add(((k * 37 + i * 101) % 1000) as f64 / 1000.0, 1, 1.0).unwrap();
+            }
+            parts.push(c);
+        }
+        let mut dense = ScoreCells::new();
+        for p in &parts {
+            dense.merge(p);
+        }
+        assert!(matches!(dense.bins, Bins::Dense(_)));
+        let mut sparse = ScoreCells::new();
+        for p in &parts {
+            for (bin, t) in p.iter() {
+                sparse.add_to_bin(bin, t.n, &t.weight);
+            }
+        }
+        assert!(matches!(sparse.bins, Bins::Sparse(_)));
+        assert!(dense.iter().eq(sparse.iter()));
+        assert_eq!(dense.count(), 2000);
+        assert_eq!(ScoreCells::decode(&dense.encode()).unwrap().encode(), dense.encode());
+        // Retracting every part leaves an empty dense state.
+        for p in &parts {
+            let mut back = ScoreCells::new();
+            for (bin, t) in p.iter() {
+                back.add_to_bin(bin, -t.n, &Sum::from_parts(-t.weight.value(), 0.0));
+            }
+            dense.merge(&back);
+        }
+        assert_eq!(dense.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_pile_sums_like_merges() {
+        let mut merged = ScoreCells::new();
+        let mut pile = Pile::default();
+        for k in 0..30 {
+            let mut c = ScoreCells::new();
+            for i in 0..20 {
+                c.add(((k * 13 + i * 7) % 100) as f64 / 100.0, if i % 5 == 0 { -1 } else { 1 }, if i % 5 == 0 { -0.5 } else { 0.5 }).unwrap();
+            }
+            merged.merge(&c);
+            pile.push(&c);
+        }
+        assert_eq!(pile.cells(), merged);
     }
 
     #[test]
