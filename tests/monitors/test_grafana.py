@@ -340,36 +340,39 @@ SEGMENTS = ["eu", "o'neil \"x\""]  # quotes exercise ${segment:sqlstring} and JS
 
 @pytest.fixture
 def monitors(conn, uniq, reader):
-    """A binary and a multiclass monitor, both segmented by region, created
-    after the reader exists; an alert on the binary one, checked once."""
+    """A binary, a multiclass and a score monitor, all segmented by region,
+    created after the reader exists; an alert on the binary one, checked once."""
     made = []
     try:
-        for kind in ("binary", "multiclass"):
+        for kind in ("binary", "multiclass", "score"):
             preds, outs, name = uniq("gp"), uniq("go"), uniq("gm")
-            label_type = "boolean" if kind == "binary" else "text"
-            label = "i % 3 = 0" if kind == "binary" else "(array['a', 'b', 'c'])[i % 3 + 1]"
+            label_type = {"binary": "boolean", "multiclass": "text", "score": "double precision"}[kind]
+            label = {"binary": "i % 3 = 0", "multiclass": "(array['a', 'b', 'c'])[i % 3 + 1]",
+                     "score": "((i * 7919) % 1000) / 1000.0"}[kind]
             conn.execute(f"CREATE TABLE {preds} (id bigint, at timestamptz, label {label_type}, region text)")
             made.append(("table", preds))
-            conn.execute(f"CREATE TABLE {outs} (id bigint, actual {label_type})")
+            conn.execute(f"CREATE TABLE {outs} (id bigint, actual {'boolean' if kind == 'score' else label_type})")
             made.append(("table", outs))
             # One prediction a minute for two days, regions alternating.
             regions = sql.Literal(SEGMENTS).as_string(conn)
             conn.execute(f"""INSERT INTO {preds}
                              SELECT i, now() - i * interval '1 minute', {label}, ({regions}::text[])[i % 2 + 1]
                              FROM generate_series(1, 2880) i""")
-            actual = "i % 4 = 1" if kind == "binary" else "(array['a', 'b', 'c'])[i % 2 + 1]"
+            actual = {"binary": "i % 4 = 1", "multiclass": "(array['a', 'b', 'c'])[i % 2 + 1]",
+                      "score": "(i * 7919) % 1000 < 700"}[kind]
             conn.execute(f"INSERT INTO {outs} SELECT i, {actual} FROM generate_series(1, 2880) i")
-            conn.execute("""SELECT mlmon.create_monitor(name => %s, predictions => %s, key => 'id',
-                            predicted_at => 'at', predicted => 'label', outcomes => %s, actual => 'actual',
-                            bucket => %s, maturity => interval '1 hour', segment_by => '{region}')""",
+            conn.execute(f"""SELECT mlmon.create_monitor(name => %s, predictions => %s, key => 'id',
+                             predicted_at => 'at', {'score' if kind == 'score' else 'predicted'} => 'label',
+                             outcomes => %s, actual => 'actual',
+                             bucket => %s, maturity => interval '1 hour', segment_by => '{{region}}')""",
                          [name, preds, outs, BUCKET])
             made.append(("monitor", name))
-        binary, multiclass = [n for k, n in made if k == "monitor"]
+        binary, multiclass, score = [n for k, n in made if k == "monitor"]
         alert = uniq("ga")
         conn.execute("SELECT mlmon.create_alert(%s, %s, 'accuracy', '<', 0.99, interval '1 day', min_support => 10)",
                      [alert, binary])
         conn.execute("SELECT mlmon.check_alerts()")
-        yield {"binary": binary, "multiclass": multiclass, "alert": alert}
+        yield {"binary": binary, "multiclass": multiclass, "score": score, "alert": alert}
     finally:
         for kind, obj in reversed(made):
             if kind == "monitor":
@@ -436,7 +439,7 @@ def override_names(panel):
 def test_every_dashboard_query_runs_as_the_reader(monitors, reader):
     dashboard = load_dashboard()
     with connect_as(reader) as r:
-        for kind in ("binary", "multiclass"):
+        for kind in ("binary", "multiclass", "score"):
             monitor = monitors[kind]
             options, segments = run_variable_queries(r, dashboard, monitor)
             assert monitor in options
@@ -486,7 +489,11 @@ def test_every_dashboard_query_runs_as_the_reader(monitors, reader):
                         # The shared query passes the cost variables for a binary monitor only.
                         if "cost" in shown:
                             costs = [row[columns.index("cost")] for row in rows]
-                            assert any(c is not None for c in costs) == (kind == "binary"), where
+                            assert any(c is not None for c in costs) == (kind in ("binary", "score")), where
+                        # Realized and estimated score columns: a score monitor's only.
+                        for column in {"estimated_accuracy", "estimated_roc_auc", "roc_auc"} & set(shown):
+                            values = [row[columns.index(column)] for row in rows]
+                            assert any(v is not None for v in values) == (kind == "score"), (where, column)
                 # The alert and its first check (made by the fixture) show on the binary monitor.
                 if kind == "binary":
                     variables = dashboard_variables(dashboard, monitor, ALL)
