@@ -536,6 +536,23 @@ def test_no_variance_after_retraction(conn, dsn, uniq):
         assert (got["total"], got["r2"], got["explained_variance"]) == (1, None, None)
 
 
+def test_total_counts_zero_weight_rows(conn, dsn, uniq):
+    """total is the number of matured labeled predictions, zero weights
+    included, as regression_metrics' labeled, mlmon.total of scores and
+    confusions, and the regression_summary aggregate count them; the
+    weighted metrics have no weight to average over."""
+    cfg = Config("w0", "double precision", "double precision", weight_type="double precision")
+    with regression_tables(conn, dsn, uniq, cfg) as (preds, outs, spec):
+        create_monitor(conn, spec)
+        insert_rows(conn, preds, ["k", "ts", "p", "w"], [(1, BASE, 3.0, 0.0), (2, BASE, 5.0, 1.0)])
+        insert_rows(conn, outs, ["k", "at", "y"], [(1, BASE, 4.0), (2, BASE, 7.0)])
+        assert read_regression(conn, spec.name, SINCE)["total"] == 2
+        conn.execute(f"DELETE FROM {preds} WHERE k = 2")
+        _, series = read_series(conn, spec.name, BASE, BASE + dt.timedelta(minutes=1), dt.timedelta(minutes=1))
+        assert [r["labeled"] for r in series] == [1]
+        assert read_regression(conn, spec.name, SINCE)["total"] == 1, "a labeled row of weight 0 is not counted"
+
+
 def test_mape_zero_actual(conn, dsn, uniq):
     """An actual of 0: sklearn's MAPE divides by max(|y|, float64 eps)."""
     cfg = Config("mape0", "double precision", "double precision")
