@@ -50,7 +50,8 @@ CREATE_CASES = [
     ("missing_actual", "42703", {"actual": "nope"}),
     ("missing_segment", "42703", {"segment_by": ["region", "nope"]}),
     ("missing_weight", "42703", {"weight": "nope"}),
-    ("predicted_unsupported_type", "42804", {"predicted": "score", "actual": "converted"}),
+    # A float predicted column makes a regression monitor, whose actual must be numeric too.
+    ("regression_with_boolean_actual", "42804", {"predicted": "score", "actual": "converted"}),
     ("weight_text", "42804", {"weight": "wt"}),
     ("actual_kind_mismatch", "42804", {"actual": "truth"}),
     ("text_predicted_without_actual", "42804", {"predicted": "cls"}),
@@ -66,7 +67,8 @@ CREATE_CASES = [
     ("name_uppercase", "22023", {"name": "Bad"}),
     ("name_too_long", "22023", {"name": "a" * 41}),
     ("name_empty", "22023", {"name": ""}),
-    ("score_unsupported", "0A000", {"score": "score"}),
+    # A score monitor derives its label from the score: predicted too is refused.
+    ("score_with_predicted", "0A000", {"score": "score"}),
 ]
 
 
