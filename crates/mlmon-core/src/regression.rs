@@ -176,7 +176,8 @@ impl RegressionSummary {
         abs_pct_error: f64,
     ) -> Result<Self> {
         if n == 0 || weight <= 0.0 {
-            return Ok(RegressionSummary::default());
+            // Zero-weight rows are counted, and change no metric.
+            return Ok(RegressionSummary { n, ..RegressionSummary::default() });
         }
         RegressionSummary {
             n,

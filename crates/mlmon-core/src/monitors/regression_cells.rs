@@ -153,25 +153,32 @@ impl RegressionCells {
     /// The labeled rows as a regression summary (`mlmon.regression`).
     pub fn summary(&self) -> Result<RegressionSummary> {
         let w = self.labeled_weight.value();
-        if self.labeled <= 0 || w <= 0.0 {
+        if self.labeled <= 0 {
             return Ok(RegressionSummary::new());
         }
+        if w <= 0.0 {
+            // Only zero-weight rows: counted, no metric.
+            return RegressionSummary::from_sums(self.labeled as u64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        }
+        let shift = self.shift.unwrap_or(0.0);
         let actual_mean = self.actual.value() / w;
         let error_mean = self.error.value() / w;
         // Sums of squared deviations: Σw·d² − W·mean², with d small
-        // (shifted). Rows that do not vary (one row left after retractions)
-        // leave a rounding residue of about 1e-16·Σw·d², which would read as
-        // a variance: anything within 1e-12 of Σw·d² is none.
+        // (shifted). Rows that do not vary leave a rounding residue instead
+        // of 0 (about 2^-106 of the terms once added and retracted), which
+        // would read as a variance: one row has none, and more rows have
+        // none within 1e-12 of Σw·d². (A single row sitting on the shift has
+        // Σw·d² = 0: only the first rule sees it.)
         let deviations = |sq: &Sum, mean: f64| {
             let m2 = sq.value() - w * mean * mean;
-            if m2 <= 1e-12 * sq.value().abs() { 0.0 } else { m2 }
+            if self.labeled == 1 || m2 <= 1e-12 * sq.value().abs() { 0.0 } else { m2 }
         };
         let actual_m2 = deviations(&self.actual_sq, actual_mean);
         let error_m2 = deviations(&self.error_sq, error_mean);
         RegressionSummary::from_sums(
             self.labeled as u64,
             w,
-            self.shift.unwrap_or(0.0),
+            shift,
             actual_mean,
             actual_m2,
             error_mean,
@@ -275,6 +282,28 @@ mod tests {
         c.add(46.585489501788615, Some(73.78947774506398), 1, 0.5).unwrap();
         c.add(46.585489501788615, Some(73.78947774506398), -1, -0.5).unwrap();
         assert_eq!(c.summary().unwrap().r2(), None);
+    }
+
+    #[test]
+    fn a_row_on_the_shift_left_after_retractions_has_no_variance() {
+        // helper-13's reproduction: the row left sits on the state's shift.
+        let mut c = RegressionCells::new();
+        c.add(-10.0, Some(91.37304760043257), 1, 1.0).unwrap();
+        let mut d = RegressionCells::new();
+        d.add(120.14, Some(61.2276), 1, 1.0).unwrap();
+        c.merge(&d);
+        let mut e = RegressionCells::new();
+        e.add(120.14, Some(61.2276), -1, -1.0).unwrap();
+        e.add(120.14, Some(19.9748), 1, 1.0).unwrap();
+        c.merge(&e);
+        let mut f = RegressionCells::new();
+        f.add(120.14, Some(19.9748), -1, -1.0).unwrap();
+        c.merge(&f);
+        let s = c.summary().unwrap();
+        assert_eq!((s.count(), s.r2(), s.explained_variance()), (1, None, None));
+        let mut zero = RegressionCells::new();
+        zero.add(3.0, Some(4.0), 1, 0.0).unwrap();
+        assert_eq!(zero.summary().unwrap().count(), 1);
     }
 
     #[test]
