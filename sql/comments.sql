@@ -136,10 +136,10 @@ COMMENT ON FUNCTION mlmon.best_threshold(mlmon.scores, double precision, double 
 -- Drift (sql/aggregates/drift.sql).
 COMMENT ON AGGREGATE mlmon.histogram(double precision, double precision, double precision, integer) IS 'Mergeable histogram (mlmon.histogram) of value: [lower, upper] split into bins equal bins, plus underflow and overflow bins.';
 COMMENT ON AGGREGATE mlmon.frequencies(text) IS 'Mergeable category counts (mlmon.frequencies) of text values; NULLs are skipped.';
-COMMENT ON FUNCTION mlmon.psi(mlmon.histogram, mlmon.histogram) IS 'Population stability index of current against reference (two mlmon.histogram), cells smoothed with add-1/2.';
+COMMENT ON FUNCTION mlmon.psi(mlmon.histogram, mlmon.histogram) IS 'Population stability index of current against reference (two mlmon.histogram): the textbook sum on raw proportions, add-1/2 smoothing only when a cell is empty on one side.';
 COMMENT ON FUNCTION mlmon.js_distance(mlmon.histogram, mlmon.histogram) IS 'Jensen-Shannon distance (base 2) between two mlmon.histogram, as SciPy''s jensenshannon.';
 COMMENT ON FUNCTION mlmon.chi2_test(mlmon.histogram, mlmon.histogram) IS 'Chi-squared test of two mlmon.histogram as a 2 x k contingency table: statistic, p-value and degrees of freedom.';
-COMMENT ON FUNCTION mlmon.psi(mlmon.frequencies, mlmon.frequencies) IS 'Population stability index of current against reference (two mlmon.frequencies), cells smoothed with add-1/2.';
+COMMENT ON FUNCTION mlmon.psi(mlmon.frequencies, mlmon.frequencies) IS 'Population stability index of current against reference (two mlmon.frequencies): the textbook sum on raw proportions, add-1/2 smoothing only when a cell is empty on one side.';
 COMMENT ON FUNCTION mlmon.js_distance(mlmon.frequencies, mlmon.frequencies) IS 'Jensen-Shannon distance (base 2) between two mlmon.frequencies, as SciPy''s jensenshannon.';
 COMMENT ON FUNCTION mlmon.chi2_test(mlmon.frequencies, mlmon.frequencies) IS 'Chi-squared test of two mlmon.frequencies as a 2 x k contingency table: statistic, p-value and degrees of freedom.';
 COMMENT ON FUNCTION mlmon.wasserstein(double precision[], double precision[]) IS 'Wasserstein-1 (earth mover''s) distance between two samples, as SciPy''s wasserstein_distance.';

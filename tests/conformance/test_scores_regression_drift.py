@@ -749,13 +749,16 @@ def test_regression_empty_input_is_null(conn, unique_name, weighted):
 
 
 def psi_ref(p_counts, q_counts):
-    """PSI with the documented add-1/2 smoothing over cells non-empty in either."""
+    """PSI over cells non-empty in either: the textbook formula on raw
+    proportions when no kept cell is empty on one side, else the documented
+    add-1/2 smoothing."""
     p, q = np.asarray(p_counts, float), np.asarray(q_counts, float)
     keep = (p + q) > 0
     p, q = p[keep], q[keep]
     k = len(p)
-    ps = (p + 0.5) / (p.sum() + 0.5 * k)
-    qs = (q + 0.5) / (q.sum() + 0.5 * k)
+    a = 0.5 if ((p == 0) | (q == 0)).any() else 0.0
+    ps = (p + a) / (p.sum() + a * k)
+    qs = (q + a) / (q.sum() + a * k)
     return float(np.sum((qs - ps) * np.log(qs / ps)))
 
 

@@ -3,14 +3,20 @@
 //! Jensen–Shannon distance, χ² test, two-sample Kolmogorov–Smirnov test and
 //! Wasserstein distance) with scipy's definitions.
 //!
-//! PSI smoothing: PSI takes ln(q/p) per cell, which is infinite for a cell
-//! empty on one side, and one empty bin is common. We use additive (Jeffreys,
-//! add-½) smoothing on both sides, p_i = (count_i + 0.5) / (total + 0.5·k),
-//! where k is the number of cells non-empty in at least one of the two
-//! distributions; cells empty in both are dropped (they carry no evidence, and
-//! keeping them would make PSI depend on unused bins). The Jensen–Shannon
-//! distance needs no smoothing (it is bounded by 1 with empty cells) and is
-//! computed on the raw proportions, exactly as scipy does.
+//! PSI: Σ (q−p)·ln(q/p) over the cells non-empty in at least one of the two
+//! distributions (cells empty in both carry no evidence; keeping them would
+//! make PSI depend on unused bins). When every such cell is non-empty on
+//! both sides, p and q are the raw proportions: the textbook formula,
+//! exactly. A cell empty on one side makes ln(q/p) infinite, and one empty
+//! bin is common; then, and only then, both sides are smoothed additively
+//! (Jeffreys, add-½): p_i = (count_i + 0.5) / (total + 0.5·k), k the cells
+//! kept. Evidently instead floors each empty share at 0.0001 (or at the
+//! smallest non-empty share / 10⁶ when that is below 0.0001) without
+//! renormalizing, so its PSI for an empty cell grows with ln(share / floor)
+//! whatever the sample size; add-½ shrinks an empty cell's weight as the
+//! samples grow, so the two agree only when no cell is empty. The
+//! Jensen–Shannon distance needs no smoothing (it is bounded by 1 with empty
+//! cells) and is computed on the raw proportions, exactly as scipy does.
 
 use std::collections::BTreeMap;
 
@@ -358,16 +364,18 @@ fn cells<D: Distribution>(reference: &D, current: &D) -> Result<Cells> {
     Ok((cells, r_total, c_total))
 }
 
-/// Population stability index Σ (q−p)·ln(q/p) with add-½ smoothing (see the
-/// module documentation). Symmetric in its arguments.
+/// Population stability index Σ (q−p)·ln(q/p): on raw proportions when no
+/// cell is empty on one side, else with add-½ smoothing (see the module
+/// documentation). Symmetric in its arguments.
 pub fn psi<D: Distribution>(reference: &D, current: &D) -> Result<f64> {
     let (cells, r_total, c_total) = cells(reference, current)?;
+    let smoothing = if cells.iter().any(|&(r, c)| r == 0.0 || c == 0.0) { 0.5 } else { 0.0 };
     let k = cells.len() as f64;
     Ok(cells
         .iter()
         .map(|&(r, c)| {
-            let p = (r + 0.5) / (r_total + 0.5 * k);
-            let q = (c + 0.5) / (c_total + 0.5 * k);
+            let p = (r + smoothing) / (r_total + smoothing * k);
+            let q = (c + smoothing) / (c_total + smoothing * k);
             (q - p) * (q / p).ln()
         })
         .sum())
@@ -538,6 +546,10 @@ mod tests {
         assert!(close(js_distance(&r, &c).unwrap(), 0.28897760427495517, 1e-12));
         assert_eq!((psi(&r, &r).unwrap(), js_distance(&r, &r).unwrap()), (0.0, 0.0));
         assert!(close(psi(&c, &r).unwrap(), psi(&r, &c).unwrap(), 1e-12));
+        // No cell empty on one side: the textbook formula on raw proportions
+        // (numpy: p=r/r.sum(), q=c/c.sum(); sum((q-p)*log(q/p))).
+        let (r, c) = (histogram([3, 10, 20, 30, 15, 2, 4]), histogram([1, 5, 25, 28, 10, 5, 3]));
+        assert!(close(psi(&r, &c).unwrap(), 0.1412685911492881, 1e-12));
     }
 
     #[test]
