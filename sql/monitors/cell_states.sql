@@ -39,8 +39,6 @@ CREATE FUNCTION mlmon._cells_regression(state bytea) RETURNS mlmon.regression
 -- the cells of predicted label true and false.
 CREATE FUNCTION mlmon._cells_calibration(positive bytea[], negative bytea[]) RETURNS bytea
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_calibration_wrapper';
-CREATE FUNCTION mlmon._cells_calibrated(calibration bytea) RETURNS boolean
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_calibrated_wrapper';
 CREATE FUNCTION mlmon._cells_estimate(calibration bytea, predicted_true bytea, predicted_false bytea) RETURNS double precision[]
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'cells_estimate_wrapper';
 -- Every score column of one step of metrics(): {roc_auc, log_loss, brier}

@@ -137,7 +137,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestamptz, p_step interval, p_segment jsonb,
-                               p_fp_cost double precision, p_fn_cost double precision)
+                               p_fp_cost double precision, p_fn_cost double precision, p_estimates boolean DEFAULT true)
     RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
                    accuracy double precision, "precision" double precision, recall double precision,
                    f1 double precision, mcc double precision, cost double precision,
@@ -152,15 +152,14 @@ CREATE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestam
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(p_monitor);
-    scored boolean := m.score_column IS NOT NULL;
+    -- Score columns and estimates: score monitors only; metrics_all leaves
+    -- them out (it does not return them, and the reference costs a scan).
+    scored boolean := m.score_column IS NOT NULL AND p_estimates;
     calibration bytea;
     reference_accuracy double precision;
 BEGIN
     PERFORM mlmon._check_segment(m, p_segment);
     p_step := mlmon._whole_buckets(p_step, m.bucket);
-    IF scored THEN
-        SELECT r.calibration, r.accuracy INTO calibration, reference_accuracy FROM mlmon._reference(m) r;
-    END IF;
     IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
         RAISE EXCEPTION 'empty time range'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
@@ -168,6 +167,9 @@ BEGIN
     IF (p_fp_cost IS NULL) <> (p_fn_cost IS NULL) THEN
         RAISE EXCEPTION 'fp_cost and fn_cost go together'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument fn_cost: pass both costs or neither';
+    END IF;
+    IF scored THEN
+        SELECT r.calibration, r.accuracy INTO calibration, reference_accuracy FROM mlmon._reference(m) r;
     END IF;
     RETURN QUERY EXECUTE format($q$
         WITH steps AS (
@@ -223,9 +225,13 @@ BEGIN
                p.est[5],
                -- The band: 3 standard errors of the reference's per-prediction
                -- correctness for this step's number of predictions, in [0, 1].
-               -- (greatest and least skip NULLs: no estimate, no band.)
-               CASE WHEN p.est_total > 0 THEN greatest(0, (p.est[1] + p.est[4]) / p.est_total - 3 * sqrt($12 * (1 - $12) / p.predictions)) END,
-               CASE WHEN p.est_total > 0 THEN least(1, (p.est[1] + p.est[4]) / p.est_total + 3 * sqrt($12 * (1 - $12) / p.predictions)) END
+               -- No band without an estimate or without a labeled reference
+               -- ($12 NULL: then the estimate takes the raw scores as
+               -- calibrated). greatest and least would skip the NULLs.
+               CASE WHEN p.est_total > 0 AND $12 IS NOT NULL
+                    THEN greatest(0, (p.est[1] + p.est[4]) / p.est_total - 3 * sqrt($12 * (1 - $12) / p.predictions)) END,
+               CASE WHEN p.est_total > 0 AND $12 IS NOT NULL
+                    THEN least(1, (p.est[1] + p.est[4]) / p.est_total + 3 * sqrt($12 * (1 - $12) / p.predictions)) END
         FROM steps s LEFT JOIN scored p USING (t)
         ORDER BY s.t $q$, mlmon._rollup_rows_sql(m),
         CASE WHEN scored THEN format($s$
@@ -291,7 +297,7 @@ CREATE FUNCTION mlmon.metrics_all("from" timestamptz, "to" timestamptz, step int
            x.recall, x.f1, x.mcc, x.accuracy_lower, x.accuracy_upper
     FROM mlmon.monitor mm
     CROSS JOIN LATERAL (SELECT NULL::jsonb, 'all' UNION ALL SELECT g.segment, g.label FROM mlmon.segments(mm.name) g) s(segment, label)
-    CROSS JOIN LATERAL mlmon._metrics(mm.name, $1, $2, $3, s.segment, NULL, NULL) x
+    CROSS JOIN LATERAL mlmon._metrics(mm.name, $1, $2, $3, s.segment, NULL, NULL, p_estimates => false) x
     -- Monitors whose rollup the caller cannot read are left out, not an
     -- error: one of them must not blind an alert rule to all the others.
     WHERE mlmon._rollup_readable(mm)
@@ -326,7 +332,7 @@ BEGIN
             SELECT fold, mlmon._cells_sum(state) FILTER (WHERE actual = 'true') AS positive,
                    mlmon._cells_sum(state) FILTER (WHERE actual = 'false') AS negative,
                    sum(n) FILTER (WHERE predicted = actual) AS correct, sum(n) AS total
-            FROM (SELECT floor(date_part('epoch', bucket - mlmon._bucket_origin()) / date_part('epoch', $1))::bigint %% %2$s AS fold,
+            FROM (SELECT mod(mod(floor(date_part('epoch', bucket - mlmon._bucket_origin()) / date_part('epoch', $1))::bigint, %2$s) + %2$s, %2$s) AS fold,
                          predicted, actual, n, state
                   FROM %1$s
                   WHERE bucket + $1 <= now() - $2 AND actual IS NOT NULL

@@ -1,24 +1,45 @@
 -- Monitors: the per-monitor functions and triggers built from the
 -- generators in write_path.sql.
 
--- A score monitor's check of the scores a statement writes (PL/pgSQL
--- statements for its predictions trigger; empty for other monitors): every
--- non-NULL score must be a probability, counted row or not, so that no bad
--- score waits in the table for the row counted before it to go (and then
--- fails that DELETE).
-CREATE FUNCTION mlmon._score_check_sql(m mlmon.monitor) RETURNS text
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN m.score_column IS NULL THEN '' ELSE format($q$
+-- The check of the values a statement writes into a score or regression
+-- monitor's table (PL/pgSQL statements for its trigger function on
+-- `table_oid`; empty for other monitors and tables): every non-NULL score
+-- must be a probability, every predicted or actual value finite, counted
+-- row or not, so that no bad value waits in the table for the row counted
+-- before it to go (and then fails that DELETE).
+CREATE FUNCTION mlmon._value_check_sql(m mlmon.monitor, table_oid regclass) RETURNS text
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    col name;
+    ok text;
+    what text;
+BEGIN
+    IF m.score_column IS NOT NULL AND table_oid = m.predictions THEN
+        col := m.score_column;
+        ok := format('n.%1$I::float8 >= 0 AND n.%1$I::float8 <= 1', col);
+        what := 'score % is not a probability between 0 and 1';
+    ELSIF m.label_kind = 'regression' THEN
+        col := CASE WHEN table_oid = m.predictions THEN m.predicted_column ELSE m.actual_column END;
+        -- NaN too fails this: PostgreSQL orders NaN above every number.
+        ok := format('abs(n.%I::float8) < ''Infinity''::float8', col);
+        what := CASE WHEN table_oid = m.predictions THEN 'predicted' ELSE 'actual' END || ' value % is not finite';
+    ELSE
+        RETURN '';
+    END IF;
+    RETURN format($q$
                 IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                    SELECT n.%1$I::float8 INTO bad_score FROM new_rows n
-                    WHERE n.%1$I IS NOT NULL AND NOT (n.%1$I::float8 >= 0 AND n.%1$I::float8 <= 1) LIMIT 1;
+                    SELECT n.%1$I::float8 INTO bad_value FROM new_rows n
+                    WHERE n.%1$I IS NOT NULL AND NOT (%2$s) LIMIT 1;
                     IF FOUND THEN
-                        RAISE EXCEPTION 'score %% is not a probability between 0 and 1', bad_score
-                            USING ERRCODE = 'numeric_value_out_of_range',
-                                  HINT = 'argument score: the monitor''s score column must hold the probability of the positive class, in [0, 1]';
+                        RAISE EXCEPTION '%3$s', bad_value
+                            USING ERRCODE = 'numeric_value_out_of_range', HINT = %4$L;
                     END IF;
-                END IF; $q$, m.score_column) END
-$$;
+                END IF; $q$, col, ok, what,
+        CASE WHEN m.score_column IS NOT NULL
+             THEN 'argument score: the monitor''s score column must hold the probability of the positive class, in [0, 1]'
+             ELSE format('argument %s: a regression monitor counts finite values only',
+                         CASE WHEN table_oid = m.predictions THEN 'predicted' ELSE 'actual' END) END);
+END $$;
 
 -- Creates (or, after DDL on a source table, replaces) the per-monitor apply,
 -- compact and trigger functions. Replacing keeps their OIDs, so the triggers
@@ -147,7 +168,7 @@ BEGIN
         -- table) that every later call repeated as the table grew. 8 clients
         -- of single-row late outcomes into a new outcomes table ran at 930
         -- tps against 40,700 unmonitored, falling as the table grew.
-        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' SET enable_seqscan = off AS $body$
+        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' SET enable_seqscan = off%10$s AS $body$
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
@@ -183,7 +204,9 @@ BEGIN
         END $body$ $f$,
         mlmon._internal_function(m, side.suffix), key_array,
         side.claim_bulk, side.claim_small, side.recount_bulk, side.recount_small, side.claim_one, m.key_type,
-        side.update_first);
+        side.update_first,
+        -- Score and regression values as float8 text (see the trigger functions).
+        CASE WHEN mlmon._has_cell_state(m) THEN ' SET extra_float_digits = 1' ELSE '' END);
     END LOOP;
 
     -- Trigger functions, one per source table: collect the keys a statement
@@ -206,7 +229,7 @@ BEGIN
                 one_key %4$s;
                 first_claim boolean;
                 try_plain_insert boolean := true;
-                bad_score float8;
+                bad_value float8;
             BEGIN
                 %9$s%11$s
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
@@ -271,7 +294,7 @@ BEGIN
             -- back to the same double only at extra_float_digits > 0 (a
             -- writer's session may lower it).
             CASE WHEN mlmon._has_cell_state(m) THEN ' SET extra_float_digits = 1' ELSE '' END,
-            CASE WHEN side.suffix = 'on_predictions' THEN mlmon._score_check_sql(m) ELSE '' END);
+            mlmon._value_check_sql(m, CASE WHEN side.suffix = 'on_predictions' THEN m.predictions ELSE m.outcomes END));
     END LOOP;
 END $gen$;
 

@@ -47,8 +47,10 @@ $$;
 -- values: its cells are (bucket, segment, '', '' or NULL for pending) with
 -- the sums of mlmon._regression_delta. Rows that change nothing are dropped.
 -- `compacted`: the rows of a rebuild, one per cell, in bucket order.
+-- (extra_float_digits: the threshold is written into the SQL as text, which
+-- must read back to the same double whatever the caller's session says.)
 CREATE FUNCTION mlmon._rollup_insert_sql(m mlmon.monitor, rows_sql text, compacted boolean DEFAULT false) RETURNS text
-    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 DECLARE
     cell text := 'bucket, segment, predicted, actual';
     state text;
@@ -473,10 +475,7 @@ CREATE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
             UPDATE %1$s k SET actual = CASE WHEN k.bucket IS NOT NULL THEN %2$s END
             FROM seen s WHERE k.ctid = s.seen_ctid AND k.xmin = s.seen_xmin
             RETURNING k.key, k.bucket, k.segment, k.predicted, k.weight, s.old_actual, k.actual),
-        changes AS (
-            SELECT bucket, segment, predicted, old_actual, actual, count(*) AS n, sum(weight) AS weight
-            FROM updated WHERE bucket IS NOT NULL AND old_actual IS DISTINCT FROM actual
-            GROUP BY 1, 2, 3, 4, 5),
+        changes AS (%4$s),
         delta AS (
             SELECT bucket, segment, predicted, old_actual AS actual, -n AS n, -weight AS weight FROM changes
             UNION ALL
@@ -487,7 +486,17 @@ CREATE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
                     THEN (SELECT array_agg(b.key) FROM unnest($1) b(key)
                           WHERE NOT EXISTS (SELECT FROM updated u WHERE u.key = b.key))
                END $q$,
-        mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_insert_sql(m, 'SELECT * FROM delta'))
+        mlmon._keys_table(m), mlmon._actual_sql(m, 'k.key'), mlmon._rollup_insert_sql(m, 'SELECT * FROM delta'),
+        -- Keys of equal cells counted together; a score or regression
+        -- monitor's keys one by one: its state adds each key's own terms,
+        -- which must be the very terms a later retraction of the key
+        -- subtracts (one term for n keys rounds differently).
+        CASE WHEN mlmon._has_cell_state(m)
+             THEN 'SELECT bucket, segment, predicted, old_actual, actual, 1 AS n, weight
+            FROM updated WHERE bucket IS NOT NULL AND old_actual IS DISTINCT FROM actual'
+             ELSE 'SELECT bucket, segment, predicted, old_actual, actual, count(*) AS n, sum(weight) AS weight
+            FROM updated WHERE bucket IS NOT NULL AND old_actual IS DISTINCT FROM actual
+            GROUP BY 1, 2, 3, 4, 5' END)
 $$;
 
 -- The statement that copies the chunk entries of keys `keys_sql` (a query

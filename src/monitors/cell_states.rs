@@ -177,22 +177,20 @@ fn cells_regression(bytes: Option<&[u8]>) -> Option<Vec<u8>> {
 /// cells' positive and negative states (arrays of equal length; NULL = none).
 #[pg_extern(sql = false)]
 fn cells_calibration(positive: Array<&[u8]>, negative: Array<&[u8]>) -> Vec<u8> {
+    if positive.len() != negative.len() {
+        crate::pg::errors::raise(Error::invalid("negative", "one positive and one negative state per fold", "pass arrays of equal length"));
+    }
     let folds: Vec<(ScoreCells, ScoreCells)> =
         positive.iter().zip(negative.iter()).map(|(p, n)| (score_cells(p), score_cells(n))).collect();
-    Calibration::choose(&folds).encode()
-}
-
-/// Whether a calibration maps scores (false: the raw score is used).
-#[pg_extern(sql = false)]
-fn cells_calibrated(calibration: &[u8]) -> bool {
-    !Calibration::decode(calibration).or_raise().is_identity()
+    Calibration::choose(&folds).or_raise().encode()
 }
 
 /// CBPE estimate of the predictions in cells of predicted label true and
 /// false: {tp, fp, fn, tn, roc_auc} (roc_auc NULL without both classes).
 #[pg_extern(sql = false)]
-fn cells_estimate(calibration: &[u8], predicted_true: Option<&[u8]>, predicted_false: Option<&[u8]>) -> Vec<Option<f64>> {
-    let calibration = Calibration::decode(calibration).or_raise();
+fn cells_estimate(calibration: Option<&[u8]>, predicted_true: Option<&[u8]>, predicted_false: Option<&[u8]>) -> Vec<Option<f64>> {
+    // NULL: no calibration, the raw scores.
+    let calibration = calibration.map_or_else(|| Rc::new(Calibration::identity()), decoded_calibration);
     let e = estimate(&calibration, &score_cells(predicted_true), &score_cells(predicted_false));
     vec![Some(e.tp), Some(e.fp), Some(e.fn_), Some(e.tn), e.roc_auc]
 }

@@ -166,24 +166,32 @@ def reference_parts(spec: Spec) -> dict:
                 outcome_agg=outcome_agg, outs=rel(spec.outcomes), actual_expr=actual_expr)
 
 
-def reference_query(spec: Spec) -> sql.Composable:
-    """Plain-SQL recomputation of the true rollup from the raw tables."""
-    return sql.SQL("""
+# The CTEs both recomputations start with (SQL text with reference_parts'
+# format arguments, and {kept}: the column kept of each prediction): ranked,
+# every prediction that counts numbered within its key in dedup order (rn = 1
+# is the one counted), and outcome, each outcome key's combined actual.
+RANKED_AND_OUTCOME = """
         WITH ranked AS (
             SELECT p.{key} AS k,
                    date_bin({bucket}::interval, p.{ts}, {origin}::timestamptz) AS bucket,
-                   {seg} AS segment, {label_expr} AS predicted, {w} AS weight,
+                   {seg} AS segment, {kept}, {w} AS weight,
                    row_number() OVER (PARTITION BY p.{key}
                                       ORDER BY p.{ts} {d}, {order_expr} {d}, ({seg})::text {d}, {w} {d}) AS rn
             FROM {preds} p
             WHERE {filters}),
         outcome AS (
-            SELECT o.{okey} AS k, {outcome_agg} AS v FROM {outs} o WHERE o.{okey} IS NOT NULL GROUP BY o.{okey})
+            SELECT o.{okey} AS k, {outcome_agg} AS v FROM {outs} o WHERE o.{okey} IS NOT NULL GROUP BY o.{okey})"""
+
+
+def reference_query(spec: Spec) -> sql.Composable:
+    """Plain-SQL recomputation of the true rollup from the raw tables."""
+    parts = reference_parts(spec)
+    return sql.SQL(RANKED_AND_OUTCOME + """
         SELECT r.bucket, r.segment::text, r.predicted, {actual_expr} AS actual, count(*)::bigint, sum(r.weight)
         FROM ranked r LEFT JOIN outcome a ON a.k = r.k
         WHERE r.rn = 1
         GROUP BY 1, 2, 3, 4
-    """).format(**reference_parts(spec))
+    """).format(kept=sql.SQL("{} AS predicted").format(parts["label_expr"]), **parts)
 
 
 def contributions_query(spec: Spec) -> sql.Composable:
@@ -207,17 +215,7 @@ def contributions_query(spec: Spec) -> sql.Composable:
         parts["outcome_agg"] = sql.SQL("bool_or(o.{})").format(t(spec.actual))
         parts["actual_expr"] = sql.SQL("a.v")
     parts["maturity"] = sql.Literal(spec.maturity)
-    return sql.SQL("""
-        WITH ranked AS (
-            SELECT p.{key} AS k,
-                   date_bin({bucket}::interval, p.{ts}, {origin}::timestamptz) AS bucket,
-                   {seg} AS segment, {value} AS value, {w} AS weight,
-                   row_number() OVER (PARTITION BY p.{key}
-                                      ORDER BY p.{ts} {d}, {order_expr} {d}, ({seg})::text {d}, {w} {d}) AS rn
-            FROM {preds} p
-            WHERE {filters}),
-        outcome AS (
-            SELECT o.{okey} AS k, {outcome_agg} AS v FROM {outs} o WHERE o.{okey} IS NOT NULL GROUP BY o.{okey}),
+    return sql.SQL(RANKED_AND_OUTCOME + """,
         -- MATERIALIZED: the join is planned before the read filters, whose
         -- selectivity the planner cannot guess (it chose a nested loop over
         -- 12,000 x 12,000 rows).
@@ -234,7 +232,7 @@ def contributions_query(spec: Spec) -> sql.Composable:
                OR (c.bucket + {bucket}::interval <= now() - {maturity}::interval AND c.actual IS NOT NULL))
           AND (%(segment)s::jsonb IS NULL OR c.segment @> %(segment)s::jsonb)
         ORDER BY c.bucket, c.k
-    """).format(**parts)
+    """).format(kept=sql.SQL("{} AS value").format(parts["value"]), **parts)
 
 
 @dataclass
@@ -252,6 +250,19 @@ def reference_contributions(conn, spec: Spec, since=None, until=None, matured=Tr
     params = dict(since=since, until=until, matured=matured,
                   segment=None if segment is None else psycopg.types.json.Jsonb(segment))
     return [Contribution(*r) for r in conn.execute(contributions_query(spec), params).fetchall()]
+
+
+def read_arguments(name, since, until=None, segment=None):
+    """The named arguments of a summary read (mlmon.scores, mlmon.regression)
+    as SQL, and their parameters: monitor and since, then until and segment
+    (a jsonb filter dict) when given, else the read's defaults."""
+    args = [sql.SQL("monitor => {}").format(sql.Literal(name)), sql.SQL("since => %(since)s::timestamptz")]
+    if until is not None:
+        args.append(sql.SQL("until => %(until)s::timestamptz"))
+    if segment is not None:
+        args.append(sql.SQL("segment => %(segment)s::jsonb"))
+    params = dict(since=since, until=until, segment=None if segment is None else psycopg.types.json.Jsonb(segment))
+    return sql.SQL(", ").join(args), params
 
 
 def date_bin(width, t, origin=None):

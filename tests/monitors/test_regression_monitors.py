@@ -45,11 +45,10 @@ from psycopg import sql
 from sklearn import metrics as skm
 
 from monitor_reference import (
-    Spec, copy_rows, create_monitor, date_bin, drop_monitor_quietly, insert_rows, reference_contributions, snapshot,
-    whole_step)
+    Spec, copy_rows, create_monitor, date_bin, drop_monitor_quietly, insert_rows, mlmon_settings, read_arguments,
+    reference_contributions, snapshot, whole_step)
+from value_monitor_random import BASE, RowGen, Workload, extra_seed_cases, run_random, segment_filters
 
-UTC = dt.timezone.utc
-BASE = dt.datetime(2024, 3, 4, 10, 0, 0, tzinfo=UTC)  # past: matured with maturity 0; seeds replay
 SINCE = BASE - dt.timedelta(days=1)
 REL_TOL = 1e-9
 ACCESSORS = ("mae", "mse", "rmse", "mape", "r2", "mean_error", "explained_variance")
@@ -135,16 +134,10 @@ def compare_regression(got: dict, want: dict, what: str, metrics=ACCESSORS, chec
 # ---------------------------------------------------------------------------
 
 def read_regression(conn, name, since, until=None, segment=None) -> dict:
-    args = [sql.SQL("monitor => {}").format(sql.Literal(name)), sql.SQL("since => %(since)s::timestamptz")]
-    if until is not None:
-        args.append(sql.SQL("until => %(until)s::timestamptz"))
-    if segment is not None:
-        args.append(sql.SQL("segment => %(segment)s::jsonb"))
+    args, params = read_arguments(name, since, until, segment)
     q = sql.SQL("SELECT {}, mlmon.total(x.s) FROM (SELECT mlmon.regression({}) AS s) x").format(
-        sql.SQL(", ").join(sql.SQL("mlmon.{}(x.s)").format(sql.Identifier(a)) for a in ACCESSORS),
-        sql.SQL(", ").join(args))
-    r = conn.execute(q, dict(since=since, until=until,
-                             segment=None if segment is None else psycopg.types.json.Jsonb(segment))).fetchone()
+        sql.SQL(", ").join(sql.SQL("mlmon.{}(x.s)").format(sql.Identifier(a)) for a in ACCESSORS), args)
+    r = conn.execute(q, params).fetchone()
     return dict(zip(ACCESSORS + ("total",), r))
 
 
@@ -297,31 +290,11 @@ def _num(cfg_type, x, places=4):
     return Decimal(f"{x:.{places}f}") if cfg_type == "numeric" else float(x)
 
 
-class Gen:
+class Gen(RowGen):
     def __init__(self, cfg: Config, rng: random.Random, key_pool=None):
-        self.cfg, self.rng = cfg, rng
-        self.key_pool = key_pool or list(range(1, 61))
-        self.ts_pool = [BASE + dt.timedelta(seconds=rng.randint(0, 3 * 3600), microseconds=rng.randint(0, 999999))
-                        for _ in range(15)]
+        super().__init__(cfg, rng, key_pool, ties=cfg.ties)
         self.value_pool = [rng.uniform(-20, 150) for _ in range(6)] + [1.0, 2.5, 100.0, -7.0]
-        self.pred_cols = ["k", "ts", "p"] + [c for c, _, _ in cfg.segs] + (["w"] if cfg.weight_type else [])
         self.out_cols = ["k", "at", "y"]
-
-    def key(self):
-        r = self.rng.random()
-        if r < 0.02:
-            return None
-        if r < 0.15:
-            return self.rng.randint(1000, 10**9)
-        return self.rng.choice(self.key_pool)
-
-    def ts(self):
-        r = self.rng.random()
-        if r < 0.02:
-            return None
-        if self.cfg.ties and r < 0.4:
-            return self.rng.choice(self.ts_pool)
-        return BASE + dt.timedelta(seconds=self.rng.uniform(0, 3 * 3600))
 
     def value(self, typ, allow_null=True):
         r = self.rng.random()
@@ -332,34 +305,17 @@ class Gen:
             x = 0.5  # actual 0 makes MAPE's eps convention matter: test_mape_zero_actual covers it
         return _num(typ, x)
 
-    def seg(self, i):
-        return self.rng.choice(self.cfg.segs[i][2])
+    def predicted_value(self):
+        return self.value(self.cfg.predicted_type)
 
     def weight(self):
         if self.cfg.weight_type == "integer":
             return self.rng.choice([0, 1, 1, 2, 5, None])
         return self.rng.choice([0.0, 0.5, 1.0, 1.0, 2.0, 3.25, None])
 
-    def pred_row(self, key=None):
-        row = [self.key() if key is None else key, self.ts(), self.value(self.cfg.predicted_type)]
-        row += [self.seg(i) for i in range(len(self.cfg.segs))]
-        if self.cfg.weight_type:
-            row.append(self.weight())
-        return row
-
     def out_row(self, key=None):
         return [self.key() if key is None else key, BASE + dt.timedelta(seconds=self.rng.uniform(0, 5 * 3600)),
                 self.value(self.cfg.actual_type)]
-
-
-def segment_filters(cfg: Config):
-    if not cfg.segs:
-        return (None,)
-    out = [None] + [{c: next(v for v in pool if v is not None)} for c, _, pool in cfg.segs]
-    if len(cfg.segs) > 1:
-        out.append({c: next(v for v in pool if v is not None) for c, _, pool in cfg.segs})
-    out.append({cfg.segs[0][0]: "no such value"})
-    return tuple(out)
 
 
 # ---------------------------------------------------------------------------
@@ -731,62 +687,9 @@ def test_create_errors_and_confusion_refused(conn, dsn, uniq):
 # Model-based random test
 # ---------------------------------------------------------------------------
 
-class Workload:
-    def __init__(self, conn, cfg: Config, rng, preds, outs, name):
-        self.conn, self.cfg, self.rng, self.name, self.preds, self.outs = conn, cfg, rng, name, preds, outs
-        self.g = Gen(cfg, rng)
-        self.log: list[str] = []
-
-    def ex(self, q, params=None):
-        self.log.append(f"{q} -- {params!r}"[:300])
-        return self.conn.execute(q, params)
-
-    def where(self, table):
-        roll = self.rng.random()
-        if roll < 0.4:
-            rids = [r[0] for r in self.conn.execute(f"SELECT rid FROM {table} ORDER BY rid")]
-            return "rid = ANY(%s)", [self.rng.sample(rids, min(len(rids), self.rng.randint(1, 4))) or [-1]]
-        if roll < 0.6:
-            return "k = %s", [self.rng.choice(self.g.key_pool)]
-        if roll < 0.85:
-            m = self.rng.randint(2, 5)
-            return "rid %% %s = %s", [m, self.rng.randrange(m)]
-        lo = self.rng.choice(self.g.key_pool)
-        return "k BETWEEN %s AND %s", [lo, lo + self.rng.randint(1, 20)]
-
-    def op_insert_one(self):
-        row = self.g.pred_row()
-        self.log.append(f"INSERT one {row}")
-        insert_rows(self.conn, self.preds, self.g.pred_cols, [row])
-
-    def op_insert_many(self):
-        rows = [self.g.pred_row() for _ in range(self.rng.randint(2, 20))]
-        rows += [self.g.pred_row(key=self.rng.choice(rows)[0]) for _ in range(self.rng.randint(0, 3))]
-        self.log.append(f"INSERT {len(rows)} rows")
-        insert_rows(self.conn, self.preds, self.g.pred_cols, rows)
-
-    def op_copy(self):
-        rows = [self.g.pred_row() for _ in range(self.rng.randint(50, 300))]
-        self.log.append(f"COPY {len(rows)} predictions")
-        copy_rows(self.conn, self.preds, self.g.pred_cols, rows)
-
-    def op_copy_large(self):
-        rows = [self.g.pred_row(key=self.rng.randint(10**9, 2 * 10**9) if self.rng.random() < 0.7 else None)
-                for _ in range(self.rng.randint(1100, 1400))]
-        self.log.append(f"COPY {len(rows)} predictions (large)")
-        copy_rows(self.conn, self.preds, self.g.pred_cols, rows)
-
-    def op_outcomes(self):
-        rows = [self.g.out_row() for _ in range(self.rng.randint(1, 6))]
-        self.log.append(f"INSERT outcomes {rows}")
-        insert_rows(self.conn, self.outs, self.g.out_cols, rows)
-
-    def op_outcomes_many(self):
-        keys = [r[0] for r in self.conn.execute(f"SELECT DISTINCT k FROM {self.preds} WHERE k IS NOT NULL ORDER BY k")]
-        rows = [self.g.out_row(key=self.rng.choice(keys) if keys and self.rng.random() < 0.8 else None)
-                for _ in range(self.rng.randint(50, 400))]
-        self.log.append(f"COPY {len(rows)} outcomes")
-        copy_rows(self.conn, self.outs, self.g.out_cols, rows)
+class RegressionWorkload(Workload):
+    """The shared random writes (value_monitor_random.Workload) and the
+    regression-specific ones: updates of predicted and actual numbers."""
 
     def op_update_pred(self):
         w, p = self.where(self.preds)
@@ -795,23 +698,6 @@ class Workload:
         else:
             expr = self.rng.choice(["p * 1.1", "p + 1", "-p", "p"])
             self.ex(f"UPDATE {self.preds} SET p = {expr} WHERE " + w, p)
-
-    def op_update_ts(self):
-        w, p = self.where(self.preds)
-        self.ex(f"UPDATE {self.preds} SET ts = ts + make_interval(secs => %s) WHERE " + w,
-                [self.rng.choice([-3600, -61, 30, 90, 600])] + p)
-
-    def op_update_key(self):
-        w, p = self.where(self.preds)
-        self.ex(f"UPDATE {self.preds} SET k = %s WHERE " + w, [self.g.key()] + p)
-
-    def op_update_seg_weight(self):
-        w, p = self.where(self.preds)
-        if self.cfg.segs and self.rng.random() < 0.5:
-            i = self.rng.randrange(len(self.cfg.segs))
-            self.ex(f"UPDATE {self.preds} SET {self.cfg.segs[i][0]} = %s WHERE " + w, [self.g.seg(i)] + p)
-        elif self.cfg.weight_type:
-            self.ex(f"UPDATE {self.preds} SET w = %s WHERE " + w, [self.g.weight()] + p)
 
     def op_update_outcome(self):
         w, p = self.where(self.outs)
@@ -823,20 +709,6 @@ class Workload:
         else:
             self.ex(f"UPDATE {self.outs} SET k = %s WHERE " + w, [self.g.key()] + p)
 
-    def op_delete_preds(self):
-        w, p = self.where(self.preds)
-        self.ex(f"DELETE FROM {self.preds} WHERE " + w, p)
-
-    def op_delete_outcomes(self):
-        w, p = self.where(self.outs)
-        self.ex(f"DELETE FROM {self.outs} WHERE " + w, p)
-
-    def op_truncate(self):
-        self.ex(f"TRUNCATE {self.rng.choice([self.preds, self.outs])}")
-
-    def op_compact(self):
-        self.ex("SELECT mlmon.compact_monitor(%s)", [self.name])
-
 
 OPS = [("op_insert_one", 10), ("op_insert_many", 8), ("op_copy", 3), ("op_copy_large", 0.7), ("op_outcomes", 10),
        ("op_outcomes_many", 2), ("op_update_pred", 8), ("op_update_ts", 4), ("op_update_key", 4),
@@ -846,8 +718,7 @@ OPS = [("op_insert_one", 10), ("op_insert_many", 8), ("op_copy", 3), ("op_copy_l
 RANDOM_CASES = [("float8_weight_segments", 1), ("numeric_last", 2), ("real_int_weight", 3), ("float8_numeric_mixed", 4),
                 # Seeds of longer hunts that found retraction residues (r2 of a lone row) and zero-weight totals.
                 ("float8_weight_segments", 131), ("numeric_last", 122), ("real_int_weight", 113)]
-RANDOM_CASES += [(c, 100 + 10 * i + j) for i in range(int(os.environ.get("MLMON_RANDOM_EXTRA_SEEDS", "0")))
-                 for j, c in enumerate(sorted(CONFIGS))]
+RANDOM_CASES += extra_seed_cases(CONFIGS)
 STEPS = int(os.environ.get("MLMON_RANDOM_OPS", "70"))
 BULK_CASES = [("float8_weight_segments", 7), ("numeric_last", 8)]
 
@@ -856,46 +727,17 @@ def _run_random(conn, dsn, uniq, config_id, seed, steps):
     cfg = CONFIGS[config_id]
     rng = random.Random(seed)
     with regression_tables(conn, dsn, uniq, cfg) as (preds, outs, spec):
-        wl = Workload(conn, cfg, rng, preds, outs, spec.name)
+        wl = RegressionWorkload(conn, cfg, rng, preds, outs, spec, Gen(cfg, rng))
         segs = segment_filters(cfg)[:2]
-        failures = []
 
-        def check(step, where, series=True):
-            ctx = f"seed {seed} step {step} ({where})"
-            problems = check_monitor(conn, spec, segs, context=ctx)
-            if series:
+        def problems_of(context, in_transaction):
+            problems = check_monitor(conn, spec, segs, context=context)
+            if not in_transaction:  # regression_metrics too, after commits and rollbacks
                 problems += check_series(conn, spec, BASE - dt.timedelta(minutes=30), BASE + dt.timedelta(hours=4),
-                                         dt.timedelta(minutes=30), None, ctx)
-            if problems:
-                failures.append("\n    ".join(problems[:6]) + "\n  recent statements:\n    " + "\n    ".join(wl.log[-8:]))
-            return bool(problems)
+                                         dt.timedelta(minutes=30), None, context)
+            return problems
 
-        wl.op_copy()
-        wl.op_outcomes_many()
-        create_monitor(conn, spec)
-        check(0, "backfill")
-        names, weights = zip(*OPS)
-        for step in range(1, steps + 1):
-            wl.log.append(f"--- step {step}")
-            try:
-                if rng.random() < 0.25:
-                    commit = rng.random() < 0.7
-                    with conn.transaction():
-                        for _ in range(rng.randint(2, 5)):
-                            getattr(wl, rng.choices(names, weights)[0])()
-                        if rng.random() < 0.3:
-                            check(step, "inside a transaction", series=False)
-                        if not commit:
-                            wl.log.append("ROLLBACK")
-                            raise psycopg.Rollback()
-                else:
-                    getattr(wl, rng.choices(names, weights)[0])()
-            except psycopg.Error as e:
-                failures.append(f"seed {seed} step {step}: unexpected error {e.sqlstate} {e}\n    "
-                                + "\n    ".join(wl.log[-8:]))
-            if check(step, "after commit/rollback"):
-                conn.execute("SELECT mlmon.rebuild_monitor(%s)", [spec.name])
-        assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:8])
+        run_random(conn, spec, wl, OPS, seed, steps, problems_of)
 
 
 @pytest.mark.parametrize("config_id,seed", RANDOM_CASES, ids=[f"{c}-seed{s}" for c, s in RANDOM_CASES])
@@ -907,8 +749,5 @@ def test_regression_model_based_random(conn, dsn, uniq, config_id, seed):
 
 @pytest.mark.parametrize("config_id,seed", BULK_CASES, ids=[f"{c}-seed{s}" for c, s in BULK_CASES])
 def test_regression_model_based_random_bulk_path(conn, dsn, uniq, config_id, seed):
-    conn.execute("SET mlmon.bulk_min_rows = 1")
-    try:
+    with mlmon_settings(conn, bulk_min_rows=1):
         _run_random(conn, dsn, uniq, config_id, seed, max(20, STEPS * 2 // 3))
-    finally:
-        conn.execute("RESET mlmon.bulk_min_rows")

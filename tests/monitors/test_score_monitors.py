@@ -45,13 +45,11 @@ from psycopg import sql
 from sklearn import metrics as skm
 
 from monitor_reference import (
-    Spec, copy_rows, create_monitor, date_bin, diff_rollups, drop_monitor_quietly, insert_rows, monitor_rollup,
-    reference_contributions, rollup_mismatches, snapshot, whole_step)
+    Spec, copy_rows, create_monitor, date_bin, diff_rollups, drop_monitor_quietly, insert_rows, mlmon_settings,
+    monitor_rollup, read_arguments, reference_contributions, rollup_mismatches, snapshot, whole_step)
+from value_monitor_random import BASE, RowGen, Workload, extra_seed_cases, run_random, segment_filters
 
 I = sql.Identifier
-UTC = dt.timezone.utc
-# A fixed past instant: with maturity 0 every bucket is matured, and seeds replay exactly.
-BASE = dt.datetime(2024, 3, 4, 10, 0, 0, tzinfo=UTC)
 SINCE = BASE - dt.timedelta(days=1)
 AUC_TOL = 0.001
 REL_TOL = 1e-9
@@ -181,16 +179,11 @@ def compare_scores(got: dict, want: dict, what: str) -> list:
 # ---------------------------------------------------------------------------
 
 def read_scores(conn, name, since, until=None, segment=None) -> dict:
-    args = [sql.SQL("monitor => {}").format(sql.Literal(name)), sql.SQL("since => %(since)s::timestamptz")]
-    if until is not None:
-        args.append(sql.SQL("until => %(until)s::timestamptz"))
-    if segment is not None:
-        args.append(sql.SQL("segment => %(segment)s::jsonb"))
+    args, params = read_arguments(name, since, until, segment)
     q = sql.SQL("""SELECT mlmon.roc_auc(x.s), mlmon.log_loss(x.s), mlmon.brier_score(x.s),
                           mlmon.average_precision(x.s), mlmon.total(x.s)
-                   FROM (SELECT mlmon.scores({}) AS s) x""").format(sql.SQL(", ").join(args))
-    r = conn.execute(q, dict(since=since, until=until, segment=None if segment is None else
-                             psycopg.types.json.Jsonb(segment))).fetchone()
+                   FROM (SELECT mlmon.scores({}) AS s) x""").format(args)
+    r = conn.execute(q, params).fetchone()
     return dict(zip(("roc_auc", "log_loss", "brier", "average_precision", "total"), r))
 
 
@@ -285,33 +278,13 @@ def score_tables(conn, dsn, uniq, cfg: Config, maturity="0"):
         conn.execute(f"DROP TABLE IF EXISTS {preds}, {outs}")
 
 
-class Gen:
+class Gen(RowGen):
     """Random rows for a Config (values of the column types, scores in [0, 1]
     with the edges: 0, 1, the threshold and its float8 neighbours)."""
 
     def __init__(self, cfg: Config, rng: random.Random, key_pool=None):
-        self.cfg, self.rng = cfg, rng
-        self.key_pool = key_pool or list(range(1, 61))
-        self.ts_pool = [BASE + dt.timedelta(seconds=rng.randint(0, 3 * 3600), microseconds=rng.randint(0, 999999))
-                        for _ in range(15)]
-        self.pred_cols = ["k", "ts", "p"] + [c for c, _, _ in cfg.segs] + (["w"] if cfg.weight_type else [])
+        super().__init__(cfg, rng, key_pool)
         self.out_cols = ["k", "at"] + (["y"] if cfg.actual_type else [])
-
-    def key(self):
-        r = self.rng.random()
-        if r < 0.02:
-            return None
-        if r < 0.15:
-            return self.rng.randint(1000, 10**9)
-        return self.rng.choice(self.key_pool)
-
-    def ts(self):
-        r = self.rng.random()
-        if r < 0.02:
-            return None
-        if r < 0.4:
-            return self.rng.choice(self.ts_pool)  # shared instants: dedup tie-breaks matter
-        return BASE + dt.timedelta(seconds=self.rng.uniform(0, 3 * 3600))
 
     def score(self, allow_null=True):
         rng, thr = self.rng, self.cfg.thr
@@ -327,8 +300,8 @@ class Gen:
             return rng.choice([0.0, 1.0, thr, math.nextafter(thr, 0), math.nextafter(thr, 1), 0.5, 0.25, 1e-7])
         return rng.random()
 
-    def seg(self, i):
-        return self.rng.choice(self.cfg.segs[i][2])
+    def predicted_value(self):
+        return self.score()
 
     def weight(self):
         if self.cfg.weight_type == "numeric":
@@ -339,30 +312,11 @@ class Gen:
     def actual(self):
         return self.rng.choice([True, False, True, None])
 
-    def pred_row(self, key=None):
-        row = [self.key() if key is None else key, self.ts(), self.score()]
-        row += [self.seg(i) for i in range(len(self.cfg.segs))]
-        if self.cfg.weight_type:
-            row.append(self.weight())
-        return row
-
     def out_row(self, key=None):
         row = [self.key() if key is None else key, BASE + dt.timedelta(seconds=self.rng.uniform(0, 5 * 3600))]
         if self.cfg.actual_type:
             row.append(self.actual())
         return row
-
-
-def segment_filters(cfg: Config):
-    if not cfg.segs:
-        return (None,)
-    out = [None]
-    for c, _, pool in cfg.segs:
-        out.append({c: next(v for v in pool if v is not None)})
-    if len(cfg.segs) > 1:
-        out.append({c: next(v for v in pool if v is not None) for c, _, pool in cfg.segs})
-    out.append({cfg.segs[0][0]: "no such value"})
-    return tuple(out)
 
 
 # ---------------------------------------------------------------------------
@@ -818,63 +772,9 @@ def test_confusion_and_accuracy_of_a_score_monitor(conn, dsn, uniq):
 # Model-based random test
 # ---------------------------------------------------------------------------
 
-class Workload:
-    def __init__(self, conn, cfg: Config, rng: random.Random, preds, outs, spec: Spec):
-        self.conn, self.cfg, self.rng, self.spec, self.name = conn, cfg, rng, spec, spec.name
-        self.preds, self.outs = preds, outs
-        self.g = Gen(cfg, rng)
-        self.log: list[str] = []
-
-    def ex(self, q, params=None):
-        self.log.append(f"{q} -- {params!r}"[:300])
-        return self.conn.execute(q, params)
-
-    def where(self, table):
-        roll = self.rng.random()
-        if roll < 0.4:
-            rids = [r[0] for r in self.conn.execute(f"SELECT rid FROM {table} ORDER BY rid")]
-            return "rid = ANY(%s)", [self.rng.sample(rids, min(len(rids), self.rng.randint(1, 4))) or [-1]]
-        if roll < 0.6:
-            return "k = %s", [self.rng.choice(self.g.key_pool)]
-        if roll < 0.85:
-            m = self.rng.randint(2, 5)
-            return "rid %% %s = %s", [m, self.rng.randrange(m)]
-        lo = self.rng.choice(self.g.key_pool)
-        return "k BETWEEN %s AND %s", [lo, lo + self.rng.randint(1, 20)]
-
-    def op_insert_one(self):
-        row = self.g.pred_row()
-        self.log.append(f"INSERT one {row}")
-        insert_rows(self.conn, self.preds, self.g.pred_cols, [row])
-
-    def op_insert_many(self):
-        rows = [self.g.pred_row() for _ in range(self.rng.randint(2, 20))]
-        rows += [self.g.pred_row(key=self.rng.choice(rows)[0]) for _ in range(self.rng.randint(0, 3))]
-        self.log.append(f"INSERT {len(rows)} rows")
-        insert_rows(self.conn, self.preds, self.g.pred_cols, rows)
-
-    def op_copy(self):
-        rows = [self.g.pred_row() for _ in range(self.rng.randint(50, 300))]
-        self.log.append(f"COPY {len(rows)} predictions")
-        copy_rows(self.conn, self.preds, self.g.pred_cols, rows)
-
-    def op_copy_large(self):
-        rows = [self.g.pred_row(key=self.rng.randint(10**9, 2 * 10**9) if self.rng.random() < 0.7 else None)
-                for _ in range(self.rng.randint(1100, 1400))]
-        self.log.append(f"COPY {len(rows)} predictions (large)")
-        copy_rows(self.conn, self.preds, self.g.pred_cols, rows)
-
-    def op_outcomes(self):
-        rows = [self.g.out_row() for _ in range(self.rng.randint(1, 6))]
-        self.log.append(f"INSERT outcomes {rows}")
-        insert_rows(self.conn, self.outs, self.g.out_cols, rows)
-
-    def op_outcomes_many(self):
-        keys = [r[0] for r in self.conn.execute(f"SELECT DISTINCT k FROM {self.preds} WHERE k IS NOT NULL ORDER BY k")]
-        rows = [self.g.out_row(key=self.rng.choice(keys) if keys and self.rng.random() < 0.8 else None)
-                for _ in range(self.rng.randint(50, 400))]
-        self.log.append(f"COPY {len(rows)} outcomes")
-        copy_rows(self.conn, self.outs, self.g.out_cols, rows)
+class ScoreWorkload(Workload):
+    """The shared random writes (value_monitor_random.Workload) and the
+    score-specific ones: score updates, outcome updates, bad scores."""
 
     def op_update_score(self):
         w, p = self.where(self.preds)
@@ -883,23 +783,6 @@ class Workload:
         else:
             expr = self.rng.choice(["1 - p", "p / 2", "p * p", "least(p + 0.1, 1)", "p"])
             self.ex(f"UPDATE {self.preds} SET p = {expr} WHERE " + w, p)
-
-    def op_update_ts(self):
-        w, p = self.where(self.preds)
-        self.ex(f"UPDATE {self.preds} SET ts = ts + make_interval(secs => %s) WHERE " + w,
-                [self.rng.choice([-3600, -61, 30, 90, 600])] + p)
-
-    def op_update_key(self):
-        w, p = self.where(self.preds)
-        self.ex(f"UPDATE {self.preds} SET k = %s WHERE " + w, [self.g.key()] + p)
-
-    def op_update_seg_weight(self):
-        w, p = self.where(self.preds)
-        if self.cfg.segs and self.rng.random() < 0.5:
-            i = self.rng.randrange(len(self.cfg.segs))
-            self.ex(f"UPDATE {self.preds} SET {self.cfg.segs[i][0]} = %s WHERE " + w, [self.g.seg(i)] + p)
-        elif self.cfg.weight_type:
-            self.ex(f"UPDATE {self.preds} SET w = %s WHERE " + w, [self.g.weight()] + p)
 
     def op_update_outcome(self):
         w, p = self.where(self.outs)
@@ -910,20 +793,6 @@ class Workload:
                 self.ex(f"UPDATE {self.outs} SET y = %s WHERE " + w, [self.g.actual()] + p)
         else:
             self.ex(f"UPDATE {self.outs} SET k = %s WHERE " + w, [self.g.key()] + p)
-
-    def op_delete_preds(self):
-        w, p = self.where(self.preds)
-        self.ex(f"DELETE FROM {self.preds} WHERE " + w, p)
-
-    def op_delete_outcomes(self):
-        w, p = self.where(self.outs)
-        self.ex(f"DELETE FROM {self.outs} WHERE " + w, p)
-
-    def op_truncate(self):
-        self.ex(f"TRUNCATE {self.rng.choice([self.preds, self.outs])}")
-
-    def op_compact(self):
-        self.ex("SELECT mlmon.compact_monitor(%s)", [self.name])
 
     def op_bad_score(self):
         """A statement carrying one bad score, in a savepoint: 22003, nothing written."""
@@ -974,8 +843,7 @@ OPS = [("op_insert_one", 10), ("op_insert_many", 8), ("op_copy", 3), ("op_copy_l
        ("op_truncate", 0.5), ("op_compact", 2), ("op_bad_score", 2)]
 
 RANDOM_CASES = [("float8_bool_weight_segments", 1), ("real_presence_last", 2), ("numeric_bool_weight_last", 3)]
-RANDOM_CASES += [(c, 100 + 10 * i + j) for i in range(int(os.environ.get("MLMON_RANDOM_EXTRA_SEEDS", "0")))
-                 for j, c in enumerate(sorted(CONFIGS))]
+RANDOM_CASES += extra_seed_cases(CONFIGS)
 STEPS = int(os.environ.get("MLMON_RANDOM_OPS", "60"))
 BULK_CASES = [("float8_bool_weight_segments", 7), ("numeric_bool_weight_last", 8)]
 
@@ -984,47 +852,10 @@ def _run_random(conn, dsn, uniq, config_id, seed, steps):
     cfg = CONFIGS[config_id]
     rng = random.Random(seed)
     with score_tables(conn, dsn, uniq, cfg) as (preds, outs, spec):
-        wl = Workload(conn, cfg, rng, preds, outs, spec)
+        wl = ScoreWorkload(conn, cfg, rng, preds, outs, spec, Gen(cfg, rng))
         segs = segment_filters(cfg)[:3]
-        failures = []
-
-        def check(step, where):
-            problems = check_monitor(conn, spec, segs, context=f"seed {seed} step {step} ({where})")
-            if problems:
-                failures.append("\n    ".join(problems[:6]) + "\n  recent statements:\n    " + "\n    ".join(wl.log[-8:]))
-            return bool(problems)
-
-        wl.op_copy()
-        wl.op_outcomes_many()
-        create_monitor(conn, spec)
-        check(0, "backfill")
-        names, weights = zip(*OPS)
-        for step in range(1, steps + 1):
-            wl.log.append(f"--- step {step}")
-            try:
-                if rng.random() < 0.25:
-                    commit = rng.random() < 0.7
-                    with conn.transaction():
-                        for _ in range(rng.randint(2, 5)):
-                            op = rng.choices(names, weights)[0]
-                            msg = getattr(wl, op)()
-                            if msg:
-                                failures.append(f"seed {seed} step {step}: {msg}")
-                        if rng.random() < 0.3:
-                            check(step, "inside a transaction")
-                        if not commit:
-                            wl.log.append("ROLLBACK")
-                            raise psycopg.Rollback()
-                else:
-                    msg = getattr(wl, rng.choices(names, weights)[0])()
-                    if msg:
-                        failures.append(f"seed {seed} step {step}: {msg}")
-            except psycopg.Error as e:
-                failures.append(f"seed {seed} step {step}: unexpected error {e.sqlstate} {e}\n    "
-                                + "\n    ".join(wl.log[-8:]))
-            if check(step, "after commit/rollback"):
-                conn.execute("SELECT mlmon.rebuild_monitor(%s)", [spec.name])  # judge later steps on their own
-        assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:8])
+        run_random(conn, spec, wl, OPS, seed, steps,
+                   lambda context, in_transaction: check_monitor(conn, spec, segs, context=context))
 
 
 @pytest.mark.parametrize("config_id,seed", RANDOM_CASES, ids=[f"{c}-seed{s}" for c, s in RANDOM_CASES])
@@ -1038,8 +869,5 @@ def test_score_model_based_random(conn, dsn, uniq, config_id, seed):
 @pytest.mark.parametrize("config_id,seed", BULK_CASES, ids=[f"{c}-seed{s}" for c, s in BULK_CASES])
 def test_score_model_based_random_bulk_path(conn, dsn, uniq, config_id, seed):
     """The same with mlmon.bulk_min_rows = 1: multi-row statements may take the statement path."""
-    conn.execute("SET mlmon.bulk_min_rows = 1")
-    try:
+    with mlmon_settings(conn, bulk_min_rows=1):
         _run_random(conn, dsn, uniq, config_id, seed, max(20, STEPS * 2 // 3))
-    finally:
-        conn.execute("RESET mlmon.bulk_min_rows")

@@ -15,7 +15,7 @@ pub struct Sum {
 }
 
 /// Knuth's TwoSum: `s + e == a + b` exactly.
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
+pub fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
     let bb = s - a;
     (s, (a - (s - bb)) + (b - bb))
@@ -71,6 +71,29 @@ impl Sum {
         if s.lo != 0.0 {
             self.add(a * s.lo);
         }
+    }
+
+    /// Σx² − (Σx)²/W for this sum Σx² (`self`), `sum` = Σx and the
+    /// weight `w` = W, in double-double throughout: the sum of squared
+    /// deviations, exact to about 2^-100 of Σx² even when the values sit far
+    /// from zero (Σx² and (Σx)²/W then agree in many leading digits).
+    pub fn deviations(&self, sum: &Sum, w: &Sum) -> f64 {
+        if w.value() <= 0.0 {
+            return 0.0;
+        }
+        // (Σx)² in double-double: hi² exactly, plus 2·hi·lo.
+        let mut square = Sum::default();
+        square.add_product(sum.hi, sum.hi);
+        square.add(2.0 * sum.hi * sum.lo);
+        // Divided by W: q1 = square / W, then the remainder's quotient.
+        let q1 = square.value() / w.value();
+        let mut rest = square;
+        rest.add_scaled(-q1, w);
+        let q2 = rest.value() / w.value();
+        let mut m2 = *self;
+        m2.add(-q1);
+        m2.add(-q2);
+        m2.value()
     }
 
     pub fn value(&self) -> f64 {

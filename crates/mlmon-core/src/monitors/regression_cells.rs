@@ -9,7 +9,7 @@
 //! relative to a shift, the first actual the state saw; merging re-expresses
 //! the other state's sums relative to this one's shift.
 
-use crate::compensated::Sum;
+use crate::compensated::{two_sum, Sum};
 use crate::error::{check_finite, Error, Result};
 use crate::regression::RegressionSummary;
 use crate::wire::{Reader, Writer};
@@ -36,6 +36,13 @@ pub struct RegressionCells {
     pub error_sq: Sum,
     pub abs_error: Sum,
     pub abs_pct_error: Sum,
+    /// The largest |term| ever added to `actual_sq` / `error_sq` (never
+    /// lowered: a bound, merged by max). A sum whose rows no longer vary
+    /// keeps a residue of about 2^-106 of it, which must not read as a
+    /// variance; the remaining sum itself is no guide (0 when the rows left
+    /// sit on the shift).
+    pub actual_scale: f64,
+    pub error_scale: f64,
 }
 
 impl RegressionCells {
@@ -76,7 +83,7 @@ impl RegressionCells {
     pub fn add(&mut self, predicted: f64, actual: Option<f64>, n: i64, weight: f64) -> Result<()> {
         check_finite("predicted", predicted)?;
         check_finite("weight", weight)?;
-        self.n += n;
+        self.n = self.n.saturating_add(n);
         self.weight.add(weight);
         self.predicted.add(weight * predicted);
         if let Some(y) = actual {
@@ -90,15 +97,26 @@ impl RegressionCells {
                 ));
             }
             let shift = *self.shift.get_or_insert(y);
-            let d = y - shift;
-            self.labeled += n;
+            // y − shift exactly, as a rounded difference and its rounding
+            // error: a row retracted through a delta of another shift must
+            // subtract the very value it added (a rounded d is off by up to
+            // an ulp, a residue no retraction cancels).
+            let (d, d_err) = two_sum(y, -shift);
+            self.labeled = self.labeled.saturating_add(n);
             self.labeled_weight.add(weight);
             // Products exactly (to 2^-106): a row retracted through a delta
             // of another shift must cancel what it added.
             self.actual.add_product(weight, d);
             self.actual_sq.add_weighted_square(weight, d);
+            if d_err != 0.0 {
+                self.actual.add_product(weight, d_err);
+                self.actual_sq.add_product(2.0 * weight * d, d_err);
+                self.actual_sq.add(weight * d_err * d_err);
+            }
             self.error.add_product(weight, e);
             self.error_sq.add_weighted_square(weight, e);
+            self.actual_scale = self.actual_scale.max((weight * d * d).abs());
+            self.error_scale = self.error_scale.max((weight * e * e).abs());
             self.abs_error.add(weight * e.abs());
             self.abs_pct_error.add(weight * (e.abs() / y.abs().max(f64::EPSILON)));
         }
@@ -113,8 +131,10 @@ impl RegressionCells {
         if self.shift.is_none() {
             self.shift = other.shift;
         }
-        self.n += other.n;
-        self.labeled += other.labeled;
+        self.n = self.n.saturating_add(other.n);
+        self.labeled = self.labeled.saturating_add(other.labeled);
+        self.actual_scale = self.actual_scale.max(other.actual_scale);
+        self.error_scale = self.error_scale.max(other.error_scale);
         for (a, b) in self.sums_mut().into_iter().zip(other.sums()) {
             a.add_sum(b);
         }
@@ -126,17 +146,16 @@ impl RegressionCells {
     fn shifted_to(&self, shift: f64) -> RegressionCells {
         let mut out = self.clone();
         let from = self.shift.unwrap_or(shift);
-        let d = from - shift;
-        // d must be exact for the identities to cancel: it is when the
-        // shifts are within a factor of two (Sterbenz); otherwise its
-        // rounding error joins as a second shift step.
-        let d_err = (from - d) - shift;
+        // The step must be exact for the identities to cancel: as a rounded
+        // difference and its exact rounding error (TwoSum), taken in turn.
+        let (d, d_err) = two_sum(from, -shift);
         out.shift = Some(shift);
         for step in [d, d_err] {
             if step == 0.0 {
                 continue;
             }
             let (w, s1) = (out.labeled_weight, out.actual);
+            out.actual_scale = out.actual_scale.max((2.0 * step * s1.value()).abs()).max((step * step * w.value()).abs());
             out.actual.add_scaled(step, &w);
             out.actual_sq.add_scaled(2.0 * step, &s1);
             let sq = step * step;
@@ -163,18 +182,17 @@ impl RegressionCells {
         let shift = self.shift.unwrap_or(0.0);
         let actual_mean = self.actual.value() / w;
         let error_mean = self.error.value() / w;
-        // Sums of squared deviations: Σw·d² − W·mean², with d small
-        // (shifted). Rows that do not vary leave a rounding residue instead
-        // of 0 (about 2^-106 of the terms once added and retracted), which
-        // would read as a variance: one row has none, and more rows have
-        // none within 1e-12 of Σw·d². (A single row sitting on the shift has
-        // Σw·d² = 0: only the first rule sees it.)
-        let deviations = |sq: &Sum, mean: f64| {
-            let m2 = sq.value() - w * mean * mean;
-            if self.labeled == 1 || m2 <= 1e-12 * sq.value().abs() { 0.0 } else { m2 }
+        // Sums of squared deviations Σw·d² − (Σw·d)²/W, in double-double
+        // (the shift may sit far from the rows left after retractions).
+        // Rows that do not vary still leave a residue of about 2^-106 of the
+        // largest term ever added: one row has no variance, and more rows
+        // have none within 2^-90 of that term.
+        let deviations = |sq: &Sum, sum: &Sum, scale: f64| {
+            let m2 = sq.deviations(sum, &self.labeled_weight);
+            if self.labeled == 1 || m2 <= 2f64.powi(-90) * scale.max(sq.value().abs()) { 0.0 } else { m2 }
         };
-        let actual_m2 = deviations(&self.actual_sq, actual_mean);
-        let error_m2 = deviations(&self.error_sq, error_mean);
+        let actual_m2 = deviations(&self.actual_sq, &self.actual, self.actual_scale);
+        let error_m2 = deviations(&self.error_sq, &self.error, self.error_scale);
         RegressionSummary::from_sums(
             self.labeled as u64,
             w,
@@ -189,7 +207,7 @@ impl RegressionCells {
     }
 
     /// Binary form: version, tag `G`, n, labeled (i64), shift flag and value,
-    /// then the nine sums as (hi, lo) pairs.
+    /// the nine sums as (hi, lo) pairs, then the two scales.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(TAG);
         w.u64(self.n as u64);
@@ -201,6 +219,8 @@ impl RegressionCells {
             w.f64(hi);
             w.f64(lo);
         }
+        w.f64(self.actual_scale);
+        w.f64(self.error_scale);
         w.finish()
     }
 
@@ -218,6 +238,10 @@ impl RegressionCells {
             if !s.is_finite() {
                 return Err(Error::BadBinary("regression cell state has a non-finite sum".into()));
             }
+        }
+        (cells.actual_scale, cells.error_scale) = (r.f64("scale")?, r.f64("scale")?);
+        if !(cells.actual_scale >= 0.0 && cells.error_scale >= 0.0 && cells.actual_scale.is_finite() && cells.error_scale.is_finite()) {
+            return Err(Error::BadBinary("regression cell state has a bad scale".into()));
         }
         r.finish()?;
         Ok(cells)
@@ -304,6 +328,41 @@ mod tests {
         let mut zero = RegressionCells::new();
         zero.add(3.0, Some(4.0), 1, 0.0).unwrap();
         assert_eq!(zero.summary().unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_stale_shift_far_from_the_rows_left_keeps_their_variance() {
+        // Review's t10: the shift is an actual of 0, retracted; 200 rows near 1e9 stay.
+        let mut c = RegressionCells::new();
+        c.add(1e9, Some(0.0), 1, 1.0).unwrap();
+        let mut exact = RegressionSummary::new();
+        for i in 0..200 {
+            let y = 1e9 + ((i * 37) % 5) as f64 - 2.0;
+            let p = 1e9 + ((i * 11) % 7) as f64;
+            let mut d = RegressionCells::new();
+            d.add(p, Some(y), 1, 1.0).unwrap();
+            c.merge(&d);
+            exact.add(p, y, 1.0).unwrap();
+        }
+        let mut gone = RegressionCells::new();
+        gone.add(1e9, Some(0.0), -1, -1.0).unwrap();
+        c.merge(&gone);
+        let (got, want) = (c.summary().unwrap().r2().unwrap(), exact.r2().unwrap());
+        assert!((got - want).abs() <= 1e-9 * want.abs(), "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_zero_weight_row_beside_one_on_the_shift_has_no_variance() {
+        let mut c = RegressionCells::new();
+        c.add(-27.12585959770025, Some(51.63637624160141), 1, 2.0).unwrap();
+        c.add(46.585489501788615, Some(73.78947774506398), 1, 0.0).unwrap();
+        let mut d = RegressionCells::new();
+        d.add(10.0, Some(99.0), 1, 3.0).unwrap();
+        c.merge(&d);
+        let mut e = RegressionCells::new();
+        e.add(10.0, Some(99.0), -1, -3.0).unwrap();
+        c.merge(&e);
+        assert_eq!(c.summary().unwrap().r2(), None);
     }
 
     #[test]

@@ -160,7 +160,8 @@ impl ScoreCells {
     fn add_to_bin(&mut self, bin: u16, n: i64, weight: &Sum) {
         let weighted = self.weighted;
         let add = |t: &mut BinTally| {
-            t.n += n;
+            // Saturating: decoded states are untrusted; 2^63 rows never happen.
+            t.n = t.n.saturating_add(n);
             if weighted {
                 t.weight.add_sum(weight);
             } else {
@@ -225,7 +226,7 @@ impl ScoreCells {
                         j += 1;
                     } else {
                         let mut t = a[i].1;
-                        t.n += b[j].1.n;
+                        t.n = t.n.saturating_add(b[j].1.n);
                         if self.weighted {
                             t.weight.add_sum(&b[j].1.weight);
                         } else {
@@ -265,7 +266,7 @@ impl ScoreCells {
     }
 
     pub fn count(&self) -> i64 {
-        self.iter().map(|(_, t)| t.n).sum()
+        self.iter().fold(0i64, |n, (_, t)| n.saturating_add(t.n))
     }
 
     pub fn weight(&self) -> f64 {
@@ -384,7 +385,7 @@ impl Pile {
         for (b, t) in order.into_iter().map(|k| self.bins[(k & 0xffff_ffff) as usize]) {
             match combined.last_mut() {
                 Some((last, acc)) if *last == b => {
-                    acc.n += t.n;
+                    acc.n = acc.n.saturating_add(t.n);
                     acc.weight.add_sum(&t.weight);
                 }
                 _ => combined.push((b, t)),
