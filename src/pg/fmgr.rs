@@ -31,7 +31,7 @@ pub(crate) use v1_function;
 /// `fcinfo` must carry three arguments whose first is NULL or a `T` created by
 /// `aggregate_state::with_state` in this aggregate, as the SQL declarations
 /// guarantee.
-pub unsafe fn two_argument_fast_path<T>(
+pub unsafe fn two_argument_fast_path<T: 'static>(
     fcinfo: pg_sys::FunctionCallInfo,
     slow: unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
     add: impl FnOnce(&mut T, pg_sys::Datum, pg_sys::Datum) -> bool,
@@ -40,8 +40,13 @@ pub unsafe fn two_argument_fast_path<T>(
     unsafe {
         let args = (*fcinfo).args.as_slice(3);
         let (state, a, b) = (args[0], args[1], args[2]);
-        if !(state.isnull || a.isnull || b.isnull) && add(&mut *state.value.cast_mut_ptr::<T>(), a.value, b.value) {
-            return state.value;
+        if !(state.isnull || a.isnull || b.isnull) {
+            // A state of another type goes to `slow`, which raises.
+            if let Some(value) = crate::pg::aggregate_state::typed_mut::<T>(state.value.cast_mut_ptr::<u8>()) {
+                if add(value, a.value, b.value) {
+                    return state.value;
+                }
+            }
         }
         slow(fcinfo)
     }

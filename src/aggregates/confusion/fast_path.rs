@@ -34,10 +34,16 @@ pub unsafe extern "C-unwind" fn confusion_trans_bool_fast(fcinfo: pg_sys::Functi
         if state.isnull {
             return start_binary_state(fcinfo, a, p);
         }
-        if let Accumulator::Binary { cells, .. } = &mut *state.value.cast_mut_ptr::<Accumulator>() {
-            let cell = &mut cells[(a as usize) * 2 + p as usize];
-            cell.n += 1;
-            cell.w += 1.0;
+        match crate::pg::aggregate_state::typed_mut::<Accumulator>(state.value.cast_mut_ptr::<u8>()) {
+            Some(Accumulator::Binary { cells, .. }) => {
+                let cell = &mut cells[(a as usize) * 2 + p as usize];
+                cell.n += 1;
+                cell.w += 1.0;
+            }
+            Some(_) => {}
+            // A state of another type (a user's aggregate pairing functions
+            // of different aggregates): refused, in a guarded call.
+            None => wrong_state(fcinfo),
         }
         state.value
     }
@@ -48,4 +54,9 @@ extern "C-unwind" fn start_binary_state(fcinfo: pg_sys::FunctionCallInfo, actual
     let mut accumulator = Accumulator::new(LabelKind::Binary, false);
     accumulator.add_binary(actual, predicted, 1.0);
     new_state(accumulator, fcinfo).unwrap().expect("new state is not null")
+}
+
+#[pg_guard]
+extern "C-unwind" fn wrong_state(_fcinfo: pg_sys::FunctionCallInfo) {
+    pgrx::error!("mlmon: an aggregate state of another type (a transition and a final function of different aggregates)")
 }
