@@ -72,6 +72,14 @@ BEGIN
                   ELSE 'a classification or score monitor; read a regression monitor with mlmon.regression or mlmon.regression_metrics' END);
 END $$;
 
+-- The labeled, matured rollup rows of a monitor in [since, until) (whole
+-- buckets), optionally of segments containing `segment`: the WHERE clause
+-- over $1 bucket, $2 since, $3 until, $4 maturity, $5 segment.
+CREATE FUNCTION mlmon._matured_labeled_sql() RETURNS text
+    IMMUTABLE LANGUAGE sql AS $$
+    SELECT 'bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3 AND bucket + $1 <= now() - $4
+            AND actual IS NOT NULL AND ($5::jsonb IS NULL OR segment @> $5::jsonb)' $$;
+
 CREATE FUNCTION mlmon.confusion(monitor text, since timestamptz, until timestamptz DEFAULT now(), segment jsonb DEFAULT NULL)
     RETURNS mlmon.confusion
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -82,15 +90,12 @@ BEGIN
     PERFORM mlmon._check_segment(m, segment);
     PERFORM mlmon._check_kind(m, 'classification');
     EXECUTE format($q$
-        SELECT mlmon.confusion_from_cells($1, $2, array_agg(predicted), array_agg(actual), array_agg(n), array_agg(w))
+        SELECT mlmon.confusion_from_cells($6, $7, array_agg(predicted), array_agg(actual), array_agg(n), array_agg(w))
         FROM (SELECT predicted, actual, sum(n)::bigint AS n, sum(weight) AS w
-              FROM %s
-              WHERE bucket >= date_bin($3, $4, mlmon._bucket_origin()) AND bucket < $5
-                AND bucket + $3 <= now() - $6
-                AND actual IS NOT NULL AND ($7::jsonb IS NULL OR segment @> $7::jsonb)
-              GROUP BY 1, 2 HAVING sum(n) > 0) cells $q$, mlmon._rollup_rows_sql(m))
+              FROM %s WHERE %s
+              GROUP BY 1, 2 HAVING sum(n) > 0) cells $q$, mlmon._rollup_rows_sql(m), mlmon._matured_labeled_sql())
     INTO result
-    USING m.label_kind, m.weight_column IS NOT NULL, m.bucket, since, until, m.maturity, segment;
+    USING m.bucket, since, until, m.maturity, segment, m.label_kind, m.weight_column IS NOT NULL;
     RETURN result;
 END $$;
 COMMENT ON FUNCTION mlmon.confusion(text, timestamptz, timestamptz, jsonb) IS
@@ -308,21 +313,13 @@ COMMENT ON FUNCTION mlmon.metrics_all(timestamptz, timestamptz, interval) IS
 
 -- Score monitors ------------------------------------------------------------
 
--- The labeled, matured rollup rows of monitor `m` in [since, until) (whole
--- buckets), optionally of segments containing `segment`: the WHERE clause
--- over $1 bucket, $2 since, $3 until, $4 maturity, $5 segment.
-CREATE FUNCTION mlmon._matured_labeled_sql() RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$
-    SELECT 'bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3 AND bucket + $1 <= now() - $4
-            AND actual IS NOT NULL AND ($5::jsonb IS NULL OR segment @> $5::jsonb)' $$;
-
 -- Score monitor `m`'s CBPE reference: the calibration chosen on its
 -- matured, labeled predictions in [reference_from, reference_to) (every
 -- matured one by default), with NannyML's rule over ten folds of buckets
 -- (crates/mlmon-core/src/monitors/cbpe.rs), and the reference's realized
--- accuracy and row count (for the estimates' band). The whole monitor's
--- reference serves a segment's estimates too.
-CREATE FUNCTION mlmon._reference(m mlmon.monitor, OUT calibration bytea, OUT accuracy double precision, OUT n bigint)
+-- accuracy (for the estimates' band; NULL without a labeled prediction).
+-- The whole monitor's reference serves a segment's estimates too.
+CREATE FUNCTION mlmon._reference(m mlmon.monitor, OUT calibration bytea, OUT accuracy double precision)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- One pass; the fold is the bucket's number mod 10 (date_part: float8
@@ -341,9 +338,9 @@ BEGIN
             GROUP BY fold)
         SELECT mlmon._cells_calibration(coalesce(array_agg(positive ORDER BY fold), '{}'),
                                         coalesce(array_agg(negative ORDER BY fold), '{}')),
-               sum(correct)::float8 / nullif(sum(total), 0), coalesce(sum(total), 0)::bigint
+               sum(correct)::float8 / nullif(sum(total), 0)
         FROM folds $q$, mlmon._rollup_rows_sql(m), 10)
-    INTO calibration, accuracy, n
+    INTO calibration, accuracy
     USING m.bucket, m.maturity, m.reference_from, m.reference_to;
 END $$;
 

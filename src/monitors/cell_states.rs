@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 use pgrx::{Internal, PgSqlErrorCode};
 
 use crate::pg::aggregate_state::{state_ref, with_state};
-use crate::pg::errors::{raise_coded, OrRaise};
+use crate::pg::errors::{raise, raise_coded, OrRaise};
 
 /// One rollup cell's state, told apart by its tag byte.
 #[derive(Clone)]
@@ -44,7 +44,7 @@ impl CellState {
         match (self, other) {
             (CellState::Score(a), CellState::Score(b)) => a.merge(b),
             (CellState::Regression(a), CellState::Regression(b)) => a.merge(b),
-            _ => crate::pg::errors::raise(Error::BadBinary("score and regression cell states do not merge".into())),
+            _ => raise(Error::BadBinary("score and regression cell states do not merge".into())),
         }
     }
 
@@ -61,7 +61,7 @@ fn score_cells(bytes: Option<&[u8]>) -> ScoreCells {
         None => ScoreCells::new(),
         Some(CellState::Score(s)) => s,
         Some(CellState::Regression(_)) => {
-            crate::pg::errors::raise(Error::BadBinary("a regression cell state where a score state was expected".into()))
+            raise(Error::BadBinary("a regression cell state where a score state was expected".into()))
         }
     }
 }
@@ -169,7 +169,7 @@ fn cells_scores(positive: Option<&[u8]>, negative: Option<&[u8]>) -> Option<Vec<
 fn cells_regression(bytes: Option<&[u8]>) -> Option<Vec<u8>> {
     match bytes.map(CellState::decode)? {
         CellState::Regression(r) => Some(r.summary().or_raise().encode()),
-        CellState::Score(_) => crate::pg::errors::raise(Error::BadBinary("a score cell state where a regression state was expected".into())),
+        CellState::Score(_) => raise(Error::BadBinary("a score cell state where a regression state was expected".into())),
     }
 }
 
@@ -178,7 +178,7 @@ fn cells_regression(bytes: Option<&[u8]>) -> Option<Vec<u8>> {
 #[pg_extern(sql = false)]
 fn cells_calibration(positive: Array<&[u8]>, negative: Array<&[u8]>) -> Vec<u8> {
     if positive.len() != negative.len() {
-        crate::pg::errors::raise(Error::invalid("negative", "one positive and one negative state per fold", "pass arrays of equal length"));
+        raise(Error::invalid("negative", "one positive and one negative state per fold", "pass arrays of equal length"));
     }
     let folds: Vec<(ScoreCells, ScoreCells)> =
         positive.iter().zip(negative.iter()).map(|(p, n)| (score_cells(p), score_cells(n))).collect();
