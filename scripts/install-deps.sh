@@ -23,3 +23,16 @@ if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
 fi
 
 python3 -m pip install -q --root-user-action=ignore -r tests/requirements.txt
+
+# Evidently (tests/conformance/test_drift_evidently.py) lives in a virtualenv of its
+# own: it needs pandas 2.x, the main environment has pandas 3.x (see
+# tests/conformance/requirements-evidently.txt). A copy of the requirements file
+# inside the venv marks a finished install, so a re-run costs one cmp.
+EVIDENTLY_VENV="${MLMON_EVIDENTLY_VENV:-$HOME/.cache/mlmon/evidently-venv}"
+if ! { [ -x "$EVIDENTLY_VENV/bin/python" ] &&
+       cmp -s tests/conformance/requirements-evidently.txt "$EVIDENTLY_VENV/mlmon-requirements.txt"; }; then
+  echo "==> Evidently virtualenv at $EVIDENTLY_VENV"
+  python3 -m venv "$EVIDENTLY_VENV"
+  "$EVIDENTLY_VENV/bin/python" -m pip install -q -r tests/conformance/requirements-evidently.txt
+  cp tests/conformance/requirements-evidently.txt "$EVIDENTLY_VENV/mlmon-requirements.txt"
+fi

@@ -4,6 +4,7 @@
 //! math and rules in `mlmon-core`:
 //! - `aggregates/`: two-step aggregates and their state types;
 //! - `monitors/`: the native parts of monitors' write path;
+//! - `drift_monitors/`: drift monitors' write path and reads;
 //! - `features/`: the online feature read and the training-set build;
 //! - `pg/`: what talks to PostgreSQL and knows no domain.
 //!
@@ -17,6 +18,7 @@
 use pgrx::prelude::*;
 
 mod aggregates;
+mod drift_monitors;
 mod features;
 mod monitors;
 mod pg;

@@ -369,31 +369,43 @@ fn cells<D: Distribution>(reference: &D, current: &D) -> Result<Cells> {
 /// documentation). Symmetric in its arguments.
 pub fn psi<D: Distribution>(reference: &D, current: &D) -> Result<f64> {
     let (cells, r_total, c_total) = cells(reference, current)?;
+    Ok(psi_of_cells(&cells, r_total, c_total))
+}
+
+/// PSI of (reference, current) count pairs with the given totals, every
+/// pair non-empty on at least one side (see [`psi`]).
+pub fn psi_of_cells(cells: &[(f64, f64)], r_total: f64, c_total: f64) -> f64 {
     let smoothing = if cells.iter().any(|&(r, c)| r == 0.0 || c == 0.0) { 0.5 } else { 0.0 };
     let k = cells.len() as f64;
-    Ok(cells
+    cells
         .iter()
         .map(|&(r, c)| {
             let p = (r + smoothing) / (r_total + smoothing * k);
             let q = (c + smoothing) / (c_total + smoothing * k);
             (q - p) * (q / p).ln()
         })
-        .sum())
+        .sum()
 }
 
 /// Jensen–Shannon distance with base-2 logarithms, in [0, 1]:
 /// `scipy.spatial.distance.jensenshannon(p, q, base=2)`.
 pub fn js_distance<D: Distribution>(reference: &D, current: &D) -> Result<f64> {
     let (cells, r_total, c_total) = cells(reference, current)?;
+    Ok(js_of_cells(&cells, r_total, c_total) / std::f64::consts::LN_2.sqrt())
+}
+
+/// Jensen–Shannon distance with natural logarithms (scipy's default base,
+/// Evidently's), in [0, √ln 2], of (reference, current) count pairs.
+pub fn js_of_cells(cells: &[(f64, f64)], r_total: f64, c_total: f64) -> f64 {
     let rel_entr = |x: f64, m: f64| if x > 0.0 { x * (x / m).ln() } else { 0.0 };
     let (mut left, mut right) = (0.0, 0.0);
-    for &(r, c) in &cells {
+    for &(r, c) in cells {
         let (p, q) = (r / r_total, c / c_total);
         let m = (p + q) / 2.0;
         left += rel_entr(p, m);
         right += rel_entr(q, m);
     }
-    Ok(((left + right) / std::f64::consts::LN_2 / 2.0).max(0.0).sqrt())
+    ((left + right) / 2.0).max(0.0).sqrt()
 }
 
 /// Pearson χ² test of homogeneity on the 2×k table of counts (k = cells
@@ -402,13 +414,19 @@ pub fn js_distance<D: Distribution>(reference: &D, current: &D) -> Result<f64> {
 /// test is degenerate and, like scipy, gives (0, 1, 0).
 pub fn chi2_test<D: Distribution>(reference: &D, current: &D) -> Result<(f64, f64, u64)> {
     let (cells, r_total, c_total) = cells(reference, current)?;
-    let dof = cells.len() as u64 - 1;
+    Ok(chi2_of_cells(&cells, r_total, c_total))
+}
+
+/// [`chi2_test`] of (reference, current) count pairs, each non-empty on at
+/// least one side.
+pub fn chi2_of_cells(cells: &[(f64, f64)], r_total: f64, c_total: f64) -> (f64, f64, u64) {
+    let dof = cells.len().saturating_sub(1) as u64;
     if dof == 0 {
-        return Ok((0.0, 1.0, 0));
+        return (0.0, 1.0, 0);
     }
     let total = r_total + c_total;
     let mut statistic = 0.0;
-    for &(r, c) in &cells {
+    for &(r, c) in cells {
         let column = r + c;
         for (observed, row) in [(r, r_total), (c, c_total)] {
             let expected = row * column / total;
@@ -416,7 +434,7 @@ pub fn chi2_test<D: Distribution>(reference: &D, current: &D) -> Result<(f64, f6
         }
     }
     let p = ChiSquared::new(dof as f64).expect("dof >= 1").sf(statistic);
-    Ok((statistic, p, dof))
+    (statistic, p, dof)
 }
 
 fn sorted_sample(values: &[f64], argument: &'static str) -> Result<Vec<f64>> {

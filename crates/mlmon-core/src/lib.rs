@@ -20,6 +20,7 @@ pub mod compensated;
 pub mod confusion;
 pub mod cost;
 pub mod drift;
+pub mod drift_monitors;
 pub mod error;
 pub mod fast_hash;
 pub mod features;

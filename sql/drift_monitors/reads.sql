@@ -1,0 +1,119 @@
+-- Drift monitors: the read functions. Each sums the state rows of its
+-- periods (a bucket belongs to a period when its start does) and hands the
+-- sums to the native report (src/drift_monitors/reads.rs).
+
+-- The sum of a monitor's states over [from, to), for one segment or all.
+CREATE FUNCTION mlmon._drift_state(m mlmon.drift_monitor, "from" timestamptz, "to" timestamptz, segment text[])
+    RETURNS bytea STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    state bytea;
+BEGIN
+    IF segment IS NULL THEN
+        EXECUTE format('SELECT mlmon._drift_sum(state) FROM %s WHERE bucket >= $1 AND bucket < $2', mlmon._drift_states_table(m))
+            INTO state USING "from", "to";
+    ELSE
+        EXECUTE format('SELECT mlmon._drift_sum(state) FROM %s WHERE bucket >= $1 AND bucket < $2 AND segment = $3',
+                       mlmon._drift_states_table(m))
+            INTO state USING "from", "to", to_jsonb(segment);
+    END IF;
+    RETURN state;
+END $$;
+
+-- Checks a read's period and segment; 22023 naming the argument.
+CREATE FUNCTION mlmon._drift_check(m mlmon.drift_monitor, "from" timestamptz, "to" timestamptz, segment text[])
+    RETURNS void IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
+        RAISE EXCEPTION 'invalid period [%, %)', "from", "to"
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument from: a time earlier than to (both required)';
+    END IF;
+    IF segment IS NOT NULL AND cardinality(segment) <> cardinality(m.segment_by) THEN
+        RAISE EXCEPTION 'drift monitor % has % segment columns, the segment given has %',
+                        m.name, cardinality(m.segment_by), cardinality(segment)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('argument segment: one value per segment_by column (%s), as text', array_to_string(m.segment_by, ', '));
+    END IF;
+END $$;
+
+CREATE FUNCTION mlmon.drift(
+    monitor text, "from" timestamptz, "to" timestamptz,
+    reference_from timestamptz DEFAULT NULL, reference_to timestamptz DEFAULT NULL, segment text[] DEFAULT NULL)
+    RETURNS TABLE (column_name text, kind text, method text, statistic double precision, p_value double precision,
+                   threshold double precision, drifted boolean, psi double precision, js_distance double precision,
+                   wasserstein double precision, null_share double precision, reference_null_share double precision,
+                   out_of_range_share double precision, unseen_categories text[], n bigint, reference_n bigint)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.drift_monitor := mlmon._drift_monitor(monitor);
+BEGIN
+    PERFORM mlmon._drift_check(m, "from", "to", segment);
+    PERFORM mlmon._drift_check(m, coalesce(reference_from, m.reference_from, '-infinity'),
+                               coalesce(reference_to, m.reference_to), NULL);
+    RETURN QUERY SELECT * FROM mlmon._drift_report(
+        m.name,
+        mlmon._drift_state(m, coalesce(reference_from, m.reference_from, '-infinity'), coalesce(reference_to, m.reference_to), segment),
+        mlmon._drift_state(m, "from", "to", segment));
+END $$;
+COMMENT ON FUNCTION mlmon.drift IS
+    'Drift of each watched column over [from, to) against the reference period (the monitor''s unless given): Evidently''s method, statistic, p-value and a sample-size-aware decision, with PSI, Jensen-Shannon and Wasserstein distances and data-quality shares.';
+
+CREATE FUNCTION mlmon.dataset_drift(
+    monitor text, "from" timestamptz, "to" timestamptz,
+    reference_from timestamptz DEFAULT NULL, reference_to timestamptz DEFAULT NULL, segment text[] DEFAULT NULL,
+    drift_share double precision DEFAULT 0.5)
+    RETURNS TABLE (columns integer, drifted_columns integer, drifted_share double precision, drifted boolean)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF drift_share IS NULL OR drift_share NOT BETWEEN 0 AND 1 THEN
+        RAISE EXCEPTION 'invalid drift_share %', drift_share
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument drift_share: a share of columns between 0 and 1 (Evidently: 0.5)';
+    END IF;
+    -- Evidently's rule: the dataset drifts when at least drift_share of its
+    -- columns do. A column without data in either period counts as not drifted.
+    RETURN QUERY
+    SELECT count(*)::integer, (count(*) FILTER (WHERE d.drifted))::integer,
+           (count(*) FILTER (WHERE d.drifted))::double precision / count(*),
+           (count(*) FILTER (WHERE d.drifted))::double precision / count(*) >= drift_share
+    FROM mlmon.drift(monitor, "from", "to", reference_from, reference_to, segment) d;
+END $$;
+COMMENT ON FUNCTION mlmon.dataset_drift IS
+    'Share of drifted columns over [from, to) and Evidently''s dataset-level flag (share >= drift_share).';
+
+CREATE FUNCTION mlmon.drift_metrics(
+    monitor text, column_name text, "from" timestamptz, "to" timestamptz, step interval,
+    reference_from timestamptz DEFAULT NULL, reference_to timestamptz DEFAULT NULL, segment text[] DEFAULT NULL)
+    RETURNS TABLE ("time" timestamptz, n bigint, statistic double precision, p_value double precision,
+                   threshold double precision, drifted boolean, psi double precision, js_distance double precision,
+                   wasserstein double precision, null_share double precision, out_of_range_share double precision)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.drift_monitor := mlmon._drift_monitor(monitor);
+BEGIN
+    PERFORM mlmon._drift_check(m, "from", "to", segment);
+    IF step IS NULL OR step <= interval '0' OR extract(month FROM step) <> 0 OR extract(year FROM step) <> 0 THEN
+        RAISE EXCEPTION 'invalid step %', step
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument step: a positive interval of fixed length, e.g. interval ''1 hour''';
+    END IF;
+    RETURN QUERY SELECT * FROM mlmon._drift_series(
+        m.name, column_name, "from", "to", (extract(epoch FROM step) * 1000000)::bigint,
+        mlmon._drift_state(m, coalesce(reference_from, m.reference_from, '-infinity'), coalesce(reference_to, m.reference_to), segment),
+        CASE WHEN segment IS NOT NULL THEN to_jsonb(segment) END);
+END $$;
+COMMENT ON FUNCTION mlmon.drift_metrics IS
+    'One column''s drift per step of [from, to) against the reference (time first, ordered; empty steps have n = 0): for Grafana.';
+
+CREATE FUNCTION mlmon.drift_histogram(
+    monitor text, column_name text, "from" timestamptz, "to" timestamptz, segment text[] DEFAULT NULL)
+    RETURNS TABLE (kind text, bin integer, lower double precision, upper double precision, category text, n bigint)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.drift_monitor := mlmon._drift_monitor(monitor);
+BEGIN
+    PERFORM mlmon._drift_check(m, "from", "to", segment);
+    RETURN QUERY SELECT * FROM mlmon._drift_cells(m.name, column_name, mlmon._drift_state(m, "from", "to", segment));
+END $$;
+COMMENT ON FUNCTION mlmon.drift_histogram IS
+    'A watched column''s cells over [from, to): histogram bins with their bounds, underflow and overflow, or categories and other; and its NULLs.';
+
+GRANT EXECUTE ON FUNCTION mlmon.drift, mlmon.dataset_drift, mlmon.drift_metrics, mlmon.drift_histogram TO mlmon_reader;

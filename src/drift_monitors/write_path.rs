@@ -1,0 +1,430 @@
+//! The write path of drift monitors: the native statement trigger
+//! (`mlmon._drift_write(monitor)`) and the rebuild from the whole table
+//! (`mlmon._drift_rebuild(monitor)`) feed rows to one [`Accumulator`],
+//! which bins each row's columns into the state of its (bucket, segment)
+//! and appends those states as signed delta rows.
+//!
+//! - INSERT adds the new rows, DELETE subtracts the old ones, UPDATE does
+//!   both; each statement appends one delta row per (bucket, segment) it
+//!   touched, in the writing transaction (a rollback takes it away).
+//!   Writers never update a shared row; compaction folds deltas now and
+//!   then under an advisory lock no writer waits for.
+//! - TRUNCATE deletes every state row.
+//! - Everything after reading the catalog runs as the monitor's owner with a
+//!   pinned search path (`pg::session::as_user`), and with TimeZone = UTC so
+//!   a text time without an offset means UTC whatever the writer's session.
+
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use mlmon_core::drift_monitors::layout::{bucket_of, unix_seconds_to_micros};
+use mlmon_core::drift_monitors::state::{CategoricalState, ColumnState, DriftState, NumericState};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::catalog::{spi_error, DriftMonitor, Kind};
+use super::catalog::Dictionary;
+use crate::pg::datum::float8;
+use crate::pg::fmgr::{as_text, from_cstring, v1_function};
+use crate::pg::errors::raise_coded;
+use crate::pg::session::{as_user, with_setting};
+use crate::pg::trigger::{trigger_arguments, trigger_data};
+use crate::pg::tuples::{each_row, integer, Attributes};
+
+/// Groups held in memory before their deltas are written out (deltas add
+/// up, so a statement may append several rows for one group): a numeric
+/// column's state is about 1 kB, so this bounds a statement's memory to a
+/// few tens of MB whatever its row count.
+const MAX_GROUPS: usize = 2048;
+
+/// Where the monitor's columns sit in a tuple descriptor, and their types.
+struct Positions {
+    time: (usize, pg_sys::Oid),
+    segments: Vec<(usize, pg_sys::Oid)>,
+    columns: Vec<(usize, pg_sys::Oid)>,
+}
+
+fn missing_column(monitor: &DriftMonitor, column: &str) -> ! {
+    raise_coded(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+        format!("drift monitor \"{}\": its table has no column \"{column}\" any more", monitor.name),
+        "drop the drift monitor (mlmon.drop_drift_monitor) and create it again for the table's new shape",
+    )
+}
+
+impl Positions {
+    fn find(desc: pg_sys::TupleDesc, monitor: &DriftMonitor) -> Positions {
+        let attributes = Attributes(desc);
+        let find = |name: &str| {
+            attributes.find(name).map(|(i, a)| (i, a.atttypid)).unwrap_or_else(|| missing_column(monitor, name))
+        };
+        Positions {
+            time: find(&monitor.time_column),
+            segments: monitor.segment_by.iter().map(|s| find(s)).collect(),
+            columns: monitor.columns.iter().map(|c| find(&c.name)).collect(),
+        }
+    }
+}
+
+/// A value's text, as `value::text` gives it.
+///
+/// # Safety
+/// `value` is a valid, non-NULL datum of `type_oid`.
+unsafe fn text_of(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> String {
+    // SAFETY: the caller's promise; as_text returns a text datum, read
+    // through a detoasted copy.
+    unsafe {
+        if type_oid == pg_sys::BOOLOID {
+            return if value.value() != 0 { "true" } else { "false" }.to_owned();
+        }
+        let text = as_text(value, type_oid);
+        let plain = pg_sys::pg_detoast_datum_packed(text.cast_mut_ptr());
+        String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(plain)).into_owned()
+    }
+}
+
+/// A numeric column's value as f64 (NaN for numeric's NaN).
+///
+/// # Safety
+/// `value` is a valid, non-NULL datum of `type_oid`.
+unsafe fn number_of(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> f64 {
+    match type_oid {
+        pg_sys::FLOAT8OID => float8(value),
+        pg_sys::FLOAT4OID => f32::from_bits(value.value() as u32) as f64,
+        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => integer(value, type_oid) as f64,
+        // numeric: its exact text, rounded once to the nearest double (as
+        // ::float8 does); 'NaN' and '±Infinity' parse too.
+        // SAFETY: the caller's promise.
+        _ => unsafe { text_of(value, type_oid) }.parse::<f64>().unwrap_or(f64::NAN),
+    }
+}
+
+/// The microseconds (since 2000-01-01 UTC) of a row's time, None when NULL
+/// or infinite.
+///
+/// # Safety
+/// `value` is a valid, non-NULL datum of `type_oid`.
+unsafe fn micros_of(kind: &str, value: pg_sys::Datum, type_oid: pg_sys::Oid) -> Option<i64> {
+    match kind {
+        "timestamptz" | "timestamp" => Some(value.value() as i64).filter(|&t| t != i64::MIN && t != i64::MAX),
+        "date" => Some(value.value() as i32).filter(|&d| d != i32::MIN && d != i32::MAX).map(|d| d as i64 * 86_400_000_000),
+        // SAFETY: the caller's promise.
+        "number" => unix_seconds_to_micros(unsafe { number_of(value, type_oid) }),
+        _ => {
+            // text: read by timestamptz's input function (22007 when malformed).
+            // SAFETY: the caller's promise; the C string outlives the call.
+            let text = unsafe { text_of(value, type_oid) };
+            let c = CString::new(text).unwrap_or_default();
+            // SAFETY: a valid C string, read by the type's input function.
+            Some(unsafe { from_cstring(pg_sys::TIMESTAMPTZOID, c.as_ptr().cast_mut()) }.value() as i64)
+                .filter(|&t| t != i64::MIN && t != i64::MAX)
+        }
+    }
+}
+
+/// Bins rows into per-(bucket, segment) delta states and writes them.
+pub struct Accumulator<'a> {
+    monitor: &'a DriftMonitor,
+    dictionary: Dictionary,
+    groups: HashMap<(i64, String), DriftState>,
+    compacted: bool,
+    rows: i64,
+}
+
+impl<'a> Accumulator<'a> {
+    pub fn new(client: &SpiClient<'_>, monitor: &'a DriftMonitor, compacted: bool) -> Self {
+        Accumulator { monitor, dictionary: Dictionary::load(client, monitor), groups: HashMap::new(), compacted, rows: 0 }
+    }
+
+    fn empty_state(&self) -> DriftState {
+        DriftState {
+            columns: self
+                .monitor
+                .columns
+                .iter()
+                .map(|c| match c.kind {
+                    Kind::Numeric => ColumnState::Numeric(NumericState::new(c.edges().len())),
+                    Kind::Categorical => ColumnState::Categorical(CategoricalState::default()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The id of a category, adding it to the dictionary while it has room;
+    /// None: *other*.
+    fn category_id(&mut self, client: &mut SpiClient<'_>, position: usize, category: String) -> Option<u32> {
+        if let Some(&id) = self.dictionary.ids.get(&(position, category.clone())) {
+            return Some(id);
+        }
+        let table = &self.monitor.categories_table;
+        let add = format!(
+            "WITH found AS (SELECT id FROM {table} WHERE position = $1 AND category = $2),
+                  added AS (INSERT INTO {table} (position, category)
+                            SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM found)
+                               AND (SELECT count(*) FROM {table} WHERE position = $1) < $3
+                            ON CONFLICT (position, category) DO NOTHING RETURNING id)
+             SELECT id FROM found UNION ALL SELECT id FROM added"
+        );
+        let args = [(position as i32).into(), category.as_str().into(), self.monitor.max_categories.into()];
+        let mut id = client.update(&add, Some(1), &args).unwrap_or_else(|e| spi_error(e)).first().get::<i32>(1).ok().flatten();
+        if id.is_none() {
+            // Another writer added it after our snapshot (ON CONFLICT did
+            // nothing): a new statement sees it. Or the dictionary is full.
+            let again = format!("SELECT id FROM {table} WHERE position = $1 AND category = $2");
+            id = client.select(&again, Some(1), &args[..2]).unwrap_or_else(|e| spi_error(e)).first().get::<i32>(1).ok().flatten();
+        }
+        let id = id? as u32;
+        self.dictionary.insert(position, category, id);
+        Some(id)
+    }
+
+    /// Adds one row `sign` times (−1: the row left the table).
+    ///
+    /// # Safety
+    /// `values` and `nulls` are a row of the tuple descriptor `positions` was found in.
+    unsafe fn add_row(&mut self, client: &mut SpiClient<'_>, positions: &Positions, values: &[pg_sys::Datum], nulls: &[bool], sign: i64) {
+        let (t, t_type) = positions.time;
+        if nulls[t] {
+            return;
+        }
+        // SAFETY: the caller's promise (a non-NULL value of its column's type).
+        let Some(micros) = (unsafe { micros_of(&self.monitor.time_kind, values[t], t_type) }) else { return };
+        let Some(bucket) = bucket_of(micros, self.monitor.bucket_stride, self.monitor.bucket_origin) else { return };
+        let segment: Vec<Option<String>> = positions
+            .segments
+            .iter()
+            // SAFETY: as above.
+            .map(|&(i, ty)| (!nulls[i]).then(|| unsafe { text_of(values[i], ty) }))
+            .collect();
+        let segment = serde_json::to_string(&segment).expect("strings serialize");
+        // Categories first: the dictionary may need a statement.
+        let mut categories: Vec<Option<Option<u32>>> = Vec::with_capacity(positions.columns.len());
+        for (position, (&(i, ty), column)) in positions.columns.iter().zip(&self.monitor.columns).enumerate() {
+            categories.push(match (column.kind, nulls[i]) {
+                (Kind::Categorical, false) => {
+                    // SAFETY: as above.
+                    let text = unsafe { text_of(values[i], ty) };
+                    Some(self.category_id(client, position, text))
+                }
+                _ => None,
+            });
+        }
+        if !self.groups.contains_key(&(bucket, segment.clone())) {
+            if self.groups.len() >= MAX_GROUPS {
+                self.flush(client);
+            }
+            let empty = self.empty_state();
+            self.groups.insert((bucket, segment.clone()), empty);
+        }
+        let state = self.groups.get_mut(&(bucket, segment)).expect("inserted above");
+        for (((&(i, ty), column), target), category) in
+            positions.columns.iter().zip(&self.monitor.columns).zip(state.columns.iter_mut()).zip(categories)
+        {
+            match target {
+                ColumnState::Numeric(s) => {
+                    // SAFETY: as above.
+                    let v = (!nulls[i]).then(|| unsafe { number_of(values[i], ty) });
+                    s.add(column.edges(), v, sign);
+                }
+                ColumnState::Categorical(s) => match category {
+                    Some(id) => s.add(id, sign),
+                    None => s.add_null(sign),
+                },
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Appends the held groups' states as delta rows (compacted rows when rebuilding).
+    pub fn flush(&mut self, client: &mut SpiClient<'_>) {
+        let groups: Vec<((i64, String), DriftState)> = self.groups.drain().filter(|(_, s)| !s.is_zero()).collect();
+        if groups.is_empty() {
+            return;
+        }
+        let buckets: Vec<Option<TimestampWithTimeZone>> =
+            groups.iter().map(|((b, _), _)| TimestampWithTimeZone::try_from(*b).ok()).collect();
+        let segments: Vec<&str> = groups.iter().map(|((_, s), _)| s.as_str()).collect();
+        let states: Vec<Vec<u8>> = groups.iter().map(|(_, s)| s.encode()).collect();
+        let sql = if self.compacted {
+            // A rebuild writes one row per group; the ON CONFLICT adds a
+            // group's later rows to its first (a flush may split a group).
+            format!(
+                "INSERT INTO {t} AS c (bucket, segment, state, compacted)
+                 SELECT b, s::jsonb, st, true FROM unnest($1::timestamptz[], $2::text[], $3::bytea[]) u(b, s, st)
+                 ON CONFLICT (bucket, segment) WHERE compacted DO UPDATE SET state = mlmon._drift_merge(c.state, EXCLUDED.state)",
+                t = self.monitor.states_table
+            )
+        } else {
+            format!(
+                "INSERT INTO {t} (bucket, segment, state)
+                 SELECT b, s::jsonb, st FROM unnest($1::timestamptz[], $2::text[], $3::bytea[]) u(b, s, st)",
+                t = self.monitor.states_table
+            )
+        };
+        client.update(&sql, None, &[buckets.into(), segments.into(), states.into()]).unwrap_or_else(|e| spi_error(e));
+    }
+}
+
+/// Folds delta rows into one compacted row per (bucket, segment) unless
+/// another session is at it; returns the delta rows folded.
+pub fn compact(client: &mut SpiClient<'_>, monitor: &DriftMonitor, wait: bool) -> i64 {
+    let lock = if wait { "pg_catalog.pg_advisory_xact_lock($1) IS NOT NULL" } else { "pg_catalog.pg_try_advisory_xact_lock($1)" };
+    let got = client
+        .update(&format!("SELECT {lock}"), Some(1), &[monitor.lock_id.into()])
+        .unwrap_or_else(|e| spi_error(e))
+        .first()
+        .get::<bool>(1)
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if !got {
+        return 0;
+    }
+    let t = &monitor.states_table;
+    let sql = format!(
+        "WITH gone AS (DELETE FROM {t} WHERE NOT compacted RETURNING bucket, segment, state),
+              kept AS (INSERT INTO {t} AS c (bucket, segment, state, compacted)
+                       SELECT bucket, segment, mlmon._drift_sum(state), true FROM gone GROUP BY 1, 2
+                       ON CONFLICT (bucket, segment) WHERE compacted
+                       DO UPDATE SET state = mlmon._drift_merge(c.state, EXCLUDED.state) RETURNING 1)
+         SELECT count(*) FROM gone"
+    );
+    client.update(&sql, Some(1), &[]).unwrap_or_else(|e| spi_error(e)).first().get::<i64>(1).ok().flatten().unwrap_or(0)
+}
+
+v1_function!(drift_write);
+
+/// `mlmon._drift_write(monitor)`: AFTER INSERT, UPDATE, DELETE or TRUNCATE
+/// FOR EACH STATEMENT trigger, with transition tables for the first three.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn drift_write(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the trigger data is the current call's; its relation and
+    // transition tables are valid for the whole call.
+    unsafe {
+        let Some(data) = trigger_data(fcinfo) else {
+            pgrx::error!("mlmon._drift_write may only be called as a trigger");
+        };
+        let arguments = trigger_arguments(data);
+        if arguments.len() != 1 || data.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0 {
+            pgrx::error!("mlmon._drift_write may only be called as a drift monitor's statement trigger");
+        }
+        let event = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+        let desc = (*data.tg_relation).rd_att;
+        Spi::connect_mut(|client| {
+            let monitor = DriftMonitor::load(client, &arguments[0]);
+            as_user(monitor.owner(), || {
+                with_settings(|| {
+                    if event == pg_sys::TRIGGER_EVENT_TRUNCATE {
+                        client.update(&format!("DELETE FROM {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
+                        return;
+                    }
+                    let positions = Positions::find(desc, &monitor);
+                    let mut accumulator = Accumulator::new(client, &monitor, false);
+                    for (table, sign) in [(data.tg_oldtable, -1), (data.tg_newtable, 1)] {
+                        if table.is_null() {
+                            continue;
+                        }
+                        each_row(table, desc, |values, nulls| {
+                            accumulator.add_row(client, &positions, values, nulls, sign);
+                            true
+                        });
+                    }
+                    accumulator.flush(client);
+                    // Now and then, fold the deltas so reads stay O(buckets); only
+                    // under READ COMMITTED (a stricter snapshot could see rows
+                    // another compactor deleted).
+                    if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 && rand_percent() {
+                        compact(client, &monitor, false);
+                    }
+                })
+            })
+        });
+        pg_sys::Datum::from(0)
+    }
+}
+
+/// Runs `f` with TimeZone = UTC (a text time without an offset is UTC) and
+/// extra_float_digits = 1 (a number's category text is its shortest exact
+/// form, as create_drift_monitor read the reference's), whatever the
+/// writer's session says.
+fn with_settings<R>(f: impl FnOnce() -> R) -> R {
+    with_setting(c"TimeZone", c"UTC", || with_setting(c"extra_float_digits", c"1", f))
+}
+
+/// True about once in a hundred calls.
+fn rand_percent() -> bool {
+    // SAFETY: pg_prng_uint64 on the backend's global generator.
+    unsafe { pg_sys::pg_prng_uint64(std::ptr::addr_of_mut!(pg_sys::pg_global_prng_state)) % 100 == 0 }
+}
+
+/// `mlmon._drift_rebuild(monitor)`: the monitor's states recomputed from
+/// every row of its table; returns the rows counted.
+#[pg_extern(sql = false)]
+fn drift_rebuild(monitor: &str) -> i64 {
+    Spi::connect_mut(|client| {
+        let monitor = DriftMonitor::load(client, monitor);
+        as_user(monitor.owner(), || {
+            with_settings(|| {
+                client.update(&format!("DELETE FROM {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
+                let mut accumulator = Accumulator::new(client, &monitor, true);
+                let sql = CString::new(format!("SELECT * FROM {}", source_name(monitor.source))).expect("no NUL");
+                // SAFETY: a cursor of this SPI connection, read in batches; each
+                // batch's tuples are deformed with the batch's descriptor and
+                // freed after use.
+                unsafe {
+                    let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());
+                    if plan.is_null() {
+                        pgrx::error!("mlmon: could not read the drift monitor's table");
+                    }
+                    let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), true);
+                    loop {
+                        pg_sys::SPI_cursor_fetch(portal, true, 10_000);
+                        let (count, table) = (pg_sys::SPI_processed as usize, pg_sys::SPI_tuptable);
+                        if count == 0 || table.is_null() {
+                            break;
+                        }
+                        let desc = (*table).tupdesc;
+                        let positions = Positions::find(desc, &monitor);
+                        let width = (*desc).natts as usize;
+                        let (mut values, mut nulls) = (vec![pg_sys::Datum::from(0); width], vec![false; width]);
+                        for i in 0..count {
+                            pg_sys::heap_deform_tuple(*(*table).vals.add(i), desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                            accumulator.add_row(client, &positions, &values, &nulls, 1);
+                        }
+                        pg_sys::SPI_freetuptable(table);
+                        pgrx::check_for_interrupts!();
+                    }
+                    pg_sys::SPI_cursor_close(portal);
+                }
+                accumulator.flush(client);
+                accumulator.rows
+            })
+        })
+    })
+}
+
+/// A relation's quoted, qualified name.
+fn source_name(relation: u32) -> String {
+    match crate::pg::catalog::relation_name(pg_sys::Oid::from(relation)) {
+        Some((schema, name)) => {
+            // SAFETY: quote_identifier returns its argument or a palloc'd copy.
+            let quote = |s: &std::ffi::CStr| unsafe {
+                std::ffi::CStr::from_ptr(pg_sys::quote_identifier(s.as_ptr())).to_string_lossy().into_owned()
+            };
+            format!("{}.{}", quote(&schema), quote(&name))
+        }
+        None => pgrx::error!("the drift monitor's table no longer exists"),
+    }
+}
+
+/// `mlmon._drift_compact(monitor, wait)`.
+#[pg_extern(sql = false)]
+fn drift_compact(monitor: &str, wait: bool) -> i64 {
+    Spi::connect_mut(|client| {
+        let monitor = DriftMonitor::load(client, monitor);
+        as_user(monitor.owner(), || compact(client, &monitor, wait))
+    })
+}
