@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use mlmon_core::fast_hash::FastMap;
+
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde::Deserialize;
@@ -102,13 +104,13 @@ impl DriftMonitor {
     }
 }
 
-/// Category ids by (column position, category), and names by id.
+/// Category ids by column position and category, and names by id.
 #[derive(Default)]
 pub struct Dictionary {
-    pub ids: HashMap<(usize, String), u32>,
-    pub names: HashMap<u32, String>,
-    /// Categories per column position.
-    pub sizes: HashMap<usize, i64>,
+    /// Looked up once per categorical value written: FxHash, the maps are
+    /// bounded by max_categories.
+    ids: Vec<FastMap<String, u32>>,
+    names: HashMap<u32, String>,
 }
 
 impl Dictionary {
@@ -128,9 +130,15 @@ impl Dictionary {
     }
 
     pub fn insert(&mut self, position: usize, category: String, id: u32) {
-        *self.sizes.entry(position).or_insert(0) += 1;
+        if self.ids.len() <= position {
+            self.ids.resize_with(position + 1, FastMap::default);
+        }
         self.names.insert(id, category.clone());
-        self.ids.insert((position, category), id);
+        self.ids[position].insert(category, id);
+    }
+
+    pub fn id(&self, position: usize, category: &str) -> Option<u32> {
+        self.ids.get(position).and_then(|m| m.get(category)).copied()
     }
 
     pub fn name(&self, id: u32) -> String {

@@ -39,11 +39,98 @@ use crate::pg::tuples::{each_row, integer, Attributes};
 /// few tens of MB whatever its row count.
 const MAX_GROUPS: usize = 2048;
 
-/// Where the monitor's columns sit in a tuple descriptor, and their types.
+/// How a column's values are read: chosen once per statement by type, so a
+/// row costs no catalog lookup.
+enum Reader {
+    Float8,
+    Float4,
+    Integer(pg_sys::Oid),
+    /// numeric: its text by numeric_out (looked up once), parsed to the
+    /// nearest double as ::float8 rounds it (numeric_float8 itself, by way
+    /// of a C string and float8in, cost twice as much).
+    Numeric(Box<pg_sys::FmgrInfo>),
+    /// text and varchar: the bytes where they lie.
+    Text,
+    Bool,
+    /// Anything else (char(n), enums, ...): `value::text`.
+    AsText(pg_sys::Oid),
+}
+
+impl Reader {
+    fn of(type_oid: pg_sys::Oid) -> Reader {
+        match type_oid {
+            pg_sys::FLOAT8OID => Reader::Float8,
+            pg_sys::FLOAT4OID => Reader::Float4,
+            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => Reader::Integer(type_oid),
+            pg_sys::NUMERICOID => {
+                let mut function = Box::new(pg_sys::FmgrInfo::default());
+                // SAFETY: a built-in function's lookup into a zeroed FmgrInfo
+                // that lives as long as the reader.
+                unsafe { pg_sys::fmgr_info(pg_sys::Oid::from(pg_sys::F_NUMERIC_OUT), function.as_mut()) };
+                Reader::Numeric(function)
+            }
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => Reader::Text,
+            pg_sys::BOOLOID => Reader::Bool,
+            other => Reader::AsText(other),
+        }
+    }
+
+    /// A non-NULL value as a number.
+    ///
+    /// # Safety
+    /// `value` is a valid, non-NULL datum of the reader's type.
+    unsafe fn number(&self, value: pg_sys::Datum) -> f64 {
+        match self {
+            Reader::Float8 => float8(value),
+            Reader::Float4 => f32::from_bits(value.value() as u32) as f64,
+            Reader::Integer(t) => integer(value, *t) as f64,
+            // SAFETY: the caller's promise: a numeric datum; numeric_out does
+            // not write to its FmgrInfo (no fn_extra), so sharing it is sound,
+            // and returns a palloc'd C string, freed here.
+            Reader::Numeric(function) => unsafe {
+                let text = pg_sys::OutputFunctionCall(std::ptr::from_ref(function.as_ref()).cast_mut(), value);
+                let v = std::ffi::CStr::from_ptr(text).to_str().ok().and_then(|t| t.parse::<f64>().ok()).unwrap_or(f64::NAN);
+                pg_sys::pfree(text.cast());
+                v
+            },
+            // SAFETY: as above.
+            _ => unsafe { self.with_text(value, |t| t.parse::<f64>().unwrap_or(f64::NAN)) },
+        }
+    }
+
+    /// Calls `f` with a non-NULL value's text, as `value::text` gives it
+    /// (booleans: 'true' and 'false').
+    ///
+    /// # Safety
+    /// `value` is a valid, non-NULL datum of the reader's type.
+    unsafe fn with_text<R>(&self, value: pg_sys::Datum, f: impl FnOnce(&str) -> R) -> R {
+        // SAFETY: the caller's promise; a text datum is read through its
+        // detoasted form, valid until the end of the call.
+        unsafe {
+            let text = match self {
+                Reader::Bool => return f(if value.value() != 0 { "true" } else { "false" }),
+                Reader::Text => value,
+                Reader::Float8 => as_text(value, pg_sys::FLOAT8OID),
+                Reader::Float4 => as_text(value, pg_sys::FLOAT4OID),
+                Reader::Integer(t) | Reader::AsText(t) => as_text(value, *t),
+                Reader::Numeric(_) => as_text(value, pg_sys::NUMERICOID),
+            };
+            let plain = pg_sys::pg_detoast_datum_packed(text.cast_mut_ptr());
+            let bytes = pgrx::varlena::varlena_to_byte_slice(plain);
+            // The server encoding is UTF-8 almost always; else a lossy copy.
+            match std::str::from_utf8(bytes) {
+                Ok(t) => f(t),
+                Err(_) => f(&String::from_utf8_lossy(bytes)),
+            }
+        }
+    }
+}
+
+/// Where the monitor's columns sit in a tuple descriptor, and how to read them.
 struct Positions {
-    time: (usize, pg_sys::Oid),
-    segments: Vec<(usize, pg_sys::Oid)>,
-    columns: Vec<(usize, pg_sys::Oid)>,
+    time: (usize, Reader),
+    segments: Vec<(usize, Reader)>,
+    columns: Vec<(usize, Reader)>,
 }
 
 fn missing_column(monitor: &DriftMonitor, column: &str) -> ! {
@@ -58,7 +145,7 @@ impl Positions {
     fn find(desc: pg_sys::TupleDesc, monitor: &DriftMonitor) -> Positions {
         let attributes = Attributes(desc);
         let find = |name: &str| {
-            attributes.find(name).map(|(i, a)| (i, a.atttypid)).unwrap_or_else(|| missing_column(monitor, name))
+            attributes.find(name).map(|(i, a)| (i, Reader::of(a.atttypid))).unwrap_or_else(|| missing_column(monitor, name))
         };
         Positions {
             time: find(&monitor.time_column),
@@ -68,55 +155,21 @@ impl Positions {
     }
 }
 
-/// A value's text, as `value::text` gives it.
+/// The microseconds (since 2000-01-01 UTC) of a row's time, None when
+/// infinite.
 ///
 /// # Safety
-/// `value` is a valid, non-NULL datum of `type_oid`.
-unsafe fn text_of(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> String {
-    // SAFETY: the caller's promise; as_text returns a text datum, read
-    // through a detoasted copy.
-    unsafe {
-        if type_oid == pg_sys::BOOLOID {
-            return if value.value() != 0 { "true" } else { "false" }.to_owned();
-        }
-        let text = as_text(value, type_oid);
-        let plain = pg_sys::pg_detoast_datum_packed(text.cast_mut_ptr());
-        String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(plain)).into_owned()
-    }
-}
-
-/// A numeric column's value as f64 (NaN for numeric's NaN).
-///
-/// # Safety
-/// `value` is a valid, non-NULL datum of `type_oid`.
-unsafe fn number_of(value: pg_sys::Datum, type_oid: pg_sys::Oid) -> f64 {
-    match type_oid {
-        pg_sys::FLOAT8OID => float8(value),
-        pg_sys::FLOAT4OID => f32::from_bits(value.value() as u32) as f64,
-        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => integer(value, type_oid) as f64,
-        // numeric: its exact text, rounded once to the nearest double (as
-        // ::float8 does); 'NaN' and '±Infinity' parse too.
-        // SAFETY: the caller's promise.
-        _ => unsafe { text_of(value, type_oid) }.parse::<f64>().unwrap_or(f64::NAN),
-    }
-}
-
-/// The microseconds (since 2000-01-01 UTC) of a row's time, None when NULL
-/// or infinite.
-///
-/// # Safety
-/// `value` is a valid, non-NULL datum of `type_oid`.
-unsafe fn micros_of(kind: &str, value: pg_sys::Datum, type_oid: pg_sys::Oid) -> Option<i64> {
+/// `value` is a valid, non-NULL datum of the reader's type.
+unsafe fn micros_of(kind: &str, value: pg_sys::Datum, reader: &Reader) -> Option<i64> {
     match kind {
         "timestamptz" | "timestamp" => Some(value.value() as i64).filter(|&t| t != i64::MIN && t != i64::MAX),
         "date" => Some(value.value() as i32).filter(|&d| d != i32::MIN && d != i32::MAX).map(|d| d as i64 * 86_400_000_000),
         // SAFETY: the caller's promise.
-        "number" => unix_seconds_to_micros(unsafe { number_of(value, type_oid) }),
+        "number" => unix_seconds_to_micros(unsafe { reader.number(value) }),
         _ => {
             // text: read by timestamptz's input function (22007 when malformed).
             // SAFETY: the caller's promise; the C string outlives the call.
-            let text = unsafe { text_of(value, type_oid) };
-            let c = CString::new(text).unwrap_or_default();
+            let c = unsafe { reader.with_text(value, |t| CString::new(t).unwrap_or_default()) };
             // SAFETY: a valid C string, read by the type's input function.
             Some(unsafe { from_cstring(pg_sys::TIMESTAMPTZOID, c.as_ptr().cast_mut()) }.value() as i64)
                 .filter(|&t| t != i64::MIN && t != i64::MAX)
@@ -128,14 +181,31 @@ unsafe fn micros_of(kind: &str, value: pg_sys::Datum, type_oid: pg_sys::Oid) -> 
 pub struct Accumulator<'a> {
     monitor: &'a DriftMonitor,
     dictionary: Dictionary,
-    groups: HashMap<(i64, String), DriftState>,
+    /// Each group's index in `states`; rows mostly arrive in time order, so
+    /// `last` (the previous row's group) saves most lookups.
+    groups: HashMap<(i64, String), usize>,
+    states: Vec<((i64, String), DriftState)>,
+    last: Option<usize>,
+    /// This row's category ids, one per column (reused between rows).
+    categories: Vec<Option<Option<u32>>>,
+    segment: String,
     compacted: bool,
     rows: i64,
 }
 
 impl<'a> Accumulator<'a> {
     pub fn new(client: &SpiClient<'_>, monitor: &'a DriftMonitor, compacted: bool) -> Self {
-        Accumulator { monitor, dictionary: Dictionary::load(client, monitor), groups: HashMap::new(), compacted, rows: 0 }
+        Accumulator {
+            monitor,
+            dictionary: Dictionary::load(client, monitor),
+            groups: HashMap::new(),
+            states: Vec::new(),
+            last: None,
+            categories: Vec::with_capacity(monitor.columns.len()),
+            segment: String::from("[]"),
+            compacted,
+            rows: 0,
+        }
     }
 
     fn empty_state(&self) -> DriftState {
@@ -154,8 +224,8 @@ impl<'a> Accumulator<'a> {
 
     /// The id of a category, adding it to the dictionary while it has room;
     /// None: *other*.
-    fn category_id(&mut self, client: &mut SpiClient<'_>, position: usize, category: String) -> Option<u32> {
-        if let Some(&id) = self.dictionary.ids.get(&(position, category.clone())) {
+    fn category_id(&mut self, client: &mut SpiClient<'_>, position: usize, category: &str) -> Option<u32> {
+        if let Some(id) = self.dictionary.id(position, category) {
             return Some(id);
         }
         let table = &self.monitor.categories_table;
@@ -167,7 +237,7 @@ impl<'a> Accumulator<'a> {
                             ON CONFLICT (position, category) DO NOTHING RETURNING id)
              SELECT id FROM found UNION ALL SELECT id FROM added"
         );
-        let args = [(position as i32).into(), category.as_str().into(), self.monitor.max_categories.into()];
+        let args = [(position as i32).into(), category.into(), self.monitor.max_categories.into()];
         let mut id = client.update(&add, Some(1), &args).unwrap_or_else(|e| spi_error(e)).first().get::<i32>(1).ok().flatten();
         if id.is_none() {
             // Another writer added it after our snapshot (ON CONFLICT did
@@ -176,8 +246,33 @@ impl<'a> Accumulator<'a> {
             id = client.select(&again, Some(1), &args[..2]).unwrap_or_else(|e| spi_error(e)).first().get::<i32>(1).ok().flatten();
         }
         let id = id? as u32;
-        self.dictionary.insert(position, category, id);
+        self.dictionary.insert(position, category.to_owned(), id);
         Some(id)
+    }
+
+    /// The index of a group's state, created empty when new.
+    fn group(&mut self, client: &mut SpiClient<'_>, bucket: i64) -> usize {
+        if let Some(i) = self.last {
+            let (b, s) = &self.states[i].0;
+            if *b == bucket && *s == self.segment {
+                return i;
+            }
+        }
+        let key = (bucket, self.segment.clone());
+        let i = match self.groups.get(&key) {
+            Some(&i) => i,
+            None => {
+                if self.states.len() >= MAX_GROUPS {
+                    self.flush(client);
+                }
+                let empty = self.empty_state();
+                self.states.push((key.clone(), empty));
+                self.groups.insert(key, self.states.len() - 1);
+                self.states.len() - 1
+            }
+        };
+        self.last = Some(i);
+        i
     }
 
     /// Adds one row `sign` times (−1: the row left the table).
@@ -185,61 +280,60 @@ impl<'a> Accumulator<'a> {
     /// # Safety
     /// `values` and `nulls` are a row of the tuple descriptor `positions` was found in.
     unsafe fn add_row(&mut self, client: &mut SpiClient<'_>, positions: &Positions, values: &[pg_sys::Datum], nulls: &[bool], sign: i64) {
-        let (t, t_type) = positions.time;
+        let (t, ref time_reader) = positions.time;
         if nulls[t] {
             return;
         }
         // SAFETY: the caller's promise (a non-NULL value of its column's type).
-        let Some(micros) = (unsafe { micros_of(&self.monitor.time_kind, values[t], t_type) }) else { return };
+        let Some(micros) = (unsafe { micros_of(&self.monitor.time_kind, values[t], time_reader) }) else { return };
         let Some(bucket) = bucket_of(micros, self.monitor.bucket_stride, self.monitor.bucket_origin) else { return };
-        let segment: Vec<Option<String>> = positions
-            .segments
-            .iter()
-            // SAFETY: as above.
-            .map(|&(i, ty)| (!nulls[i]).then(|| unsafe { text_of(values[i], ty) }))
-            .collect();
-        let segment = serde_json::to_string(&segment).expect("strings serialize");
+        if !positions.segments.is_empty() {
+            let segment: Vec<Option<String>> = positions
+                .segments
+                .iter()
+                // SAFETY: as above.
+                .map(|(i, reader)| (!nulls[*i]).then(|| unsafe { reader.with_text(values[*i], str::to_owned) }))
+                .collect();
+            self.segment = serde_json::to_string(&segment).expect("strings serialize");
+        }
         // Categories first: the dictionary may need a statement.
-        let mut categories: Vec<Option<Option<u32>>> = Vec::with_capacity(positions.columns.len());
-        for (position, (&(i, ty), column)) in positions.columns.iter().zip(&self.monitor.columns).enumerate() {
-            categories.push(match (column.kind, nulls[i]) {
+        let mut categories = std::mem::take(&mut self.categories);
+        categories.clear();
+        for (position, ((i, reader), column)) in positions.columns.iter().zip(&self.monitor.columns).enumerate() {
+            categories.push(match (column.kind, nulls[*i]) {
                 (Kind::Categorical, false) => {
                     // SAFETY: as above.
-                    let text = unsafe { text_of(values[i], ty) };
-                    Some(self.category_id(client, position, text))
+                    Some(unsafe { reader.with_text(values[*i], |text| self.category_id(client, position, text)) })
                 }
                 _ => None,
             });
         }
-        if !self.groups.contains_key(&(bucket, segment.clone())) {
-            if self.groups.len() >= MAX_GROUPS {
-                self.flush(client);
-            }
-            let empty = self.empty_state();
-            self.groups.insert((bucket, segment.clone()), empty);
-        }
-        let state = self.groups.get_mut(&(bucket, segment)).expect("inserted above");
-        for (((&(i, ty), column), target), category) in
-            positions.columns.iter().zip(&self.monitor.columns).zip(state.columns.iter_mut()).zip(categories)
+        let g = self.group(client, bucket);
+        let state = &mut self.states[g].1;
+        for (((i, reader), column), (target, category)) in
+            positions.columns.iter().zip(&self.monitor.columns).zip(state.columns.iter_mut().zip(&categories))
         {
             match target {
                 ColumnState::Numeric(s) => {
                     // SAFETY: as above.
-                    let v = (!nulls[i]).then(|| unsafe { number_of(values[i], ty) });
+                    let v = (!nulls[*i]).then(|| unsafe { reader.number(values[*i]) });
                     s.add(column.edges(), v, sign);
                 }
                 ColumnState::Categorical(s) => match category {
-                    Some(id) => s.add(id, sign),
+                    Some(id) => s.add(*id, sign),
                     None => s.add_null(sign),
                 },
             }
         }
+        self.categories = categories;
         self.rows += 1;
     }
 
     /// Appends the held groups' states as delta rows (compacted rows when rebuilding).
     pub fn flush(&mut self, client: &mut SpiClient<'_>) {
-        let groups: Vec<((i64, String), DriftState)> = self.groups.drain().filter(|(_, s)| !s.is_zero()).collect();
+        self.groups.clear();
+        self.last = None;
+        let groups: Vec<((i64, String), DriftState)> = self.states.drain(..).filter(|(_, s)| !s.is_zero()).collect();
         if groups.is_empty() {
             return;
         }

@@ -96,8 +96,13 @@ def _statistic(name, ref, cur):
     from evidently.legacy.calculations.stattests.z_stattest import proportions_diff_z_stat_ind
 
     if name == "ks":
-        r = ks_2samp(ref, cur)
-        mode = "exact" if max(len(ref), len(cur)) <= 10000 else "asymp"
+        r = ks_2samp(ref, cur)  # method='auto', as Evidently calls it
+        mode = "asymp"
+        if max(len(ref), len(cur)) <= 10000:  # scipy's rule; exact unless that computation fails
+            from scipy.stats._stats_py import _attempt_exact_2kssamp
+
+            g = math.gcd(len(ref), len(cur))
+            mode = "exact" if _attempt_exact_2kssamp(len(ref), len(cur), g, float(r.statistic), "two-sided")[0] else "asymp"
         return float(r.statistic), float(r.pvalue), mode
     if name == "chisquare":  # _chi_stat_test
         keys = get_unique_not_nan_values_list_from_series(current_data=cur, reference_data=ref)

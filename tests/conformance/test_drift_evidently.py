@@ -632,7 +632,7 @@ def table(compared):
             if c.problems:
                 notes.append(f"{len(c.problems)} problem(s)")
             lines.append(f"  {c.column:<10} {meth:<13} {fmt(m.get('statistic'))} {fmt(e['statistic'])} {fmt(m.get('p_value'))} "
-                         f"{fmt(p_e)} {str(m.get('drifted'))[0]}/{str(e['drifted'])[0]:>9} {fmt(m.get('psi'))} {fmt(e['psi'])} "
+                         f"{fmt(p_e)} {(str(m.get('drifted'))[0] + '/' + str(e['drifted'])[0]):>11} {fmt(m.get('psi'))} {fmt(e['psi'])} "
                          f"{fmt(m.get('js_distance'))} {fmt(e['js_distance'])} {fmt(m.get('wasserstein'))} "
                          f"{fmt(e.get('wasserstein'))}  {'; '.join(notes)}")
     return "\n".join(lines)

@@ -398,19 +398,17 @@ def _abs_linear_integral(d0, d1, width):
 def binned_wasserstein(ref: NumericCell, cur: NumericCell, edges) -> float | None:
     """W1 under the spec's model: uniform inside a bin, the exact sums in
     the underflow and overflow cells, normed by the reference's population
-    std (from its exact sums). None when undefined (no values, an infinity,
-    no spread); NaN when a tail holds values on both sides (the state does not
-    determine the distance then, so the tests do not compare it)."""
+    std, at least 0.001 (Evidently's norm: max(np.std(reference), 0.001)).
+    None when undefined (no values, an infinity); NaN when a tail holds values
+    on both sides (the state does not determine the distance then, so the
+    tests do not compare it)."""
     if ref.n == 0 or cur.n == 0:
         return None
     rv, cv = np.asarray(ref.values, dtype=np.float64), np.asarray(cur.values, dtype=np.float64)
     if not (np.all(np.isfinite(rv)) and np.all(np.isfinite(cv))):
         return None
     nr, nc = len(rv), len(cv)
-    mean = math.fsum(rv) / nr
-    var = math.fsum(rv * rv) / nr - mean * mean
-    if var <= 0:
-        return None
+    norm = max(float(np.std(rv)), 0.001)
     e = np.asarray(edges, dtype=np.float64)
     k = len(e) - 1
     total = 0.0
@@ -428,7 +426,7 @@ def binned_wasserstein(ref: NumericCell, cur: NumericCell, edges) -> float | Non
         gr, gc = fr + rvec[i + 1] / nr, fc + cvec[i + 1] / nc
         total += _abs_linear_integral(fr - fc, gr - gc, e[i + 1] - e[i])
         fr, fc = gr, gc
-    return total / math.sqrt(var)
+    return total / norm
 
 
 def decile_cells(values, deciles) -> np.ndarray:

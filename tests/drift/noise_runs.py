@@ -51,7 +51,7 @@ class NoiseLab:
         times = [T0 + dt.timedelta(seconds=3600 * i / REF_N) for i in range(REF_N)]
         buf = io.StringIO()
         for t, x, k in zip(times, self.ref_x, self.ref_c):
-            buf.write(f"{t.isoformat()}\t{x!r}\t{k}\n")
+            buf.write(f"{t.isoformat()}\t{float(x)!r}\t{k}\n")
         with c.cursor().copy(sql.SQL("COPY {} (t, x, c) FROM STDIN").format(sql.Identifier(self.table))) as cp:
             cp.write(buf.getvalue())
         c.execute("SELECT mlmon.create_drift_monitor(%s, %s::regclass, 't', ARRAY['x', 'c'], bucket => '1 hour', "

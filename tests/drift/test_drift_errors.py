@@ -166,7 +166,7 @@ def test_text_time_that_does_not_parse(conn, dsn, uniq, table):
         def copy_bad():
             with conn.cursor().copy(f"COPY {table} (tt, x, c) FROM STDIN") as cp:
                 cp.write_row([T0.isoformat(), 1.0, "a"])
-                cp.write_row(["13/45/2025 99:99", 2.0, "b"])
+                cp.write_row(["when pigs fly", 2.0, "b"])
         expect("22007", copy_bad)
         assert conn.execute(f"SELECT count(*), sum(x) FROM {table}").fetchone() == before
         assert conn.execute("SELECT * FROM mlmon.drift_histogram(%s, 'x', %s, %s) ORDER BY 1, 2",
