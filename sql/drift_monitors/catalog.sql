@@ -73,6 +73,7 @@ SELECT m.name, m.source, m.time_column, m.bucket, m.segment_by,
        mlmon._drift_states_table(m) AS states_table, m.owner, m.created_at
 FROM mlmon.drift_monitor m;
 GRANT SELECT ON mlmon.drift_monitors TO PUBLIC;
+COMMENT ON VIEW mlmon.drift_monitors IS 'Drift monitors: their table, time column, bucket, segments, watched columns and kinds, reference period and state table.';
 GRANT SELECT ON mlmon.drift_monitor, mlmon.drift_column TO mlmon_reader;
 
 -- The monitor named `monitor`, or 42704 naming the argument.

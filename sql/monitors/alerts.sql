@@ -273,6 +273,8 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
+    -- Then the alerts on drift monitors (sql/drift_monitors/alerts.sql).
+    RETURN QUERY SELECT * FROM mlmon._check_drift_alerts(checked);
 END $$;
 COMMENT ON FUNCTION mlmon.check_alerts() IS
-    'Evaluates the alerts of the monitors the current role owns, now; records each change of state in mlmon.alert_events and sends it on NOTIFY channel mlmon_alerts as JSON.';
+    'Evaluates the alerts of the monitors and drift monitors the current role owns, now; records each change of state in mlmon.alert_events and sends it on NOTIFY channel mlmon_alerts as JSON.';

@@ -11,13 +11,15 @@
 //!
 //! The SQL surface is `sql/drift_monitors/`: catalog.sql (catalog tables
 //! and internal functions), lifecycle.sql (create, rebuild, compact, drop),
-//! reads.sql (the read functions).
+//! reads.sql (the read functions), alerts.sql (alerts on drift metrics,
+//! checked by mlmon.check_alerts).
 
 use pgrx::prelude::*;
 
 extension_sql_file!("../../sql/drift_monitors/catalog.sql", name = "drift_catalog_sql", requires = ["monitors_catalog_sql"]);
 extension_sql_file!("../../sql/drift_monitors/lifecycle.sql", name = "drift_lifecycle_sql", requires = ["drift_catalog_sql"]);
 extension_sql_file!("../../sql/drift_monitors/reads.sql", name = "drift_reads_sql", requires = ["drift_lifecycle_sql"]);
+extension_sql_file!("../../sql/drift_monitors/alerts.sql", name = "drift_alerts_sql", requires = ["drift_reads_sql", "monitor_alerts_sql"]);
 
 mod catalog;
 mod reads;
