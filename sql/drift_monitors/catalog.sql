@@ -129,7 +129,7 @@ CREATE FUNCTION mlmon._drift_report(monitor text, reference bytea, current bytea
     STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'drift_report_wrapper';
 CREATE FUNCTION mlmon._drift_series(monitor text, column_name text, "from" timestamptz, "to" timestamptz,
                                     step_micros bigint, reference bytea, segment jsonb)
-    RETURNS TABLE ("time" timestamptz, n bigint, statistic double precision, p_value double precision,
+    RETURNS TABLE ("time" timestamptz, n bigint, method text, statistic double precision, p_value double precision,
                    threshold double precision, drifted boolean, psi double precision, js_distance double precision,
                    wasserstein double precision, null_share double precision, out_of_range_share double precision)
     STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'drift_series_wrapper';

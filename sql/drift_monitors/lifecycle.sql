@@ -136,7 +136,9 @@ BEGIN
                 INTO distinct_values, edges;
             kind := CASE WHEN distinct_values > 5 THEN 'numeric' ELSE 'categorical' END;
             IF distinct_values = 0 THEN
-                EXECUTE format('SELECT count(*) %s AND %I IS NOT NULL', reference_sql, col) INTO distinct_values;
+                -- Only infinities? They are values too (NaN is NULL).
+                EXECUTE format($q$SELECT count(*) %s AND %I IS NOT NULL AND %I::double precision <> 'NaN'$q$,
+                               reference_sql, col, col) INTO distinct_values;
             END IF;
         ELSIF t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype, 'boolean'::regtype)
               OR (SELECT typtype FROM pg_type WHERE oid = t) = 'e' THEN
@@ -162,11 +164,13 @@ BEGIN
             -- 'true' and 'false').
             EXECUTE format($q$INSERT INTO %s (position, category)
                               SELECT %s, v FROM (SELECT %s AS v, count(*) AS c %s AND %I IS NOT NULL GROUP BY 1) r
+                              WHERE v <> 'NaN' OR NOT %L
                               ORDER BY c DESC, v LIMIT %s$q$,
                            categories_table, position,
                            CASE WHEN t = 'boolean'::regtype THEN format('CASE WHEN %I THEN ''true'' ELSE ''false'' END', col)
                                 ELSE format('%I::text', col) END,
-                           reference_sql, col, max_categories);
+                           reference_sql, col,
+                           t IN ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype), max_categories);
         END IF;
         position := position + 1;
     END LOOP;

@@ -82,7 +82,7 @@ COMMENT ON FUNCTION mlmon.dataset_drift IS
 CREATE FUNCTION mlmon.drift_metrics(
     monitor text, column_name text, "from" timestamptz, "to" timestamptz, step interval,
     reference_from timestamptz DEFAULT NULL, reference_to timestamptz DEFAULT NULL, segment text[] DEFAULT NULL)
-    RETURNS TABLE ("time" timestamptz, n bigint, statistic double precision, p_value double precision,
+    RETURNS TABLE ("time" timestamptz, n bigint, method text, statistic double precision, p_value double precision,
                    threshold double precision, drifted boolean, psi double precision, js_distance double precision,
                    wasserstein double precision, null_share double precision, out_of_range_share double precision)
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -95,13 +95,17 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'argument step: a positive interval of fixed length, e.g. interval ''1 hour''';
     END IF;
+    -- As mlmon.metrics: steps of whole buckets, on the bucket grid, so a
+    -- step never sums part of a bucket and stays put from call to call.
+    step := m.bucket * ceil(extract(epoch FROM step) / extract(epoch FROM m.bucket));
+    "from" := date_bin(m.bucket, "from", mlmon._bucket_origin());
     RETURN QUERY SELECT * FROM mlmon._drift_series(
         m.name, column_name, "from", "to", (extract(epoch FROM step) * 1000000)::bigint,
         mlmon._drift_state(m, coalesce(reference_from, m.reference_from, '-infinity'), coalesce(reference_to, m.reference_to), segment),
         CASE WHEN segment IS NOT NULL THEN to_jsonb(segment) END);
 END $$;
 COMMENT ON FUNCTION mlmon.drift_metrics IS
-    'One column''s drift per step of [from, to) against the reference (time first, ordered; empty steps have n = 0): for Grafana.';
+    'One column''s drift per step of [from, to) against the reference (time first, ordered; empty steps have n = 0; step rounded up to whole buckets, from aligned down to the bucket grid): for Grafana.';
 
 CREATE FUNCTION mlmon.drift_histogram(
     monitor text, column_name text, "from" timestamptz, "to" timestamptz, segment text[] DEFAULT NULL)
@@ -116,4 +120,17 @@ END $$;
 COMMENT ON FUNCTION mlmon.drift_histogram IS
     'A watched column''s cells over [from, to): histogram bins with their bounds, underflow and overflow, or categories and other; and its NULLs.';
 
-GRANT EXECUTE ON FUNCTION mlmon.drift, mlmon.dataset_drift, mlmon.drift_metrics, mlmon.drift_histogram TO mlmon_reader;
+CREATE FUNCTION mlmon.drift_segments(monitor text) RETURNS TABLE (segment text[])
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.drift_monitor := mlmon._drift_monitor(monitor);
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'SELECT ARRAY(SELECT jsonb_array_elements_text(s.segment)) FROM (SELECT DISTINCT segment FROM %s) s ORDER BY 1',
+        mlmon._drift_states_table(m));
+END $$;
+COMMENT ON FUNCTION mlmon.drift_segments IS
+    'The segments a drift monitor has seen (values of its segment_by columns as text, in order), for the segment argument of its reads.';
+
+GRANT EXECUTE ON FUNCTION mlmon.drift, mlmon.dataset_drift, mlmon.drift_metrics, mlmon.drift_histogram,
+                          mlmon.drift_segments TO mlmon_reader;

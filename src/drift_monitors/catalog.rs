@@ -11,6 +11,7 @@ use pgrx::spi::SpiClient;
 use serde::Deserialize;
 
 use crate::pg::errors::raise_coded;
+use crate::pg::session::is_current_transaction;
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -114,16 +115,22 @@ pub struct Dictionary {
 }
 
 impl Dictionary {
-    pub fn load(client: &SpiClient<'_>, monitor: &DriftMonitor) -> Dictionary {
-        let sql = format!("SELECT position, category, id FROM {}", monitor.categories_table);
+    /// Every category of the monitor's dictionary; with `committed_only`,
+    /// those inserted by the current transaction (which may yet roll back)
+    /// are left out.
+    pub fn load(client: &SpiClient<'_>, monitor: &DriftMonitor, committed_only: bool) -> Dictionary {
+        let sql = format!("SELECT position, category, id, xmin::text::bigint FROM {}", monitor.categories_table);
         let rows = client.select(&sql, None, &[]).unwrap_or_else(|e| spi_error(e));
         let mut dictionary = Dictionary::default();
         for row in rows {
-            let (Ok(Some(position)), Ok(Some(category)), Ok(Some(id))) =
-                (row.get::<i32>(1), row.get::<String>(2), row.get::<i32>(3))
+            let (Ok(Some(position)), Ok(Some(category)), Ok(Some(id)), Ok(Some(xmin))) =
+                (row.get::<i32>(1), row.get::<String>(2), row.get::<i32>(3), row.get::<i64>(4))
             else {
                 continue;
             };
+            if committed_only && is_current_transaction(xmin) {
+                continue;
+            }
             dictionary.insert(position as usize, category, id as u32);
         }
         dictionary

@@ -91,7 +91,7 @@ fn drift_report(monitor: &str, reference: Option<&[u8]>, current: Option<&[u8]>)
 )> {
     let (monitor, dictionary) = Spi::connect(|client| {
         let m = DriftMonitor::load(client, monitor);
-        let d = Dictionary::load(client, &m);
+        let d = Dictionary::load(client, &m, false);
         (m, d)
     });
     let (reference, current) = (columns_of(&monitor, reference), columns_of(&monitor, current));
@@ -145,6 +145,7 @@ fn drift_series(
 ) -> TableIterator<'static, (
     name!(time, TimestampWithTimeZone),
     name!(n, i64),
+    name!(method, Option<String>),
     name!(statistic, Option<f64>),
     name!(p_value, Option<f64>),
     name!(threshold, Option<f64>),
@@ -166,7 +167,7 @@ fn drift_series(
     }
     let (monitor, dictionary, per_step) = Spi::connect(|client| {
         let m = DriftMonitor::load(client, monitor);
-        let d = Dictionary::load(client, &m);
+        let d = Dictionary::load(client, &m, false);
         let sql = format!(
             "SELECT bucket, state FROM {} WHERE bucket >= $1 AND bucket < $2 AND ($3::jsonb IS NULL OR segment = $3::jsonb)",
             m.states_table
@@ -190,7 +191,7 @@ fn drift_series(
             let current = if state.columns.is_empty() { columns_of(&monitor, None) } else { state.columns.clone() };
             let d = compare_column(&monitor, &dictionary, i, &reference[i], &current[i]);
             let time = TimestampWithTimeZone::try_from(from_us + k as i64 * step_micros).unwrap_or_else(|_| pgrx::error!("step time out of range"));
-            (time, d.n, d.statistic, d.p_value, d.threshold, d.drifted, d.psi, d.js_distance, d.wasserstein, d.null_share, d.out_of_range_share)
+            (time, d.n, d.method.map(str::to_owned), d.statistic, d.p_value, d.threshold, d.drifted, d.psi, d.js_distance, d.wasserstein, d.null_share, d.out_of_range_share)
         })
         .collect();
     TableIterator::new(rows)
@@ -209,7 +210,7 @@ fn drift_cells(monitor: &str, column_name: &str, state: Option<&[u8]>) -> TableI
 )> {
     let (monitor, dictionary) = Spi::connect(|client| {
         let m = DriftMonitor::load(client, monitor);
-        let d = Dictionary::load(client, &m);
+        let d = Dictionary::load(client, &m, false);
         (m, d)
     });
     let i = monitor.column_position(column_name);

@@ -16,20 +16,23 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::ffi::CString;
 
 use mlmon_core::drift_monitors::layout::{bucket_of, unix_seconds_to_micros};
 use mlmon_core::drift_monitors::state::{CategoricalState, ColumnState, DriftState, NumericState};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{PgBuiltInOids, PgOid};
 
 use super::catalog::{spi_error, DriftMonitor, Kind};
 use super::catalog::Dictionary;
 use crate::pg::datum::float8;
 use crate::pg::fmgr::{as_text, from_cstring, v1_function};
 use crate::pg::errors::raise_coded;
-use crate::pg::session::{as_user, with_setting};
+use crate::pg::session::{as_user, is_current_transaction, with_setting};
 use crate::pg::trigger::{trigger_arguments, trigger_data};
 use crate::pg::tuples::{each_row, integer, Attributes};
 
@@ -73,6 +76,10 @@ impl Reader {
             pg_sys::BOOLOID => Reader::Bool,
             other => Reader::AsText(other),
         }
+    }
+
+    fn is_number(&self) -> bool {
+        matches!(self, Reader::Float8 | Reader::Float4 | Reader::Numeric(_))
     }
 
     /// A non-NULL value as a number.
@@ -177,9 +184,85 @@ unsafe fn micros_of(kind: &str, value: pg_sys::Datum, reader: &Reader) -> Option
     }
 }
 
+/// What the write path keeps of a drift monitor between statements (per
+/// trigger, so a monitor dropped and created again, whose triggers are new,
+/// is read afresh): its definition, the statements it runs, and the
+/// categories known to be committed (a category this transaction added may
+/// still roll back, and is kept for the statement only).
+pub struct Prepared {
+    monitor: DriftMonitor,
+    committed: RefCell<Dictionary>,
+    insert_deltas: OwnedPreparedStatement,
+    find_or_add_category: OwnedPreparedStatement,
+    find_category: OwnedPreparedStatement,
+}
+
+thread_local! {
+    /// By trigger OID.
+    static PREPARED: RefCell<HashMap<pg_sys::Oid, Rc<Prepared>>> = RefCell::default();
+}
+
+impl Prepared {
+    fn new(client: &SpiClient<'_>, monitor: DriftMonitor, compacted: bool) -> Prepared {
+        let (states, categories) = (&monitor.states_table, &monitor.categories_table);
+        let insert = if compacted {
+            // A rebuild writes one row per group; the ON CONFLICT adds a
+            // group's later rows to its first (a flush may split a group).
+            format!(
+                "INSERT INTO {states} AS c (bucket, segment, state, compacted)
+                 SELECT b, s::jsonb, st, true FROM unnest($1::timestamptz[], $2::text[], $3::bytea[]) u(b, s, st)
+                 ON CONFLICT (bucket, segment) WHERE compacted DO UPDATE SET state = mlmon._drift_merge(c.state, EXCLUDED.state)"
+            )
+        } else {
+            format!(
+                "INSERT INTO {states} (bucket, segment, state)
+                 SELECT b, s::jsonb, st FROM unnest($1::timestamptz[], $2::text[], $3::bytea[]) u(b, s, st)"
+            )
+        };
+        let find_or_add = format!(
+            "WITH found AS (SELECT id, xmin FROM {categories} WHERE position = $1 AND category = $2),
+                  added AS (INSERT INTO {categories} (position, category)
+                            SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM found)
+                               AND (SELECT count(*) FROM {categories} WHERE position = $1) < $3
+                            ON CONFLICT (position, category) DO NOTHING RETURNING id, xmin)
+             SELECT id, xmin::text::bigint FROM found UNION ALL SELECT id, xmin::text::bigint FROM added"
+        );
+        let find = format!("SELECT id, xmin::text::bigint FROM {categories} WHERE position = $1 AND category = $2");
+        let prepare = |sql: &str, types: &[PgOid]| client.prepare_mut(sql, types).unwrap_or_else(|e| spi_error(e)).keep();
+        let (int4, text, int8) = (PgOid::BuiltIn(PgBuiltInOids::INT4OID), PgOid::BuiltIn(PgBuiltInOids::TEXTOID), PgOid::BuiltIn(PgBuiltInOids::INT8OID));
+        Prepared {
+            committed: RefCell::new(Dictionary::load(client, &monitor, true)),
+            insert_deltas: prepare(
+                &insert,
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID),
+                    PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+                    PgOid::BuiltIn(PgBuiltInOids::BYTEAARRAYOID),
+                ],
+            ),
+            find_or_add_category: prepare(&find_or_add, &[int4, text, int8]),
+            find_category: prepare(&find, &[int4, text]),
+            monitor,
+        }
+    }
+
+    /// The trigger's, made on first use.
+    fn of_trigger(client: &SpiClient<'_>, trigger: pg_sys::Oid, name: &str) -> Rc<Prepared> {
+        if let Some(p) = PREPARED.with(|c| c.borrow().get(&trigger).cloned()) {
+            return p;
+        }
+        let monitor = DriftMonitor::load(client, name);
+        let prepared = as_user(monitor.owner(), || Rc::new(Prepared::new(client, monitor, false)));
+        PREPARED.with(|c| c.borrow_mut().insert(trigger, prepared.clone()));
+        prepared
+    }
+}
+
 /// Bins rows into per-(bucket, segment) delta states and writes them.
 pub struct Accumulator<'a> {
     monitor: &'a DriftMonitor,
+    prepared: &'a Prepared,
+    /// Categories this transaction added (seen by this statement).
     dictionary: Dictionary,
     /// Each group's index in `states`; rows mostly arrive in time order, so
     /// `last` (the previous row's group) saves most lookups.
@@ -189,21 +272,21 @@ pub struct Accumulator<'a> {
     /// This row's category ids, one per column (reused between rows).
     categories: Vec<Option<Option<u32>>>,
     segment: String,
-    compacted: bool,
     rows: i64,
 }
 
 impl<'a> Accumulator<'a> {
-    pub fn new(client: &SpiClient<'_>, monitor: &'a DriftMonitor, compacted: bool) -> Self {
+    pub fn new(prepared: &'a Prepared) -> Self {
+        let monitor = &prepared.monitor;
         Accumulator {
             monitor,
-            dictionary: Dictionary::load(client, monitor),
+            prepared,
+            dictionary: Dictionary::default(),
             groups: HashMap::new(),
             states: Vec::new(),
             last: None,
             categories: Vec::with_capacity(monitor.columns.len()),
             segment: String::from("[]"),
-            compacted,
             rows: 0,
         }
     }
@@ -225,28 +308,27 @@ impl<'a> Accumulator<'a> {
     /// The id of a category, adding it to the dictionary while it has room;
     /// None: *other*.
     fn category_id(&mut self, client: &mut SpiClient<'_>, position: usize, category: &str) -> Option<u32> {
-        if let Some(id) = self.dictionary.id(position, category) {
+        if let Some(id) = self.prepared.committed.borrow().id(position, category).or_else(|| self.dictionary.id(position, category)) {
             return Some(id);
         }
-        let table = &self.monitor.categories_table;
-        let add = format!(
-            "WITH found AS (SELECT id FROM {table} WHERE position = $1 AND category = $2),
-                  added AS (INSERT INTO {table} (position, category)
-                            SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM found)
-                               AND (SELECT count(*) FROM {table} WHERE position = $1) < $3
-                            ON CONFLICT (position, category) DO NOTHING RETURNING id)
-             SELECT id FROM found UNION ALL SELECT id FROM added"
-        );
         let args = [(position as i32).into(), category.into(), self.monitor.max_categories.into()];
-        let mut id = client.update(&add, Some(1), &args).unwrap_or_else(|e| spi_error(e)).first().get::<i32>(1).ok().flatten();
-        if id.is_none() {
+        let first = |table: pgrx::spi::SpiTupleTable<'_>| {
+            let row = table.first();
+            row.get::<i32>(1).ok().flatten().zip(row.get::<i64>(2).ok().flatten())
+        };
+        let mut found = first(client.update(&self.prepared.find_or_add_category, Some(1), &args).unwrap_or_else(|e| spi_error(e)));
+        if found.is_none() {
             // Another writer added it after our snapshot (ON CONFLICT did
             // nothing): a new statement sees it. Or the dictionary is full.
-            let again = format!("SELECT id FROM {table} WHERE position = $1 AND category = $2");
-            id = client.select(&again, Some(1), &args[..2]).unwrap_or_else(|e| spi_error(e)).first().get::<i32>(1).ok().flatten();
+            found = first(client.select(&self.prepared.find_category, Some(1), &args[..2]).unwrap_or_else(|e| spi_error(e)));
         }
-        let id = id? as u32;
-        self.dictionary.insert(position, category.to_owned(), id);
+        let (id, xmin) = found?;
+        let id = id as u32;
+        if is_current_transaction(xmin) {
+            self.dictionary.insert(position, category.to_owned(), id);
+        } else {
+            self.prepared.committed.borrow_mut().insert(position, category.to_owned(), id);
+        }
         Some(id)
     }
 
@@ -301,6 +383,9 @@ impl<'a> Accumulator<'a> {
         categories.clear();
         for (position, ((i, reader), column)) in positions.columns.iter().zip(&self.monitor.columns).enumerate() {
             categories.push(match (column.kind, nulls[*i]) {
+                // NaN in a number column read as categories is NULL, as in numeric ones.
+                // SAFETY: as above.
+                (Kind::Categorical, false) if reader.is_number() && unsafe { reader.number(values[*i]) }.is_nan() => None,
                 (Kind::Categorical, false) => {
                     // SAFETY: as above.
                     Some(unsafe { reader.with_text(values[*i], |text| self.category_id(client, position, text)) })
@@ -341,23 +426,9 @@ impl<'a> Accumulator<'a> {
             groups.iter().map(|((b, _), _)| TimestampWithTimeZone::try_from(*b).ok()).collect();
         let segments: Vec<&str> = groups.iter().map(|((_, s), _)| s.as_str()).collect();
         let states: Vec<Vec<u8>> = groups.iter().map(|(_, s)| s.encode()).collect();
-        let sql = if self.compacted {
-            // A rebuild writes one row per group; the ON CONFLICT adds a
-            // group's later rows to its first (a flush may split a group).
-            format!(
-                "INSERT INTO {t} AS c (bucket, segment, state, compacted)
-                 SELECT b, s::jsonb, st, true FROM unnest($1::timestamptz[], $2::text[], $3::bytea[]) u(b, s, st)
-                 ON CONFLICT (bucket, segment) WHERE compacted DO UPDATE SET state = mlmon._drift_merge(c.state, EXCLUDED.state)",
-                t = self.monitor.states_table
-            )
-        } else {
-            format!(
-                "INSERT INTO {t} (bucket, segment, state)
-                 SELECT b, s::jsonb, st FROM unnest($1::timestamptz[], $2::text[], $3::bytea[]) u(b, s, st)",
-                t = self.monitor.states_table
-            )
-        };
-        client.update(&sql, None, &[buckets.into(), segments.into(), states.into()]).unwrap_or_else(|e| spi_error(e));
+        client
+            .update(&self.prepared.insert_deltas, None, &[buckets.into(), segments.into(), states.into()])
+            .unwrap_or_else(|e| spi_error(e));
     }
 }
 
@@ -408,15 +479,16 @@ pub unsafe extern "C-unwind" fn drift_write(fcinfo: pg_sys::FunctionCallInfo) ->
         let event = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
         let desc = (*data.tg_relation).rd_att;
         Spi::connect_mut(|client| {
-            let monitor = DriftMonitor::load(client, &arguments[0]);
+            let prepared = Prepared::of_trigger(client, (*data.tg_trigger).tgoid, &arguments[0]);
+            let monitor = &prepared.monitor;
             as_user(monitor.owner(), || {
                 with_settings(|| {
                     if event == pg_sys::TRIGGER_EVENT_TRUNCATE {
                         client.update(&format!("DELETE FROM {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
                         return;
                     }
-                    let positions = Positions::find(desc, &monitor);
-                    let mut accumulator = Accumulator::new(client, &monitor, false);
+                    let positions = Positions::find(desc, monitor);
+                    let mut accumulator = Accumulator::new(&prepared);
                     for (table, sign) in [(data.tg_oldtable, -1), (data.tg_newtable, 1)] {
                         if table.is_null() {
                             continue;
@@ -431,7 +503,7 @@ pub unsafe extern "C-unwind" fn drift_write(fcinfo: pg_sys::FunctionCallInfo) ->
                     // under READ COMMITTED (a stricter snapshot could see rows
                     // another compactor deleted).
                     if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 && rand_percent() {
-                        compact(client, &monitor, false);
+                        compact(client, monitor, false);
                     }
                 })
             })
@@ -463,7 +535,9 @@ fn drift_rebuild(monitor: &str) -> i64 {
         as_user(monitor.owner(), || {
             with_settings(|| {
                 client.update(&format!("DELETE FROM {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
-                let mut accumulator = Accumulator::new(client, &monitor, true);
+                let prepared = Prepared::new(client, monitor, true);
+                let monitor = &prepared.monitor;
+                let mut accumulator = Accumulator::new(&prepared);
                 let sql = CString::new(format!("SELECT * FROM {}", source_name(monitor.source))).expect("no NUL");
                 // SAFETY: a cursor of this SPI connection, read in batches; each
                 // batch's tuples are deformed with the batch's descriptor and
@@ -481,7 +555,7 @@ fn drift_rebuild(monitor: &str) -> i64 {
                             break;
                         }
                         let desc = (*table).tupdesc;
-                        let positions = Positions::find(desc, &monitor);
+                        let positions = Positions::find(desc, monitor);
                         let width = (*desc).natts as usize;
                         let (mut values, mut nulls) = (vec![pg_sys::Datum::from(0); width], vec![false; width]);
                         for i in 0..count {

@@ -69,3 +69,10 @@ pub fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
         result
     }
 }
+
+/// Whether a row's xmin (as a number) is the current transaction or one of
+/// its live subtransactions: a row it wrote, which may still roll back.
+pub fn is_current_transaction(xmin: i64) -> bool {
+    // SAFETY: a lookup in the backend's own transaction state.
+    unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xmin as u32)) }
+}

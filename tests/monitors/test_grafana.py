@@ -149,6 +149,16 @@ def load_dashboard():
     return json.loads(DASHBOARD.read_text())
 
 
+def shipped_dashboards():
+    """Every dashboard of grafana/dashboards/ (the provider's folder), by uid."""
+    out = {}
+    for path in sorted(DASHBOARD.parent.glob("*.json")):
+        d = json.loads(path.read_text())
+        assert d["uid"] not in out, path
+        out[d["uid"]] = d
+    return out
+
+
 def provisioned_datasource_uid():
     (ds,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
     return ds["uid"]
@@ -608,12 +618,17 @@ def test_alert_rules_file_is_well_formed():
         for d in queries:
             assert d["model"]["refId"] == d["refId"] and d["model"]["rawSql"].strip()
             assert d["relativeTimeRange"]["from"] > d["relativeTimeRange"]["to"] >= 0
-        # Every expression reads a query or expression defined before it.
+        # Every expression reads a query or expression defined before it (a
+        # math expression names them as $refId).
         for d in rule["data"]:
             if d["datasourceUid"] == "__expr__":
-                assert d["model"]["refId"] == d["refId"] and d["model"]["expression"] in data
-        assert rule["dashboardUid"] == dashboard["uid"]
-        assert rule["panelId"] in {p["id"] for p in dashboard["panels"]}
+                m = d["model"]
+                reads = re.findall(r"\$\{?([A-Za-z]\w*)", m["expression"]) if m["type"] == "math" else [m["expression"]]
+                assert m["refId"] == d["refId"] and reads and all(r in data for r in reads)
+        # It links to a panel of a shipped dashboard (mlmon.json or mlmon-drift.json).
+        linked = shipped_dashboards()[rule["dashboardUid"]]
+        assert rule["panelId"] in {p["id"] for p in linked["panels"]}
+    assert any(r["dashboardUid"] == dashboard["uid"] for _, r in rules)
     (accuracy,) = [r for _, r in rules if r["uid"] == "mlmon-accuracy-low"]
     steps = {d["refId"]: d["model"] for d in accuracy["data"]}
     assert steps["B"]["type"] == "reduce" and steps["B"]["reducer"] == "last" and steps["B"]["expression"] == "A"
