@@ -11,6 +11,10 @@ own transaction, order alternating), then deletes them again off the clock.
 Reported: median seconds per COPY and the ratio monitored / unmonitored
 (target <= 1.5x).
 
+Single rows. INSERTs of one row each by 2 pgbench clients for 10 s, into
+`dm_m` and `dm_u` alternately (3 rounds): transactions per second and the
+ratio (no target in the issue; pipelines that write row by row pay it).
+
 Reads. With N rows of 30 days in `dm_m` (8640 buckets of 5 minutes),
 mlmon.drift over the 30 days, its median time (target <= 50 ms); then the
 same after loading 2N more rows over the same 30 days and compacting
@@ -28,7 +32,7 @@ import statistics
 import sys
 import time
 
-from common import connect, timed
+from common import connect, pgbench_tps, timed
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
@@ -83,6 +87,15 @@ def main():
     m, u = statistics.median(monitored), statistics.median(plain)
     print(f"COPY {N} rows x 10 columns: monitored {m:.3f} s, unmonitored {u:.3f} s, ratio {m / u:.2f}x (target <= 1.5x)")
     print(f"  rounds monitored {[round(x, 3) for x in monitored]}, unmonitored {[round(x, 3) for x in plain]}")
+
+    single = "INSERT INTO {t} VALUES (now(), random(), random(), random(), 5, 100.5, 0.5, 'x', 'a', 'c3', true);\n"
+    tps = {"dm_m": [], "dm_u": []}
+    for r in range(3):
+        for table in (("dm_m", "dm_u") if r % 2 == 0 else ("dm_u", "dm_m")):
+            tps[table].append(pgbench_tps(single.format(t=table), clients=2, seconds=10))
+    m, u = statistics.median(tps["dm_m"]), statistics.median(tps["dm_u"])
+    print(f"single-row INSERTs, 2 clients: monitored {m:.0f} tps, unmonitored {u:.0f} tps, cost {u / m:.2f}x")
+    conn.execute("DELETE FROM dm_m WHERE t > now() - interval '1 day'")
 
     conn.execute("SELECT mlmon.compact_drift_monitor('dm_m')")
     conn.execute("VACUUM ANALYZE mlmon_drift_dm_m_states")

@@ -136,6 +136,7 @@ impl Reader {
 /// Where the monitor's columns sit in a tuple descriptor, and how to read them.
 struct Positions {
     time: (usize, Reader),
+    time_kind: TimeKind,
     segments: Vec<(usize, Reader)>,
     columns: Vec<(usize, Reader)>,
 }
@@ -156,8 +157,32 @@ impl Positions {
         };
         Positions {
             time: find(&monitor.time_column),
+            time_kind: TimeKind::of(&monitor.time_kind),
             segments: monitor.segment_by.iter().map(|s| find(s)).collect(),
             columns: monitor.columns.iter().map(|c| find(&c.name)).collect(),
+        }
+    }
+}
+
+/// How a row's time becomes microseconds (`mlmon.drift_monitor.time_kind`).
+#[derive(Clone, Copy)]
+enum TimeKind {
+    /// timestamptz, or timestamp read as UTC: the same microseconds.
+    Timestamp,
+    Date,
+    /// Seconds since 1970-01-01 UTC.
+    Number,
+    /// ISO 8601 text, read by timestamptz's input function.
+    Text,
+}
+
+impl TimeKind {
+    fn of(kind: &str) -> TimeKind {
+        match kind {
+            "timestamptz" | "timestamp" => TimeKind::Timestamp,
+            "date" => TimeKind::Date,
+            "number" => TimeKind::Number,
+            _ => TimeKind::Text,
         }
     }
 }
@@ -167,13 +192,13 @@ impl Positions {
 ///
 /// # Safety
 /// `value` is a valid, non-NULL datum of the reader's type.
-unsafe fn micros_of(kind: &str, value: pg_sys::Datum, reader: &Reader) -> Option<i64> {
+unsafe fn micros_of(kind: TimeKind, value: pg_sys::Datum, reader: &Reader) -> Option<i64> {
     match kind {
-        "timestamptz" | "timestamp" => Some(value.value() as i64).filter(|&t| t != i64::MIN && t != i64::MAX),
-        "date" => Some(value.value() as i32).filter(|&d| d != i32::MIN && d != i32::MAX).map(|d| d as i64 * 86_400_000_000),
+        TimeKind::Timestamp => Some(value.value() as i64).filter(|&t| t != i64::MIN && t != i64::MAX),
+        TimeKind::Date => Some(value.value() as i32).filter(|&d| d != i32::MIN && d != i32::MAX).map(|d| d as i64 * 86_400_000_000),
         // SAFETY: the caller's promise.
-        "number" => unix_seconds_to_micros(unsafe { reader.number(value) }),
-        _ => {
+        TimeKind::Number => unix_seconds_to_micros(unsafe { reader.number(value) }),
+        TimeKind::Text => {
             // text: read by timestamptz's input function (22007 when malformed).
             // SAFETY: the caller's promise; the C string outlives the call.
             let c = unsafe { reader.with_text(value, |t| CString::new(t).unwrap_or_default()) };
@@ -272,6 +297,8 @@ pub struct Accumulator<'a> {
     /// This row's category ids, one per column (reused between rows).
     categories: Vec<Option<Option<u32>>>,
     segment: String,
+    /// The previous row's bucket.
+    bucket: Option<i64>,
     rows: i64,
 }
 
@@ -287,6 +314,7 @@ impl<'a> Accumulator<'a> {
             last: None,
             categories: Vec::with_capacity(monitor.columns.len()),
             segment: String::from("[]"),
+            bucket: None,
             rows: 0,
         }
     }
@@ -367,8 +395,16 @@ impl<'a> Accumulator<'a> {
             return;
         }
         // SAFETY: the caller's promise (a non-NULL value of its column's type).
-        let Some(micros) = (unsafe { micros_of(&self.monitor.time_kind, values[t], time_reader) }) else { return };
-        let Some(bucket) = bucket_of(micros, self.monitor.bucket_stride, self.monitor.bucket_origin) else { return };
+        let Some(micros) = (unsafe { micros_of(positions.time_kind, values[t], time_reader) }) else { return };
+        // Rows mostly come in time order: the previous row's bucket, without a division.
+        let bucket = match self.bucket {
+            Some(start) if (start..start.saturating_add(self.monitor.bucket_stride)).contains(&micros) => start,
+            _ => {
+                let Some(start) = bucket_of(micros, self.monitor.bucket_stride, self.monitor.bucket_origin) else { return };
+                self.bucket = Some(start);
+                start
+            }
+        };
         if !positions.segments.is_empty() {
             let segment: Vec<Option<String>> = positions
                 .segments

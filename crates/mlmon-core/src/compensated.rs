@@ -36,6 +36,12 @@ impl Sum {
         *self = Sum { hi, lo };
     }
 
+    /// Adds x to the high part only, as a plain f64 sum would: for the many
+    /// terms of one delta, whose total is then added to others compensated.
+    pub fn add_plain(&mut self, x: f64) {
+        self.hi += x;
+    }
+
     pub fn add_sum(&mut self, other: &Sum) {
         self.add(other.hi);
         if other.lo != 0.0 {
@@ -52,16 +58,6 @@ impl Sum {
         if e != 0.0 {
             self.add(e);
         }
-    }
-
-    /// Adds the product a·b, its rounding error added to the low part
-    /// without renormalizing: half the work of [`Sum::add_product`], still
-    /// far below f64 resolution while the sum has a few hundred bits of
-    /// headroom (a drift monitor's Σv² per row written).
-    pub fn add_product_loosely(&mut self, a: f64, b: f64) {
-        let p = a * b;
-        self.add(p);
-        self.lo += a.mul_add(b, -p);
     }
 
     /// Adds w·x² to within 2^-106 of it: x² exactly (TwoProduct), each part
