@@ -6,6 +6,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS mlmon;
 SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'demo_conversion' \g /dev/null
 SELECT mlmon.drop_feature_view(name) FROM mlmon.feature_views WHERE name = 'demo_activity' \g /dev/null
+SELECT mlmon.drop_drift_monitor(name) FROM mlmon.drift_monitors WHERE name = 'demo_inputs' \g /dev/null
 DROP SCHEMA IF EXISTS demo CASCADE;
 CREATE SCHEMA demo;
 
@@ -82,6 +83,27 @@ SELECT alert, previous_state, state, round(upper::numeric, 4) AS upper, support,
 FROM mlmon.alert_events
 WHERE alert = 'demo_accuracy_drop' AND at >= (SELECT created_at FROM mlmon.alerts WHERE name = 'demo_accuracy_drop')
 ORDER BY id;
+
+-- The model's inputs, as the request logged them. The upstream change of 36
+-- hours ago broke company_size: a third of the values are missing since,
+-- and the rest are read in the wrong unit (50% larger).
+CREATE TABLE demo.requests (lead_id bigint, created_at timestamptz, company_size float8, country text);
+INSERT INTO demo.requests
+SELECT lead_id, created_at,
+       CASE WHEN created_at < now() - interval '36 hours' THEN round(exp(2 + random() * 3))
+            WHEN random() < 0.33 THEN NULL ELSE round(1.5 * exp(2 + random() * 3)) END,
+       (ARRAY['us', 'de', 'fr', 'uk'])[1 + lead_id % 4]
+FROM demo.predictions WHERE lead_id % 10 <> 0 OR label;
+
+\echo
+\echo '== Drift monitor: the inputs since the change against the 12 hours before it (no labels needed)'
+SELECT mlmon.create_drift_monitor('demo_inputs', 'demo.requests', 'created_at', ARRAY['company_size', 'country'],
+                                  bucket => interval '15 minutes', reference_from => now() - interval '48 hours',
+                                  reference_to => now() - interval '36 hours') \g /dev/null
+SELECT column_name, method, round(statistic::numeric, 4) AS statistic, round(p_value::numeric, 4) AS p_value,
+       drifted, round(null_share::numeric, 3) AS null_share, n, reference_n
+FROM mlmon.drift('demo_inputs', now() - interval '36 hours', now());
+SELECT columns, drifted_columns, drifted FROM mlmon.dataset_drift('demo_inputs', now() - interval '36 hours', now());
 
 \echo
 \echo '== A late conversion lands: the rollup moves in the same transaction'
