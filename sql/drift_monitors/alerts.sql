@@ -82,10 +82,7 @@ BEGIN
         RAISE EXCEPTION 'drift monitor % does not watch a column %', m.name, coalesce(quote_literal(column_name), 'NULL')
             USING ERRCODE = 'undefined_column', HINT = 'argument column_name: one of the monitor''s columns (mlmon.drift_monitors.columns)';
     END IF;
-    IF comparison IS NULL OR comparison NOT IN ('<', '<=', '>', '>=') THEN
-        RAISE EXCEPTION 'unknown comparison %', coalesce(quote_literal(comparison), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument comparison: one of <, <=, >, >= (fire when the metric is ... threshold)';
-    END IF;
+    PERFORM mlmon._check_comparison(comparison);
     -- drifted: drift()'s decision, as 1 or 0; drifted_share: Evidently's 0.5.
     IF metric = 'drifted' THEN
         comparison := '>=';
@@ -97,10 +94,7 @@ BEGIN
         RAISE EXCEPTION 'threshold % is not a finite number', threshold
             USING ERRCODE = 'invalid_parameter_value', HINT = format('argument threshold: the value of %s to compare with', metric);
     END IF;
-    IF "trailing" IS NULL OR "trailing" <= interval '0' THEN
-        RAISE EXCEPTION 'trailing window % is not positive', "trailing"
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument trailing: e.g. interval ''1 hour''';
-    END IF;
+    PERFORM mlmon._check_trailing("trailing");
     IF min_n IS NULL OR min_n < 0 THEN
         RAISE EXCEPTION 'min_n % is negative', min_n
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument min_n: values needed in the window to judge, 0 or more';

@@ -46,16 +46,22 @@ CREATE TABLE mlmon.drift_column (
 COMMENT ON TABLE mlmon.drift_column IS 'The columns a drift monitor watches, their kind and, for numeric ones, their bin edges.';
 SELECT pg_catalog.pg_extension_config_dump('mlmon.drift_column', '');
 
--- As for monitors: readable by all (metrics are not secret), changed only
--- by the monitor's owner, through mlmon's functions.
+-- Who sees and changes what, by row-level security against the caller's
+-- current role (as monitors' alerts): a drift monitor's row is readable by
+-- all and changed by members of its owner role, through mlmon's functions.
+-- Its columns' rows hold the bin edges, quantiles of the owner's table: the
+-- owner's members and mlmon_reader (dashboards) read them, nobody else.
 ALTER TABLE mlmon.drift_monitor ENABLE ROW LEVEL SECURITY;
 CREATE POLICY drift_monitor_read ON mlmon.drift_monitor FOR SELECT USING (true);
-CREATE POLICY drift_monitor_owner ON mlmon.drift_monitor FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY drift_monitor_owner ON mlmon.drift_monitor FOR ALL USING (mlmon._manages(owner))
+    WITH CHECK (mlmon._manages(owner));
 ALTER TABLE mlmon.drift_column ENABLE ROW LEVEL SECURITY;
-CREATE POLICY drift_column_read ON mlmon.drift_column FOR SELECT USING (true);
+CREATE POLICY drift_column_read ON mlmon.drift_column FOR SELECT
+    USING (pg_catalog.pg_has_role(current_user, 'mlmon_reader', 'MEMBER')
+           OR EXISTS (SELECT FROM mlmon.drift_monitor m WHERE m.name = monitor AND mlmon._manages(m.owner)));
 CREATE POLICY drift_column_owner ON mlmon.drift_column FOR ALL
-    USING (EXISTS (SELECT FROM mlmon.drift_monitor m WHERE m.name = monitor AND m.owner = current_user))
-    WITH CHECK (EXISTS (SELECT FROM mlmon.drift_monitor m WHERE m.name = monitor AND m.owner = current_user));
+    USING (EXISTS (SELECT FROM mlmon.drift_monitor m WHERE m.name = monitor AND mlmon._manages(m.owner)))
+    WITH CHECK (EXISTS (SELECT FROM mlmon.drift_monitor m WHERE m.name = monitor AND mlmon._manages(m.owner)));
 GRANT SELECT, INSERT, DELETE ON mlmon.drift_monitor, mlmon.drift_column TO PUBLIC;
 
 CREATE FUNCTION mlmon._drift_states_table(m mlmon.drift_monitor) RETURNS text
@@ -109,7 +115,7 @@ CREATE FUNCTION mlmon._drift_rebuild(monitor text) RETURNS bigint
     VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'drift_rebuild_wrapper';
 CREATE FUNCTION mlmon._drift_compact(monitor text, wait boolean) RETURNS bigint
     VOLATILE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'drift_compact_wrapper';
-REVOKE EXECUTE ON FUNCTION mlmon._drift_rebuild(text), mlmon._drift_compact(text, boolean) FROM PUBLIC;
+-- (Both check that the caller is a member of the monitor's owner.)
 
 CREATE FUNCTION mlmon._drift_sum_trans(internal, state bytea) RETURNS internal
     IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'drift_sum_trans_wrapper';

@@ -12,7 +12,8 @@ CREATE FUNCTION mlmon.create_drift_monitor(
     bins integer DEFAULT 100,
     max_categories integer DEFAULT 100
 ) RETURNS text
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET extra_float_digits = 1 AS $$
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET extra_float_digits = 1
+    SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET bytea_output = 'hex' AS $$
 DECLARE
     m mlmon.drift_monitor;
     t regtype;
@@ -130,9 +131,14 @@ BEGIN
             EXECUTE format($q$SELECT count(DISTINCT v), percentile_disc((SELECT array_agg(i::double precision / %s ORDER BY i)
                                                                        FROM generate_series(0, %s) i))
                                                       WITHIN GROUP (ORDER BY v)
-                              FROM (SELECT %I::double precision AS v %s) r
+                              FROM (SELECT %s AS v %s) r
                               WHERE v IS NOT NULL AND v NOT IN ('NaN', 'Infinity', '-Infinity')$q$,
-                           bins, bins, col, reference_sql)
+                           bins, bins,
+                           -- A numeric beyond the double range is ±Infinity, as the trigger reads it.
+                           CASE WHEN t = 'numeric'::regtype
+                                THEN format('CASE WHEN abs(%1$I) < 1e308 THEN %1$I::double precision ELSE sign(%1$I) * ''Infinity''::double precision END', col)
+                                ELSE format('%I::double precision', col) END,
+                           reference_sql)
                 INTO distinct_values, edges;
             kind := CASE WHEN distinct_values > 5 THEN 'numeric' ELSE 'categorical' END;
             IF distinct_values = 0 THEN
@@ -167,8 +173,10 @@ BEGIN
                               WHERE v <> 'NaN' OR NOT %L
                               ORDER BY c DESC, v LIMIT %s$q$,
                            categories_table, position,
+                           -- The type's output function (format's %s), as the trigger
+                           -- reads them: a cast to text may be a user's function.
                            CASE WHEN t = 'boolean'::regtype THEN format('CASE WHEN %I THEN ''true'' ELSE ''false'' END', col)
-                                ELSE format('%I::text', col) END,
+                                ELSE format('pg_catalog.format(''%%s'', %I)', col) END,
                            reference_sql, col,
                            t IN ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype), max_categories);
         END IF;
@@ -189,15 +197,22 @@ END $$;
 COMMENT ON FUNCTION mlmon.create_drift_monitor IS
     'Registers a drift monitor on a table: bins its columns from the reference period, creates its state table and triggers, then backfills.';
 
+-- 42501 unless the current role is (a member of) the monitor's owner.
+CREATE FUNCTION mlmon._drift_check_owner(m mlmon.drift_monitor, verb text) RETURNS void
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT mlmon._manages(m.owner) THEN
+        RAISE EXCEPTION 'must be the owner of drift monitor %', m.name
+            USING ERRCODE = 'insufficient_privilege', HINT = format('argument name: only the monitor''s owner may %s it', verb);
+    END IF;
+END $$;
+
 CREATE FUNCTION mlmon.rebuild_drift_monitor(name text) RETURNS bigint
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m mlmon.drift_monitor := mlmon._drift_monitor(name);
 BEGIN
-    IF NOT pg_has_role(current_user, m.owner, 'USAGE') THEN
-        RAISE EXCEPTION 'must be the owner of drift monitor %', m.name
-            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only the monitor''s owner may rebuild it';
-    END IF;
+    PERFORM mlmon._drift_check_owner(m, 'rebuild');
     RETURN mlmon._drift_rebuild(m.name);
 END $$;
 COMMENT ON FUNCTION mlmon.rebuild_drift_monitor IS
@@ -208,10 +223,7 @@ CREATE FUNCTION mlmon.compact_drift_monitor(name text) RETURNS bigint
 DECLARE
     m mlmon.drift_monitor := mlmon._drift_monitor(name);
 BEGIN
-    IF NOT pg_has_role(current_user, m.owner, 'USAGE') THEN
-        RAISE EXCEPTION 'must be the owner of drift monitor %', m.name
-            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only the monitor''s owner may compact it';
-    END IF;
+    PERFORM mlmon._drift_check_owner(m, 'compact');
     RETURN mlmon._drift_compact(m.name, true);
 END $$;
 COMMENT ON FUNCTION mlmon.compact_drift_monitor IS 'Folds a drift monitor''s delta rows into one row per (bucket, segment); returns rows folded.';
@@ -222,10 +234,7 @@ DECLARE
     m mlmon.drift_monitor := mlmon._drift_monitor(name);
     suffix text;
 BEGIN
-    IF NOT pg_has_role(current_user, m.owner, 'USAGE') THEN
-        RAISE EXCEPTION 'must be the owner of drift monitor %', m.name
-            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only the monitor''s owner may drop it';
-    END IF;
+    PERFORM mlmon._drift_check_owner(m, 'drop');
     IF to_regclass(m.source::text) IS NOT NULL THEN
         FOREACH suffix IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_drift_' || m.name || '_' || suffix, m.source);

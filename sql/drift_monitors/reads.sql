@@ -19,19 +19,42 @@ BEGIN
     RETURN state;
 END $$;
 
--- Checks a read's period and segment; 22023 naming the argument.
-CREATE FUNCTION mlmon._drift_check(m mlmon.drift_monitor, "from" timestamptz, "to" timestamptz, segment text[])
+-- Checks a read's period and segment; 22023 naming the argument. A series
+-- (`finite`) needs finite ends; a sum over a period does not.
+CREATE FUNCTION mlmon._drift_check(m mlmon.drift_monitor, "from" timestamptz, "to" timestamptz, segment text[],
+                                   argument text DEFAULT 'from', finite boolean DEFAULT false)
     RETURNS void IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF "from" IS NULL OR "to" IS NULL OR "from" >= "to" THEN
         RAISE EXCEPTION 'invalid period [%, %)', "from", "to"
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument from: a time earlier than to (both required)';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('argument %s: a time earlier than %s (both required)', argument,
+                                CASE WHEN argument = 'from' THEN 'to' ELSE 'reference_to' END);
+    END IF;
+    IF finite AND NOT (isfinite("from") AND isfinite("to")) THEN
+        RAISE EXCEPTION 'period [%, %) is not finite', "from", "to"
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument from: finite times for a series of steps';
     END IF;
     IF segment IS NOT NULL AND cardinality(segment) <> cardinality(m.segment_by) THEN
         RAISE EXCEPTION 'drift monitor % has % segment columns, the segment given has %',
                         m.name, cardinality(m.segment_by), cardinality(segment)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('argument segment: one value per segment_by column (%s), as text', array_to_string(m.segment_by, ', '));
+    END IF;
+END $$;
+
+-- 22004 or 42703 naming column_name unless the monitor watches it.
+CREATE FUNCTION mlmon._drift_check_column(m mlmon.drift_monitor, column_name text)
+    RETURNS void STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF column_name IS NULL THEN
+        RAISE EXCEPTION 'column_name is NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'argument column_name: one of the monitor''s columns';
+    END IF;
+    IF NOT EXISTS (SELECT FROM mlmon.drift_monitors d WHERE d.name = m.name AND column_name = ANY (d.columns::text[])) THEN
+        RAISE EXCEPTION 'drift monitor "%" does not watch a column "%"', m.name, column_name
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'argument column_name: one of the monitor''s columns (mlmon.drift_monitors.columns)';
     END IF;
 END $$;
 
@@ -48,7 +71,7 @@ DECLARE
 BEGIN
     PERFORM mlmon._drift_check(m, "from", "to", segment);
     PERFORM mlmon._drift_check(m, coalesce(reference_from, m.reference_from, '-infinity'),
-                               coalesce(reference_to, m.reference_to), NULL);
+                               coalesce(reference_to, m.reference_to), NULL, 'reference_from');
     RETURN QUERY SELECT * FROM mlmon._drift_report(
         m.name,
         mlmon._drift_state(m, coalesce(reference_from, m.reference_from, '-infinity'), coalesce(reference_to, m.reference_to), segment),
@@ -89,7 +112,8 @@ CREATE FUNCTION mlmon.drift_metrics(
 DECLARE
     m mlmon.drift_monitor := mlmon._drift_monitor(monitor);
 BEGIN
-    PERFORM mlmon._drift_check(m, "from", "to", segment);
+    PERFORM mlmon._drift_check(m, "from", "to", segment, 'from', true);
+    PERFORM mlmon._drift_check_column(m, column_name);
     IF step IS NULL OR step <= interval '0' OR extract(month FROM step) <> 0 OR extract(year FROM step) <> 0 THEN
         RAISE EXCEPTION 'invalid step %', step
             USING ERRCODE = 'invalid_parameter_value',
@@ -115,6 +139,7 @@ DECLARE
     m mlmon.drift_monitor := mlmon._drift_monitor(monitor);
 BEGIN
     PERFORM mlmon._drift_check(m, "from", "to", segment);
+    PERFORM mlmon._drift_check_column(m, column_name);
     RETURN QUERY SELECT * FROM mlmon._drift_cells(m.name, column_name, mlmon._drift_state(m, "from", "to", segment));
 END $$;
 COMMENT ON FUNCTION mlmon.drift_histogram IS

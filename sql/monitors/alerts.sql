@@ -84,6 +84,24 @@ FROM mlmon.alert;
 GRANT SELECT ON mlmon.alerts TO PUBLIC;
 COMMENT ON VIEW mlmon.alerts IS 'Alerts and the state their last check found.';
 
+-- Arguments every kind of alert takes, checked alike (22023 naming the argument).
+CREATE FUNCTION mlmon._check_comparison(comparison text) RETURNS void
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF comparison IS NULL OR comparison NOT IN ('<', '<=', '>', '>=') THEN
+        RAISE EXCEPTION 'unknown comparison %', coalesce(quote_literal(comparison), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument comparison: one of <, <=, >, >= (fire when the metric is ... threshold)';
+    END IF;
+END $$;
+CREATE FUNCTION mlmon._check_trailing("trailing" interval) RETURNS void
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF "trailing" IS NULL OR "trailing" <= interval '0' THEN
+        RAISE EXCEPTION 'trailing window % is not positive', "trailing"
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument trailing: e.g. interval ''1 hour''';
+    END IF;
+END $$;
+
 CREATE FUNCTION mlmon.create_alert(name text, monitor text, metric text, comparison text, threshold double precision,
                                    "trailing" interval, min_support bigint DEFAULT 100,
                                    confidence double precision DEFAULT 0.95, segment jsonb DEFAULT NULL)
@@ -111,18 +129,12 @@ BEGIN
         RAISE EXCEPTION 'metric % needs a binary monitor; % has % labels', metric, m.name, m.label_kind
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument metric: use accuracy for a multiclass monitor';
     END IF;
-    IF comparison IS NULL OR comparison NOT IN ('<', '<=', '>', '>=') THEN
-        RAISE EXCEPTION 'unknown comparison %', coalesce(quote_literal(comparison), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument comparison: one of <, <=, >, >= (fire when the metric is ... threshold)';
-    END IF;
+    PERFORM mlmon._check_comparison(comparison);
     IF threshold IS NULL OR threshold = 'NaN'::float8 OR threshold < 0 OR threshold > 1 THEN
         RAISE EXCEPTION 'threshold % is not a proportion', threshold
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument threshold: between 0 and 1';
     END IF;
-    IF "trailing" IS NULL OR "trailing" <= interval '0' THEN
-        RAISE EXCEPTION 'trailing window % is not positive', "trailing"
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument trailing: e.g. interval ''1 hour''';
-    END IF;
+    PERFORM mlmon._check_trailing("trailing");
     IF min_support IS NULL OR min_support < 0 THEN
         RAISE EXCEPTION 'min_support % is negative', min_support
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument min_support: labeled predictions needed to judge, 0 or more';

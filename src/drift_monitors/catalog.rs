@@ -11,7 +11,7 @@ use pgrx::spi::SpiClient;
 use serde::Deserialize;
 
 use crate::pg::errors::raise_coded;
-use crate::pg::session::is_current_transaction;
+use crate::pg::session::{as_user, is_current_transaction};
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -63,8 +63,8 @@ const LOAD: &str = "
                m.max_categories::bigint AS max_categories,
                mlmon._drift_states_table(m) AS states_table, mlmon._drift_categories_table(m) AS categories_table,
                pg_catalog.hashtextextended('mlmon drift monitor ' || m.name, 0) AS lock_id,
-               (SELECT pg_catalog.json_agg(pg_catalog.json_build_object('name', c.column_name::text, 'kind', c.kind,
-                                                                         'edges', c.edges) ORDER BY c.position)
+               (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object('name', c.column_name::text, 'kind', c.kind,
+                                                                                  'edges', c.edges) ORDER BY c.position), '[]')
                 FROM mlmon.drift_column c WHERE c.monitor = m.name) AS columns
         FROM mlmon.drift_monitor m WHERE m.name = $1) r";
 
@@ -83,7 +83,33 @@ impl DriftMonitor {
                 "argument monitor: see SELECT name FROM mlmon.drift_monitors",
             );
         };
-        serde_json::from_str(&json).unwrap_or_else(|e| pgrx::error!("mlmon: unreadable drift monitor row: {e}"))
+        let monitor: DriftMonitor =
+            serde_json::from_str(&json).unwrap_or_else(|e| pgrx::error!("mlmon: unreadable drift monitor row: {e}"));
+        if monitor.columns.is_empty() {
+            // Its columns' rows (bin edges: quantiles of the table) are
+            // visible to the owner's members and mlmon_reader only.
+            raise_coded(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for drift monitor \"{name}\""),
+                "argument monitor: its reads are for members of its owner role and of mlmon_reader",
+            );
+        }
+        monitor
+    }
+
+    /// The monitor named `name`, read as its owner (whose rows the owner may
+    /// see whoever calls) with a pinned search path.
+    pub fn load_as_owner(client: &SpiClient<'_>, name: &str) -> DriftMonitor {
+        const OWNER: &str = "SELECT o.oid::bigint FROM mlmon.drift_monitor m JOIN pg_catalog.pg_roles o ON o.rolname = m.owner
+                             WHERE m.name = $1";
+        let owner = as_user(pg_sys::Oid::INVALID, || {
+            client.select(OWNER, Some(1), &[name.into()]).unwrap_or_else(|e| spi_error(e)).first().get::<i64>(1).ok().flatten()
+        });
+        match owner {
+            Some(owner) => as_user(pg_sys::Oid::from(owner as u32), || DriftMonitor::load(client, name)),
+            // No such monitor (or its owner is gone): load's own error.
+            None => as_user(pg_sys::Oid::INVALID, || DriftMonitor::load(client, name)),
+        }
     }
 
     pub fn owner(&self) -> pg_sys::Oid {

@@ -16,10 +16,11 @@
 
 use pgrx::prelude::*;
 
-extension_sql_file!("../../sql/drift_monitors/catalog.sql", name = "drift_catalog_sql", requires = ["monitors_catalog_sql"]);
+// After monitors' alerts: the catalog's policies use mlmon._manages.
+extension_sql_file!("../../sql/drift_monitors/catalog.sql", name = "drift_catalog_sql", requires = ["monitor_alerts_sql"]);
 extension_sql_file!("../../sql/drift_monitors/lifecycle.sql", name = "drift_lifecycle_sql", requires = ["drift_catalog_sql"]);
 extension_sql_file!("../../sql/drift_monitors/reads.sql", name = "drift_reads_sql", requires = ["drift_lifecycle_sql"]);
-extension_sql_file!("../../sql/drift_monitors/alerts.sql", name = "drift_alerts_sql", requires = ["drift_reads_sql", "monitor_alerts_sql"]);
+extension_sql_file!("../../sql/drift_monitors/alerts.sql", name = "drift_alerts_sql", requires = ["drift_reads_sql"]);
 
 mod catalog;
 mod reads;

@@ -8,13 +8,14 @@
 
 use mlmon_core::drift_monitors::compare::{compare, ColumnDrift};
 use mlmon_core::drift_monitors::state::{ColumnState, DriftState};
+use mlmon_core::Error;
 use pgrx::prelude::*;
 use pgrx::Internal;
 
-use super::catalog::{spi_error, Dictionary, DriftMonitor};
+use super::catalog::{spi_error, Dictionary, DriftMonitor, Kind};
 use crate::pg::errors::raise_coded;
 use crate::pg::aggregate_state::{state_ref, with_state};
-use crate::pg::errors::OrRaise;
+use crate::pg::errors::{raise, OrRaise};
 
 /// `mlmon._drift_sum(state)`'s transition: adds a state row; NULLs are empty.
 #[pg_extern(sql = false)]
@@ -44,7 +45,8 @@ fn drift_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 }
 
 /// The columns of a state, or empty ones of the monitor's shape for NULL
-/// (a period without rows).
+/// (a period without rows); 22P03 when the state is not of the monitor's
+/// shape (a hand-made bytea).
 fn columns_of(monitor: &DriftMonitor, bytes: Option<&[u8]>) -> Vec<ColumnState> {
     use mlmon_core::drift_monitors::state::{CategoricalState, NumericState};
     let state = bytes.map(|b| DriftState::decode(b).or_raise()).unwrap_or_default();
@@ -53,13 +55,19 @@ fn columns_of(monitor: &DriftMonitor, bytes: Option<&[u8]>) -> Vec<ColumnState> 
             .columns
             .iter()
             .map(|c| match c.kind {
-                super::catalog::Kind::Numeric => ColumnState::Numeric(NumericState::new(c.edges().len())),
-                super::catalog::Kind::Categorical => ColumnState::Categorical(CategoricalState::default()),
+                Kind::Numeric => ColumnState::Numeric(NumericState::new(c.edges().len())),
+                Kind::Categorical => ColumnState::Categorical(CategoricalState::default()),
             })
             .collect();
     }
-    if state.columns.len() != monitor.columns.len() {
-        pgrx::error!("a drift state of {} columns for drift monitor \"{}\" of {}", state.columns.len(), monitor.name, monitor.columns.len());
+    let fits = state.columns.len() == monitor.columns.len()
+        && state.columns.iter().zip(&monitor.columns).all(|(s, c)| match (s, c.kind) {
+            (ColumnState::Numeric(n), Kind::Numeric) => n.cells.len() == c.edges().len() + 1,
+            (ColumnState::Categorical(_), Kind::Categorical) => true,
+            _ => false,
+        });
+    if !fits {
+        raise(Error::BadBinary(format!("a drift state that is not of drift monitor \"{}\"'s columns and bins", monitor.name)));
     }
     state.columns
 }
@@ -157,7 +165,15 @@ fn drift_series(
     name!(out_of_range_share, Option<f64>),
 )> {
     let (from_us, to_us): (i64, i64) = (from.into(), to.into());
-    let steps = (to_us - from_us + step_micros - 1) / step_micros;
+    if step_micros <= 0 || to_us <= from_us {
+        raise_coded(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "a series needs a positive step and from earlier than to".into(),
+            "argument step: a positive interval; from before to",
+        );
+    }
+    // In i128: an infinite or very long period must not overflow.
+    let steps = ((to_us as i128 - from_us as i128 + step_micros as i128 - 1) / step_micros as i128).min(i64::MAX as i128) as i64;
     if steps > MAX_STEPS {
         raise_coded(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,

@@ -16,7 +16,7 @@
 
 #![allow(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::ffi::CString;
@@ -30,9 +30,9 @@ use pgrx::{PgBuiltInOids, PgOid};
 use super::catalog::{spi_error, DriftMonitor, Kind};
 use super::catalog::Dictionary;
 use crate::pg::datum::float8;
-use crate::pg::fmgr::{as_text, from_cstring, v1_function};
+use crate::pg::fmgr::{from_cstring, v1_function};
 use crate::pg::errors::raise_coded;
-use crate::pg::session::{as_user, is_current_transaction, with_setting};
+use crate::pg::session::{as_user, is_current_transaction, is_member_of, with_setting};
 use crate::pg::trigger::{trigger_arguments, trigger_data};
 use crate::pg::tuples::{each_row, integer, Attributes};
 
@@ -42,44 +42,44 @@ use crate::pg::tuples::{each_row, integer, Attributes};
 /// few tens of MB whatever its row count.
 const MAX_GROUPS: usize = 2048;
 
+/// PostgreSQL's timestamp range, in microseconds since 2000-01-01
+/// (MIN_TIMESTAMP and END_TIMESTAMP of datatype/timestamp.h).
+const MIN_TIMESTAMP: i64 = -211_813_488_000_000_000;
+const END_TIMESTAMP: i64 = 9_223_371_331_200_000_000;
+
 /// How a column's values are read: chosen once per statement by type, so a
 /// row costs no catalog lookup.
 enum Reader {
-    Float8,
-    Float4,
-    Integer(pg_sys::Oid),
+    Float8(Box<UnsafeCell<pg_sys::FmgrInfo>>),
+    Float4(Box<UnsafeCell<pg_sys::FmgrInfo>>),
+    Integer(pg_sys::Oid, Box<UnsafeCell<pg_sys::FmgrInfo>>),
     /// numeric: its text by numeric_out (looked up once), parsed to the
     /// nearest double as ::float8 rounds it (numeric_float8 itself, by way
     /// of a C string and float8in, cost twice as much).
-    Numeric(Box<pg_sys::FmgrInfo>),
+    Numeric(Box<UnsafeCell<pg_sys::FmgrInfo>>),
     /// text and varchar: the bytes where they lie.
     Text,
     Bool,
-    /// Anything else (char(n), enums, ...): `value::text`.
-    AsText(pg_sys::Oid),
+    /// Anything else (char(n), enums, dates, ...): the type's output
+    /// function, looked up once. Never a cast: a cast to text may be a
+    /// user's SQL function, which would run with the monitor owner's rights
+    /// under any writer (an output function is C, written by a superuser).
+    Output(Box<UnsafeCell<pg_sys::FmgrInfo>>),
 }
 
 impl Reader {
     fn of(type_oid: pg_sys::Oid) -> Reader {
         match type_oid {
-            pg_sys::FLOAT8OID => Reader::Float8,
-            pg_sys::FLOAT4OID => Reader::Float4,
-            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => Reader::Integer(type_oid),
+            pg_sys::FLOAT8OID => Reader::Float8(output_function(type_oid)),
+            pg_sys::FLOAT4OID => Reader::Float4(output_function(type_oid)),
+            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => Reader::Integer(type_oid, output_function(type_oid)),
             pg_sys::NUMERICOID => {
-                let mut function = Box::new(pg_sys::FmgrInfo::default());
-                // SAFETY: a built-in function's lookup into a zeroed FmgrInfo
-                // that lives as long as the reader.
-                unsafe { pg_sys::fmgr_info(pg_sys::Oid::from(pg_sys::F_NUMERIC_OUT), function.as_mut()) };
-                Reader::Numeric(function)
+                Reader::Numeric(output_function(type_oid))
             }
             pg_sys::TEXTOID | pg_sys::VARCHAROID => Reader::Text,
             pg_sys::BOOLOID => Reader::Bool,
-            other => Reader::AsText(other),
+            other => Reader::Output(output_function(other)),
         }
-    }
-
-    fn is_number(&self) -> bool {
-        matches!(self, Reader::Float8 | Reader::Float4 | Reader::Numeric(_))
     }
 
     /// A non-NULL value as a number.
@@ -88,17 +88,14 @@ impl Reader {
     /// `value` is a valid, non-NULL datum of the reader's type.
     unsafe fn number(&self, value: pg_sys::Datum) -> f64 {
         match self {
-            Reader::Float8 => float8(value),
-            Reader::Float4 => f32::from_bits(value.value() as u32) as f64,
-            Reader::Integer(t) => integer(value, *t) as f64,
+            Reader::Float8(_) => float8(value),
+            Reader::Float4(_) => f32::from_bits(value.value() as u32) as f64,
+            Reader::Integer(t, _) => integer(value, *t) as f64,
             // SAFETY: the caller's promise: a numeric datum; numeric_out does
             // not write to its FmgrInfo (no fn_extra), so sharing it is sound,
             // and returns a palloc'd C string, freed here.
             Reader::Numeric(function) => unsafe {
-                let text = pg_sys::OutputFunctionCall(std::ptr::from_ref(function.as_ref()).cast_mut(), value);
-                let v = std::ffi::CStr::from_ptr(text).to_str().ok().and_then(|t| t.parse::<f64>().ok()).unwrap_or(f64::NAN);
-                pg_sys::pfree(text.cast());
-                v
+                with_output(function, value, |t| t.parse::<f64>().unwrap_or(f64::NAN))
             },
             // SAFETY: as above.
             _ => unsafe { self.with_text(value, |t| t.parse::<f64>().unwrap_or(f64::NAN)) },
@@ -112,24 +109,72 @@ impl Reader {
     /// `value` is a valid, non-NULL datum of the reader's type.
     unsafe fn with_text<R>(&self, value: pg_sys::Datum, f: impl FnOnce(&str) -> R) -> R {
         // SAFETY: the caller's promise; a text datum is read through its
-        // detoasted form, valid until the end of the call.
+        // detoasted form (freed after use when it is a copy), other types
+        // through their output function's C string (freed after use): a
+        // statement may read millions of values in one memory context.
         unsafe {
-            let text = match self {
-                Reader::Bool => return f(if value.value() != 0 { "true" } else { "false" }),
-                Reader::Text => value,
-                Reader::Float8 => as_text(value, pg_sys::FLOAT8OID),
-                Reader::Float4 => as_text(value, pg_sys::FLOAT4OID),
-                Reader::Integer(t) | Reader::AsText(t) => as_text(value, *t),
-                Reader::Numeric(_) => as_text(value, pg_sys::NUMERICOID),
-            };
-            let plain = pg_sys::pg_detoast_datum_packed(text.cast_mut_ptr());
-            let bytes = pgrx::varlena::varlena_to_byte_slice(plain);
-            // The server encoding is UTF-8 almost always; else a lossy copy.
-            match std::str::from_utf8(bytes) {
-                Ok(t) => f(t),
-                Err(_) => f(&String::from_utf8_lossy(bytes)),
+            match self {
+                Reader::Bool => f(if value.value() != 0 { "true" } else { "false" }),
+                Reader::Text => {
+                    let raw = value.cast_mut_ptr::<pg_sys::varlena>();
+                    let plain = pg_sys::pg_detoast_datum_packed(raw);
+                    let bytes = pgrx::varlena::varlena_to_byte_slice(plain);
+                    // The server encoding is UTF-8 almost always; else a lossy copy.
+                    let result = match std::str::from_utf8(bytes) {
+                        Ok(t) => f(t),
+                        Err(_) => f(&String::from_utf8_lossy(bytes)),
+                    };
+                    if plain != raw {
+                        pg_sys::pfree(plain.cast());
+                    }
+                    result
+                }
+                Reader::Float8(function) | Reader::Float4(function) | Reader::Integer(_, function) | Reader::Numeric(function)
+                | Reader::Output(function) => with_output(function, value, f),
             }
         }
+    }
+
+    fn is_number(&self) -> bool {
+        matches!(self, Reader::Float8(_) | Reader::Float4(_) | Reader::Numeric(_) | Reader::Integer(..))
+    }
+
+    fn is_float(&self) -> bool {
+        matches!(self, Reader::Float8(_) | Reader::Float4(_) | Reader::Numeric(_))
+    }
+}
+
+/// A type's output function, looked up once.
+fn output_function(type_oid: pg_sys::Oid) -> Box<UnsafeCell<pg_sys::FmgrInfo>> {
+    let function = Box::new(UnsafeCell::new(pg_sys::FmgrInfo::default()));
+    // SAFETY: catalog lookups by a type's OID into a zeroed FmgrInfo that
+    // lives as long as its reader.
+    unsafe {
+        let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+        pg_sys::getTypeOutputInfo(type_oid, &mut output, &mut varlena);
+        pg_sys::fmgr_info(output, function.get());
+    }
+    function
+}
+
+/// Calls `f` with a value's output text, freed afterwards.
+///
+/// # Safety
+/// `value` is a valid, non-NULL datum of the type `function` outputs.
+unsafe fn with_output<R>(function: &UnsafeCell<pg_sys::FmgrInfo>, value: pg_sys::Datum, f: impl FnOnce(&str) -> R) -> R {
+    // SAFETY: the caller's promise; the FmgrInfo is behind an UnsafeCell, as
+    // an output function may cache in its fn_extra (a record's does, in
+    // fn_mcxt: the statement's context), and the call returns a palloc'd C
+    // string, freed here.
+    unsafe {
+        let text = pg_sys::OutputFunctionCall(function.get(), value);
+        let bytes = std::ffi::CStr::from_ptr(text).to_bytes();
+        let result = match std::str::from_utf8(bytes) {
+            Ok(t) => f(t),
+            Err(_) => f(&String::from_utf8_lossy(bytes)),
+        };
+        pg_sys::pfree(text.cast());
+        result
     }
 }
 
@@ -139,6 +184,11 @@ struct Positions {
     time_kind: TimeKind,
     segments: Vec<(usize, Reader)>,
     columns: Vec<(usize, Reader)>,
+}
+
+fn type_name(t: pg_sys::Oid) -> String {
+    // SAFETY: format_type_be returns a palloc'd C string for any type OID.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::format_type_be(t)).to_string_lossy().into_owned() }
 }
 
 fn missing_column(monitor: &DriftMonitor, column: &str) -> ! {
@@ -155,6 +205,25 @@ impl Positions {
         let find = |name: &str| {
             attributes.find(name).map(|(i, a)| (i, Reader::of(a.atttypid))).unwrap_or_else(|| missing_column(monitor, name))
         };
+        // A column whose type changed since the monitor was created would be
+        // read wrongly (a bigint's datum as a timestamp): refused.
+        let changed = |name: &str, now: pg_sys::Oid| -> ! {
+            raise_coded(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!("drift monitor \"{}\": column \"{name}\" changed type (now {})", monitor.name, type_name(now)),
+                "drop the drift monitor (mlmon.drop_drift_monitor) and create it again for the column's new type",
+            )
+        };
+        let time_type = attributes.find(&monitor.time_column).map(|(_, a)| a.atttypid).unwrap_or_else(|| missing_column(monitor, &monitor.time_column));
+        if TimeKind::of_type(time_type) != Some(TimeKind::of(&monitor.time_kind)) {
+            changed(&monitor.time_column, time_type);
+        }
+        for column in &monitor.columns {
+            let t = attributes.find(&column.name).map(|(_, a)| a.atttypid).unwrap_or_else(|| missing_column(monitor, &column.name));
+            if column.kind == Kind::Numeric && !Reader::of(t).is_number() {
+                changed(&column.name, t);
+            }
+        }
         Positions {
             time: find(&monitor.time_column),
             time_kind: TimeKind::of(&monitor.time_kind),
@@ -165,7 +234,7 @@ impl Positions {
 }
 
 /// How a row's time becomes microseconds (`mlmon.drift_monitor.time_kind`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum TimeKind {
     /// timestamptz, or timestamp read as UTC: the same microseconds.
     Timestamp,
@@ -177,6 +246,19 @@ enum TimeKind {
 }
 
 impl TimeKind {
+    /// The kind a column of this type gives (as create_drift_monitor chose it).
+    fn of_type(type_oid: pg_sys::Oid) -> Option<TimeKind> {
+        match type_oid {
+            pg_sys::TIMESTAMPTZOID | pg_sys::TIMESTAMPOID => Some(TimeKind::Timestamp),
+            pg_sys::DATEOID => Some(TimeKind::Date),
+            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::NUMERICOID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => {
+                Some(TimeKind::Number)
+            }
+            pg_sys::TEXTOID | pg_sys::VARCHAROID => Some(TimeKind::Text),
+            _ => None,
+        }
+    }
+
     fn of(kind: &str) -> TimeKind {
         match kind {
             "timestamptz" | "timestamp" => TimeKind::Timestamp,
@@ -195,13 +277,25 @@ impl TimeKind {
 unsafe fn micros_of(kind: TimeKind, value: pg_sys::Datum, reader: &Reader) -> Option<i64> {
     match kind {
         TimeKind::Timestamp => Some(value.value() as i64).filter(|&t| t != i64::MIN && t != i64::MAX),
-        TimeKind::Date => Some(value.value() as i32).filter(|&d| d != i32::MIN && d != i32::MAX).map(|d| d as i64 * 86_400_000_000),
+        TimeKind::Date => Some(value.value() as i32)
+            .filter(|&d| d != i32::MIN && d != i32::MAX)
+            .and_then(|d| (d as i64).checked_mul(86_400_000_000)),
         // SAFETY: the caller's promise.
         TimeKind::Number => unix_seconds_to_micros(unsafe { reader.number(value) }),
         TimeKind::Text => {
             // text: read by timestamptz's input function (22007 when malformed).
             // SAFETY: the caller's promise; the C string outlives the call.
             let c = unsafe { reader.with_text(value, |t| CString::new(t).unwrap_or_default()) };
+            // ISO 8601 only, as documented: timestamptz's input also takes
+            // words ('now', 'today', 'epoch'), whose time changes from the
+            // INSERT to the DELETE of the same row.
+            if !c.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+                raise_coded(
+                    PgSqlErrorCode::ERRCODE_INVALID_DATETIME_FORMAT,
+                    format!("time {:?} is not an ISO 8601 timestamp", c.to_string_lossy()),
+                    "argument time_column: the drift monitor's text time column must hold ISO 8601 text such as '2026-03-01 12:00:00+00'",
+                );
+            }
             // SAFETY: a valid C string, read by the type's input function.
             Some(unsafe { from_cstring(pg_sys::TIMESTAMPTZOID, c.as_ptr().cast_mut()) }.value() as i64)
                 .filter(|&t| t != i64::MIN && t != i64::MAX)
@@ -220,6 +314,7 @@ pub struct Prepared {
     insert_deltas: OwnedPreparedStatement,
     find_or_add_category: OwnedPreparedStatement,
     find_category: OwnedPreparedStatement,
+    lock_categories: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -267,6 +362,7 @@ impl Prepared {
             ),
             find_or_add_category: prepare(&find_or_add, &[int4, text, int8]),
             find_category: prepare(&find, &[int4, text]),
+            lock_categories: prepare("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[int8]),
             monitor,
         }
     }
@@ -276,7 +372,7 @@ impl Prepared {
         if let Some(p) = PREPARED.with(|c| c.borrow().get(&trigger).cloned()) {
             return p;
         }
-        let monitor = DriftMonitor::load(client, name);
+        let monitor = DriftMonitor::load_as_owner(client, name);
         let prepared = as_user(monitor.owner(), || Rc::new(Prepared::new(client, monitor, false)));
         PREPARED.with(|c| c.borrow_mut().insert(trigger, prepared.clone()));
         prepared
@@ -339,6 +435,12 @@ impl<'a> Accumulator<'a> {
         if let Some(id) = self.prepared.committed.borrow().id(position, category).or_else(|| self.dictionary.id(position, category)) {
             return Some(id);
         }
+        // Writers adding categories to one column take turns until commit,
+        // so the count below (a statement after the lock, a fresh snapshot
+        // under READ COMMITTED) sees every category added before: the bound
+        // holds. New categories are rare; the wait is short.
+        let lock = self.monitor.lock_id ^ ((position as i64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64));
+        client.update(&self.prepared.lock_categories, None, &[lock.into()]).unwrap_or_else(|e| spi_error(e));
         let args = [(position as i32).into(), category.into(), self.monitor.max_categories.into()];
         let first = |table: pgrx::spi::SpiTupleTable<'_>| {
             let row = table.first();
@@ -396,11 +498,20 @@ impl<'a> Accumulator<'a> {
         }
         // SAFETY: the caller's promise (a non-NULL value of its column's type).
         let Some(micros) = (unsafe { micros_of(positions.time_kind, values[t], time_reader) }) else { return };
+        // Outside PostgreSQL's timestamps (4713 BC to 294276 AD) no bucket
+        // can hold the row: not counted, as an infinite time.
+        if !(MIN_TIMESTAMP..END_TIMESTAMP).contains(&micros) {
+            return;
+        }
         // Rows mostly come in time order: the previous row's bucket, without a division.
         let bucket = match self.bucket {
             Some(start) if (start..start.saturating_add(self.monitor.bucket_stride)).contains(&micros) => start,
             _ => {
-                let Some(start) = bucket_of(micros, self.monitor.bucket_stride, self.monitor.bucket_origin) else { return };
+                let Some(start) = bucket_of(micros, self.monitor.bucket_stride, self.monitor.bucket_origin)
+                    .filter(|b| (MIN_TIMESTAMP..END_TIMESTAMP).contains(b))
+                else {
+                    return;
+                };
                 self.bucket = Some(start);
                 start
             }
@@ -421,7 +532,7 @@ impl<'a> Accumulator<'a> {
             categories.push(match (column.kind, nulls[*i]) {
                 // NaN in a number column read as categories is NULL, as in numeric ones.
                 // SAFETY: as above.
-                (Kind::Categorical, false) if reader.is_number() && unsafe { reader.number(values[*i]) }.is_nan() => None,
+                (Kind::Categorical, false) if reader.is_float() && unsafe { reader.number(values[*i]) }.is_nan() => None,
                 (Kind::Categorical, false) => {
                     // SAFETY: as above.
                     Some(unsafe { reader.with_text(values[*i], |text| self.category_id(client, position, text)) })
@@ -515,12 +626,26 @@ pub unsafe extern "C-unwind" fn drift_write(fcinfo: pg_sys::FunctionCallInfo) ->
         let event = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
         let desc = (*data.tg_relation).rd_att;
         Spi::connect_mut(|client| {
+            // (The catalog is read as the owner, with only pg_catalog on the
+            // search path: a writer's operators must not run inside the trigger.)
             let prepared = Prepared::of_trigger(client, (*data.tg_trigger).tgoid, &arguments[0]);
             let monitor = &prepared.monitor;
+            // The function runs as the monitor's owner: only on the
+            // monitor's own table (anyone may attach it to a table of theirs).
+            if pg_sys::Oid::from(monitor.source) != (*data.tg_relation).rd_id {
+                raise_coded(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("mlmon._drift_write('{}') is attached to a table that is not the drift monitor's", monitor.name),
+                    "only mlmon.create_drift_monitor attaches it, to the monitor's table",
+                );
+            }
             as_user(monitor.owner(), || {
                 with_settings(|| {
                     if event == pg_sys::TRIGGER_EVENT_TRUNCATE {
-                        client.update(&format!("DELETE FROM {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
+                        // TRUNCATE, not DELETE: a DELETE under REPEATABLE READ would
+                        // miss state rows committed after the snapshot. (The
+                        // source's TRUNCATE holds it exclusively: no writer adds any.)
+                        client.update(&format!("TRUNCATE {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
                         return;
                     }
                     let positions = Positions::find(desc, monitor);
@@ -548,12 +673,22 @@ pub unsafe extern "C-unwind" fn drift_write(fcinfo: pg_sys::FunctionCallInfo) ->
     }
 }
 
-/// Runs `f` with TimeZone = UTC (a text time without an offset is UTC) and
+/// Runs `f` with TimeZone = UTC (a text time without an offset is UTC),
 /// extra_float_digits = 1 (a number's category text is its shortest exact
-/// form, as create_drift_monitor read the reference's), whatever the
-/// writer's session says.
+/// form, as create_drift_monitor read the reference's), and the date,
+/// interval and bytea output styles create_drift_monitor uses, whatever the
+/// writer's session says: a row's bucket, segment and categories must not
+/// depend on who writes or deletes it.
 fn with_settings<R>(f: impl FnOnce() -> R) -> R {
-    with_setting(c"TimeZone", c"UTC", || with_setting(c"extra_float_digits", c"1", f))
+    with_setting(c"TimeZone", c"UTC", || {
+        with_setting(c"extra_float_digits", c"1", || {
+            // Output functions of segment and category values (dates,
+            // intervals, bytea) and text times follow these too.
+            with_setting(c"DateStyle", c"ISO, YMD", || {
+                with_setting(c"IntervalStyle", c"postgres", || with_setting(c"bytea_output", c"hex", f))
+            })
+        })
+    })
 }
 
 /// True about once in a hundred calls.
@@ -567,9 +702,25 @@ fn rand_percent() -> bool {
 #[pg_extern(sql = false)]
 fn drift_rebuild(monitor: &str) -> i64 {
     Spi::connect_mut(|client| {
-        let monitor = DriftMonitor::load(client, monitor);
+        let monitor = DriftMonitor::load_as_owner(client, monitor);
+        check_owner(&monitor, "rebuild");
+        // SAFETY: reads the backend's isolation level.
+        if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            raise_coded(
+                PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+                "rebuilding a drift monitor needs READ COMMITTED".into(),
+                "its snapshot must be taken after its lock on the table; run it in a READ COMMITTED transaction",
+            );
+        }
         as_user(monitor.owner(), || {
             with_settings(|| {
+                // Writers wait (SHARE) and no compaction runs (the monitor's
+                // lock) while the states are recomputed; the statements below
+                // then see every write committed before.
+                client
+                    .update(&format!("LOCK TABLE {} IN SHARE MODE", source_name(monitor.source)), None, &[])
+                    .unwrap_or_else(|e| spi_error(e));
+                client.update("SELECT pg_catalog.pg_advisory_xact_lock($1)", None, &[monitor.lock_id.into()]).unwrap_or_else(|e| spi_error(e));
                 client.update(&format!("DELETE FROM {}", monitor.states_table), None, &[]).unwrap_or_else(|e| spi_error(e));
                 let prepared = Prepared::new(client, monitor, true);
                 let monitor = &prepared.monitor;
@@ -583,7 +734,9 @@ fn drift_rebuild(monitor: &str) -> i64 {
                     if plan.is_null() {
                         pgrx::error!("mlmon: could not read the drift monitor's table");
                     }
-                    let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), true);
+                    // Not read-only: a fresh snapshot, taken after the locks above (a
+                    // read-only cursor would use the calling statement's).
+                    let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), false);
                     loop {
                         pg_sys::SPI_cursor_fetch(portal, true, 10_000);
                         let (count, table) = (pg_sys::SPI_processed as usize, pg_sys::SPI_tuptable);
@@ -610,6 +763,17 @@ fn drift_rebuild(monitor: &str) -> i64 {
     })
 }
 
+/// 42501 unless the current role is a member of the monitor's owner.
+fn check_owner(monitor: &DriftMonitor, verb: &str) {
+    if !is_member_of(monitor.owner()) {
+        raise_coded(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be the owner of drift monitor {}", monitor.name),
+            &format!("argument name: only the monitor's owner may {verb} it"),
+        );
+    }
+}
+
 /// A relation's quoted, qualified name.
 fn source_name(relation: u32) -> String {
     match crate::pg::catalog::relation_name(pg_sys::Oid::from(relation)) {
@@ -628,7 +792,8 @@ fn source_name(relation: u32) -> String {
 #[pg_extern(sql = false)]
 fn drift_compact(monitor: &str, wait: bool) -> i64 {
     Spi::connect_mut(|client| {
-        let monitor = DriftMonitor::load(client, monitor);
+        let monitor = DriftMonitor::load_as_owner(client, monitor);
+        check_owner(&monitor, "compact");
         as_user(monitor.owner(), || compact(client, &monitor, wait))
     })
 }

@@ -76,3 +76,10 @@ pub fn is_current_transaction(xmin: i64) -> bool {
     // SAFETY: a lookup in the backend's own transaction state.
     unsafe { pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(xmin as u32)) }
 }
+
+/// Whether the current role is a member of `role` (has its rights by
+/// membership, as `pg_has_role(role, 'MEMBER')`).
+pub fn is_member_of(role: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup of role membership.
+    unsafe { pg_sys::is_member_of_role(pg_sys::GetUserId(), role) }
+}

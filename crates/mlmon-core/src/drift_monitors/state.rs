@@ -32,6 +32,10 @@ pub const STATE_TAG: u8 = b'D';
 pub const MAX_BINS: usize = 1000;
 /// Most columns one drift monitor watches (PostgreSQL's column limit).
 pub const MAX_COLUMNS: usize = 1600;
+/// Values beyond this magnitude are counted but kept out of the sums, as
+/// infinite ones: v² would overflow (above 1.3e154), and a delta holding an
+/// infinite sum could never be retracted.
+pub const SUMMABLE: f64 = 1e100;
 /// Category ids are a dictionary's identity column: positive `int4`s.
 pub const MAX_CATEGORY_ID: u32 = i32::MAX as u32;
 
@@ -42,8 +46,9 @@ pub struct NumericState {
     pub cells: Vec<i64>,
     /// NULL or NaN values.
     pub nulls: i64,
-    /// ±Infinity values: counted in the underflow or overflow cell, kept out
-    /// of the sums (an infinite term could never be retracted: inf − inf is NaN).
+    /// Values beyond ±[`SUMMABLE`] (±Infinity among them): counted in their
+    /// cell, kept out of the sums (an infinite term could never be retracted:
+    /// inf − inf is NaN). Wasserstein is NULL while a period holds any.
     pub infinite: i64,
     pub sum: Sum,
     pub sum_squares: Sum,
@@ -101,7 +106,7 @@ impl NumericState {
         };
         let cell = cell_of(edges, v);
         self.cells[cell] = self.cells[cell].saturating_add(sign);
-        if v.is_infinite() {
+        if !(v.abs() <= SUMMABLE) {
             self.infinite = self.infinite.saturating_add(sign);
             return;
         }
