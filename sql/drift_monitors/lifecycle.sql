@@ -244,3 +244,26 @@ BEGIN
     DELETE FROM mlmon.drift_monitor d WHERE d.name = m.name;
 END $$;
 COMMENT ON FUNCTION mlmon.drop_drift_monitor IS 'Removes a drift monitor''s triggers, states and category dictionary (not its table).';
+
+CREATE FUNCTION mlmon._drift_check_states(monitor text)
+    RETURNS TABLE (problem text, detail text, bucket timestamptz, segment text, column_name text,
+                   expected_n bigint, counted_n bigint)
+    VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'drift_check_states_wrapper';
+
+-- Whether a drift monitor's states still equal its table: its triggers
+-- (missing or disabled ones let writes through uncounted), then every
+-- (bucket, segment, column) of a recomputation from the table against the
+-- summed states (counts, not sums). O(rows). No rows: all is well.
+CREATE FUNCTION mlmon.check_drift_monitor(name text)
+    RETURNS TABLE (problem text, detail text, bucket timestamptz, segment jsonb, column_name text,
+                   expected_n bigint, counted_n bigint)
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.drift_monitor := mlmon._drift_monitor(name);
+BEGIN
+    PERFORM mlmon._drift_check_owner(m, 'check');
+    RETURN QUERY SELECT c.problem, c.detail, c.bucket, c.segment::jsonb, c.column_name, c.expected_n, c.counted_n
+                 FROM mlmon._drift_check_states(m.name) c;
+END $$;
+COMMENT ON FUNCTION mlmon.check_drift_monitor IS
+    'Checks a drift monitor: missing or disabled triggers, then every (bucket, segment, column) against a recomputation from its table (reads it whole); no rows when all is well.';

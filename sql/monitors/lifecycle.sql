@@ -306,3 +306,65 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER mlmon_after_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION mlmon._after_ddl();
+
+-- Whether a monitor's rollup still equals its tables: the triggers it needs
+-- (missing or disabled ones: a subscriber's session_replication_role =
+-- replica, or ALTER TABLE ... DISABLE TRIGGER, let writes through uncounted),
+-- then every cell of a recomputation from the raw tables against the
+-- rollup's sums. O(rows): it reads both tables whole. No rows: all is well.
+CREATE FUNCTION mlmon.check_monitor(name text)
+    RETURNS TABLE (problem text, detail text, bucket timestamptz, segment jsonb, predicted text, actual text,
+                   expected_n bigint, counted_n bigint, expected_weight double precision, counted_weight double precision)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    t record;
+BEGIN
+    IF NOT mlmon._manages(m.owner) THEN
+        RAISE EXCEPTION 'only the owner of monitor % may check it', m.name
+            USING ERRCODE = 'insufficient_privilege', HINT = format('argument name: owned by %s', m.owner);
+    END IF;
+    FOR t IN SELECT r.rel, e.event
+             FROM (VALUES (m.predictions), (m.outcomes)) r(rel),
+                  unnest(ARRAY['insert', 'update', 'delete', 'truncate']) e(event)
+             WHERE NOT EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid = r.rel AND g.tgname = 'mlmon_' || m.name || '_' || e.event)
+    LOOP
+        problem := 'trigger missing';
+        detail := format('%s trigger on %s', t.event, t.rel);
+        RETURN NEXT;
+    END LOOP;
+    FOR t IN SELECT g.tgname, g.tgrelid::regclass AS rel, g.tgenabled FROM pg_trigger g
+             WHERE g.tgrelid IN (m.predictions, m.outcomes) AND g.tgname LIKE 'mlmon\_' || m.name || '\_%'
+               AND g.tgenabled IN ('D', 'R')
+    LOOP
+        problem := CASE t.tgenabled WHEN 'D' THEN 'trigger disabled' ELSE 'trigger fires on replicas only' END;
+        detail := format('%s on %s (ALTER TABLE %s ENABLE ALWAYS TRIGGER %I counts writes under any session_replication_role)',
+                         t.tgname, t.rel, t.rel, t.tgname);
+        RETURN NEXT;
+    END LOOP;
+    problem := 'rollup differs';
+    detail := NULL;
+    RETURN QUERY EXECUTE format($q$
+        WITH expected AS (
+            SELECT c.bucket, c.segment, c.predicted, c.actual, count(*) AS n, sum(c.weight) AS weight
+            FROM (%s) c GROUP BY 1, 2, 3, 4),
+        counted AS (
+            SELECT r.bucket, r.segment, r.predicted, r.actual, sum(r.n)::bigint AS n, sum(r.weight) AS weight
+            FROM %s r GROUP BY 1, 2, 3, 4)
+        SELECT $1, NULL::text, coalesce(e.bucket, c.bucket), coalesce(e.segment, c.segment), coalesce(e.predicted, c.predicted),
+               coalesce(e.actual, c.actual), coalesce(e.n, 0), coalesce(c.n, 0), coalesce(e.weight, 0), coalesce(c.weight, 0)
+        FROM expected e FULL JOIN counted c
+          ON (e.bucket, e.segment, e.predicted) = (c.bucket, c.segment, c.predicted) AND e.actual IS NOT DISTINCT FROM c.actual
+        WHERE coalesce(e.n, 0) <> coalesce(c.n, 0)
+           -- Weights add in floating point: equal to a few ulps of the cell's size.
+           OR abs(coalesce(e.weight, 0) - coalesce(c.weight, 0)) > 1e-9 * greatest(1, abs(coalesce(e.weight, 0)))
+        ORDER BY 3, 4, 5, 6$q$,
+        mlmon._contribution_sql(m, NULL, true, format(
+            'SELECT %I::%s AS key FROM %s WHERE %I IS NOT NULL UNION SELECT %I::%s FROM %s WHERE %I IS NOT NULL',
+            m.key_column, m.key_type, m.predictions, m.key_column,
+            m.outcome_key_column, m.key_type, m.outcomes, m.outcome_key_column)),
+        mlmon._rollup_table(m))
+    USING problem;
+END $$;
+COMMENT ON FUNCTION mlmon.check_monitor IS
+    'Checks a monitor: missing or disabled triggers, then every rollup cell against a recomputation from the raw tables (reads them whole); no rows when all is well.';

@@ -31,7 +31,7 @@ use super::catalog::{spi_error, DriftMonitor, Kind};
 use super::catalog::Dictionary;
 use crate::pg::datum::float8;
 use crate::pg::fmgr::{from_cstring, v1_function};
-use crate::pg::errors::raise_coded;
+use crate::pg::errors::{raise_coded, OrRaise};
 use crate::pg::session::{as_user, is_current_transaction, is_member_of, with_setting};
 use crate::pg::trigger::{trigger_arguments, trigger_data};
 use crate::pg::tuples::{each_row, integer, Attributes};
@@ -395,6 +395,9 @@ pub struct Accumulator<'a> {
     segment: String,
     /// The previous row's bucket.
     bucket: Option<i64>,
+    /// Recomputing for mlmon.check_drift_monitor: every group kept in
+    /// memory, no category added (an unknown one counts as *other*).
+    checking: bool,
     rows: i64,
 }
 
@@ -411,6 +414,7 @@ impl<'a> Accumulator<'a> {
             categories: Vec::with_capacity(monitor.columns.len()),
             segment: String::from("[]"),
             bucket: None,
+            checking: false,
             rows: 0,
         }
     }
@@ -435,18 +439,24 @@ impl<'a> Accumulator<'a> {
         if let Some(id) = self.prepared.committed.borrow().id(position, category).or_else(|| self.dictionary.id(position, category)) {
             return Some(id);
         }
+        if !self.checking {
         // Writers adding categories to one column take turns until commit,
         // so the count below (a statement after the lock, a fresh snapshot
         // under READ COMMITTED) sees every category added before: the bound
         // holds. New categories are rare; the wait is short.
         let lock = self.monitor.lock_id ^ ((position as i64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64));
         client.update(&self.prepared.lock_categories, None, &[lock.into()]).unwrap_or_else(|e| spi_error(e));
+        }
         let args = [(position as i32).into(), category.into(), self.monitor.max_categories.into()];
         let first = |table: pgrx::spi::SpiTupleTable<'_>| {
             let row = table.first();
             row.get::<i32>(1).ok().flatten().zip(row.get::<i64>(2).ok().flatten())
         };
-        let mut found = first(client.update(&self.prepared.find_or_add_category, Some(1), &args).unwrap_or_else(|e| spi_error(e)));
+        let mut found = if self.checking {
+            None
+        } else {
+            first(client.update(&self.prepared.find_or_add_category, Some(1), &args).unwrap_or_else(|e| spi_error(e)))
+        };
         if found.is_none() {
             // Another writer added it after our snapshot (ON CONFLICT did
             // nothing): a new statement sees it. Or the dictionary is full.
@@ -474,7 +484,7 @@ impl<'a> Accumulator<'a> {
         let i = match self.groups.get(&key) {
             Some(&i) => i,
             None => {
-                if self.states.len() >= MAX_GROUPS {
+                if self.states.len() >= MAX_GROUPS && !self.checking {
                     self.flush(client);
                 }
                 let empty = self.empty_state();
@@ -725,42 +735,155 @@ fn drift_rebuild(monitor: &str) -> i64 {
                 let prepared = Prepared::new(client, monitor, true);
                 let monitor = &prepared.monitor;
                 let mut accumulator = Accumulator::new(&prepared);
-                let sql = CString::new(format!("SELECT * FROM {}", source_name(monitor.source))).expect("no NUL");
-                // SAFETY: a cursor of this SPI connection, read in batches; each
-                // batch's tuples are deformed with the batch's descriptor and
-                // freed after use.
-                unsafe {
-                    let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());
-                    if plan.is_null() {
-                        pgrx::error!("mlmon: could not read the drift monitor's table");
-                    }
-                    // Not read-only: a fresh snapshot, taken after the locks above (a
-                    // read-only cursor would use the calling statement's).
-                    let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), false);
-                    loop {
-                        pg_sys::SPI_cursor_fetch(portal, true, 10_000);
-                        let (count, table) = (pg_sys::SPI_processed as usize, pg_sys::SPI_tuptable);
-                        if count == 0 || table.is_null() {
-                            break;
-                        }
-                        let desc = (*table).tupdesc;
-                        let positions = Positions::find(desc, monitor);
-                        let width = (*desc).natts as usize;
-                        let (mut values, mut nulls) = (vec![pg_sys::Datum::from(0); width], vec![false; width]);
-                        for i in 0..count {
-                            pg_sys::heap_deform_tuple(*(*table).vals.add(i), desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                            accumulator.add_row(client, &positions, &values, &nulls, 1);
-                        }
-                        pg_sys::SPI_freetuptable(table);
-                        pgrx::check_for_interrupts!();
-                    }
-                    pg_sys::SPI_cursor_close(portal);
-                }
+                // SAFETY: within this SPI connection.
+                unsafe { scan_table(client, monitor, &mut accumulator) };
                 accumulator.flush(client);
                 accumulator.rows
             })
         })
     })
+}
+
+/// Adds every row of the monitor's table to `accumulator`, by a cursor read
+/// in batches.
+///
+/// # Safety
+/// Within an SPI connection, as the monitor's owner.
+unsafe fn scan_table(client: &mut SpiClient<'_>, monitor: &DriftMonitor, accumulator: &mut Accumulator<'_>) {
+    let sql = CString::new(format!("SELECT * FROM {}", source_name(monitor.source))).expect("no NUL");
+    // SAFETY: a cursor of this SPI connection, read in batches; each batch's
+    // tuples are deformed with the batch's descriptor and freed after use.
+    unsafe {
+        let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());
+        if plan.is_null() {
+            pgrx::error!("mlmon: could not read the drift monitor's table");
+        }
+        // Not read-only: a fresh snapshot, taken after the caller's locks (a
+        // read-only cursor would use the calling statement's).
+        let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), false);
+        loop {
+            pg_sys::SPI_cursor_fetch(portal, true, 10_000);
+            let (count, table) = (pg_sys::SPI_processed as usize, pg_sys::SPI_tuptable);
+            if count == 0 || table.is_null() {
+                break;
+            }
+            let desc = (*table).tupdesc;
+            let positions = Positions::find(desc, monitor);
+            let width = (*desc).natts as usize;
+            let (mut values, mut nulls) = (vec![pg_sys::Datum::from(0); width], vec![false; width]);
+            for i in 0..count {
+                pg_sys::heap_deform_tuple(*(*table).vals.add(i), desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                accumulator.add_row(client, &positions, &values, &nulls, 1);
+            }
+            pg_sys::SPI_freetuptable(table);
+            pgrx::check_for_interrupts!();
+        }
+        pg_sys::SPI_cursor_close(portal);
+    }
+}
+
+/// `mlmon._drift_check_states(monitor)`: the drift monitor's missing or
+/// disabled triggers, then each (bucket, segment, column) whose summed
+/// counts differ from a recomputation from the table (O(rows)).
+#[pg_extern(sql = false)]
+fn drift_check_states(
+    monitor: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(problem, String),
+        name!(detail, Option<String>),
+        name!(bucket, Option<TimestampWithTimeZone>),
+        name!(segment, Option<String>),
+        name!(column_name, Option<String>),
+        name!(expected_n, Option<i64>),
+        name!(counted_n, Option<i64>),
+    ),
+> {
+    let rows = Spi::connect_mut(|client| {
+        let monitor = DriftMonitor::load_as_owner(client, monitor);
+        check_owner(&monitor, "check");
+        as_user(monitor.owner(), || {
+            with_settings(|| {
+                let mut out = Vec::new();
+                let triggers = "SELECT e.event, g.tgenabled::text FROM unnest(ARRAY['insert', 'update', 'delete', 'truncate']) e(event)
+                                LEFT JOIN pg_catalog.pg_trigger g ON g.tgrelid = $1::oid AND g.tgname = 'mlmon_drift_' || $2 || '_' || e.event";
+                let source = pg_sys::Oid::from(monitor.source);
+                for row in client.select(triggers, None, &[source.into(), monitor.name.as_str().into()]).unwrap_or_else(|e| spi_error(e)) {
+                    let event = row.get::<String>(1).ok().flatten().unwrap_or_default();
+                    let problem = match row.get::<String>(2).ok().flatten().as_deref() {
+                        None => "trigger missing",
+                        Some("D") => "trigger disabled",
+                        Some("R") => "trigger fires on replicas only",
+                        _ => continue,
+                    };
+                    out.push((problem.to_owned(), Some(format!("{event} trigger of drift monitor {}", monitor.name)), None, None, None, None, None));
+                }
+                let prepared = Prepared::new(client, monitor, true);
+                let monitor = &prepared.monitor;
+                let mut accumulator = Accumulator::new(&prepared);
+                accumulator.checking = true;
+                // SAFETY: within this SPI connection, as the owner.
+                unsafe { scan_table(client, monitor, &mut accumulator) };
+                let mut expected: HashMap<(i64, String), DriftState> =
+                    accumulator.states.drain(..).map(|(k, s)| (k, s)).collect();
+                let sums = format!("SELECT bucket, segment::text, mlmon._drift_sum(state) FROM {} GROUP BY 1, 2", monitor.states_table);
+                let mut counted: HashMap<(i64, String), DriftState> = HashMap::new();
+                for row in client.select(&sums, None, &[]).unwrap_or_else(|e| spi_error(e)) {
+                    let (Ok(Some(b)), Ok(Some(seg)), Ok(Some(state))) =
+                        (row.get::<TimestampWithTimeZone>(1), row.get::<String>(2), row.get::<&[u8]>(3))
+                    else {
+                        continue;
+                    };
+                    let b: i64 = b.into();
+                    // The segment as the write path spells it (jsonb's text form adds spaces).
+                    let seg: Vec<Option<String>> = serde_json::from_str(&seg).unwrap_or_default();
+                    let key = (b, serde_json::to_string(&seg).expect("strings serialize"));
+                    counted.entry(key).or_default().add_encoded(state).or_raise();
+                }
+                let mut keys: Vec<(i64, String)> = expected.keys().chain(counted.keys()).cloned().collect();
+                keys.sort();
+                keys.dedup();
+                for key in keys {
+                    let e = expected.remove(&key).unwrap_or_default();
+                    let c = counted.remove(&key).unwrap_or_default();
+                    for (i, column) in monitor.columns.iter().enumerate() {
+                        let (ec, cc) = (e.columns.get(i), c.columns.get(i));
+                        if counts_of(ec) != counts_of(cc) {
+                            let n = |s: Option<&ColumnState>| s.map(|s| s.n() + s.nulls()).unwrap_or(0);
+                            out.push((
+                                "states differ".to_owned(),
+                                None,
+                                TimestampWithTimeZone::try_from(key.0).ok(),
+                                Some(key.1.clone()),
+                                Some(column.name.clone()),
+                                Some(n(ec)),
+                                Some(n(cc)),
+                            ));
+                        }
+                    }
+                }
+                out
+            })
+        })
+    });
+    TableIterator::new(rows)
+}
+
+/// A column state's counts (not its sums), zero entries dropped, for comparison.
+fn counts_of(state: Option<&ColumnState>) -> (Vec<i64>, Vec<(u32, i64)>, i64, i64) {
+    match state {
+        None => Default::default(),
+        Some(ColumnState::Numeric(s)) => {
+            let cells = if s.cells.iter().all(|&c| c == 0) { Vec::new() } else { s.cells.clone() };
+            (cells, Vec::new(), s.nulls, s.infinite)
+        }
+        Some(ColumnState::Categorical(s)) => {
+            let mut counts: Vec<(u32, i64)> = s.counts.iter().filter(|(_, n)| **n != 0).map(|(&i, &n)| (i, n)).collect();
+            counts.sort_unstable();
+            (Vec::new(), counts, s.nulls, s.other)
+        }
+    }
 }
 
 /// 42501 unless the current role is a member of the monitor's owner.

@@ -1,0 +1,106 @@
+"""mlmon.check_monitor and mlmon.check_drift_monitor: writes that fire no
+trigger (a disabled trigger, a session with session_replication_role =
+replica, as on a logical-replication subscriber) are found, with the cells
+they left wrong; a rebuild repairs them; only owners may check.
+
+What is expected wrong comes from the writes each test makes past the
+triggers, not from mlmon's output.
+"""
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def monitored(conn, uniq):
+    """A predictions/outcomes pair with a monitor, and a feature table with a drift monitor."""
+    made = []
+
+    def make():
+        p, o, f, m, d = uniq("cp"), uniq("co"), uniq("cf"), uniq("cm"), uniq("cd")
+        conn.execute(f"CREATE TABLE {p} (id bigint, at timestamptz, label boolean)")
+        conn.execute(f"CREATE TABLE {o} (id bigint)")
+        conn.execute(f"INSERT INTO {p} SELECT i, '2026-03-01'::timestamptz + i * interval '1 minute', i % 3 = 0 "
+                     "FROM generate_series(1, 600) i")
+        conn.execute(f"INSERT INTO {o} SELECT i FROM generate_series(1, 600, 2) i")
+        conn.execute("SELECT mlmon.create_monitor(%s, %s::regclass, 'id', 'at', predicted => 'label', outcomes => %s::regclass, "
+                     "bucket => '1 hour')", (m, p, o))
+        conn.execute(f"CREATE TABLE {f} (at timestamptz, x double precision, c text)")
+        conn.execute(f"INSERT INTO {f} SELECT '2026-03-01'::timestamptz + i * interval '1 minute', i % 97, 'c' || (i % 4) "
+                     "FROM generate_series(1, 600) i")
+        conn.execute("SELECT mlmon.create_drift_monitor(%s, %s::regclass, 'at', ARRAY['x', 'c'], bucket => '1 hour', "
+                     "reference_to => '2026-03-02')", (d, f))
+        made.append((m, d, p, o, f))
+        return m, d, p, o, f
+
+    yield make
+    for m, d, p, o, f in made:
+        conn.execute("SELECT mlmon.drop_monitor(%s)", (m,))
+        conn.execute("SELECT mlmon.drop_drift_monitor(%s)", (d,))
+        conn.execute(f"DROP TABLE {p}, {o}, {f}")
+
+
+def problems(conn, function, name):
+    return conn.execute(f"SELECT problem, detail, expected_n, counted_n FROM mlmon.{function}(%s)", (name,)).fetchall()
+
+
+def test_clean_monitors_have_no_problems(conn, monitored):
+    m, d, *_ = monitored()
+    assert problems(conn, "check_monitor", m) == []
+    assert problems(conn, "check_drift_monitor", d) == []
+
+
+def test_a_disabled_trigger_and_its_missed_writes_are_found_then_repaired(conn, monitored):
+    m, d, p, o, f = monitored()
+    conn.execute(f"ALTER TABLE {o} DISABLE TRIGGER mlmon_{m}_insert")
+    conn.execute(f"INSERT INTO {o} SELECT i FROM generate_series(2, 60, 2) i")  # 30 late labels, uncounted
+    conn.execute(f"ALTER TABLE {f} DISABLE TRIGGER mlmon_drift_{d}_delete")
+    conn.execute(f"DELETE FROM {f} WHERE at < '2026-03-01 01:00'")  # 59 rows of the first bucket, uncounted
+    got = problems(conn, "check_monitor", m)
+    # (the table's name as regclass prints it under the function's pinned search path)
+    assert ("trigger disabled", f"mlmon_{m}_insert on public.{o} (ALTER TABLE public.{o} ENABLE ALWAYS TRIGGER "
+            f"mlmon_{m}_insert counts writes under any session_replication_role)", None, None) in got
+    cells = [r for r in got if r[0] == "rollup differs"]
+    # The 30 keys moved from (predicted, no outcome) to (predicted, outcome): both cells differ, by 30 in all.
+    assert cells and sum(abs(e - c) for _, _, e, c in cells) == 60
+    got = problems(conn, "check_drift_monitor", d)
+    assert ("trigger disabled", f"delete trigger of drift monitor {d}", None, None) in got
+    # The first hour's bucket: 59 rows gone from the table, still counted, in both columns.
+    assert sorted((e, c) for problem, _, e, c in got if problem == "states differ") == [(0, 59), (0, 59)]
+    conn.execute(f"ALTER TABLE {o} ENABLE TRIGGER mlmon_{m}_insert")
+    conn.execute(f"ALTER TABLE {f} ENABLE TRIGGER mlmon_drift_{d}_delete")
+    conn.execute("SELECT mlmon.rebuild_monitor(%s)", (m,))
+    conn.execute("SELECT mlmon.rebuild_drift_monitor(%s)", (d,))
+    assert problems(conn, "check_monitor", m) == []
+    assert problems(conn, "check_drift_monitor", d) == []
+
+
+def test_writes_of_a_replica_session_are_found(conn, monitored):
+    """On a logical-replication subscriber the apply worker writes with
+    session_replication_role = replica: ordinary triggers do not fire."""
+    m, d, p, o, f = monitored()
+    conn.execute("SET session_replication_role = replica")
+    try:
+        conn.execute(f"INSERT INTO {p} VALUES (100000, '2026-03-01 05:30', true)")
+        conn.execute(f"INSERT INTO {f} VALUES ('2026-03-01 05:30', 1, 'c1')")
+    finally:
+        conn.execute("SET session_replication_role = origin")
+    assert [r for r in problems(conn, "check_monitor", m) if r[0] == "rollup differs"]
+    assert [(e, c) for problem, _, e, c in problems(conn, "check_drift_monitor", d) if problem == "states differ"] == [(61, 60), (61, 60)]
+
+
+def test_only_owners_check(conn, monitored, uniq):
+    m, d, *_ = monitored()
+    role = uniq("r")
+    conn.execute(f"CREATE ROLE {role}")
+    conn.execute(f"GRANT USAGE ON SCHEMA mlmon TO {role}")
+    try:
+        conn.execute(f"SET ROLE {role}")
+        for function, name in (("check_monitor", m), ("check_drift_monitor", d)):
+            with pytest.raises(psycopg.Error) as e:
+                problems(conn, function, name)
+            assert e.value.sqlstate == "42501", e.value
+    finally:
+        conn.execute("RESET ROLE")
+        conn.execute(f"REVOKE USAGE ON SCHEMA mlmon FROM {role}")
+        conn.execute(f"DROP ROLE {role}")
