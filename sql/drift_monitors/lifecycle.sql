@@ -101,6 +101,7 @@ BEGIN
     RETURNING * INTO m;
     states_table := mlmon._drift_states_table(m);
     categories_table := mlmon._drift_categories_table(m);
+    PERFORM mlmon._refuse_leftover_tables(ARRAY[states_table, categories_table]);
     EXECUTE format($t$CREATE TABLE %s (
                        bucket timestamptz NOT NULL, segment jsonb NOT NULL, state bytea NOT NULL,
                        compacted boolean NOT NULL DEFAULT false)

@@ -224,6 +224,22 @@ BEGIN
         USING ERRCODE = 'datatype_mismatch', HINT = format('argument %s: use a column of type %s', argument, expected);
 END $$;
 
+-- 42P07 naming the first of `tables` (qualified, quoted names) that exists:
+-- a monitor's tables left by an earlier install (DROP EXTENSION keeps them).
+CREATE FUNCTION mlmon._refuse_leftover_tables(tables text[]) RETURNS void
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY tables LOOP
+        IF to_regclass(t) IS NOT NULL THEN
+            RAISE EXCEPTION 'table % already exists', t
+                USING ERRCODE = 'duplicate_table',
+                      HINT = format('argument name: %s is left from an earlier monitor of this name (DROP EXTENSION keeps monitors'' tables); drop it, or pick another name', t);
+        END IF;
+    END LOOP;
+END $$;
+
 CREATE FUNCTION mlmon._check_weight(w double precision) RETURNS double precision
     IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql AS $$
 BEGIN

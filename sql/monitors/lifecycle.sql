@@ -135,6 +135,9 @@ BEGIN
             (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = predictions),
             score, threshold)
     RETURNING * INTO m;
+    -- Tables of an earlier monitor of this name that outlived DROP EXTENSION
+    -- (they hold its data): named, not dropped.
+    PERFORM mlmon._refuse_leftover_tables(ARRAY[mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m)]);
 
     -- fillfactor leaves room for HOT updates when late outcomes relabel keys
     -- (no index entry, no index cleanup). Outcomes for half of 1M keys: at 80,

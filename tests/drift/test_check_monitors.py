@@ -104,3 +104,28 @@ def test_only_owners_check(conn, monitored, uniq):
         conn.execute("RESET ROLE")
         conn.execute(f"REVOKE USAGE ON SCHEMA mlmon FROM {role}")
         conn.execute(f"DROP ROLE {role}")
+
+
+def test_tables_left_by_an_earlier_install_are_named(conn, uniq):
+    """DROP EXTENSION keeps monitors' tables (they hold data): creating a
+    monitor of the same name again names the table in the way (42P07 and a
+    hint), rather than failing inside CREATE TABLE."""
+    f, d, p, o, m = uniq("lf"), uniq("ld"), uniq("lp"), uniq("lo"), uniq("lm")
+    conn.execute(f"CREATE TABLE {f} (at timestamptz, x double precision)")
+    conn.execute(f"INSERT INTO {f} SELECT '2026-03-01'::timestamptz + i * interval '1 minute', i FROM generate_series(1, 50) i")
+    conn.execute(f"CREATE TABLE {p} (id bigint, at timestamptz, label boolean)")
+    conn.execute(f"CREATE TABLE {o} (id bigint)")
+    conn.execute(f"CREATE TABLE mlmon_drift_{d}_states (left_over int)")
+    conn.execute(f"CREATE TABLE mlmon_{m}_rollup (left_over int)")
+    try:
+        for call, args, table in (
+            ("SELECT mlmon.create_drift_monitor(%s, %s::regclass, 'at', ARRAY['x'])", (d, f), f"mlmon_drift_{d}_states"),
+            ("SELECT mlmon.create_monitor(%s, %s::regclass, 'id', 'at', predicted => 'label', outcomes => %s::regclass)",
+             (m, p, o), f"mlmon_{m}_rollup"),
+        ):
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(call, args)
+            assert e.value.sqlstate == "42P07", e.value
+            assert table in e.value.diag.message_hint and "argument name" in e.value.diag.message_hint
+    finally:
+        conn.execute(f"DROP TABLE {f}, {p}, {o}, mlmon_drift_{d}_states, mlmon_{m}_rollup")
