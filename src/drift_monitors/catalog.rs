@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use mlmon_core::drift_monitors::state::{CategoricalState, ColumnState, DriftState, NumericState};
 use mlmon_core::fast_hash::FastMap;
 
 use pgrx::prelude::*;
@@ -116,6 +117,21 @@ impl DriftMonitor {
         match self.owner {
             Some(o) => pg_sys::Oid::from(o),
             None => pgrx::error!("the owner of drift monitor \"{}\" no longer exists", self.name),
+        }
+    }
+
+    /// A state of the monitor's shape with nothing counted: the write
+    /// path's new groups, and the reads' periods without rows.
+    pub fn empty_state(&self) -> DriftState {
+        DriftState {
+            columns: self
+                .columns
+                .iter()
+                .map(|c| match c.kind {
+                    Kind::Numeric => ColumnState::Numeric(NumericState::new(c.edges().len())),
+                    Kind::Categorical => ColumnState::Categorical(CategoricalState::default()),
+                })
+                .collect(),
         }
     }
 

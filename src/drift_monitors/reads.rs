@@ -48,17 +48,9 @@ fn drift_merge(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 /// (a period without rows); 22P03 when the state is not of the monitor's
 /// shape (a hand-made bytea).
 fn columns_of(monitor: &DriftMonitor, bytes: Option<&[u8]>) -> Vec<ColumnState> {
-    use mlmon_core::drift_monitors::state::{CategoricalState, NumericState};
     let state = bytes.map(|b| DriftState::decode(b).or_raise()).unwrap_or_default();
     if state.columns.is_empty() {
-        return monitor
-            .columns
-            .iter()
-            .map(|c| match c.kind {
-                Kind::Numeric => ColumnState::Numeric(NumericState::new(c.edges().len())),
-                Kind::Categorical => ColumnState::Categorical(CategoricalState::default()),
-            })
-            .collect();
+        return monitor.empty_state().columns;
     }
     let fits = state.columns.len() == monitor.columns.len()
         && state.columns.iter().zip(&monitor.columns).all(|(s, c)| match (s, c.kind) {
@@ -200,12 +192,14 @@ fn drift_series(
     });
     let i = monitor.column_position(column_name);
     let reference = columns_of(&monitor, reference);
+    let empty = monitor.empty_state();
     let rows: Vec<_> = per_step
         .iter()
         .enumerate()
         .map(|(k, state)| {
-            let current = if state.columns.is_empty() { columns_of(&monitor, None) } else { state.columns.clone() };
-            let d = compare_column(&monitor, &dictionary, i, &reference[i], &current[i]);
+            // A step without rows compares an empty state (built once), not a copy.
+            let current = if state.columns.is_empty() { &empty.columns[i] } else { &state.columns[i] };
+            let d = compare_column(&monitor, &dictionary, i, &reference[i], current);
             let time = TimestampWithTimeZone::try_from(from_us + k as i64 * step_micros).unwrap_or_else(|_| pgrx::error!("step time out of range"));
             (time, d.n, d.method.map(str::to_owned), d.statistic, d.p_value, d.threshold, d.drifted, d.psi, d.js_distance, d.wasserstein, d.null_share, d.out_of_range_share)
         })

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::ffi::CString;
 
 use mlmon_core::drift_monitors::layout::{bucket_of, unix_seconds_to_micros};
-use mlmon_core::drift_monitors::state::{CategoricalState, ColumnState, DriftState, NumericState};
+use mlmon_core::drift_monitors::state::{ColumnState, DriftState};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use pgrx::{PgBuiltInOids, PgOid};
@@ -419,20 +419,6 @@ impl<'a> Accumulator<'a> {
         }
     }
 
-    fn empty_state(&self) -> DriftState {
-        DriftState {
-            columns: self
-                .monitor
-                .columns
-                .iter()
-                .map(|c| match c.kind {
-                    Kind::Numeric => ColumnState::Numeric(NumericState::new(c.edges().len())),
-                    Kind::Categorical => ColumnState::Categorical(CategoricalState::default()),
-                })
-                .collect(),
-        }
-    }
-
     /// The id of a category, adding it to the dictionary while it has room;
     /// None: *other*.
     fn category_id(&mut self, client: &mut SpiClient<'_>, position: usize, category: &str) -> Option<u32> {
@@ -487,7 +473,7 @@ impl<'a> Accumulator<'a> {
                 if self.states.len() >= MAX_GROUPS && !self.checking {
                     self.flush(client);
                 }
-                let empty = self.empty_state();
+                let empty = self.monitor.empty_state();
                 self.states.push((key.clone(), empty));
                 self.groups.insert(key, self.states.len() - 1);
                 self.states.len() - 1

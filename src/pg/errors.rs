@@ -40,3 +40,9 @@ impl<T> OrRaise<T> for Result<T, Error> {
         self.unwrap_or_else(|e| raise(e))
     }
 }
+
+/// A row count as SQL's `bigint`. Only a forged state counts more rows; it
+/// gets an error rather than a negative count.
+pub fn bigint_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or_else(|_| raise(mlmon_core::error::count_overflow()))
+}

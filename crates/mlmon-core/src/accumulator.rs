@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::confusion::{Cell, Confusion, LabelKind, MAX_CELLS};
-use crate::error::{Error, Result};
+use crate::error::{count_overflow, Error, Result};
 
 #[derive(Clone, Debug)]
 pub enum Accumulator {
@@ -77,7 +77,7 @@ impl Accumulator {
                 }
                 for (i, cell) in cells.iter().enumerate() {
                     if cell.n > 0 {
-                        cm.add_binary(i >= 2, i % 2 == 1, *cell);
+                        cm.add_binary(i >= 2, i % 2 == 1, *cell)?;
                     }
                 }
                 Ok(cm)
@@ -121,7 +121,7 @@ impl Accumulator {
             (Accumulator::Binary { cells, weighted }, Accumulator::Binary { cells: more, weighted: w2 }) => {
                 *weighted |= *w2;
                 for (c, m) in cells.iter_mut().zip(more) {
-                    c.n += m.n;
+                    c.n = c.n.checked_add(m.n).ok_or_else(count_overflow)?;
                     c.w += m.w;
                 }
             }
@@ -132,7 +132,8 @@ impl Accumulator {
                         return Err(too_many_cells());
                     }
                     let c = cells.entry(key).or_default();
-                    c.n += m.n;
+                    // Decoded states are untrusted; to_confusion bounds the total.
+                    c.n = c.n.checked_add(m.n).ok_or_else(count_overflow)?;
                     c.w += m.w;
                 }
             }
@@ -160,6 +161,18 @@ mod tests {
         assert_eq!(cm.cell("true", "false").w, 2.0);
         let back = Accumulator::from_confusion(cm.clone()).unwrap();
         assert_eq!(back.to_confusion().unwrap(), cm);
+    }
+
+    #[test]
+    fn merged_counts_beyond_bigint_are_refused() {
+        let mut forged = Confusion::new(LabelKind::Binary);
+        forged.add_counts("true", "true", Cell { n: crate::error::MAX_COUNT, w: 1.0 }).unwrap();
+        let mut a = Accumulator::from_confusion(forged.clone()).unwrap();
+        let b = Accumulator::from_confusion(forged).unwrap();
+        // The cell itself still fits u64 after the merge; the matrix total does not fit bigint.
+        a.merge(&b).unwrap();
+        assert!(matches!(a.to_confusion(), Err(Error::LimitExceeded { .. })));
+        a.merge(&b).unwrap_err();
     }
 
     #[test]

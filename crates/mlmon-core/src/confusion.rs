@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{check_weight, Error, Result};
+use crate::error::{check_weight, count_overflow, Error, Result, MAX_COUNT};
 
 /// Most distinct labels a matrix accepts. Beyond this a "class" column is almost
 /// surely an identifier, and the state would no longer be small.
@@ -62,6 +62,8 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// Adds `other`; callers have checked that the matrix total stays within
+    /// [`MAX_COUNT`], which bounds every cell too.
     fn absorb(&mut self, other: Cell) {
         self.n += other.n;
         self.w += other.w;
@@ -75,6 +77,10 @@ pub struct Confusion {
     labels: Vec<String>,
     index: HashMap<String, u32>,
     cells: HashMap<(u32, u32), Cell>,
+    /// Sum of every cell's `n`, kept at most [`MAX_COUNT`] so that no cell or
+    /// total can overflow and every count fits a bigint. Decoded states are
+    /// untrusted: two of them may each claim 2^63 rows.
+    rows: u64,
 }
 
 impl PartialEq for Confusion {
@@ -86,7 +92,7 @@ impl PartialEq for Confusion {
 
 impl Confusion {
     pub fn new(kind: LabelKind) -> Self {
-        let mut cm = Confusion { kind, weighted: false, labels: Vec::new(), index: HashMap::new(), cells: HashMap::new() };
+        let mut cm = Confusion { kind, weighted: false, labels: Vec::new(), index: HashMap::new(), cells: HashMap::new(), rows: 0 };
         if kind == LabelKind::Binary {
             // Fixed ids so the boolean fast path never hashes a string.
             cm.intern("false").expect("two labels fit");
@@ -130,7 +136,13 @@ impl Confusion {
                 hint: "reduce the number of distinct labels".into(),
             });
         }
+        self.count_rows(cell.n)?;
         self.cells.entry((actual, predicted)).or_default().absorb(cell);
+        Ok(())
+    }
+
+    fn count_rows(&mut self, n: u64) -> Result<()> {
+        self.rows = self.rows.checked_add(n).filter(|&t| t <= MAX_COUNT).ok_or_else(count_overflow)?;
         Ok(())
     }
 
@@ -163,9 +175,11 @@ impl Confusion {
     }
 
     /// Adds a binary observation; ids 0 and 1 are `false` and `true`.
-    pub fn add_binary(&mut self, actual: bool, predicted: bool, cell: Cell) {
+    pub fn add_binary(&mut self, actual: bool, predicted: bool, cell: Cell) -> Result<()> {
         debug_assert_eq!(self.kind, LabelKind::Binary);
+        self.count_rows(cell.n)?;
         self.cells.entry((actual as u32, predicted as u32)).or_default().absorb(cell);
+        Ok(())
     }
 
     /// Adds every cell of `other` into `self`.
@@ -177,6 +191,8 @@ impl Confusion {
                 "merge only matrices built from the same kind of labels (boolean, text or bigint)",
             ));
         }
+        // Checked up front so that a failed merge leaves `self` unchanged.
+        self.rows.checked_add(other.rows).filter(|&t| t <= MAX_COUNT).ok_or_else(count_overflow)?;
         self.weighted |= other.weighted;
         for (&(a, p), &cell) in &other.cells {
             let a = self.intern(&other.labels[a as usize])?;
@@ -237,15 +253,11 @@ impl Confusion {
     }
 
     pub fn total(&self) -> Cell {
-        let mut t = Cell::default();
-        for c in self.cells.values() {
-            t.absorb(*c);
-        }
-        t
+        Cell { n: self.rows, w: self.cells.values().map(|c| c.w).sum() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.total().n == 0
+        self.rows == 0
     }
 }
 
@@ -260,6 +272,23 @@ mod tests {
             cm.add(a, p, 1.0).unwrap();
         }
         assert_eq!(cm.labels(), vec!["-3", "2", "10"]);
+    }
+
+    #[test]
+    fn counts_beyond_bigint_are_refused_not_wrapped() {
+        let big = Cell { n: MAX_COUNT / 2 + 1, w: 1.0 };
+        let mut a = Confusion::new(LabelKind::Binary);
+        a.add_counts("true", "true", big).unwrap();
+        let mut b = Confusion::new(LabelKind::Binary);
+        b.add_counts("false", "true", big).unwrap();
+        // Either state alone is fine; together they pass bigint.
+        assert!(matches!(a.merge(&b), Err(Error::LimitExceeded { .. })));
+        assert_eq!(a.total().n, MAX_COUNT / 2 + 1, "a failed merge leaves the matrix unchanged");
+        assert!(a.add_counts("false", "false", big).is_err());
+        let mut c = Confusion::new(LabelKind::Text);
+        assert!(c.add_counts("x", "y", Cell { n: MAX_COUNT + 1, w: 1.0 }).is_err());
+        assert!(c.add_counts("x", "y", Cell { n: u64::MAX, w: 1.0 }).is_err());
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -35,6 +35,18 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Most rows a state may count: every count must fit SQL's `bigint`.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
+/// A merge or a decoded state that would count more than [`MAX_COUNT`] rows;
+/// only a forged state gets here (2^63 real rows never happen).
+pub fn count_overflow() -> Error {
+    Error::LimitExceeded {
+        message: format!("state counts more than {MAX_COUNT} rows"),
+        hint: "the state was not built by mlmon's aggregates; rebuild it from the raw rows".into(),
+    }
+}
+
 /// Rejects NaN, infinities and negative values for a weight or cost-like argument.
 pub fn check_weight(argument: &'static str, value: f64) -> Result<()> {
     if !value.is_finite() {

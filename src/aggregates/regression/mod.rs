@@ -8,7 +8,7 @@ use pgrx::Internal;
 
 use mlmon_core::Error;
 
-use crate::pg::errors::{raise, OrRaise};
+use crate::pg::errors::{bigint_count, raise, OrRaise};
 use crate::pg::aggregate_state::with_state;
 use crate::aggregates::state;
 
@@ -65,5 +65,5 @@ crate::one_step_finals!(Summary, metric, {
 
 #[pg_extern(sql = false)]
 fn regression_count(bytes: &[u8]) -> i64 {
-    state::decode::<Summary>(bytes).count() as i64
+    bigint_count(state::decode::<Summary>(bytes).count())
 }

@@ -9,7 +9,7 @@ use mlmon_core::Error;
 use pgrx::prelude::*;
 use pgrx::Internal;
 
-use crate::pg::errors::{raise, OrRaise};
+use crate::pg::errors::{bigint_count, raise, OrRaise};
 use crate::pg::aggregate_state::{new_state, with_state};
 use crate::aggregates::state;
 
@@ -90,7 +90,7 @@ crate::one_step_finals!(Summary, metric, {
 
 #[pg_extern(sql = false)]
 fn scores_count(bytes: &[u8]) -> i64 {
-    state::decode::<Summary>(bytes).count() as i64
+    bigint_count(state::decode::<Summary>(bytes).count())
 }
 
 #[pg_extern(sql = false)]
@@ -125,7 +125,7 @@ fn scores_calibration(
     ),
 > {
     let rows = state::decode::<Summary>(bytes).calibration(bin_count(bins)).or_raise();
-    TableIterator::new(rows.into_iter().map(|(lo, hi, mean, frac, n)| (lo, hi, mean, frac, n as i64)))
+    TableIterator::new(rows.into_iter().map(|(lo, hi, mean, frac, n)| (lo, hi, mean, frac, bigint_count(n))))
 }
 
 #[pg_extern(sql = false)]
