@@ -1,0 +1,11 @@
+-- mlmon 0.1.0 -> 0.2.0. Run by ALTER EXTENSION mlmon UPDATE.
+--
+-- The rule for every change of mlmon's SQL: the catalog after this script
+-- equals a fresh install of 0.2.0 (functions, aggregates, types, comments,
+-- grants, catalog tables), which tests/hardening/test_upgrade.py checks, and
+-- rows users already have (monitors, feature views, stored states) keep
+-- their meaning. The 0.1.0 install script is kept in sql/releases/ for that test.
+--
+-- 0.2.0 changes no SQL object so far: confusion states that claim more rows
+-- than a bigint holds are refused (54000/22P03) by the library, which every
+-- version's functions call.
