@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS mlmon;
 SELECT mlmon.drop_monitor(name) FROM mlmon.monitor WHERE name = 'demo_conversion' \g /dev/null
-SELECT mlmon.drop_feature_view(name) FROM mlmon.feature_views WHERE name = 'demo_activity' \g /dev/null
+SELECT mlmon.drop_feature_view(name) FROM mlmon.feature_views WHERE name IN ('demo_activity', 'demo_pages_1h') \g /dev/null
 SELECT mlmon.drop_drift_monitor(name) FROM mlmon.drift_monitors WHERE name = 'demo_inputs' \g /dev/null
 DROP SCHEMA IF EXISTS demo CASCADE;
 CREATE SCHEMA demo;
@@ -142,8 +142,19 @@ SELECT p.created_at AS scored_at,
 FROM demo.predictions p WHERE p.lead_id = 51 ORDER BY p.created_at LIMIT 1;
 
 \echo
+\echo '== A window feature: pages viewed in the hour before scoring, counting only rows loaded by then'
+SELECT mlmon.create_window_feature('demo_pages_1h', 'demo.activity', entity => 'lead_id', event_time => 'event_time',
+                                   value => 'pages_viewed', agg => 'sum', "window" => '1 hour',
+                                   created_time => 'loaded_at') AS features;
+SELECT p.created_at AS scored_at,
+       mlmon.feature_at('demo_pages_1h', p.lead_id, p.created_at) AS known_then,
+       (SELECT sum(a.pages_viewed) FROM demo.activity a WHERE a.lead_id = p.lead_id
+          AND a.event_time > p.created_at - interval '1 hour' AND a.event_time <= p.created_at) AS leaky_sum
+FROM demo.predictions p WHERE p.lead_id = 51 ORDER BY p.created_at LIMIT 1;
+
+\echo
 \echo '== A training set: every prediction event with its features as of its time'
 SELECT mlmon.build_training_set('demo.predictions', entity => 'lead_id', at => 'created_at',
-                                views => ARRAY['demo_activity'], target => 'demo.training_set') AS rows;
-SELECT lead_id, created_at, label, demo_activity__pages_viewed, demo_activity__channel
+                                views => ARRAY['demo_activity', 'demo_pages_1h'], target => 'demo.training_set') AS rows;
+SELECT lead_id, created_at, label, demo_activity__pages_viewed, demo_activity__channel, demo_pages_1h__sum
 FROM demo.training_set WHERE lead_id IN (50, 51) ORDER BY created_at, lead_id;

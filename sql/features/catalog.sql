@@ -13,7 +13,10 @@
 --   feature is NULL.
 -- * `window` (mlmon.create_window_feature): one aggregate over the entity's
 --   rows with event_time in (at - window, at] (the lower bound is excluded, the
---   upper included) and, when a filter column is given, filter IS TRUE.
+--   upper included) and, when a filter column is given, filter IS TRUE. With a
+--   created_time column, only rows known at `at` count (created_time <= at),
+--   the same cutoff as `latest` views: a row backfilled after a window closed
+--   never counts in it.
 --
 -- The same definition is computed two ways: mlmon.feature_at (and
 -- mlmon.latest_features, which is feature_at at now()) evaluates it for one
@@ -66,7 +69,7 @@ CREATE TABLE mlmon.feature_view (
     CHECK (CASE kind
            WHEN 'latest' THEN value_column IS NULL AND agg IS NULL AND "window" IS NULL AND filter_column IS NULL
            ELSE value_column IS NOT NULL AND agg IS NOT NULL AND "window" IS NOT NULL
-                AND created_time_column IS NULL AND ttl IS NULL AND features = ARRAY[agg::name] END)
+                AND ttl IS NULL AND features = ARRAY[agg::name] END)
 );
 COMMENT ON TABLE mlmon.feature_view IS
     'Registered feature views (one row each); use mlmon.create_feature_view, mlmon.create_window_feature and mlmon.drop_feature_view.';
@@ -231,20 +234,12 @@ CREATE FUNCTION mlmon.create_feature_view(
 ) RETURNS text[]
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t regtype;
     f text;
     chosen name[];
     fixed_ttl interval;
 BEGIN
     PERFORM mlmon._fv_check_new($1, $2, $3, $4);
-    IF created_time IS NOT NULL THEN
-        t := mlmon._column_type(source, created_time, 'created_time');
-        IF t <> 'timestamp with time zone'::regtype THEN
-            RAISE EXCEPTION 'column "%" has type %, expected timestamp with time zone', created_time, t
-                USING ERRCODE = 'datatype_mismatch',
-                      HINT = 'argument created_time: only timestamp with time zone is accepted';
-        END IF;
-    END IF;
+    PERFORM mlmon._fv_check_created_time(source, created_time);
     IF ttl IS NOT NULL THEN
         fixed_ttl := mlmon._fv_duration(ttl, 'ttl');
     END IF;
@@ -287,6 +282,23 @@ END $$;
 COMMENT ON FUNCTION mlmon.create_feature_view IS
     'Registers a point-in-time feature view (newest known row per entity); returns its feature names.';
 
+-- A created_time column, when given, must be timestamptz (it is compared
+-- with the training example's time).
+CREATE FUNCTION mlmon._fv_check_created_time(source regclass, created_time text) RETURNS void
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regtype;
+BEGIN
+    IF created_time IS NOT NULL THEN
+        t := mlmon._column_type(source, created_time, 'created_time');
+        IF t <> 'timestamp with time zone'::regtype THEN
+            RAISE EXCEPTION 'column "%" has type %, expected timestamp with time zone', created_time, t
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'argument created_time: only timestamp with time zone is accepted';
+        END IF;
+    END IF;
+END $$;
+
 CREATE FUNCTION mlmon.create_window_feature(
     name text,
     source regclass,
@@ -295,7 +307,8 @@ CREATE FUNCTION mlmon.create_window_feature(
     value text,
     agg text,
     "window" interval,
-    filter text DEFAULT NULL
+    filter text DEFAULT NULL,
+    created_time text DEFAULT NULL
 ) RETURNS text[]
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -340,17 +353,18 @@ BEGIN
     -- feature_at, column <view>__count in training sets. The view name already
     -- says what is counted; repeating it (<view>__<view>) would add nothing.
     PERFORM mlmon._fv_check_column_names($1, ARRAY[agg::name]);
+    PERFORM mlmon._fv_check_created_time(source, created_time);
 
     INSERT INTO mlmon.feature_view (name, kind, source, source_name, entity_column, entity_type, event_time_column,
-                                    features, value_column, agg, "window", filter_column)
+                                    features, value_column, agg, "window", filter_column, created_time_column)
     VALUES ($1, 'window', source, source::text, entity, mlmon._column_type(source, entity, 'entity'), event_time,
-            ARRAY[agg::name], value, agg, fixed_window, filter);
+            ARRAY[agg::name], value, agg, fixed_window, filter, created_time);
     PERFORM mlmon._fv_ensure_index(source, entity, event_time);
     PERFORM mlmon._fv_try_reader(mlmon._feature_view($1));
     RETURN ARRAY[agg];
 END $$;
 COMMENT ON FUNCTION mlmon.create_window_feature IS
-    'Registers a window feature: agg(value) over an entity''s rows with event_time in (at - window, at], optionally where filter is true.';
+    'Registers a window feature: agg(value) over an entity''s rows with event_time in (at - window, at], optionally where filter is true and, with created_time, only rows created by at.';
 
 CREATE FUNCTION mlmon.drop_feature_view(name text) RETURNS void
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -45,10 +45,12 @@ BEGIN
     END IF;
     -- No entity or no time: unknown, not an empty window (build_training_set agrees).
     RETURN format('SELECT CASE WHEN $1 IS NULL OR $2 IS NULL THEN jsonb_build_object(%1$L, NULL) ELSE '
-                  '(SELECT jsonb_build_object(%1$L, %2$s) FROM %3$s src WHERE src.%4$I = $1::%5$s AND src.%6$I > $2 - %7$L::interval AND src.%6$I <= $2%8$s) END',
+                  '(SELECT jsonb_build_object(%1$L, %2$s) FROM %3$s src WHERE src.%4$I = $1::%5$s AND src.%6$I > $2 - %7$L::interval AND src.%6$I <= $2%8$s%9$s) END',
                   fv.agg, mlmon._fv_window_agg_sql(fv), fv.source, fv.entity_column, key_type,
                   fv.event_time_column, fv."window",
-                  CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END);
+                  CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END,
+                  -- Known at $2 (a NULL created_time is never known, as for latest views).
+                  CASE WHEN fv.created_time_column IS NOT NULL THEN format(' AND src.%I <= $2', fv.created_time_column) ELSE '' END);
 END $$;
 
 -- The body of a view's generated reader (a plpgsql function of entity $1,

@@ -211,6 +211,22 @@ $$;
 -- every row: O(rows x window)); cost is the two sorts, O(n log n), and every
 -- aggregate (min and max too) is exact. The two partial results are combined
 -- per point.
+--
+-- With a created_time column a row counts at `at` only once created_time <=
+-- at, which no fixed-width block can express. A row created no later than
+-- its event_time is known whenever its event_time is in the window, so the
+-- sweep takes those rows unchanged; the rest (backfilled rows, created after
+-- their event_time: usually few) are joined to each point whose window holds
+-- their event_time and whose time is past their created_time, and aggregated
+-- into a third partial (l<i>) that the combination adds. A NULL created_time
+-- is never known.
+-- coalesce(t1, 0) + coalesce(t2, 0) + ...: a count or sum over partials
+-- that may be absent.
+CREATE FUNCTION mlmon._fv_sum_of(terms text[]) RETURNS text
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT '(' || string_agg(format('coalesce(%s, 0)', t), ' + ' ORDER BY i) || ')' FROM unnest(terms) WITH ORDINALITY u(t, i)
+$$;
+
 CREATE FUNCTION mlmon._fv_window_sweep_sql(fv mlmon.feature_view, points text) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -220,56 +236,87 @@ DECLARE
     partials text[];
     combine text;
     part_cols text := '';
+    t1 text[] := ARRAY['max(z.p1)', 'max(z.s1)'];
+    t2 text[] := ARRAY['max(z.p2)', 'max(z.s2)'];
+    late_cols text := '';
+    late_nulls text := '';
+    ps_nulls text := '';
+    late text := '';
+    on_time text := '';
+    filter text := CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END;
     i int;
 BEGIN
     SELECT a.atttypid::regtype INTO value_type FROM pg_attribute a
     WHERE a.attrelid = fv.source AND a.attname = fv.value_column AND a.attnum > 0 AND NOT a.attisdropped;
-    -- p<i>/s<i>: partial i over the prefix/suffix; max() just picks the single
-    -- non-NULL one per point.
+    -- p<i>/s<i>: partial i over the prefix/suffix, l<i> over the backfilled
+    -- rows; max() just picks the single non-NULL one per point.
     CASE fv.agg
-        WHEN 'count' THEN
-            partials := ARRAY['count(u.x)'];
-            combine := 'coalesce(max(z.p1), 0) + coalesce(max(z.s1), 0)';
-        WHEN 'sum' THEN
-            partials := ARRAY['sum(u.x)'];
-            combine := 'CASE WHEN max(z.p1) IS NULL THEN max(z.s1) WHEN max(z.s1) IS NULL THEN max(z.p1) ELSE max(z.p1) + max(z.s1) END';
-        WHEN 'min' THEN
-            partials := ARRAY['min(u.x)'];
-            combine := 'least(max(z.p1), max(z.s1))';
-        WHEN 'max' THEN
-            partials := ARRAY['max(u.x)'];
-            combine := 'greatest(max(z.p1), max(z.s1))';
+        WHEN 'count', 'sum', 'min', 'max' THEN partials := ARRAY[format('%s(u.x)', fv.agg)];
         WHEN 'avg' THEN
             -- avg is sum/count in the type PostgreSQL's avg uses: numeric for
             -- integers and numeric (the same numeric division, so the same
             -- digits), float8 for real and double precision.
             partials := ARRAY[format('sum(u.x::%s)', CASE WHEN value_type IN ('real'::regtype, 'double precision'::regtype)
                                                       THEN 'float8' ELSE 'numeric' END), 'count(u.x)'];
-            combine := '(coalesce(max(z.p1), 0) + coalesce(max(z.s1), 0)) / nullif(coalesce(max(z.p2), 0) + coalesce(max(z.s2), 0), 0)';
-        WHEN 'rate' THEN
-            partials := ARRAY['count(u.x) FILTER (WHERE u.x)', 'count(u.x)'];
-            combine := '(coalesce(max(z.p1), 0) + coalesce(max(z.s1), 0))::float8 / nullif(coalesce(max(z.p2), 0) + coalesce(max(z.s2), 0), 0)';
+        WHEN 'rate' THEN partials := ARRAY['count(u.x) FILTER (WHERE u.x)', 'count(u.x)'];
     END CASE;
     FOR i IN 1 .. cardinality(partials) LOOP
         part_cols := part_cols || format(', CASE WHEN u.kind = 1 THEN %1$s OVER up END AS p%2$s, CASE WHEN u.kind = 2 THEN %1$s OVER down END AS s%2$s',
                                          partials[i], i);
+        IF fv.created_time_column IS NOT NULL THEN
+            late_nulls := late_nulls || format(', NULL AS l%s', i);
+            ps_nulls := ps_nulls || format(', NULL AS p%1$s, NULL AS s%1$s', i);
+            late_cols := late_cols || format(', %s AS l%s', partials[i], i);
+        END IF;
     END LOOP;
+    IF fv.created_time_column IS NOT NULL THEN
+        t1 := t1 || 'max(z.l1)'::text;
+        t2 := t2 || 'max(z.l2)'::text;
+    END IF;
+    CASE fv.agg
+        WHEN 'count' THEN combine := mlmon._fv_sum_of(t1);
+        WHEN 'sum' THEN
+            -- NULL when no partial has a value; no "+ 0", which would turn a
+            -- sum of -0.0 into 0.
+            combine := t1[1];
+            FOR i IN 2 .. cardinality(t1) LOOP
+                combine := format('CASE WHEN %1$s IS NULL THEN %2$s WHEN %2$s IS NULL THEN %1$s ELSE %1$s + %2$s END',
+                                  combine, t1[i]);
+            END LOOP;
+        WHEN 'min' THEN combine := format('least(%s)', array_to_string(t1, ', '));
+        WHEN 'max' THEN combine := format('greatest(%s)', array_to_string(t1, ', '));
+        WHEN 'avg' THEN combine := format('%s / nullif(%s, 0)', mlmon._fv_sum_of(t1), mlmon._fv_sum_of(t2));
+        WHEN 'rate' THEN combine := format('%s::float8 / nullif(%s, 0)', mlmon._fv_sum_of(t1), mlmon._fv_sum_of(t2));
+    END CASE;
+    IF fv.created_time_column IS NOT NULL THEN
+        on_time := format(' AND src.%I <= src.%I', fv.created_time_column, fv.event_time_column);
+        late := format($q$
+              UNION ALL
+              SELECT u.e, u.pt, 3%1$s%2$s
+              FROM (SELECT p.e, p.t AS pt, src.%3$I AS x
+                    FROM %4$s p JOIN %5$s src ON src.%6$I = p.e
+                    WHERE isfinite(p.t) AND src.%7$I > p.t - %8$s AND src.%7$I <= p.t
+                      AND src.%9$I > src.%7$I AND src.%9$I <= p.t%10$s) u
+              GROUP BY u.e, u.pt$q$,
+            ps_nulls, late_cols, fv.value_column, points, fv.source, fv.entity_column, fv.event_time_column, w,
+            fv.created_time_column, filter);
+    END IF;
     RETURN format($q$
         SELECT z.e, z.pt AS t, %1$s AS c1
-        FROM (SELECT u.e, u.pt, u.kind%2$s
+        FROM (SELECT u.e, u.pt, u.kind%2$s%11$s
               FROM (SELECT src.%3$I AS e, date_bin(%4$s, src.%5$I, %6$s) AS blk, src.%5$I AS t, 0 AS kind,
                            src.%7$I AS x, NULL::timestamptz AS pt
                     FROM %8$s src
-                    WHERE src.%3$I IN (SELECT p.e FROM %9$s p) AND isfinite(src.%5$I)%10$s
+                    WHERE src.%3$I IN (SELECT p.e FROM %9$s p) AND isfinite(src.%5$I)%10$s%12$s
                     UNION ALL
                     SELECT p.e, date_bin(%4$s, p.t, %6$s), p.t, 1, NULL, p.t FROM %9$s p WHERE isfinite(p.t)
                     UNION ALL
                     SELECT p.e, date_bin(%4$s, p.t, %6$s) - %4$s, p.t - %4$s + interval '1 microsecond', 2, NULL, p.t
                     FROM %9$s p WHERE isfinite(p.t)) u
               WINDOW up AS (PARTITION BY u.e, u.blk ORDER BY u.t),
-                     down AS (PARTITION BY u.e, u.blk ORDER BY u.t DESC)) z
+                     down AS (PARTITION BY u.e, u.blk ORDER BY u.t DESC)%13$s) z
         WHERE z.kind > 0
         GROUP BY z.e, z.pt $q$,
         combine, part_cols, fv.entity_column, w, fv.event_time_column, origin, fv.value_column, fv.source, points,
-        CASE WHEN fv.filter_column IS NOT NULL THEN format(' AND src.%I IS TRUE', fv.filter_column) ELSE '' END);
+        filter, late_nulls, on_time, late);
 END $$;

@@ -76,9 +76,10 @@ def latest_ref(rows, entity, at, features, created=False, ttl=None):
     return {f: best[1].values[f] for f in features}
 
 
-def window_ref(rows, entity, at, window, agg, value, filter_col=None):
+def window_ref(rows, entity, at, window, agg, value, filter_col=None, created=False):
     """agg(value) over rows with event_time in (at - window, at] (and filter
-    true); NULL values are skipped as SQL aggregates do."""
+    true; with `created`, only rows with created_time <= at, a NULL one never);
+    NULL values are skipped as SQL aggregates do."""
     if entity is None or at is None:
         return None
     vals = []
@@ -86,6 +87,8 @@ def window_ref(rows, entity, at, window, agg, value, filter_col=None):
         if r.ent is None or r.ent != entity or r.et is None:
             continue
         if not (at - window < r.et <= at):
+            continue
+        if created and (r.ct is None or r.ct > at):
             continue
         if filter_col is not None and r.values[filter_col] is not True:
             continue

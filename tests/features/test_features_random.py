@@ -36,20 +36,30 @@ CASES = [
     (6, "uuid", "text"),
 ]
 
-# Window views: (suffix, value, agg, window, filter)
+# Window views: (suffix, value, agg, window, filter, created_time column)
 WINDOWS = [
-    ("n2h", "a_int", "count", dt.timedelta(hours=2), None),
-    ("rows1d", "et", "count", dt.timedelta(days=1), None),
-    ("sum3h", "a_int", "sum", dt.timedelta(hours=3), "keep"),
-    ("xsum1d", "x", "sum", dt.timedelta(days=1), None),
-    ("cavg90", "c_num", "avg", dt.timedelta(minutes=90), None),
-    ("aavg5h", "a_int", "avg", dt.timedelta(hours=5), "keep"),
-    ("xavg2h", "x", "avg", dt.timedelta(hours=2), None),
-    ("tmin4h", "b_text", "min", dt.timedelta(hours=4), None),
-    ("xmax2h", "x", "max", dt.timedelta(hours=2), "keep"),
-    ("etmax1h", "et", "max", dt.timedelta(hours=1), None),
-    ("rate6h", "flag", "rate", dt.timedelta(hours=6), None),
-    ("rate30", "flag", "rate", dt.timedelta(minutes=30), "keep"),
+    ("n2h", "a_int", "count", dt.timedelta(hours=2), None, None),
+    ("rows1d", "et", "count", dt.timedelta(days=1), None, None),
+    ("sum3h", "a_int", "sum", dt.timedelta(hours=3), "keep", None),
+    ("xsum1d", "x", "sum", dt.timedelta(days=1), None, None),
+    ("cavg90", "c_num", "avg", dt.timedelta(minutes=90), None, None),
+    ("aavg5h", "a_int", "avg", dt.timedelta(hours=5), "keep", None),
+    ("xavg2h", "x", "avg", dt.timedelta(hours=2), None, None),
+    ("tmin4h", "b_text", "min", dt.timedelta(hours=4), None, None),
+    ("xmax2h", "x", "max", dt.timedelta(hours=2), "keep", None),
+    ("etmax1h", "et", "max", dt.timedelta(hours=1), None, None),
+    ("rate6h", "flag", "rate", dt.timedelta(hours=6), None, None),
+    ("rate30", "flag", "rate", dt.timedelta(minutes=30), "keep", None),
+    # Only rows known at `at` (created_time <= at): backfilled rows stay out of
+    # windows that closed before they were loaded.
+    ("kn2h", "a_int", "count", dt.timedelta(hours=2), None, "ct"),
+    ("krows1d", "et", "count", dt.timedelta(days=1), "keep", "ct"),
+    ("ksum3h", "a_int", "sum", dt.timedelta(hours=3), "keep", "ct"),
+    ("kxsum1d", "x", "sum", dt.timedelta(days=1), None, "ct"),
+    ("kavg5h", "c_num", "avg", dt.timedelta(hours=5), None, "ct"),
+    ("ktmin4h", "b_text", "min", dt.timedelta(hours=4), None, "ct"),
+    ("kxmax2h", "x", "max", dt.timedelta(hours=2), "keep", "ct"),
+    ("krate6h", "flag", "rate", dt.timedelta(hours=6), None, "ct"),
 ]
 APPROX_AGGS = {"avg", "rate"}
 L1_FEATURES = ["a_int", "b_text", "c_num", "x", "flag", "keep"]   # features => NULL: every other column
@@ -92,7 +102,8 @@ def _make_data(conn, schema, seed, key_type, spine_type):
         if et is None or rng.random() < 0.05:
             ct = None
         else:
-            ct = et + rng.choice([dt.timedelta(0), dt.timedelta(0), STEP, 4 * STEP, dt.timedelta(days=1), US])
+            # Mostly created with or after the event (backfills), sometimes before.
+            ct = et + rng.choice([dt.timedelta(0), dt.timedelta(0), STEP, 4 * STEP, dt.timedelta(days=1), US, -STEP, -US])
         rows.append((
             e, et, ct,
             rng.choice([None, rng.randrange(-50, 100)]) if rng.random() < 0.2 else rng.randrange(-50, 100),
@@ -158,9 +169,9 @@ def test_random_agreement(conn, ns, seed, key_type, spine_type):
     conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', %s)", [l2, src_name, L2_FEATURES])
     conn.execute("SELECT mlmon.create_feature_view(%s, %s::regclass, 'ent', 'et', ARRAY['a_int'], 'ct', %s)",
                  [l3, src_name, L3_TTL])
-    for suffix, value, agg, window, filt in WINDOWS:
-        conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'ent', 'et', %s, %s, %s, %s)",
-                     [prefix + suffix, src_name, value, agg, window, filt])
+    for suffix, value, agg, window, filt, created in WINDOWS:
+        conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'ent', 'et', %s, %s, %s, %s, %s)",
+                     [prefix + suffix, src_name, value, agg, window, filt, created])
     views = [l1, l2, l3] + [prefix + w[0] for w in WINDOWS]
 
     n = conn.execute("SELECT mlmon.build_training_set(%s::regclass, 'ent', 'at', %s, %s)",
@@ -214,10 +225,10 @@ def test_random_agreement(conn, ns, seed, key_type, spine_type):
         checks += [(l2, f, ref2[f], False, True) for f in L2_FEATURES]
         ref3 = latest_ref(rows_e, e, at, ["a_int"], created=True, ttl=L3_TTL)
         checks.append((l3, "a_int", ref3["a_int"], False, True))
-        for suffix, value, agg, window, filt in WINDOWS:
+        for suffix, value, agg, window, filt, created in WINDOWS:
             # Float sums and averages depend on the order of addition; numeric
             # avg and rate are the same division on both paths.
-            checks.append((prefix + suffix, agg, window_ref(rows_e, e, at, window, agg, value, filt),
+            checks.append((prefix + suffix, agg, window_ref(rows_e, e, at, window, agg, value, filt, created is not None),
                            agg in APPROX_AGGS or value == "x", value != "x"))
         for view, feat, ref, approx, exact in checks:
             built = r[f"{view}__{feat}"]

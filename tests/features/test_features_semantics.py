@@ -81,6 +81,42 @@ def test_backfilled_rows_do_not_leak(conn, events):
     assert rows[0][f"{naive}__score"] == 3
 
 
+def test_backfilled_rows_do_not_leak_into_windows(conn, events):
+    """A window feature with created_time: a row loaded after a window closed
+    never counts in it, though its event_time lies inside."""
+    schema, prefix, ev = events
+    ins(conn, schema,
+        (1, T0, T0, 10),
+        (1, T0 + H, T0 + 24 * H, 20),        # happened at T0+1h, written a day later
+        (1, T0 + 2 * H, None, 40),           # no created_time: never known
+        (1, T0 + 3 * H, T0 + 2 * H, 80))     # created before its event (scheduled)
+    w, naive = prefix + "wsum", prefix + "wnaive"
+    conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'uid', 'ts', 'score', 'sum', '2 days', "
+                 "created_time => 'ct')", [w, ev])
+    conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'uid', 'ts', 'score', 'sum', '2 days')", [naive, ev])
+    cases = [
+        (T0 + 2 * H, 10, 70),                # the backfill is not known yet; the naive sum leaks it
+        (T0 + 3 * H, 90, 150),
+        (T0 + 24 * H - US, 90, 150),
+        (T0 + 24 * H, 110, 150),             # known from its created_time on
+        (T0 + 48 * H, 100, 140),             # T0 has left the window (T0+48h-2d = T0, excluded)
+    ]
+    rows = build(conn, schema, [(1, at) for at, _, _ in cases], [w, naive])
+    for (at, want, leaky), r in zip(cases, rows):
+        assert fa(conn, w, 1, at) == {"sum": want}, at
+        assert r[f"{w}__sum"] == want, at
+        assert fa(conn, naive, 1, at) == {"sum": leaky} and r[f"{naive}__sum"] == leaky, at
+    assert conn.execute("SELECT created_time FROM mlmon.feature_views WHERE name = %s", [w]).fetchone()[0] == "ct"
+
+
+def test_window_created_time_must_be_timestamptz(conn, events):
+    schema, prefix, ev = events
+    with pytest.raises(psycopg.errors.DatatypeMismatch) as e:
+        conn.execute("SELECT mlmon.create_window_feature(%s, %s::regclass, 'uid', 'ts', 'score', 'sum', '1 day', "
+                     "created_time => 'name')", [prefix + "bad", ev])
+    assert e.value.diag.message_hint.startswith("argument created_time")
+
+
 def test_row_exactly_at_at_is_visible(conn, events):
     schema, prefix, ev = events
     ins(conn, schema, (1, T0 - H, T0 - H, 1), (1, T0, T0, 2))
