@@ -41,6 +41,8 @@ DECLARE
     aliases text[];
     -- Per-call names: two calls in one transaction must not collide.
     tag text := substr(md5(random()::text || clock_timestamp()::text), 1, 10);
+    started timestamptz := clock_timestamp();
+    operation text := format('build_training_set %s', target);
     scratch text[] := '{}';
     points text;
     features text;
@@ -160,6 +162,9 @@ BEGIN
                             ELSE format('s.%I::text::%s', entity, key_types[k]) END;
         EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS SELECT DISTINCT %s AS e, s.%I AS t FROM %s s WHERE s.%I IS NOT NULL AND s.%I IS NOT NULL',
                        points, entity_expr, at, spine, entity, at);
+        GET DIAGNOSTICS n_rows = ROW_COUNT;
+        PERFORM mlmon._progress(operation, format('distinct points of key type %s', key_types[k]), n_rows, started);
+        started := clock_timestamp();
         EXECUTE format('ANALYZE %s', points);
     END LOOP;
 
@@ -219,6 +224,9 @@ BEGIN
         features := format('pg_temp.%I', format('_mlmon_features_%s_%s', tag, i));
         scratch := scratch || features;
         EXECUTE format('CREATE TEMPORARY TABLE %s ON COMMIT DROP AS %s', features, mlmon._fv_window_sweep_sql(fv, points));
+        GET DIAGNOSTICS n_rows = ROW_COUNT;
+        PERFORM mlmon._progress(operation, format('window feature %s computed at every point', fv.name), n_rows, started);
+        started := clock_timestamp();
         IF fv.agg = 'count' THEN
             -- An empty window counts 0, as count() does; a spine row without
             -- entity or time has no window and stays NULL.
@@ -270,6 +278,7 @@ BEGIN
         EXECUTE format('CREATE TABLE %I.%I AS %s', target_schema, target_table, query);
         GET DIAGNOSTICS n_rows = ROW_COUNT;
     END IF;
+    PERFORM mlmon._progress(operation, 'training set written', n_rows, started);
     FOREACH v IN ARRAY scratch LOOP
         EXECUTE format('DROP TABLE %s', v);
     END LOOP;

@@ -184,6 +184,21 @@ CREATE FUNCTION mlmon._claim_entries(entries bytea, keys bigint[])
 CREATE FUNCTION mlmon._internal_function(m mlmon.monitor, suffix text) RETURNS text
     IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_' || suffix) $$;
 
+-- Long operations (create_monitor, rebuild_monitor, create_drift_monitor,
+-- rebuild_drift_monitor, build_training_set) report each phase as a NOTICE:
+-- rows done, seconds since `since` (the phase's start), rate. SET mlmon.progress = off silences
+-- them (src/pg/session.rs, report_progress, is the native side).
+CREATE FUNCTION mlmon._progress(operation text, phase text, done bigint, since timestamptz) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    seconds float8 := extract(epoch FROM clock_timestamp() - since);
+BEGIN
+    IF coalesce(current_setting('mlmon.progress', true), '') NOT IN ('off', 'false', '0') THEN
+        RAISE NOTICE '%: % (% rows in % s, % rows/s)', operation, phase, done, round(seconds::numeric, 1),
+            coalesce(round(done / nullif(seconds, 0))::text, '-');
+    END IF;
+END $$;
+
 -- The type of rel.col, or 42703 naming the argument.
 CREATE FUNCTION mlmon._column_type(rel regclass, col name, argument text) RETURNS regtype
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

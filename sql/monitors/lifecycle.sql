@@ -210,10 +210,14 @@ CREATE FUNCTION mlmon.rebuild_monitor(name text) RETURNS bigint
 DECLARE
     m mlmon.monitor := mlmon._monitor(name);
     counted bigint;
+    started timestamptz := clock_timestamp();
+    operation text := format('monitor %s', name);
 BEGIN
     -- Writers take row locks on the keys table before counting; this waits for
     -- those in flight and holds back new ones until we commit.
     EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+    PERFORM mlmon._progress(operation, 'writers held off, recounting every key', 0, started);
+    started := clock_timestamp();
     EXECUTE format('TRUNCATE %s, %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
     EXECUTE format('INSERT INTO %s (key, bucket, segment, predicted, actual, weight) %s', mlmon._keys_table(m),
                    -- Every key of both tables, as a query rather than an array: the
@@ -224,12 +228,16 @@ BEGIN
                        'SELECT %I::%s AS key FROM %s WHERE %I IS NOT NULL UNION SELECT %I::%s FROM %s WHERE %I IS NOT NULL',
                        m.key_column, m.key_type, m.predictions, m.key_column,
                        m.outcome_key_column, m.key_type, m.outcomes, m.outcome_key_column)));
+    GET DIAGNOSTICS counted = ROW_COUNT;
+    PERFORM mlmon._progress(operation, 'keys counted', counted, started);
+    started := clock_timestamp();
     -- In bucket order, so that a time range of cells sits on few pages: in
     -- hash order, a trailing 3-hour read at 10M predictions fetched a page per
     -- cell and took twice as long.
     EXECUTE mlmon._rollup_insert_sql(m, format('SELECT bucket, segment, predicted, actual, 1 AS n, weight FROM %s',
                                                mlmon._keys_table(m)), compacted => true);
     GET DIAGNOSTICS counted = ROW_COUNT;
+    PERFORM mlmon._progress(operation, 'rollup cells written', counted, started);
     RETURN counted;
 END $$;
 COMMENT ON FUNCTION mlmon.rebuild_monitor IS 'Recomputes a monitor''s rollup from the raw tables; returns the number of rollup cells.';

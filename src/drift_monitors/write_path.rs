@@ -32,7 +32,7 @@ use super::catalog::Dictionary;
 use crate::pg::datum::float8;
 use crate::pg::fmgr::{from_cstring, v1_function};
 use crate::pg::errors::{raise_coded, OrRaise};
-use crate::pg::session::{as_user, is_current_transaction, is_member_of, with_setting};
+use crate::pg::session::{as_user, is_current_transaction, is_member_of, report_progress, with_setting};
 use crate::pg::trigger::{trigger_arguments, trigger_data};
 use crate::pg::tuples::{each_row, integer, Attributes};
 
@@ -730,6 +730,9 @@ fn drift_rebuild(monitor: &str) -> i64 {
     })
 }
 
+/// A progress NOTICE each this many rows of a backfill.
+const PROGRESS_EVERY: u64 = 1_000_000;
+
 /// Adds every row of the monitor's table to `accumulator`, by a cursor read
 /// in batches.
 ///
@@ -747,6 +750,8 @@ unsafe fn scan_table(client: &mut SpiClient<'_>, monitor: &DriftMonitor, accumul
         // Not read-only: a fresh snapshot, taken after the caller's locks (a
         // read-only cursor would use the calling statement's).
         let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), false);
+        let (started, mut read, mut reported) = (std::time::Instant::now(), 0u64, 0u64);
+        let operation = format!("drift monitor {}", monitor.name);
         loop {
             pg_sys::SPI_cursor_fetch(portal, true, 10_000);
             let (count, table) = (pg_sys::SPI_processed as usize, pg_sys::SPI_tuptable);
@@ -762,9 +767,15 @@ unsafe fn scan_table(client: &mut SpiClient<'_>, monitor: &DriftMonitor, accumul
                 accumulator.add_row(client, &positions, &values, &nulls, 1);
             }
             pg_sys::SPI_freetuptable(table);
+            read += count as u64;
+            if read - reported >= PROGRESS_EVERY {
+                report_progress(&operation, "backfill, rows read so far", read, started);
+                reported = read;
+            }
             pgrx::check_for_interrupts!();
         }
         pg_sys::SPI_cursor_close(portal);
+        report_progress(&operation, "backfill done", read, started);
     }
 }
 

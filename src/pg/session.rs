@@ -19,6 +19,26 @@ pub fn setting(name: &CStr, default: i64) -> i64 {
     }
 }
 
+/// Whether long operations report progress (`SET mlmon.progress = off`
+/// silences them; the SQL side is `mlmon._progress`).
+pub fn progress_enabled() -> bool {
+    // SAFETY: GetConfigOption returns NULL or a string owned by the GUC machinery.
+    unsafe {
+        let value = pg_sys::GetConfigOption(c"mlmon.progress".as_ptr(), true, false);
+        value.is_null() || !matches!(CStr::from_ptr(value).to_str().map(str::trim), Ok("off" | "false" | "0"))
+    }
+}
+
+/// A NOTICE for one phase or batch of a long operation: rows done, seconds
+/// since `since`, rate (the SQL side's format, `mlmon._progress`).
+pub fn report_progress(operation: &str, phase: &str, rows: u64, since: std::time::Instant) {
+    if progress_enabled() {
+        let seconds = since.elapsed().as_secs_f64();
+        let rate = if seconds > 0.0 { format!("{:.0}", rows as f64 / seconds) } else { "-".into() };
+        pgrx::notice!("{operation}: {phase} ({rows} rows in {seconds:.1} s, {rate} rows/s)");
+    }
+}
+
 /// Runs `f` as `user` (unless INVALID), with only pg_catalog on the search
 /// path, as a SECURITY DEFINER function with `SET search_path = pg_catalog,
 /// pg_temp` would (an error undoes both with the (sub)transaction).
