@@ -44,7 +44,7 @@ During the soak (--minutes), each process on its own connection:
                          its statements a COPY of 12,000 rows (the bulk path)
       outcome-single     single-row INSERT of a late outcome for a pending key
                          (a history key without one, or a key inserted during
-                         the soak)
+                         the soak a minute or more earlier)
       outcome-batch      multi-row INSERT of 20-100 or COPY of 100-2,000 late
                          outcomes; 3% a COPY of 12,000
       update             relabel outcomes (converted = NOT converted), change
@@ -138,6 +138,7 @@ CCOLS = ("lead_id", "converted_at", "converted")
 HISTORY_DAYS = 30
 KEY_BASE = 10**9           # writer w's new keys: (w + 1) * KEY_BASE + n
 BULK_ROWS = 12_000         # above mlmon.bulk_min_rows (10,000): the native bulk path
+OUTCOME_LAG_S = 60         # late outcomes for keys inserted during the soak: a minute old or more
 RETRYABLE = {"40P01": "deadlock_detected", "40001": "serialization_failure"}
 WRITER_KINDS = ("insert-single", "insert-single", "insert-batch", "outcome-single", "outcome-batch",
                 "update", "delete", "mixed")
@@ -308,8 +309,9 @@ def spec_score():
 # --- writers ----------------------------------------------------------------
 
 class Writer:
-    def __init__(self, index, kind, rows, counters, seed):
-        self.index, self.kind, self.rows, self.counters = index, kind, rows, counters
+    def __init__(self, index, kind, rows, counters, lagged, seed):
+        self.index, self.kind, self.rows, self.counters, self.lagged = index, kind, rows, counters, lagged
+        self.published = collections.deque()   # (time, counter) of recent commits, for lagged
         self.rng = random.Random(seed * 1000 + index)
         self.stats = collections.defaultdict(lambda: {"txns": 0, "statements": 0, "rows": 0, "latency": []})
         self.deliberate = collections.Counter()
@@ -339,11 +341,12 @@ class Writer:
         self.generated += 1
         return (self.index + 1) * KEY_BASE + self.generated
 
-    def recent_key(self, window=20_000):
+    def recent_key(self, window=20_000, lagged=False):
         """One of the last `window` keys a writer inserted during the soak, up
-        to its last commit (so never a key still being inserted; None before
-        any commit)."""
-        live = [(w, c) for w, c in enumerate(self.counters) if c > 0]
+        to its last commit (so never a key still being inserted), or with
+        `lagged` up to its last commit OUTCOME_LAG_S ago (outcomes arrive
+        later than their predictions); None before any."""
+        live = [(w, c) for w, c in enumerate(self.lagged if lagged else self.counters) if c > 0]
         if not live:
             return None
         w, c = self.rng.choice(live)
@@ -435,6 +438,13 @@ class Writer:
                 return
             elapsed = time.perf_counter() - start
             self.counters[self.index] = self.generated
+            now = time.time()
+            if not self.published or now - self.published[-1][0] >= 1:
+                self.published.append((now, self.generated))
+            while len(self.published) > 1 and now - self.published[1][0] >= OUTCOME_LAG_S:
+                self.published.popleft()
+            if now - self.published[0][0] >= OUTCOME_LAG_S:
+                self.lagged[self.index] = self.published[0][1]
             s = self.stats[kind]
             s["txns"] += 1
             s["statements"] += statements
@@ -479,7 +489,7 @@ class Writer:
     def late_key(self):
         if self.rng.random() < 0.6:
             return self.pending_history_key()
-        k = self.recent_key(window=50_000)
+        k = self.recent_key(window=50_000, lagged=True)
         return k if k is not None else self.pending_history_key()
 
     def step_outcome_single(self):
@@ -609,8 +619,8 @@ class Writer:
         self.conn.close()
 
 
-def writer_process(index, kind, rows, counters, seed, stop, results):
-    w = Writer(index, kind, rows, counters, seed)
+def writer_process(index, kind, rows, counters, lagged, seed, stop, results):
+    w = Writer(index, kind, rows, counters, lagged, seed)
     try:
         w.run(stop)
     except Exception:  # noqa: BLE001 - reported, not lost
@@ -761,7 +771,10 @@ def maintenance_process(every, stop, results):
 LOCK_SAMPLE = """
     SELECT a.application_name, a.wait_event, extract(epoch FROM now() - a.query_start),
            left(regexp_replace(a.query, '\\s+', ' ', 'g'), 160),
-           (SELECT string_agg(b.application_name, ',') FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)))
+           (SELECT string_agg(b.application_name, ',') FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))),
+           -- A row-lock waiter holds the tuple lock of the row it waits for.
+           (SELECT string_agg(DISTINCT l.relation::regclass::text, ',') FROM pg_locks l
+            WHERE l.pid = a.pid AND l.locktype = 'tuple' AND l.granted)
     FROM pg_stat_activity a
     WHERE a.datname = %s AND a.wait_event_type = 'Lock' AND a.pid <> pg_backend_pid()"""
 
@@ -777,8 +790,10 @@ def sample_locks(conn, locks):
     locks["max_waiters"] = max(locks["max_waiters"], len(rows))
     if rows:
         locks["samples_with_waiters"] += 1
-    for app, event, age, query, blockers in rows:
-        key = f"{role_of(app)} waits on {event} held by {','.join(sorted({role_of(b) for b in (blockers or '').split(',') if b})) or '?'}"
+    for app, event, age, query, blockers, row_of in rows:
+        on = f" (a row of {row_of})" if row_of else ""
+        key = (f"{role_of(app)} waits on {event}{on} held by "
+               f"{','.join(sorted({role_of(b) for b in (blockers or '').split(',') if b})) or '?'}")
         locks["by_kind"][key] += 1
         if age is not None and float(age) > locks["longest"][0]:
             locks["longest"] = (float(age), f"{app}: {query} (blocked by {blockers})")
@@ -820,8 +835,18 @@ def drift_problems(conn, spec, models):
     """Every (bucket, segment, column) state read through drift_histogram
     against the numpy recomputation from the table."""
     problems = []
-    rows = dref.read_rows(conn, spec)
-    states = dref.cell_states(spec, models, rows)
+    # A day of rows at a time (whole 1-hour buckets, so the days' cells are
+    # disjoint): the soak leaves millions of rows.
+    lo, hi = conn.execute("SELECT min(created_at), max(created_at) FROM soak_p").fetchone()
+    day = datetime.datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
+    states, rows_read = {}, 0
+    while day <= hi:
+        rows = dref.read_rows(conn, spec, sql.SQL("created_at >= {} AND created_at < {}").format(
+            sql.Literal(day), sql.Literal(day + datetime.timedelta(days=1))))
+        rows_read += len(rows)
+        states.update(dref.cell_states(spec, models, rows))
+        day += datetime.timedelta(days=1)
+    del rows
     buckets = sorted({b for (b, _, _) in states})
     segments = sorted({s for (_, s, _) in states})
     compared = 0
@@ -842,7 +867,7 @@ def drift_problems(conn, spec, models):
                 else:
                     problems += dref.compare_categorical(got.get(b, []), cell, dictionary, what)
                 compared += 1
-    return problems, {"states_compared": compared, "rows_read": len(rows), "buckets": len(buckets),
+    return problems, {"states_compared": compared, "rows_read": rows_read, "buckets": len(buckets),
                       "segments": len(segments)}
 
 
@@ -997,11 +1022,12 @@ def main():
     stop = ctx.Event()
     results = ctx.Queue()
     counters = ctx.Array("q", len(WRITER_KINDS), lock=False)
-    monitor_conn = psycopg.connect(DSN, autocommit=True, application_name="soak-sampler")
+    lagged = ctx.Array("q", len(WRITER_KINDS), lock=False)
+    monitor_conn = psycopg.connect(soak_dsn(), autocommit=True, application_name="soak-sampler")
     stat0 = monitor_conn.execute("SELECT deadlocks, xact_rollback, xact_commit FROM pg_stat_database WHERE datname = %s",
                                  [DBNAME]).fetchone()
     log_path, log_offset = server_log_offset()
-    procs = [ctx.Process(target=writer_process, args=(i, k, args.rows, counters, args.seed, stop, results))
+    procs = [ctx.Process(target=writer_process, args=(i, k, args.rows, counters, lagged, args.seed, stop, results))
              for i, k in enumerate(WRITER_KINDS)]
     procs += [ctx.Process(target=reader_process, args=(i, scenarios, args.reader_pause, args.seed, stop, results))
               for i in range(4)]
@@ -1020,7 +1046,7 @@ def main():
             sample_locks(monitor_conn, locks)
         except psycopg.Error as e:
             log(f"  lock sampler: {e}")
-            monitor_conn = psycopg.connect(DSN, autocommit=True, application_name="soak-sampler")
+            monitor_conn = psycopg.connect(soak_dsn(), autocommit=True, application_name="soak-sampler")
         if time.time() >= next_report:
             log(f"  {int(time.time() - started)} s, key counters {list(counters)}")
             next_report += 60
@@ -1118,7 +1144,7 @@ def main():
                "retry_details": retry_details[:20], "errors": errors, "locks": lock_summary,
                "timeline_per_minute": [{"minute": m, "write_statements_per_s": v["write_statements"] / 60,
                                         "reads": percentiles(v["reads"]), "metrics_reads": percentiles(v["metrics_reads"])}
-                                       for m, v in sorted(timeline.items())]}
+                                       for m, v in sorted(timeline.items()) if (m + 1) * 60 <= duration + 5]}
     log(f"end check: compaction, recomputation, check_monitor, check_drift_monitor")
     summary["end_check"] = end_check(models, t0)
     summary["ok"] = not errors and not summary["end_check"]["problems"]

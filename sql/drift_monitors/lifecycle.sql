@@ -40,6 +40,13 @@ BEGIN
         RAISE EXCEPTION 'source and time_column are required'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'argument source, time_column: the table and its time column';
     END IF;
+    -- A subscriber's apply worker fires row triggers only; a drift monitor
+    -- counts whole statements, so the rows it applies would go uncounted.
+    IF EXISTS (SELECT FROM pg_subscription_rel r WHERE r.srrelid = source) THEN
+        RAISE EXCEPTION '% receives rows by logical replication, which a drift monitor cannot count', source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'argument source: create the drift monitor on the publisher''s table (monitors, unlike drift monitors, count a subscriber''s rows)';
+    END IF;
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = source) NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', source
             USING ERRCODE = 'wrong_object_type', HINT = 'argument source: a table or a partitioned table';
@@ -263,6 +270,13 @@ DECLARE
     m mlmon.drift_monitor := mlmon._drift_monitor(name);
 BEGIN
     PERFORM mlmon._drift_check_owner(m, 'check');
+    -- Added to a subscription after the drift monitor was made (see
+    -- create_drift_monitor): its rows fire no statement trigger.
+    RETURN QUERY SELECT 'table receives logical replication'::text,
+                        format('subscription %s applies rows to %s, which are not counted; create the drift monitor on the publisher, or rebuild_drift_monitor(%L) after they arrive',
+                               s.subname, m.source, m.name),
+                        NULL::timestamptz, NULL::jsonb, NULL::text, NULL::bigint, NULL::bigint
+                 FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE r.srrelid = m.source;
     RETURN QUERY SELECT c.problem, c.detail, c.bucket, c.segment::jsonb, c.column_name, c.expected_n, c.counted_n
                  FROM mlmon._drift_check_states(m.name) c;
 END $$;

@@ -16,7 +16,11 @@ CREATE FUNCTION mlmon.create_monitor(
     segment_by text[] DEFAULT '{}',
     weight text DEFAULT NULL,
     dedup text DEFAULT 'first',
-    threshold double precision DEFAULT NULL
+    threshold double precision DEFAULT NULL,
+    -- false: no backfill here; the triggers count from now on, and
+    -- CALL mlmon.backfill_monitor(name) counts the rows already there
+    -- while writers go on.
+    backfill boolean DEFAULT true
 ) RETURNS text
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -195,7 +199,9 @@ BEGIN
     EXECUTE format('ALTER FUNCTION %s(boolean) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'compact'));
     EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_predictions'));
     EXECUTE format('ALTER FUNCTION %s() DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, 'on_outcomes'));
-    PERFORM mlmon.rebuild_monitor(m.name);
+    IF backfill IS DISTINCT FROM false THEN
+        PERFORM mlmon.rebuild_monitor(m.name);
+    END IF;
     RETURN mlmon._rollup_table(m);
 END $$;
 COMMENT ON FUNCTION mlmon.create_monitor IS
@@ -212,10 +218,29 @@ DECLARE
     counted bigint;
     started timestamptz := clock_timestamp();
     operation text := format('monitor %s', name);
+    lock_timeout text := current_setting('lock_timeout');
 BEGIN
     -- Writers take row locks on the keys table before counting; this waits for
-    -- those in flight and holds back new ones until we commit.
-    EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+    -- those in flight and holds back new ones until we commit. Writers open
+    -- the keys and rollup tables in either order (the native single-row
+    -- paths open the rollup first), so holding one table while waiting for
+    -- the next could close a deadlock that PostgreSQL would break by failing
+    -- a writer's statement: each attempt waits at most lock_timeout, and a
+    -- failed one gives back what it took (its subtransaction) and tries again.
+    FOR attempt IN 1 .. 1000 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '50ms', true);
+            EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
+            PERFORM set_config('lock_timeout', lock_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM set_config('lock_timeout', lock_timeout, true);
+            IF attempt = 1000 THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(0.01 * random());
+        END;
+    END LOOP;
     PERFORM mlmon._progress(operation, 'writers held off, recounting every key', 0, started);
     started := clock_timestamp();
     EXECUTE format('TRUNCATE %s, %s, %s', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
@@ -242,6 +267,141 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION mlmon.rebuild_monitor IS 'Recomputes a monitor''s rollup from the raw tables; returns the number of rollup cells.';
 
+-- backfill_monitor's steps (below), each pinned to a search path.
+-- The keys to count: every key with raw rows or a keys row, in one snapshot
+-- taken now, numbered in a temporary table that outlives the COMMITs.
+CREATE FUNCTION mlmon._backfill_keys(name text, batch_keys integer) RETURNS bigint
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    keys text := format('pg_temp.%I', 'mlmon_backfill_' || m.name);
+    total bigint;
+BEGIN
+    IF NOT mlmon._manages(m.owner) THEN
+        RAISE EXCEPTION 'monitor "%" belongs to %', name, m.owner
+            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only its owner (or a member of that role) can backfill a monitor';
+    END IF;
+    IF batch_keys IS NULL OR batch_keys < 1 THEN
+        RAISE EXCEPTION 'batch_keys must be positive, got %', coalesce(batch_keys::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument batch_keys: keys counted per transaction, e.g. 50000';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'backfill_monitor needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  HINT = 'each batch recounts its keys in a fresh snapshot; CALL it outside a transaction block';
+    END IF;
+    EXECUTE format('DROP TABLE IF EXISTS %s', keys);
+    EXECUTE format('CREATE TEMPORARY TABLE %s AS SELECT row_number() OVER (ORDER BY k) AS i, k AS key FROM '
+                   '(SELECT %I::%s AS k FROM %s UNION SELECT %I::%s FROM %s UNION SELECT key FROM %s) u WHERE k IS NOT NULL',
+                   keys, m.key_column, m.key_type, m.predictions, m.outcome_key_column, m.key_type, m.outcomes,
+                   mlmon._keys_table(m));
+    GET DIAGNOSTICS total = ROW_COUNT;
+    EXECUTE format('CREATE INDEX ON %s (i)', keys);
+    PERFORM mlmon._progress(format('backfill of monitor %s', name), format('%s keys to count, in batches of %s', total, batch_keys),
+                            total, now());
+    RETURN total;
+END $$;
+
+-- Recounts `keys` (the keys' text) exactly: what a trigger does for an
+-- UPDATE of them (mlmon._enter_sql, then apply_predictions), retried on
+-- deadlock as there. Used by backfill_monitor and by the row triggers that
+-- count a logical-replication subscriber's writes (mlmon._replica_row_write).
+CREATE FUNCTION mlmon._recount_keys(m mlmon.monitor, keys text[]) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    FOR attempt IN 1 .. 5 LOOP
+        BEGIN
+            IF mlmon._statement_capable(m) AND mlmon._bulk_enter(mlmon._bulk_lock_id(m), mlmon._claims_table(m)::regclass::oid)
+               AND mlmon._bulk_capable(m) THEN
+                EXECUTE mlmon._materialize_sql(m, 'SELECT k::bigint FROM unnest($1::text[]) k') USING keys;
+            END IF;
+            EXECUTE format('SELECT %s(ARRAY(SELECT DISTINCT k::%s FROM unnest($1::text[]) k WHERE k IS NOT NULL))',
+                           mlmon._internal_function(m, 'apply_predictions'), m.key_type)
+                USING keys;
+            RETURN;
+        EXCEPTION WHEN deadlock_detected THEN
+            -- A writer holding some of these keys since an earlier statement
+            -- of its transaction: let it finish.
+            IF attempt = 5 THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(0.05 * attempt * (1 + random()));
+        END;
+    END LOOP;
+END $$;
+
+-- Keys numbered first+1 .. last of backfill_monitor's list, recounted.
+CREATE FUNCTION mlmon._backfill_batch(name text, first bigint, last bigint) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
+    keys text[];
+BEGIN
+    EXECUTE format('SELECT array_agg(b.key::text ORDER BY b.i) FROM pg_temp.%I b WHERE b.i > $1 AND b.i <= $2',
+                   'mlmon_backfill_' || m.name)
+        INTO keys USING first, last;
+    PERFORM mlmon._recount_keys(m, keys);
+END $$;
+
+CREATE FUNCTION mlmon._backfill_finish(name text, total bigint, started timestamptz) RETURNS void
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('DROP TABLE pg_temp.%I', 'mlmon_backfill_' || name);
+    PERFORM mlmon._progress(format('backfill of monitor %s', name), 'done', total, started);
+END $$;
+
+-- Counts every key of a monitor again, a batch of keys per transaction, on a
+-- table that stays open to writers (issue 23, "Live tables"): the backfill of
+-- create_monitor(..., backfill => false), or a repair after writes that fired
+-- no trigger, without rebuild_monitor's hold on every writer.
+--
+-- Why it is exact: each batch does for its keys what a trigger does for an
+-- UPDATE of them -- take the bulk lock shared, copy their claim-chunk entries
+-- into keys rows, then apply_predictions(keys), which locks each key's keys
+-- row (waiting for its writers) and counts the difference between what the
+-- raw tables say now, in a fresh snapshot, and what was counted. A key is
+-- exact once its batch commits, whatever was counted for it before: nothing,
+-- what a writer counted from its own rows only while older ones were still
+-- uncounted, or a stale count. A key first written after the list of keys was
+-- taken had no raw rows before, so every write of it went through the
+-- triggers. Writers wait only for the batch holding their keys, and bulk
+-- loads (which take the bulk lock exclusively) for one batch.
+--
+-- Not covered (rebuild_monitor is): rollup rows changed by hand, and a key
+-- counted only by a bulk load's claim chunk whose raw rows were all deleted
+-- past the triggers (it is in no table the list is read from).
+--
+-- CALL it outside a transaction block, as the monitor's owner, under READ
+-- COMMITTED. Cancelled, the batches already committed stay exact and the
+-- others keep what they had; calling it again finishes the job.
+CREATE PROCEDURE mlmon.backfill_monitor(name text, batch_keys integer DEFAULT 50000)
+    -- No SET clause: a procedure with one cannot COMMIT. The path is pinned
+    -- for each transaction instead, and every step runs in a function that
+    -- pins its own.
+    LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+    done bigint := 0;
+    started timestamptz;
+    batch_started timestamptz;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    started := clock_timestamp();
+    total := mlmon._backfill_keys(name, batch_keys);
+    WHILE done < total LOOP
+        batch_started := clock_timestamp();
+        PERFORM mlmon._backfill_batch(name, done, least(done + batch_keys, total));
+        done := least(done + batch_keys, total);
+        COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM mlmon._progress(format('backfill of monitor %s', name), format('%s of %s keys counted', done, total),
+                                least(batch_keys, total), batch_started);
+    END LOOP;
+    PERFORM mlmon._backfill_finish(name, total, started);
+END $$;
+COMMENT ON PROCEDURE mlmon.backfill_monitor IS
+    'Counts every key of a monitor again in batches, one transaction each, while writers go on; CALL it outside a transaction block.';
+
 CREATE FUNCTION mlmon.compact_monitor(name text) RETURNS bigint
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -261,7 +421,7 @@ DECLARE
 BEGIN
     FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
-        FOREACH suffix IN ARRAY ARRAY['enter', 'insert', 'update', 'delete', 'truncate'] LOOP
+        FOREACH suffix IN ARRAY ARRAY['enter', 'insert', 'update', 'delete', 'truncate', 'replica'] LOOP
             EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'mlmon_' || m.name || '_' || suffix, rel);
         END LOOP;
     END LOOP;
@@ -337,31 +497,44 @@ BEGIN
     END IF;
     FOR t IN SELECT r.rel, e.event
              FROM (VALUES (m.predictions), (m.outcomes)) r(rel),
-                  unnest(ARRAY['insert', 'update', 'delete', 'truncate']) e(event)
+                  unnest(ARRAY['insert', 'update', 'delete', 'truncate', 'replica']) e(event)
              WHERE NOT EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid = r.rel AND g.tgname = 'mlmon_' || m.name || '_' || e.event)
     LOOP
         problem := 'trigger missing';
-        detail := format('%s trigger on %s', t.event, t.rel);
+        detail := format('%s trigger on %s (rebuild_monitor cannot add it: drop and create the monitor)', t.event, t.rel);
         RETURN NEXT;
     END LOOP;
-    FOR t IN SELECT g.tgname, g.tgrelid::regclass AS rel, g.tgenabled FROM pg_trigger g
+    -- Ordinary writes fire the statement triggers (enabled 'O' or 'A'); the
+    -- rows a logical-replication subscriber applies fire only row triggers,
+    -- which the `replica` trigger counts (enabled 'R': in the apply worker
+    -- only, so no write is counted twice); TRUNCATE is counted either way ('A').
+    FOR t IN SELECT g.tgname, g.tgrelid::regclass AS rel, g.tgenabled,
+                    CASE WHEN g.tgname LIKE '%\_replica' THEN 'R' WHEN g.tgname LIKE '%\_truncate' THEN 'A' ELSE 'O' END AS wanted
+             FROM pg_trigger g
              WHERE g.tgrelid IN (m.predictions, m.outcomes) AND g.tgname LIKE 'mlmon\_' || m.name || '\_%'
-               AND g.tgenabled IN ('D', 'R')
+               AND (g.tgenabled = 'D' OR (g.tgenabled = 'R') <> (g.tgname LIKE '%\_replica'))
     LOOP
-        problem := CASE t.tgenabled WHEN 'D' THEN 'trigger disabled' ELSE 'trigger fires on replicas only' END;
-        detail := format('%s on %s (ALTER TABLE %s ENABLE ALWAYS TRIGGER %I counts writes under any session_replication_role)',
-                         t.tgname, t.rel, t.rel, t.tgname);
+        problem := CASE WHEN t.tgenabled = 'D' THEN 'trigger disabled'
+                        WHEN t.wanted = 'R' THEN 'trigger fires for every session'
+                        ELSE 'trigger fires on replicas only' END;
+        detail := format('%s on %s (ALTER TABLE %s ENABLE %s TRIGGER %I; then CALL mlmon.backfill_monitor(%L) recounts what was missed)',
+                         t.tgname, t.rel, t.rel, CASE t.wanted WHEN 'R' THEN 'REPLICA' WHEN 'A' THEN 'ALWAYS' ELSE '' END,
+                         t.tgname, m.name);
         RETURN NEXT;
     END LOOP;
     problem := 'rollup differs';
     detail := NULL;
     RETURN QUERY EXECUTE format($q$
         WITH expected AS (
-            SELECT c.bucket, c.segment, c.predicted, c.actual, count(*) AS n, sum(c.weight) AS weight
-            FROM (%s) c GROUP BY 1, 2, 3, 4),
+            -- A key with no bucket counts nowhere (outcomes only, or
+            -- predictions that do not count). Its cell as the rollup keeps
+            -- it (see mlmon._rollup_insert_sql): a score monitor's label is
+            -- score >= threshold, a regression monitor's cell has no labels.
+            SELECT c.bucket, c.segment, %3$s AS predicted, %4$s AS actual, count(*) AS n, sum(c.weight) AS weight
+            FROM (%1$s) c WHERE c.bucket IS NOT NULL GROUP BY 1, 2, 3, 4),
         counted AS (
             SELECT r.bucket, r.segment, r.predicted, r.actual, sum(r.n)::bigint AS n, sum(r.weight) AS weight
-            FROM %s r GROUP BY 1, 2, 3, 4)
+            FROM %2$s r GROUP BY 1, 2, 3, 4)
         SELECT $1, NULL::text, coalesce(e.bucket, c.bucket), coalesce(e.segment, c.segment), coalesce(e.predicted, c.predicted),
                coalesce(e.actual, c.actual), coalesce(e.n, 0), coalesce(c.n, 0), coalesce(e.weight, 0), coalesce(c.weight, 0)
         FROM expected e FULL JOIN counted c
@@ -374,7 +547,10 @@ BEGIN
             'SELECT %I::%s AS key FROM %s WHERE %I IS NOT NULL UNION SELECT %I::%s FROM %s WHERE %I IS NOT NULL',
             m.key_column, m.key_type, m.predictions, m.key_column,
             m.outcome_key_column, m.key_type, m.outcomes, m.outcome_key_column)),
-        mlmon._rollup_table(m))
+        mlmon._rollup_table(m),
+        CASE WHEN m.score_column IS NOT NULL THEN format('(c.predicted::float8 >= %L::float8)::text', m.threshold)
+             WHEN m.label_kind = 'regression' THEN $e$''$e$ ELSE 'c.predicted' END,
+        CASE WHEN m.label_kind = 'regression' THEN $e$CASE WHEN c.actual IS NOT NULL THEN '' END$e$ ELSE 'c.actual' END)
     USING problem;
 END $$;
 COMMENT ON FUNCTION mlmon.check_monitor IS

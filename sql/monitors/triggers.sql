@@ -327,6 +327,43 @@ BEGIN
                    prefix || 'delete', rel, native);
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
                    prefix || 'truncate', rel, fn);
+    -- A logical-replication subscriber's apply worker fires row triggers
+    -- only, and TRUNCATE triggers enabled ALWAYS (see _replica_row_write).
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel, prefix || 'truncate');
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION mlmon._replica_row_write(%L)',
+                   prefix || 'replica', rel, m.name);
+    EXECUTE format('ALTER TABLE %s ENABLE REPLICA TRIGGER %I', rel, prefix || 'replica');
+END $$;
+
+-- The rows a logical-replication subscriber applies (session_replication_role
+-- = replica, in the apply worker) fire row triggers only: mlmon's statement
+-- triggers never see them, whether enabled ALWAYS or not. Each monitored
+-- table therefore has one row trigger, `mlmon_<name>_replica`, enabled for
+-- replicas only (it never fires for ordinary writes, so nothing is counted
+-- twice), which recounts the row's key exactly as backfill_monitor does. It
+-- runs as the apply worker's role (the subscription's owner, a superuser in
+-- PostgreSQL 15; only superusers may set session_replication_role), so it
+-- needs no SECURITY DEFINER. One key per row: a subscriber applies about as
+-- fast as single-row writes are counted.
+CREATE FUNCTION mlmon._replica_row_write() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(TG_ARGV[0]);
+    keys text[] := '{}';
+    col name;
+BEGIN
+    FOREACH col IN ARRAY ARRAY(SELECT DISTINCT c FROM unnest(ARRAY[
+            CASE WHEN TG_RELID = m.predictions THEN m.key_column END,
+            CASE WHEN TG_RELID = m.outcomes THEN m.outcome_key_column END]) c WHERE c IS NOT NULL) LOOP
+        IF TG_OP <> 'INSERT' THEN
+            keys := keys || (to_jsonb(OLD) ->> col);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            keys := keys || (to_jsonb(NEW) ->> col);
+        END IF;
+    END LOOP;
+    PERFORM mlmon._recount_keys(m, keys);
+    RETURN NULL;
 END $$;
 
 -- An index with `col` as its leading column, created if there is none: the

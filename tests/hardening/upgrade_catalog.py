@@ -8,7 +8,9 @@ procedures, types, operators, operator classes and families, collations,
 conversions, text search objects, extended statistics), their sub-objects
 (columns, constraints, triggers, policies, rules), casts from, to or through
 mlmon's types and functions, event triggers calling mlmon's functions, the
-schema itself and the extension's own row (version, config tables). The key is
+schema itself and the extension's own row (version, config tables). Column and
+relation options named pg_attver (a stamp this server puts on every new
+column, different at each creation) are left out. The key is
 pg_identify_object's (type, identity), which names objects by schema-qualified
 name and signature, never by OID, so two databases can be compared.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 
 SCOPE = r"""
 WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'mlmon'),
@@ -80,6 +83,14 @@ scope(classid, objid) AS (
 
 def _sorted_acl(expr: str) -> str:
     return f"(SELECT array_agg(a::text ORDER BY a::text) FROM unnest({expr}) a)"
+
+
+def _options(expr: str) -> str:
+    # This server (PostgreSQL 15.20 as Debian builds it) stamps every column
+    # it creates with an option pg_attver=<number> that differs between two
+    # creations of the same column: left out, with nothing else.
+    return (f"(SELECT array_agg(o ORDER BY o) FROM unnest({expr}) o "
+            r"WHERE o NOT LIKE 'pg\_attver=%')")
 
 
 def _in_scope(catalog: str, oid: str = "oid") -> str:
@@ -193,7 +204,7 @@ QUERIES = {
         SELECT 'pg_class'::regclass, c.oid, 0, jsonb_build_object(
             'relkind', c.relkind,
             'persistence', c.relpersistence,
-            'options', c.reloptions,
+            'options', {_options('c.reloptions')},
             'row security', c.relrowsecurity,
             'force row security', c.relforcerowsecurity,
             'replica identity', c.relreplident,
@@ -234,7 +245,7 @@ QUERIES = {
             'generated', a.attgenerated,
             'collation', CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END,
             'dimensions', a.attndims,
-            'options', a.attoptions,
+            'options', {_options('a.attoptions')},
             'acl', {_sorted_acl('a.attacl')})
         FROM pg_attribute a
         JOIN pg_class c ON c.oid = a.attrelid
@@ -382,7 +393,8 @@ def describe(conn) -> dict:
 # ---------------------------------------------------------------------------
 
 def diff(old: dict, new: dict) -> list:
-    """[(object, field, old value, new value)]: field None when the whole object is on one side only."""
+    """[(object, field, old value, new value)]: field None when the whole
+    object is on one side only (the values are then the objects, one None)."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
@@ -403,68 +415,100 @@ def _show(v):
     return json.dumps(v, sort_keys=True, default=str)
 
 
-# Keywords of COMMENT ON / DROP for pg_identify_object's types.
-_SQL_KIND = {"function": "FUNCTION", "aggregate": "AGGREGATE", "procedure": "PROCEDURE", "type": "TYPE",
-             "composite type": "TYPE", "enum type": "TYPE", "domain": "DOMAIN", "table": "TABLE", "view": "VIEW",
-             "materialized view": "MATERIALIZED VIEW", "sequence": "SEQUENCE", "index": "INDEX",
-             "table column": "COLUMN", "view column": "COLUMN", "composite type column": "COLUMN",
-             "schema": "SCHEMA", "event trigger": "EVENT TRIGGER", "operator": "OPERATOR", "cast": "CAST",
-             "extension": "EXTENSION"}
+def _parent(key, fields):
+    """The identity of the object a sub-object belongs to (columns,
+    constraints, policies, triggers, rules, indexes, row and array types,
+    owned sequences), or None."""
+    typ, identity = key
+    if typ.endswith(" column"):
+        return identity.rsplit(".", 1)[0]
+    if typ in ("table constraint", "policy", "trigger", "rule", "domain constraint") and " on " in identity:
+        return identity.split(" on ", 1)[1]
+    if typ == "index" and fields.get("index definition"):
+        m = re.search(r" ON (?:ONLY )?(.+?) USING ", fields["index definition"])
+        return m.group(1) if m else None
+    if typ == "type":
+        if fields.get("relation"):
+            return fields["relation"]
+        if fields.get("category") == "A" and fields.get("element") not in (None, "-"):
+            return fields["element"]
+    if typ == "sequence" and fields.get("owned by"):
+        m = re.search(r" of table (.+)$", fields["owned by"])
+        return m.group(1) if m else None
+    return None
 
 
-def _sql_name(typ, identity):
-    if typ in ("table constraint", "policy", "trigger", "rule", "domain constraint"):
-        kw = {"table constraint": "CONSTRAINT", "policy": "POLICY", "trigger": "TRIGGER", "rule": "RULE",
-              "domain constraint": "CONSTRAINT"}[typ]
-        name, _, on = identity.partition(" on ")
-        return f"{kw} {name} ON {'DOMAIN ' if typ == 'domain constraint' else ''}{on}"
-    return f"{_SQL_KIND.get(typ, typ.upper())} {identity}"
-
-
-def _literal(s):
-    return "NULL" if s is None else "'" + s.replace("'", "''") + "'"
-
-
-def hints(differences, new_conn=None) -> list:
-    """SQL lines that would close some differences in an upgrade script (fix
-    hints, to be reviewed: grants, tables and aggregates are only described)."""
-    out, done = [], set()
-    for (typ, identity), field, a, b in differences:
-        if typ in ("function", "procedure") and b is not None and new_conn is not None and (typ, identity) not in done:
-            if field is None or field not in ("comment", "initial privileges", "acl", "member"):
-                done.add((typ, identity))
-                try:
-                    d = new_conn.execute("SELECT pg_get_functiondef(%s)", [b["_oid"]]).fetchone()[0]
-                except Exception as e:  # noqa: BLE001 - only a hint
-                    d = f"-- (pg_get_functiondef failed: {e})"
-                if field in ("arguments", "result", "returns set", "identity arguments"):
-                    out.append(f"-- {typ} {identity}: its result or argument names/defaults changed; "
-                               "CREATE OR REPLACE cannot do that, DROP it first")
-                out.append(d.rstrip() + ";")
-            if field is None and b is not None and b.get("comment"):
-                out.append(f"COMMENT ON {_sql_name(typ, identity)} IS {_literal(b['comment'])};")
-        elif field is None and a is not None and b is None:
-            out.append(f"DROP {_sql_name(typ, identity)};  -- only in the upgraded database")
-        elif field == "comment":
-            out.append(f"COMMENT ON {_sql_name(typ, identity)} IS {_literal(b)};")
-        elif field is None and b is not None and b.get("comment"):
-            out.append(f"-- create {typ} {identity} (fields above), then:")
-            out.append(f"COMMENT ON {_sql_name(typ, identity)} IS {_literal(b['comment'])};")
-    return out
+# Values not worth printing for an object on one side only.
+_QUIET = (None, False, "", "-", [], {}, "0")
+_QUIET_FIELDS = {"dimensions", "typmod", "rows", "length", "delimiter", "by value", "defined", "persistence",
+                 "replica identity", "access method", "moving final modify", "final modify", "transition space",
+                 "moving transition space", "direct arguments", "aggregate kind", "alignment", "storage",
+                 "identity arguments", "kind", "returns set", "cost", "owner", "variadic"}
 
 
 def render(differences, old_label="upgraded", new_label="fresh", hint_lines=(), limit=200) -> str:
-    """The differences as readable text: one block per object, then fix hints."""
+    """The differences as readable text: one line per changed field (a
+    unified diff for long values), one block per object on one side only
+    (with its sub-objects folded in), then hints."""
+    only = {}
+    for key, field, a, b in differences:
+        if field is None:
+            only[key] = (a is None, a if b is None else b)   # (only in new, fields)
+    by_identity = {(side, k[1]): k for k, (side, _) in only.items()}
+
+    def top(key):
+        side, fields = only[key]
+        seen = set()
+        while True:
+            p = _parent(key, fields)
+            pk = by_identity.get((side, p))
+            if pk is None or pk in seen:
+                return key
+            seen.add(pk)
+            key, fields = pk, only[pk][1]
+
+    folded = {}
+    for key in only:
+        t = top(key)
+        if t != key:
+            folded.setdefault(t, []).append(key)
+
     lines = [f"{len(differences)} catalog difference(s), {old_label} vs {new_label}:"]
-    for (typ, identity), field, a, b in differences[:limit]:
+    shown = 0
+    for (typ, identity), field, a, b in differences:
+        key = (typ, identity)
+        if field is None and any(key in v for v in folded.values()):
+            continue
+        shown += 1
+        if shown > limit:
+            lines.append(f"  ... and more ({len(differences)} in all)")
+            break
         head = f"  {typ} {identity}"
         if field is None:
             side = new_label if a is None else old_label
             obj = b if a is None else a
             lines.append(f"{head}: only in {side}")
             for f in sorted(obj):
-                if not f.startswith("_") and obj[f] is not None:
-                    lines.append(f"      {f}: {_show(obj[f])}")
+                v = obj[f]
+                if f.startswith("_") or v in _QUIET or (f in _QUIET_FIELDS and f not in ("kind",)):
+                    continue
+                if f == "acl" and typ in _DEFAULT_PRIVILEGES and obj.get("owner"):
+                    pub, own = _DEFAULT_PRIVILEGES[typ]
+                    default = sorted([f"{obj['owner']}={own}/{obj['owner']}"] + ([f"={pub}/{obj['owner']}"] if pub else []))
+                    if v == default:
+                        continue
+                sv = _show(v)
+                if f == "source" and sv.count("\n") >= 3:
+                    lines.append(f"      source: ({sv.count(chr(10)) + 1} lines{', in the hints below' if a is None else ''})")
+                elif "\n" in sv:
+                    lines.append(f"      {f}:")
+                    lines.extend("          " + x for x in sv.splitlines())
+                else:
+                    lines.append(f"      {f}: {sv}")
+            subs = sorted(folded.get(key, []))
+            if subs:
+                names = ", ".join(f"{t} {i}" for t, i in subs[:8]) + (", ..." if len(subs) > 8 else "")
+                lines.append(f"      with {len(subs)} sub-object(s) only in {side}: {names}")
             continue
         sa, sb = _show(a), _show(b)
         if "\n" in sa or "\n" in sb or len(sa) + len(sb) > 160:
@@ -473,9 +517,233 @@ def render(differences, old_label="upgraded", new_label="fresh", hint_lines=(), 
                 sa.splitlines(), sb.splitlines(), old_label, new_label, lineterm="", n=2))
         else:
             lines.append(f"{head} | {field} | {old_label}: {sa} | {new_label}: {sb}")
-    if len(differences) > limit:
-        lines.append(f"  ... and {len(differences) - limit} more")
     if hint_lines:
-        lines.append("Possible SQL for the upgrade script (review before use):")
-        lines.extend("    " + h for h in hint_lines)
+        lines.append(f"SQL that would give the {old_label} database what {new_label} has (hints for the upgrade "
+                     "script: review every line):")
+        lines.extend("    " + x for h in hint_lines for x in h.split("\n"))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Hints: SQL for the upgrade script
+# ---------------------------------------------------------------------------
+
+_KEYWORD = {"function": "FUNCTION", "aggregate": "AGGREGATE", "procedure": "PROCEDURE", "type": "TYPE",
+            "composite type": "TYPE", "enum type": "TYPE", "domain": "DOMAIN", "table": "TABLE", "view": "VIEW",
+            "materialized view": "MATERIALIZED VIEW", "sequence": "SEQUENCE", "index": "INDEX", "schema": "SCHEMA",
+            "event trigger": "EVENT TRIGGER", "operator": "OPERATOR", "cast": "CAST", "extension": "EXTENSION",
+            "operator class": "OPERATOR CLASS", "operator family": "OPERATOR FAMILY"}
+_PRIVILEGES = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "D": "TRUNCATE", "x": "REFERENCES",
+               "t": "TRIGGER", "X": "EXECUTE", "U": "USAGE", "C": "CREATE", "c": "CONNECT", "T": "TEMPORARY"}
+
+
+# What a new object's owner and PUBLIC may do before any GRANT (acldefault).
+_DEFAULT_PRIVILEGES = {"function": ("X", "X"), "aggregate": ("X", "X"), "procedure": ("X", "X"),
+                       "type": ("U", "U"), "composite type": ("U", "U"), "enum type": ("U", "U"),
+                       "domain": ("U", "U"), "table": ("", "arwdDxt"), "view": ("", "arwdDxt"),
+                       "materialized view": ("", "arwdDxt"), "sequence": ("", "rwU"), "schema": ("", "UC")}
+
+
+def _literal(s):
+    return "NULL" if s is None else "'" + str(s).replace("'", "''") + "'"
+
+
+def _split_column(identity):
+    rel, _, col = identity.rpartition(".")
+    return rel, col
+
+
+def _object_sql(typ, identity):
+    """How COMMENT ON / DROP / ALTER EXTENSION name the object."""
+    if typ.endswith(" column"):
+        return f"COLUMN {identity}"
+    if typ in ("table constraint", "policy", "trigger", "rule"):
+        name, _, on = identity.partition(" on ")
+        return f"{ {'table constraint': 'CONSTRAINT', 'policy': 'POLICY', 'trigger': 'TRIGGER', 'rule': 'RULE'}[typ]} {name} ON {on}"
+    if typ == "domain constraint":
+        name, _, on = identity.partition(" on ")
+        return f"CONSTRAINT {name} ON DOMAIN {on}"
+    return f"{_KEYWORD.get(typ, typ.upper())} {identity}"
+
+
+def _grant_target(typ, identity, fields):
+    if typ in ("table", "view", "materialized view", "foreign table"):
+        return f"TABLE {identity}"
+    if typ == "sequence":
+        return f"SEQUENCE {identity}"
+    if typ in ("function", "aggregate", "procedure"):
+        return f"{'PROCEDURE' if typ == 'procedure' else 'FUNCTION'} {identity}"
+    if typ == "schema":
+        return f"SCHEMA {identity}"
+    if typ in ("type", "composite type", "enum type", "domain"):
+        return f"TYPE {identity}"
+    return None
+
+
+def _acl_map(acl):
+    out = {}
+    for item in acl or []:
+        grantee, _, rest = item.partition("=")
+        privs = rest.split("/")[0].replace("*", "")
+        out[grantee or "PUBLIC"] = set(privs)
+    return out
+
+
+def _acl_hints(typ, identity, old_acl, new_acl, column=None):
+    target = _grant_target(typ, identity, {})
+    if column is not None:
+        rel, col = _split_column(identity)
+        target = f"TABLE {rel}"
+    if target is None:
+        return [f"-- {typ} {identity}: privileges differ ({old_acl} vs {new_acl})"]
+    out = []
+    a, b = _acl_map(old_acl), _acl_map(new_acl)
+    cols = f" ({col})" if column is not None else ""
+    for grantee in sorted(set(a) | set(b)):
+        add = sorted(_PRIVILEGES.get(p, p) for p in b.get(grantee, set()) - a.get(grantee, set()))
+        rem = sorted(_PRIVILEGES.get(p, p) for p in a.get(grantee, set()) - b.get(grantee, set()))
+        g = "PUBLIC" if grantee == "PUBLIC" else grantee
+        if add:
+            out.append(f"GRANT {', '.join(p + cols for p in add)} ON {target} TO {g};")
+        if rem:
+            out.append(f"REVOKE {', '.join(p + cols for p in rem)} ON {target} FROM {g};")
+    return out
+
+
+def _bare(regprocedure):
+    return None if regprocedure in (None, "-") else regprocedure.split("(", 1)[0]
+
+
+def _aggregate_sql(identity, f):
+    parts = [f"SFUNC = {_bare(f['transition function'])}", f"STYPE = {f['transition type']}"]
+    for field, kw in (("final function", "FINALFUNC"), ("combine function", "COMBINEFUNC"),
+                      ("serial function", "SERIALFUNC"), ("deserial function", "DESERIALFUNC"),
+                      ("moving transition function", "MSFUNC"), ("moving inverse function", "MINVFUNC"),
+                      ("moving final function", "MFINALFUNC")):
+        if _bare(f.get(field)):
+            parts.append(f"{kw} = {_bare(f[field])}")
+    if f.get("moving transition type") not in (None, "-"):
+        parts.append(f"MSTYPE = {f['moving transition type']}")
+    if f.get("initial value") is not None:
+        parts.append(f"INITCOND = {_literal(f['initial value'])}")
+    if f.get("final extra"):
+        parts.append("FINALFUNC_EXTRA")
+    parallel = {"s": "SAFE", "r": "RESTRICTED", "u": "UNSAFE"}.get(f.get("parallel"))
+    if parallel:
+        parts.append(f"PARALLEL = {parallel}")
+    name = identity.split("(", 1)[0]
+    return f"CREATE AGGREGATE {name}({f.get('arguments', '')}) ({', '.join(parts)});"
+
+
+def hints(differences, new_catalog: dict, new_conn=None) -> list:
+    """SQL lines that would turn the old side into the new side, where a
+    difference has an obvious statement; everything else is described above."""
+    out = []
+    done = set()
+
+    def functiondef(key):
+        oid = new_catalog[key].get("_oid")
+        if new_conn is None or oid is None:
+            return f"-- CREATE OR REPLACE {key[0].upper()} {key[1]} (definition from a fresh install)"
+        try:
+            return new_conn.execute("SELECT pg_get_functiondef(%s)", [oid]).fetchone()[0].rstrip() + ";"
+        except Exception as e:  # noqa: BLE001 - only a hint
+            return f"-- (pg_get_functiondef failed: {e})"
+
+    for key, field, a, b in differences:
+        typ, identity = key
+        new_obj = new_catalog.get(key)
+        if field is None and b is None:                      # only in the old side
+            if typ.endswith(" column"):
+                rel, col = _split_column(identity)
+                out.append(f"ALTER TABLE {rel} DROP COLUMN {col};")
+            elif typ == "table constraint":
+                name, _, on = identity.partition(" on ")
+                out.append(f"ALTER TABLE {on} DROP CONSTRAINT {name};")
+            elif typ == "type" and (a.get("relation") or a.get("category") == "A"):
+                continue                                       # goes with its relation or element type
+            else:
+                out.append(f"DROP {_object_sql(typ, identity)};")
+            continue
+        if field is None:                                      # only in the new side
+            if typ in ("function", "procedure"):
+                out.append(functiondef(key))
+            elif typ == "aggregate":
+                out.append(_aggregate_sql(identity, b))
+            elif typ in ("view", "materialized view"):
+                out.append(f"CREATE {_KEYWORD[typ]} {identity} AS\n{b.get('view definition', '')}")
+            elif typ == "index":
+                out.append(b.get("index definition", "") + ";")
+            elif typ.endswith(" column") and typ != "view column" and not any(
+                    d[1] is None and d[0][1] == _split_column(identity)[0] for d in differences):
+                rel, col = _split_column(identity)
+                extra = (f" DEFAULT {b['default']}" if b.get("default") else "") + (" NOT NULL" if b.get("not null") else "")
+                out.append(f"ALTER TABLE {rel} ADD COLUMN {col} {b.get('type')}{extra};"
+                           f"  -- a fresh install has it at position {b.get('position')}")
+            elif typ == "table constraint":
+                name, _, on = identity.partition(" on ")
+                out.append(f"ALTER TABLE {on} ADD CONSTRAINT {name} {b.get('definition')};")
+            elif typ == "policy":
+                name, _, on = identity.partition(" on ")
+                cmd = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}.get(b.get("command"), "ALL")
+                sql = (f"CREATE POLICY {name} ON {on} AS {'PERMISSIVE' if b.get('permissive') else 'RESTRICTIVE'} "
+                       f"FOR {cmd} TO {', '.join(b.get('roles') or ['public'])}")
+                if b.get("using"):
+                    sql += f" USING ({b['using']})"
+                if b.get("with check"):
+                    sql += f" WITH CHECK ({b['with check']})"
+                out.append(sql + ";")
+            elif typ in ("type", "view column") or typ.endswith(" column"):
+                continue                                       # made with their relation
+            else:
+                out.append(f"-- create {typ} {identity} (see its fields above)")
+            if b.get("comment"):
+                out.append(f"COMMENT ON {_object_sql(typ, identity)} IS {_literal(b['comment'])};")
+            if b.get("acl") and typ in _DEFAULT_PRIVILEGES and b.get("owner"):
+                default = [f"{b['owner']}={_DEFAULT_PRIVILEGES[typ][1]}/{b['owner']}"]
+                if _DEFAULT_PRIVILEGES[typ][0]:
+                    default.append(f"={_DEFAULT_PRIVILEGES[typ][0]}/{b['owner']}")
+                out.extend(_acl_hints(typ, identity, default, b["acl"]))
+            continue
+        # A field differs.
+        if typ in ("function", "procedure") and field not in ("comment", "initial privileges", "acl", "member"):
+            if key not in done:
+                done.add(key)
+                if field in ("arguments", "result", "returns set"):
+                    out.append(f"-- {typ} {identity}: {field} changed, which CREATE OR REPLACE cannot do: "
+                               f"DROP {typ.upper()} {identity}; first")
+                out.append(functiondef(key))
+        elif typ == "aggregate" and field not in ("comment", "initial privileges", "acl", "member"):
+            if key not in done:
+                done.add(key)
+                out.append(f"DROP AGGREGATE {identity};")
+                out.append(_aggregate_sql(identity, new_obj))
+        elif field == "comment":
+            out.append(f"COMMENT ON {_object_sql(typ, identity)} IS {_literal(b)};")
+        elif field == "acl":
+            out.extend(_acl_hints(typ, identity, a, b, column=True if typ.endswith(" column") else None))
+        elif field == "member":
+            out.append(f"ALTER EXTENSION mlmon {'ADD' if b else 'DROP'} {_object_sql(typ, identity)};")
+        elif field == "view definition":
+            out.append(f"CREATE OR REPLACE VIEW {identity} AS\n{b}  -- (only adds columns at the end; else DROP VIEW first)")
+        elif typ.endswith(" column") and field == "default":
+            rel, col = _split_column(identity)
+            out.append(f"ALTER TABLE {rel} ALTER COLUMN {col} " + (f"SET DEFAULT {b};" if b else "DROP DEFAULT;"))
+        elif typ.endswith(" column") and field == "not null":
+            rel, col = _split_column(identity)
+            out.append(f"ALTER TABLE {rel} ALTER COLUMN {col} {'SET' if b else 'DROP'} NOT NULL;")
+        elif typ.endswith(" column") and field == "type":
+            rel, col = _split_column(identity)
+            out.append(f"ALTER TABLE {rel} ALTER COLUMN {col} TYPE {b};")
+        elif field == "config tables":
+            for rel, cond in sorted((b or {}).items()):
+                if (a or {}).get(rel) != cond:
+                    out.append(f"SELECT pg_catalog.pg_extension_config_dump('{rel}', {_literal(cond)});")
+        elif field in ("row security", "force row security"):
+            verb = ("ENABLE" if b else "DISABLE") if field == "row security" else ("FORCE" if b else "NO FORCE")
+            out.append(f"ALTER TABLE {identity} {verb} ROW LEVEL SECURITY;")
+        elif field == "initial privileges":
+            continue                                           # follows from GRANTs run by the script
+        else:
+            out.append(f"-- {typ} {identity}: {field} differs (see above)")
+    return out
