@@ -62,15 +62,15 @@ CREATE FUNCTION mlmon._wilson(successes double precision, trials double precisio
 CREATE FUNCTION mlmon.accuracy_ci(cm mlmon.confusion, confidence double precision DEFAULT 0.95,
                                   OUT lower double precision, OUT upper double precision)
     IMMUTABLE PARALLEL SAFE LANGUAGE sql
-    AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._accuracy_ci(cm, confidence) AS b) s $$;
+    SET search_path = pg_catalog, pg_temp AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._accuracy_ci(cm, confidence) AS b) s $$;
 CREATE FUNCTION mlmon.precision_ci(cm mlmon.confusion, confidence double precision DEFAULT 0.95, label text DEFAULT NULL,
                                    OUT lower double precision, OUT upper double precision)
     IMMUTABLE PARALLEL SAFE LANGUAGE sql
-    AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._precision_ci(cm, confidence, label) AS b) s $$;
+    SET search_path = pg_catalog, pg_temp AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._precision_ci(cm, confidence, label) AS b) s $$;
 CREATE FUNCTION mlmon.recall_ci(cm mlmon.confusion, confidence double precision DEFAULT 0.95, label text DEFAULT NULL,
                                 OUT lower double precision, OUT upper double precision)
     IMMUTABLE PARALLEL SAFE LANGUAGE sql
-    AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._recall_ci(cm, confidence, label) AS b) s $$;
+    SET search_path = pg_catalog, pg_temp AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._recall_ci(cm, confidence, label) AS b) s $$;
 
 -- Cost ---------------------------------------------------------------------------
 

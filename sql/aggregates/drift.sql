@@ -13,15 +13,15 @@ BEGIN
                         IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
                        '_' || t || '_compare', t, 'MODULE_PATHNAME', t || '_compare_wrapper');
         EXECUTE format('CREATE FUNCTION mlmon.psi(reference mlmon.%1$I, current mlmon.%1$I) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
                        t, '_' || t || '_compare', 'psi');
         EXECUTE format('CREATE FUNCTION mlmon.js_distance(reference mlmon.%1$I, current mlmon.%1$I) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
                        t, '_' || t || '_compare', 'js_distance');
         EXECUTE format('CREATE FUNCTION mlmon.chi2_test(reference mlmon.%1$I, current mlmon.%1$I,
                                                         OUT statistic double precision, OUT p_value double precision, OUT dof bigint)
                         IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
-                        AS $f$ SELECT r[1], r[2], r[3]::bigint FROM (SELECT mlmon.%2$I(reference, current, %3$L) AS r) s $f$',
+                        SET search_path = pg_catalog, pg_temp AS $f$ SELECT r[1], r[2], r[3]::bigint FROM (SELECT mlmon.%2$I(reference, current, %3$L) AS r) s $f$',
                        t, '_' || t || '_compare', 'chi2_test');
     END LOOP;
 END
@@ -43,7 +43,7 @@ CREATE FUNCTION mlmon._ks_2samp(a double precision[], b double precision[]) RETU
 CREATE FUNCTION mlmon.ks_2samp(a double precision[], b double precision[],
                                OUT statistic double precision, OUT p_value double precision)
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
-    AS $$ SELECT r[1], r[2] FROM (SELECT mlmon._ks_2samp(a, b) AS r) s $$;
+    SET search_path = pg_catalog, pg_temp AS $$ SELECT r[1], r[2] FROM (SELECT mlmon._ks_2samp(a, b) AS r) s $$;
 COMMENT ON FUNCTION mlmon.ks_2samp IS
     'Two-sample Kolmogorov-Smirnov test (two-sided); p-value as SciPy''s ks_2samp(method=''asymp'').';
 CREATE FUNCTION mlmon.wasserstein(a double precision[], b double precision[]) RETURNS double precision

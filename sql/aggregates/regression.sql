@@ -13,7 +13,7 @@ DECLARE
 BEGIN
     FOREACH metric IN ARRAY ARRAY['mae', 'mse', 'rmse', 'mape', 'r2', 'mean_error', 'explained_variance'] LOOP
         EXECUTE format('CREATE FUNCTION mlmon.%I(s mlmon.regression) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp
                         AS $f$ SELECT mlmon._regression_metric(s, %L) $f$', metric, metric);
     END LOOP;
 END

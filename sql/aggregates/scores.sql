@@ -7,13 +7,13 @@
 CREATE FUNCTION mlmon._scores_metric(s mlmon.scores, metric text) RETURNS double precision
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_metric_wrapper';
 CREATE FUNCTION mlmon.roc_auc(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$ SELECT mlmon._scores_metric(s, 'roc_auc') $$;
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'roc_auc') $$;
 CREATE FUNCTION mlmon.average_precision(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$ SELECT mlmon._scores_metric(s, 'average_precision') $$;
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'average_precision') $$;
 CREATE FUNCTION mlmon.log_loss(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$ SELECT mlmon._scores_metric(s, 'log_loss') $$;
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'log_loss') $$;
 CREATE FUNCTION mlmon.brier_score(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$ SELECT mlmon._scores_metric(s, 'brier_score') $$;
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'brier_score') $$;
 CREATE FUNCTION mlmon.total(s mlmon.scores) RETURNS bigint
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'scores_count_wrapper';
 CREATE FUNCTION mlmon.is_exact(s mlmon.scores) RETURNS boolean

@@ -53,8 +53,11 @@ SELECT pg_catalog.pg_extension_config_dump('mlmon.drift_column', '');
 -- owner's members and mlmon_reader (dashboards) read them, nobody else.
 ALTER TABLE mlmon.drift_monitor ENABLE ROW LEVEL SECURITY;
 CREATE POLICY drift_monitor_read ON mlmon.drift_monitor FOR SELECT USING (true);
-CREATE POLICY drift_monitor_owner ON mlmon.drift_monitor FOR ALL USING (mlmon._manages(owner))
+CREATE POLICY drift_monitor_insert ON mlmon.drift_monitor FOR INSERT
+    WITH CHECK (mlmon._manages(owner) AND mlmon._owns_table(source));
+CREATE POLICY drift_monitor_update ON mlmon.drift_monitor FOR UPDATE USING (mlmon._manages(owner))
     WITH CHECK (mlmon._manages(owner));
+CREATE POLICY drift_monitor_delete ON mlmon.drift_monitor FOR DELETE USING (mlmon._manages(owner));
 ALTER TABLE mlmon.drift_column ENABLE ROW LEVEL SECURITY;
 CREATE POLICY drift_column_read ON mlmon.drift_column FOR SELECT
     USING (pg_catalog.pg_has_role(current_user, 'mlmon_reader', 'MEMBER')

@@ -82,7 +82,11 @@ SELECT pg_catalog.pg_extension_config_dump('mlmon.feature_view', '');
 -- security) decide who sees the values.
 ALTER TABLE mlmon.feature_view ENABLE ROW LEVEL SECURITY;
 CREATE POLICY feature_view_read ON mlmon.feature_view FOR SELECT USING (true);
-CREATE POLICY feature_view_owner ON mlmon.feature_view FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
+-- Rows go in only through create_feature_view and create_window_feature in
+-- practice; the check keeps a hand-made row to a source its owner can read.
+CREATE POLICY feature_view_insert ON mlmon.feature_view FOR INSERT
+    WITH CHECK (owner = current_user AND has_table_privilege(source, 'SELECT'));
+CREATE POLICY feature_view_delete ON mlmon.feature_view FOR DELETE USING (owner = current_user);
 GRANT SELECT, INSERT, DELETE ON mlmon.feature_view TO PUBLIC;
 
 -- NULL when the view can still be read, else what broke. Sources are checked
@@ -164,6 +168,12 @@ BEGIN
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = source) NOT IN ('r', 'p', 'v', 'm', 'f') THEN
         RAISE EXCEPTION '% is not a table, view or materialized view', source
             USING ERRCODE = 'wrong_object_type', HINT = 'argument source: a table, partitioned table, view, materialized view or foreign table';
+    END IF;
+    -- Definitions are for tables their owner can read (reads run as the
+    -- caller and check again; this keeps the catalog honest).
+    IF NOT has_table_privilege(source, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied for %', source
+            USING ERRCODE = 'insufficient_privilege', HINT = 'argument source: a feature view needs SELECT on its source';
     END IF;
     PERFORM mlmon._column_type(source, entity, 'entity');
     t := mlmon._column_type(source, event_time, 'event_time');

@@ -80,9 +80,27 @@ SELECT pg_catalog.pg_extension_config_dump('mlmon.monitor', '');
 
 -- Anyone may create monitors on tables they may put triggers on; rows are
 -- visible to all (metrics are not secret) but changed only by their owner.
+-- Whether the current role owns `rel` (or is a member of its owner): what
+-- attaching triggers, indexes and monitors to a table takes.
+CREATE FUNCTION mlmon._owns_table(rel regclass) RETURNS boolean
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM pg_class c WHERE c.oid = rel AND pg_has_role(current_user, c.relowner, 'MEMBER'))
+$$;
+
 ALTER TABLE mlmon.monitor ENABLE ROW LEVEL SECURITY;
 CREATE POLICY monitor_read ON mlmon.monitor FOR SELECT USING (true);
-CREATE POLICY monitor_owner ON mlmon.monitor FOR ALL USING (owner = current_user) WITH CHECK (owner = current_user);
+-- A row names tables the inserting role owns (triggers go on them) and the
+-- predictions table's schema for its internal objects: a role cannot
+-- register a monitor over someone else's tables by writing the catalog
+-- itself, which would have the table owner's next ALTER TABLE generate
+-- functions for it (mlmon._after_ddl). Updates touch only the columns
+-- granted below.
+CREATE POLICY monitor_insert ON mlmon.monitor FOR INSERT
+    WITH CHECK (owner = current_user AND mlmon._owns_table(predictions) AND mlmon._owns_table(outcomes)
+                AND internal_schema = (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                       WHERE c.oid = predictions));
+CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (owner = current_user);
 GRANT SELECT, INSERT, DELETE ON mlmon.monitor TO PUBLIC;
 GRANT UPDATE (bulk_loads, reference_from, reference_to) ON mlmon.monitor TO PUBLIC;
 
@@ -100,7 +118,7 @@ GRANT SELECT ON mlmon.monitors TO PUBLIC;
 
 -- Bucket boundaries are aligned to a fixed Monday so weekly buckets start on Mondays.
 CREATE FUNCTION mlmon._bucket_origin() RETURNS timestamptz
-    IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$ SELECT '2000-01-03 00:00:00+00'::timestamptz $$;
+    IMMUTABLE PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT '2000-01-03 00:00:00+00'::timestamptz $$;
 
 CREATE FUNCTION mlmon._monitor(monitor text) RETURNS mlmon.monitor
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -121,23 +139,23 @@ END $$;
 -- write paths count only labels, so these monitors take the PL/pgSQL path
 -- for every statement.
 CREATE FUNCTION mlmon._has_cell_state(m mlmon.monitor) RETURNS boolean
-    IMMUTABLE LANGUAGE sql AS $$ SELECT m.score_column IS NOT NULL OR m.label_kind = 'regression' $$;
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT m.score_column IS NOT NULL OR m.label_kind = 'regression' $$;
 
 CREATE FUNCTION mlmon._rollup_table(m mlmon.monitor) RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_rollup') $$;
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_rollup') $$;
 CREATE FUNCTION mlmon._keys_table(m mlmon.monitor) RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_keys') $$;
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_keys') $$;
 -- Claim chunks of bulk loads (see src/monitors/bulk/): (lo, hi, entries)
 -- holds the contributions of the keys lo..hi a bulk INSERT counted.
 CREATE FUNCTION mlmon._claims_table(m mlmon.monitor) RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_claims') $$;
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_claims') $$;
 -- The advisory lock a bulk INSERT holds exclusively and every other trigger
 -- call shared (see src/monitors/bulk/).
 CREATE FUNCTION mlmon._bulk_lock_id(m mlmon.monitor) RETURNS bigint
-    IMMUTABLE LANGUAGE sql AS $$ SELECT hashtextextended('mlmon bulk ' || m.name, 0) $$;
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT hashtextextended('mlmon bulk ' || m.name, 0) $$;
 -- Whether a monitor's key type lets bulk loads skip the keys table.
 CREATE FUNCTION mlmon._bulk_capable(m mlmon.monitor) RETURNS boolean
-    IMMUTABLE LANGUAGE sql AS $$
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT m.key_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) AND NOT mlmon._has_cell_state(m) $$;
 
 -- Whether a monitor's key type lets large statements take the native
@@ -182,7 +200,7 @@ CREATE FUNCTION mlmon._claim_entries(entries bytea, keys bigint[])
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_entries_wrapper';
 
 CREATE FUNCTION mlmon._internal_function(m mlmon.monitor, suffix text) RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_' || suffix) $$;
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT format('%I.%I', m.internal_schema, 'mlmon_' || m.name || '_' || suffix) $$;
 
 -- Long operations (create_monitor, rebuild_monitor, create_drift_monitor,
 -- rebuild_drift_monitor, build_training_set) report each phase as a NOTICE:
@@ -219,7 +237,7 @@ END $$;
 
 -- Which label kind a column type gives, or NULL for unsupported types.
 CREATE FUNCTION mlmon._label_kind(t regtype) RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE
         WHEN t = 'boolean'::regtype THEN 'binary'
         WHEN t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
@@ -229,11 +247,11 @@ CREATE FUNCTION mlmon._label_kind(t regtype) RETURNS text
 -- Whether a column type holds the numbers of a regression monitor or the
 -- scores of a score monitor.
 CREATE FUNCTION mlmon._is_number_type(t regtype) RETURNS boolean
-    IMMUTABLE LANGUAGE sql AS $$
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT t IN ('double precision'::regtype, 'real'::regtype, 'numeric'::regtype) $$;
 
 CREATE FUNCTION mlmon._wrong_type(argument text, col name, actual regtype, expected text) RETURNS void
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'column "%" has type %, expected %', col, actual, expected
         USING ERRCODE = 'datatype_mismatch', HINT = format('argument %s: use a column of type %s', argument, expected);
@@ -256,7 +274,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION mlmon._check_weight(w double precision) RETURNS double precision
-    IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql AS $$
+    IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF w < 0 OR w = 'NaN' OR w = 'Infinity' THEN
         RAISE EXCEPTION 'prediction weight must be finite and non-negative, got %', w

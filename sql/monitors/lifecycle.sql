@@ -45,6 +45,11 @@ BEGIN
         RAISE EXCEPTION 'predictions, key, predicted_at, predicted (or score) and outcomes are required'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'pass all of them as named arguments';
     END IF;
+    IF NOT mlmon._owns_table(predictions) OR NOT mlmon._owns_table(outcomes) THEN
+        RAISE EXCEPTION 'only the owner of % and % can attach a monitor to them', predictions, outcomes
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'argument predictions, outcomes: a monitor adds triggers and an index to both tables, which takes their owner (or a member of the owner role)';
+    END IF;
     IF predictions = outcomes THEN
         RAISE EXCEPTION 'predictions and outcomes must be different tables'
             USING ERRCODE = 'invalid_parameter_value',
@@ -192,6 +197,10 @@ BEGIN
     -- DROP EXTENSION then takes the generated functions (and with them the
     -- triggers) along, instead of leaving triggers that call missing functions.
     -- The rollup and keys tables stay: they are the user's data.
+    -- Nobody but the owner calls them: the triggers need no EXECUTE grant to
+    -- fire, and a trigger of another table calling them would count its rows.
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(), %s(), %s(boolean) FROM PUBLIC', mlmon._internal_function(m, 'on_predictions'),
+                   mlmon._internal_function(m, 'on_outcomes'), mlmon._internal_function(m, 'compact'));
     FOREACH col IN ARRAY ARRAY['apply_predictions', 'apply_outcomes'] LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(%s[]) FROM PUBLIC', mlmon._internal_function(m, col), m.key_type);
         EXECUTE format('ALTER FUNCTION %s(%s[]) DEPENDS ON EXTENSION mlmon', mlmon._internal_function(m, col), m.key_type);
@@ -405,9 +414,14 @@ COMMENT ON PROCEDURE mlmon.backfill_monitor IS
 CREATE FUNCTION mlmon.compact_monitor(name text) RETURNS bigint
     VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    m mlmon.monitor := mlmon._monitor(name);
     folded bigint;
 BEGIN
-    EXECUTE format('SELECT %s(true)', mlmon._internal_function(mlmon._monitor(name), 'compact')) INTO folded;
+    IF NOT mlmon._manages(m.owner) THEN
+        RAISE EXCEPTION 'monitor "%" belongs to %', name, m.owner
+            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only its owner (or a member of that role) can compact a monitor';
+    END IF;
+    EXECUTE format('SELECT %s(true)', mlmon._internal_function(m, 'compact')) INTO folded;
     RETURN folded;
 END $$;
 COMMENT ON FUNCTION mlmon.compact_monitor IS 'Folds a monitor''s delta rows into one row per cell; returns rows folded.';
@@ -419,6 +433,10 @@ DECLARE
     rel regclass;
     suffix text;
 BEGIN
+    IF NOT mlmon._manages(m.owner) THEN
+        RAISE EXCEPTION 'monitor "%" belongs to %', name, m.owner
+            USING ERRCODE = 'insufficient_privilege', HINT = 'argument name: only its owner can drop a monitor';
+    END IF;
     FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel);  -- source table already dropped
         FOREACH suffix IN ARRAY ARRAY['enter', 'insert', 'update', 'delete', 'truncate', 'replica'] LOOP
@@ -451,6 +469,14 @@ BEGIN
         SELECT mm.* FROM mlmon.monitor mm
         WHERE EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
                       WHERE c.classid = 'pg_class'::regclass AND c.objid IN (mm.predictions, mm.outcomes))
+          -- Regenerated only where create_monitor made them, as the monitor's
+          -- owner: CREATE OR REPLACE keeps a function's owner, so the
+          -- SECURITY DEFINER functions never run as whoever altered the table
+          -- (a superuser, say), and a catalog row nobody created functions
+          -- for gets none.
+          AND EXISTS (SELECT FROM pg_proc p
+                      WHERE p.oid = to_regprocedure(mlmon._internal_function(mm, 'on_predictions') || '()')
+                        AND p.proowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = mm.owner))
     LOOP
         FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
             needed := CASE WHEN rel = m.predictions

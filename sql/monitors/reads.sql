@@ -76,7 +76,7 @@ END $$;
 -- buckets), optionally of segments containing `segment`: the WHERE clause
 -- over $1 bucket, $2 since, $3 until, $4 maturity, $5 segment.
 CREATE FUNCTION mlmon._matured_labeled_sql() RETURNS text
-    IMMUTABLE LANGUAGE sql AS $$
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3 AND bucket + $1 <= now() - $4
             AND actual IS NOT NULL AND ($5::jsonb IS NULL OR segment @> $5::jsonb)' $$;
 
@@ -104,17 +104,17 @@ COMMENT ON FUNCTION mlmon.confusion(text, timestamptz, timestamptz, jsonb) IS
 -- Trailing-window metrics ending now. The interval argument keeps these
 -- unambiguous next to the two-argument aggregates of the same names.
 CREATE FUNCTION mlmon.accuracy(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql AS $$ SELECT mlmon.accuracy(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.accuracy(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
 CREATE FUNCTION mlmon.precision(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql AS $$ SELECT mlmon.precision(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.precision(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
 CREATE FUNCTION mlmon.recall(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql AS $$ SELECT mlmon.recall(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.recall(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
 CREATE FUNCTION mlmon.f1(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql AS $$ SELECT mlmon.f1(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.f1(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
 CREATE FUNCTION mlmon.cost(monitor text, "trailing" interval, fp_cost double precision, fn_cost double precision,
                            tp_cost double precision DEFAULT 0, tn_cost double precision DEFAULT 0, segment jsonb DEFAULT NULL)
     RETURNS double precision
-    STABLE LANGUAGE sql AS $$
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT mlmon.cost(mlmon.confusion(monitor, now() - $2, now(), segment), fp_cost, fn_cost, tp_cost, tn_cost) $$;
 
 -- The step of a time series as a whole number of the monitor's buckets, at

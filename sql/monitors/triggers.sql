@@ -153,7 +153,8 @@ BEGIN
         LANGUAGE plpgsql
         -- Called only from the trigger functions, which already run as the
         -- monitor's owner with a fixed search_path (EXECUTE is revoked from
-        -- PUBLIC): no SECURITY DEFINER or search_path switch per statement here.
+        -- PUBLIC), and from mlmon._recount_keys: no SECURITY DEFINER here.
+        -- The path is pinned all the same (one more setting beside four).
         -- One plan per session for the small path: its per-key LATERAL shape is
         -- index probes whatever the batch estimate, and re-planning it for every
         -- single-row INSERT cost several times executing it. No JIT: a large
@@ -168,7 +169,8 @@ BEGIN
         -- table) that every later call repeated as the table grew. 8 clients
         -- of single-row late outcomes into a new outcomes table ran at 930
         -- tps against 40,700 unmonitored, falling as the table grew.
-        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' SET enable_seqscan = off%10$s AS $body$
+        SET plan_cache_mode = force_generic_plan SET jit = off SET work_mem = '64MB' SET enable_seqscan = off
+        SET search_path = pg_catalog, pg_temp%10$s AS $body$
         DECLARE
             contended %2$s;
             large boolean := cardinality(changed) >= 1000;
@@ -231,6 +233,12 @@ BEGIN
                 try_plain_insert boolean := true;
                 bad_value float8;
             BEGIN
+                -- Only on its own table: a trigger of someone else's table
+                -- calling this function would count their rows as ours.
+                IF TG_RELID <> %12$s::oid THEN
+                    RAISE EXCEPTION 'trigger function %% of monitor %% fired on %%', %1$L, %5$L, TG_RELID::regclass
+                        USING ERRCODE = 'insufficient_privilege', HINT = 'a monitor''s trigger functions serve only its own tables';
+                END IF;
                 %9$s%11$s
                 -- Occasionally fold deltas so reads stay O(buckets). Only under READ
                 -- COMMITTED: a stricter snapshot could see rows another compactor deleted.
@@ -294,7 +302,8 @@ BEGIN
             -- back to the same double only at extra_float_digits > 0 (a
             -- writer's session may lower it).
             CASE WHEN mlmon._has_cell_state(m) THEN ' SET extra_float_digits = 1' ELSE '' END,
-            mlmon._value_check_sql(m, CASE WHEN side.suffix = 'on_predictions' THEN m.predictions ELSE m.outcomes END));
+            mlmon._value_check_sql(m, CASE WHEN side.suffix = 'on_predictions' THEN m.predictions ELSE m.outcomes END),
+            (CASE WHEN side.suffix = 'on_predictions' THEN m.predictions ELSE m.outcomes END)::oid);
     END LOOP;
 END $gen$;
 

@@ -749,12 +749,6 @@ def test_hostile_objects_before_pg_catalog(runs):
     assert {k: v for k, v in run.warnings.items() if k not in UNPINNED_READS} == runs["clean"].warnings
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mlmon.accuracy/precision/recall/f1/cost(monitor, trailing interval, ...) are LANGUAGE sql without "
-    "SET search_path (sql/monitors/reads.sql): `SELECT mlmon.accuracy(mlmon.confusion(monitor, now() - $2, now(), "
-    "segment))` resolves now() and `-` on the caller's path, so with a schema before pg_catalog "
-    "(SET search_path = hostile, pg_catalog) hostile.now() runs as the caller and the window is wrong. "
-    "Fix: SET search_path = pg_catalog, pg_temp on them (or pg_catalog.now() OPERATOR(pg_catalog.-) $2)."))
 def test_trailing_window_reads_before_pg_catalog(runs):
     run = runs["before_catalog"]
     assert {k: v for k, v in run.hits.items() if k in UNPINNED_READS} == {}
@@ -819,13 +813,14 @@ def test_generated_functions_pin_search_path(catalog):
     assert offenders == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 asks every SQL/PL/pgSQL function body that runs SQL to pin or qualify its search path; these do "
-    "neither (sql/monitors/catalog.sql, reads.sql, sql/aggregates/*.sql and the generated apply_* functions of "
-    "sql/monitors/triggers.sql): fix with SET search_path = pg_catalog, pg_temp (the mlmon._rollup_table-like "
-    "one-liners are inlined into pinned callers, but a direct call runs format()/now()/= from the caller's path)"))
 def test_every_sql_function_pins_search_path(catalog):
-    offenders = sorted(name for name, lang, secdef, pinned, how in catalog if lang in ("sql", "plpgsql") and not pinned)
+    # A procedure that COMMITs cannot have a SET clause (PostgreSQL refuses
+    # transaction control in one): backfill_monitor pins the path with
+    # set_config at the start of each transaction and runs every step in
+    # pinned functions; its body calls only schema-qualified ones.
+    procedures = {"mlmon.backfill_monitor(text,integer)"}
+    offenders = sorted(name for name, lang, secdef, pinned, how in catalog
+                       if lang in ("sql", "plpgsql") and not pinned and name not in procedures)
     assert offenders == []
 
 
@@ -910,25 +905,12 @@ def test_non_owner_cannot_attach_monitors_to_anothers_tables(shared, roles, with
             alice.x(sql.SQL("REVOKE SELECT ON app.preds, app.outs, app.feats FROM {}").format(sql.Identifier(roles["bob"])))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "create_monitor refuses bob with 42501 'permission denied for schema app' from its CREATE TABLE (or 'permission "
-    "denied for table' from CREATE TRIGGER), without a hint naming the argument and the privilege needed, unlike "
-    "create_drift_monitor. Fix: check has_table_privilege(predictions/outcomes, 'TRIGGER') and "
-    "has_schema_privilege(schema, 'CREATE') up front in mlmon.create_monitor (sql/monitors/lifecycle.sql) and raise "
-    "42501 with HINT 'argument predictions: ...'."))
 def test_create_monitor_refusal_names_what_is_missing(shared):
     e = refused(shared("bob"), "SELECT mlmon.create_monitor('bob_m', 'app.preds'::regclass, 'id', 'at', "
                                "predicted => 'label', outcomes => 'app.outs'::regclass)")
     assert e.diag.message_hint and "argument" in e.diag.message_hint
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sql/features/catalog.sql says 'anyone may define feature views over tables they can read', but "
-    "create_feature_view / create_window_feature never check SELECT on the source: as bob, "
-    "SELECT mlmon.create_feature_view('bob_v', 'app.cust'::regclass, entity => 'customer_id', event_time => 'updated_at') "
-    "succeeds on alice's table he cannot read (reads by bob still fail with 42501, so no rows leak; the view "
-    "takes a global name and appears in mlmon.feature_views). Fix: in _fv_check_new raise 42501 unless "
-    "has_table_privilege(source, 'SELECT')."))
 def test_non_owner_cannot_define_feature_views_over_unreadable_tables(shared):
     bob, superuser = shared("bob"), shared("postgres")
     try:
@@ -1104,16 +1086,6 @@ def test_catalog_rows_of_others_are_out_of_reach(shared, roles):
     refused(bob, "INSERT INTO app.mlmon_hz_cls_rollup VALUES (%s, '{}', 'true', 'true', 100, 100, false)", [T0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mlmon.monitor, mlmon.feature_view and mlmon.drift_monitor GRANT INSERT TO PUBLIC (sql/monitors/catalog.sql, "
-    "sql/features/catalog.sql, sql/drift_monitors/catalog.sql) and their policies check only owner = current_user: "
-    "any role with USAGE on schema mlmon -- mlmon_reader's dashboard login included -- registers rows in its own "
-    "name over anyone's tables (by OID, no privilege on them needed): INSERT INTO mlmon.monitor (name, predictions, "
-    "..., internal_schema) SELECT 'forged', <alice's table oid>::regclass, ..., 'bob_s'. The event trigger then "
-    "acts on such rows (see the next tests). Fix: revoke INSERT/UPDATE/DELETE on the catalogs from PUBLIC and write "
-    "them only from the create/drop functions (SECURITY DEFINER with pinned path and explicit checks), or at least "
-    "add to the WITH CHECK that the row's tables carry the privileges create_* demand (TRIGGER, ownership, SELECT) "
-    "and internal_schema is the predictions table's schema."))
 @pytest.mark.parametrize("role", ["bob", "reader"])
 def test_catalog_rows_over_others_tables_are_refused(shared, role):
     s, superuser = shared(role), shared("postgres")
@@ -1131,17 +1103,6 @@ def test_catalog_rows_over_others_tables_are_refused(shared, role):
             superuser.x(f"DELETE FROM mlmon.{table} WHERE name = %s", [f"forged_{role}"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Privilege escalation: mlmon._after_ddl (sql/monitors/lifecycle.sql), the ALTER TABLE event trigger, runs as "
-    "whoever alters a table and calls _generate_functions for EVERY mlmon.monitor row naming that table, forged "
-    "ones included. Bob forges a row (predictions = alice's table, internal_schema = bob_s, a schema he lets "
-    "PUBLIC create in) and prepares bob_s.mlmon_forged_claims and bob_s.mlmon_forged_rollup with a BEFORE DELETE "
-    "trigger of his; alice's (or a superuser's) ALTER TABLE app.victim ... creates SECURITY DEFINER functions OWNED "
-    "BY HER in bob_s; bob calls SELECT bob_s.mlmon_forged_compact(true), whose DELETE on his table fires his trigger "
-    "as alice (as postgres when a superuser ran the ALTER TABLE: bob made himself SUPERUSER in a manual run). "
-    "Fix: in _after_ddl only regenerate monitors whose owner is the current user's role membership AND whose "
-    "internal_schema is the table's schema AND whose triggers exist on the table (mlmon_<name>_insert calling the "
-    "function in internal_schema); and close the forged rows (previous test)."))
 def test_forged_monitor_row_runs_nothing_as_the_tables_owner(shared, roles):
     alice, bob, superuser = shared("alice"), shared("bob"), shared("postgres")
     victim_tables(alice, "esc", monitor=False)
@@ -1160,7 +1121,9 @@ def test_forged_monitor_row_runs_nothing_as_the_tables_owner(shared, roles):
     bob.x("CREATE TRIGGER payload BEFORE DELETE ON bob_s.mlmon_forged_rollup FOR EACH ROW EXECUTE FUNCTION bob_s.payload()")
     bob.x("INSERT INTO bob_s.mlmon_forged_rollup VALUES (%s, '{}', 'true', NULL, 1, 1, false)", [T0])
     try:
-        forge_monitor(bob, "forged", "app.esc_p", "app.esc_o", "bob_s")
+        # Written by a superuser in bob's name (no role can write such a row
+        # itself any more, see above; one made before 0.2.0 may exist).
+        forge_monitor(superuser, "forged", "app.esc_p", "app.esc_o", "bob_s", owner=roles["bob"])
         alice.x("ALTER TABLE app.esc_p ADD COLUMN note text")     # an ordinary migration
         if bob.x("SELECT to_regprocedure('bob_s.mlmon_forged_compact(boolean)')")[0][0]:
             bob.x("SELECT bob_s.mlmon_forged_compact(true)")
@@ -1173,37 +1136,20 @@ def test_forged_monitor_row_runs_nothing_as_the_tables_owner(shared, roles):
         superuser.x("DELETE FROM mlmon.monitor WHERE name = 'forged'")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Denial of service: a forged mlmon.monitor row naming alice's table with a column it lacks (or an "
-    "internal_schema alice cannot create in) makes mlmon._after_ddl raise on every ALTER TABLE of hers (2BP01 'column "
-    "\"nope\" ... is read by monitor', or 42P01/42501 from _generate_functions); she cannot remove the row: "
-    "mlmon.drop_monitor('forged') as alice returns without error but row security hides the row from its DELETE, "
-    "so the row stays. Fix: as for the previous test; and drop_monitor should raise 42501 when its DELETE finds "
-    "no row (as drop_feature_view does)."))
-def test_forged_monitor_row_does_not_block_the_owners_ddl(shared):
+def test_forged_monitor_row_does_not_block_the_owners_ddl(shared, roles):
     alice, bob, superuser = shared("alice"), shared("bob"), shared("postgres")
     victim_tables(alice, "dos", monitor=False)
     try:
-        forge_monitor(bob, "forged_dos", "app.dos_p", "app.dos_o", "app", key="nope")
-        try:
-            alice.x("SELECT mlmon.drop_monitor('forged_dos')")
-        except psycopg.Error:
-            pass
+        forge_monitor(superuser, "forged_dos", "app.dos_p", "app.dos_o", "app", key="nope", owner=roles["bob"])
+        # Not hers to drop: refused by name, not silently kept.
+        refused(alice, "SELECT mlmon.drop_monitor('forged_dos')")
+        # A row no create_monitor made functions for is passed over: her DDL goes on.
         alice.x("ALTER TABLE app.dos_p ADD COLUMN note text")
-        assert alice.x("SELECT name FROM mlmon.monitors WHERE name = 'forged_dos'") == []
+        assert alice.x("SELECT count(*) FROM pg_attribute WHERE attrelid = 'app.dos_p'::regclass AND attname = 'note'") == [(1,)]
     finally:
         superuser.x("DELETE FROM mlmon.monitor WHERE name = 'forged_dos'")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Integrity: the generated trigger functions <schema>.mlmon_<m>_on_predictions()/on_outcomes() are SECURITY "
-    "DEFINER, EXECUTE is left to PUBLIC (create_monitor revokes it only from apply_*) and they never check TG_RELID. "
-    "Bob, with only USAGE on schema app: CREATE TABLE bob_s.fake (id bigint, at timestamptz, label boolean); "
-    "CREATE TRIGGER t AFTER INSERT ON bob_s.fake REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE "
-    "FUNCTION app.mlmon_<m>_on_predictions(); INSERT INTO bob_s.fake ... -- his rows are counted in alice's "
-    "rollup as alice (metrics poisoned; check_monitor reports 'rollup differs'). Fix in _generate_functions "
-    "(sql/monitors/triggers.sql): raise unless TG_RELID is the monitor's table, and REVOKE EXECUTE ... FROM PUBLIC "
-    "on every generated function (trigger functions need no EXECUTE to fire)."))
 def test_a_monitors_trigger_function_counts_only_its_tables(shared):
     alice, bob = shared("alice"), shared("bob")
     victim_tables(alice, "trg")
@@ -1219,15 +1165,6 @@ def test_a_monitors_trigger_function_counts_only_its_tables(shared):
     assert alice.x("SELECT * FROM mlmon.check_monitor('trg')") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Integrity, through the native dispatcher: mlmon._monitor_write(monitor, fallback_oid) (src/monitors/"
-    "write_trigger.rs) is EXECUTE-able by PUBLIC; on a table that is not the monitor's its native paths decline, "
-    "and it then calls the fallback by OID (call_trigger_function: no EXECUTE check), so revoking EXECUTE on the "
-    "generated function would not help: CREATE TRIGGER t AFTER INSERT ON bob_s.fake REFERENCING NEW TABLE AS "
-    "new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._monitor_write('<m>', '<oid of app.mlmon_<m>_on_predictions()>') "
-    "counts bob's rows in alice's rollup. Fix: monitor_write must refuse (error) unless tg_relation is the "
-    "monitor's predictions or outcomes table and fallback is that table's generated function (as _drift_write "
-    "does); plus the TG_RELID check in the generated functions."))
 def test_the_native_write_trigger_counts_only_its_tables(shared):
     alice, bob = shared("alice"), shared("bob")
     victim_tables(alice, "nat")
@@ -1259,13 +1196,6 @@ def test_the_drift_write_trigger_counts_only_its_table(shared):
     assert alice.x("SELECT * FROM mlmon.check_drift_monitor('hz_drift')") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mlmon.compact_monitor(name) checks nothing and EXECUTEs <schema>.mlmon_<m>_compact(true), a SECURITY DEFINER "
-    "function left EXECUTE-able by PUBLIC: any role with USAGE on the monitor's schema (bob, mlmon_reader's "
-    "dashboard login) runs alice's compaction as alice -- DELETE/INSERT on her rollup and her advisory lock "
-    "(low impact: compaction preserves the sums). compact_drift_monitor refuses non-owners with 42501. Fix: "
-    "check mlmon._manages(m.owner) in compact_monitor (sql/monitors/lifecycle.sql) and REVOKE EXECUTE ON the "
-    "generated compact function FROM PUBLIC (the native paths call it as the owner)."))
 @pytest.mark.parametrize("role", ["bob", "reader"])
 def test_compaction_of_anothers_monitor_is_refused(shared, role):
     refused(shared(role), "SELECT mlmon.compact_monitor('hz_cls')")
