@@ -49,7 +49,9 @@ impl LabelKind {
         match self {
             LabelKind::Binary => label == "false" || label == "true",
             LabelKind::Text => true,
-            LabelKind::Integer => label.parse::<i64>().is_ok(),
+            // Canonical text only: "007", "+7" and "-0" would be classes apart
+            // from "7" and "0" here but the same bigint elsewhere.
+            LabelKind::Integer => label.parse::<i64>().is_ok_and(|v| v.to_string() == label),
         }
     }
 }

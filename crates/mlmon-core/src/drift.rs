@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-use crate::error::{Error, Result};
+use crate::error::{MAX_COUNT, Error, Result};
 use crate::kolmogorov::kstwo_sf;
 use crate::wire::{self, Reader, Writer};
 
@@ -116,8 +116,8 @@ impl Histogram {
 
     pub fn merge(&mut self, other: &Histogram) -> Result<()> {
         self.same_shape(other)?;
-        let sums: Option<Vec<u64>> = self.counts.iter().zip(&other.counts).map(|(a, b)| a.checked_add(*b)).collect();
-        self.counts = sums.ok_or_else(too_many_rows)?;
+        bounded_total([bounded_total(&self.counts)?, bounded_total(&other.counts)?].iter())?;
+        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
@@ -138,7 +138,7 @@ impl Histogram {
     fn from_parts(lower: f64, upper: f64, underflow: u64, counts: &[u64], overflow: u64) -> Result<Self> {
         let mut h = Histogram::new(lower, upper, counts.len())?;
         h.counts = std::iter::once(underflow).chain(counts.iter().copied()).chain([overflow]).collect();
-        h.counts.iter().try_fold(0u64, |t, c| t.checked_add(*c)).ok_or_else(too_many_rows)?;
+        bounded_total(&h.counts)?;
         Ok(h)
     }
 
@@ -195,13 +195,21 @@ struct HistogramText {
 }
 
 fn too_many_rows() -> Error {
-    Error::LimitExceeded { message: "distribution count overflows 64 bits".into(), hint: "merge fewer states".into() }
+    crate::error::count_overflow()
+}
+
+/// The sum of `counts`, or an error past [`MAX_COUNT`]: every total must fit
+/// a bigint (decoded states are untrusted and may claim 2^64 rows).
+fn bounded_total<'a>(counts: impl IntoIterator<Item = &'a u64>) -> Result<u64> {
+    counts.into_iter().try_fold(0u64, |t, c| t.checked_add(*c).filter(|&t| t <= MAX_COUNT)).ok_or_else(too_many_rows)
 }
 
 /// Counts of categorical values. Categories compare as strings (byte order).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Frequencies {
     counts: BTreeMap<String, u64>,
+    /// The sum of `counts`, kept at most [`MAX_COUNT`].
+    total: u64,
 }
 
 impl Frequencies {
@@ -224,12 +232,14 @@ impl Frequencies {
                 hint: "a column with this many values is usually an identifier; bucket it or use a histogram".into(),
             });
         }
-        let c = self.counts.entry(category.to_owned()).or_insert(0);
-        *c = c.checked_add(n).ok_or_else(too_many_rows)?;
+        self.total = bounded_total([self.total, n].iter())?;
+        *self.counts.entry(category.to_owned()).or_insert(0) += n;
         Ok(())
     }
 
     pub fn merge(&mut self, other: &Frequencies) -> Result<()> {
+        // Checked up front so that a failed merge leaves `self` unchanged.
+        bounded_total([self.total, other.total].iter())?;
         for (category, &n) in &other.counts {
             self.add_count(category, n)?;
         }
@@ -240,7 +250,7 @@ impl Frequencies {
         self.counts.get(category).copied().unwrap_or(0)
     }
     pub fn total(&self) -> u64 {
-        self.counts.values().sum()
+        self.total
     }
     /// Number of distinct categories.
     pub fn len(&self) -> usize {
@@ -262,7 +272,7 @@ impl Frequencies {
             if previous.is_some_and(|p| p >= category) || n == 0 {
                 return Err(Error::BadBinary(format!("category {category:?} is out of order, repeated or has a zero count")));
             }
-            total = total.checked_add(n).ok_or_else(too_many_rows)?;
+            total = bounded_total([total, n].iter())?;
             f.add_count(category, n)?;
             previous = Some(category);
         }
@@ -354,7 +364,7 @@ type Cells = (Vec<(f64, f64)>, f64, f64);
 /// side is empty.
 fn cells<D: Distribution>(reference: &D, current: &D) -> Result<Cells> {
     let cells: Vec<(f64, f64)> =
-        D::paired_counts(reference, current)?.into_iter().filter(|&(r, c)| r + c > 0).map(|(r, c)| (r as f64, c as f64)).collect();
+        D::paired_counts(reference, current)?.into_iter().filter(|&(r, c)| r > 0 || c > 0).map(|(r, c)| (r as f64, c as f64)).collect();
     let (r_total, c_total) = cells.iter().fold((0.0, 0.0), |(a, b), &(r, c)| (a + r, b + c));
     for (total, argument) in [(r_total, "reference"), (c_total, "current")] {
         if total == 0.0 {

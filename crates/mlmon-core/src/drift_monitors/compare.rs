@@ -106,8 +106,8 @@ pub fn compare(
         psi: None,
         js_distance: None,
         wasserstein: None,
-        null_share: share(current.nulls(), n + current.nulls()),
-        reference_null_share: share(reference.nulls(), reference_n + reference.nulls()),
+        null_share: share(current.nulls(), n.saturating_add(current.nulls())),
+        reference_null_share: share(reference.nulls(), reference_n.saturating_add(reference.nulls())),
         out_of_range_share: None,
         unseen_categories: Vec::new(),
         n,
@@ -130,7 +130,7 @@ fn numeric(edges: &[f64], r: &NumericState, c: &NumericState, drift: &mut Column
     }
     let (nr, nc) = (drift.reference_n, drift.n);
     if nc > 0 {
-        drift.out_of_range_share = share(c.cells[0] + c.cells[c.cells.len() - 1], nc);
+        drift.out_of_range_share = share(c.cells[0].saturating_add(c.cells[c.cells.len() - 1]), nc);
     }
     if nr == 0 || nc == 0 {
         return Ok(());

@@ -125,7 +125,8 @@ impl NumericState {
 
     /// Non-null values counted.
     pub fn n(&self) -> i64 {
-        self.cells.iter().sum()
+        // Saturating, as every count here: decoded states are untrusted.
+        self.cells.iter().fold(0i64, |t, &c| t.saturating_add(c))
     }
 
     fn merge(&mut self, other: &NumericState) -> Result<()> {
@@ -170,7 +171,7 @@ impl CategoricalState {
     }
 
     pub fn n(&self) -> i64 {
-        self.counts.values().sum::<i64>() + self.other
+        self.counts.values().fold(self.other, |t, &c| t.saturating_add(c))
     }
 
     fn merge(&mut self, other: &CategoricalState) {

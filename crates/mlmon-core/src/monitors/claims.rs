@@ -125,6 +125,11 @@ impl<'a> Records<'a> {
     /// Reads the whole section: its size must be exactly what its counts say.
     fn read(r: &mut Reader<'a>, texts: usize, limit: usize) -> Result<Records<'a>> {
         let count = r.len("entry count", limit)?;
+        // mlmon never writes an empty chunk, and its readers take the first
+        // and last entry as the chunk's range.
+        if count == 0 {
+            return Err(Error::BadBinary("claim chunk without entries".into()));
+        }
         let mut keys = Vec::with_capacity(count);
         for i in 0..count {
             let key = if i == 0 {
