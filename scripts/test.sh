@@ -29,6 +29,7 @@ export MLMON_REQUIRE_GO=1  # tests/grafana must not skip for want of go here
 export MLMON_REQUIRE_CRON=1  # nor the pg_cron test of alerts for want of pg_cron (cluster.sh preloads it)
 export MLMON_REQUIRE_NANNYML=1  # nor the CBPE comparison with NannyML (tests/conformance/requirements.txt installs it)
 export MLMON_REQUIRE_EVIDENTLY=1  # nor the drift comparison with Evidently (install-deps.sh makes its virtualenv)
+export MLMON_REQUIRE_PARTMAN=1  # nor the partitioned-table tests for want of pg_partman (install-deps.sh installs it)
 scripts/cluster.sh stop
 rm -rf "$MLMON_PGDATA"
 export MLMON_DSN=$(scripts/cluster.sh start)

@@ -2,25 +2,20 @@
 that fire no triggers").
 
 The apply worker of a subscription writes with session_replication_role =
-replica, so triggers enabled the ordinary way (as mlmon creates them) do not
-fire. check_monitor's hint, the README and docs/drift-monitors.md say that
-`ALTER TABLE ... ENABLE ALWAYS TRIGGER` counts those writes. But mlmon's
-triggers are statement triggers, and PostgreSQL's apply worker fires row
-triggers only: "The logical replication apply process currently only fires
-row triggers, not statement triggers. The initial table synchronization,
-however, is implemented like a COPY command and thus fires both row and
-statement triggers for INSERT" (PostgreSQL 15 docs, 31.9 "Architecture").
-What these tests find:
+replica and fires row triggers only: "The logical replication apply process
+currently only fires row triggers, not statement triggers. The initial table
+synchronization, however, is implemented like a COPY command and thus fires
+both row and statement triggers for INSERT" (PostgreSQL 15 docs, 31.9
+"Architecture"). mlmon's statement triggers therefore never see replicated
+rows, whether enabled ALWAYS or not. What these tests show:
 
-* triggers as mlmon creates them: nothing replicated is counted (neither the
-  initial synchronization nor later changes); check_monitor and
-  check_drift_monitor report the cells that differ, and no trigger problem
-  (nothing names the subscription as the cause); a rebuild repairs;
-* ENABLE ALWAYS on mlmon's triggers: the initial synchronization (a COPY)
-  and a replicated TRUNCATE are counted; replicated INSERT, UPDATE and
-  DELETE are not, and check_monitor then reports only differing cells (its
-  hint has been followed). The issue's requirement (counted, or refused with
-  a clear error) is the xfail(strict=True) test.
+* a monitor counts them: each monitored table has a row trigger enabled for
+  replicas only (mlmon_<name>_replica), which recounts each row's key; the
+  initial synchronization, replicated INSERT/UPDATE/DELETE, late outcomes and
+  TRUNCATE are counted exactly, local writes beside them too;
+* a drift monitor cannot (it counts whole statements): create_drift_monitor
+  refuses a subscribed table, check_drift_monitor names the subscription of
+  a table subscribed afterwards, and a rebuild repairs.
 
 The test starts its own cluster (wal_level = logical, which the suite's
 cluster does not have) with scripts/cluster.sh on MLMON_LOGREP_PORT (28817)
@@ -49,8 +44,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from untriggered import (Before, assert_exact, assert_not_counted_but_reported, check_drift_monitor, check_monitor,
-                         dr, drift_problems, monitor_problems, mr, rebuild, require)
+from untriggered import check_drift_monitor, check_monitor, dr, drift_problems, monitor_problems, mr, rebuild
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("MLMON_LOGREP_PORT", "28817"))
@@ -275,89 +269,54 @@ def pair(server):
 
 
 # ---------------------------------------------------------------------------
-# Triggers as mlmon creates them
+# Monitors: counted as created (the replica-only row trigger)
 # ---------------------------------------------------------------------------
 
-def test_replicated_writes_are_not_counted_and_the_checks_report_the_cells(pair):
+def test_a_monitor_counts_every_replicated_write_as_created(pair):
+    """mlmon_<name>_replica (FOR EACH ROW, ENABLE REPLICA) recounts the key of
+    every row the apply worker writes, the initial synchronization's COPY
+    included; the statement triggers stay as they were (origin only), so no
+    row is counted twice; TRUNCATE triggers fire ALWAYS."""
     p = pair()
     s = p.sub
-    assert {e for _, _, e in p.triggers()} == {"O"}  # as created: fire under session_replication_role = origin only
-    assert_exact(s, p, "created on the subscriber")
-    before = Before(s, p)
+    enabled = {(trigger.rsplit("_", 1)[-1], e) for _, trigger, e in p.triggers() if trigger.startswith(f"mlmon_{p.spec.name}_")}
+    assert enabled == {("enter", "O"), ("insert", "O"), ("update", "O"), ("delete", "O"), ("truncate", "A"), ("replica", "R")}
     ids = p.publish_rows(150)
     p.pub.execute(INITIAL_OUTCOMES, [ids])
-    p.subscribe()  # the initial synchronization copies them
+    p.subscribe()
     assert s.execute("SELECT count(*) FROM predictions").fetchone()[0] == 150
-    # Nothing replicated is counted; the checks report every cell it changed,
-    # and no trigger problem (no row names the subscription as the cause).
-    assert_not_counted_but_reported(s, p, before, "initial synchronization, triggers as created")
-    p.publish_changes(ids)
-    assert_not_counted_but_reported(s, p, before, "replicated INSERT/UPDATE/DELETE, triggers as created")
-    # A rebuild repairs (once).
-    rebuild(s, p)
-    assert_exact(s, p, "rebuilt on the subscriber")
-    before = Before(s, p)
-    p.publish_changes(p.publish_rows(20))
-    assert_not_counted_but_reported(s, p, before, "replicated writes after the rebuild")
-
-
-# ---------------------------------------------------------------------------
-# ENABLE ALWAYS, as check_monitor's hint says
-# ---------------------------------------------------------------------------
-
-def test_enable_always_counts_the_initial_synchronization_and_a_replicated_truncate(pair):
-    p = pair()
-    s = p.sub
-    p.enable_always()
-    assert check_monitor(s, p) == [] and check_drift_monitor(s, p) == []
-    ids = p.publish_rows(150)
-    p.pub.execute(INITIAL_OUTCOMES, [ids])
-    p.subscribe()  # a COPY: fires statement triggers
-    assert_exact(s, p, "initial synchronization with ENABLE ALWAYS")
-    # A replicated TRUNCATE fires the statement-level TRUNCATE triggers (which
-    # rebuild), repairing what the replicated changes before it left wrong.
-    p.publish_changes(ids)
-    assert monitor_problems(s, p) != [] and drift_problems(s, p) != []
-    p.pub.execute("TRUNCATE predictions, outcomes, inputs")
+    assert monitor_problems(s, p) == [], "the initial synchronization"
+    p.publish_changes(ids)  # INSERT, UPDATE (label, time), DELETE, late outcomes, one at a time and in batches
+    assert monitor_problems(s, p) == [], "replicated INSERT/UPDATE/DELETE and late outcomes"
+    assert check_monitor(s, p) == []
+    # Local writes on the subscriber go on through the statement triggers, counted once.
+    s.execute("INSERT INTO predictions SELECT -i, %s, true FROM generate_series(1, 20) i", [T0])
+    s.execute("INSERT INTO outcomes SELECT -i FROM generate_series(1, 20, 2) i")
+    assert monitor_problems(s, p) == [], "local writes beside replicated ones"
+    p.pub.execute("TRUNCATE predictions, outcomes")
     p.wait()
-    assert s.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0
-    assert_exact(s, p, "replicated TRUNCATE with ENABLE ALWAYS")
+    assert monitor_problems(s, p) == [], "replicated TRUNCATE"
 
 
-def test_enable_always_does_not_count_replicated_inserts_updates_deletes(pair):
-    """What happens (the issue's requirement is the xfail test below)."""
+# ---------------------------------------------------------------------------
+# Drift monitors: refused on a subscribed table, reported when it became one
+# ---------------------------------------------------------------------------
+
+def test_a_drift_monitor_refuses_a_subscribed_table_and_reports_one(pair):
+    """A drift monitor counts whole statements, which the apply worker never
+    fires: create_drift_monitor refuses a subscribed table (0A000, hint), and
+    check_drift_monitor names the subscription of a table subscribed after
+    the drift monitor was made."""
     p = pair()
     s = p.sub
-    p.enable_always()
-    ids = p.publish_rows(150)
+    ids = p.publish_rows(60)
     p.subscribe()
-    rebuild(s, p)
-    assert_exact(s, p, "after the initial synchronization and a rebuild")
-    before = Before(s, p)
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+        s.execute("SELECT mlmon.create_drift_monitor('refused', 'inputs', 'at', ARRAY['x'])")
+    assert e.value.diag.message_hint.startswith("argument source")
+    got = check_drift_monitor(s, p)
+    assert [r[0] for r in got if r[1] and p.subscription in r[1]] == ["table receives logical replication"], got
     p.publish_changes(ids)
-    # Not counted; the checks report only differing cells: the triggers are
-    # enabled ALWAYS, so nothing points at the apply worker.
-    assert_not_counted_but_reported(s, p, before, "replicated INSERT/UPDATE/DELETE with ENABLE ALWAYS")
+    assert drift_problems(s, p) != [], "replicated rows are not counted by the drift monitor"
     rebuild(s, p)
-    assert_exact(s, p, "rebuilt")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "mlmon's triggers are statement triggers; PostgreSQL's logical-replication apply worker fires only row triggers "
-    "(PostgreSQL 15 docs, 31.9), even with ENABLE ALWAYS: replicated INSERT/UPDATE/DELETE are silently not counted, "
-    "contrary to check_monitor's hint and the README; mlmon neither counts them nor refuses the set-up"))
-def test_a_subscriber_table_is_counted_once_its_triggers_are_enabled_always(pair):
-    """Issue 23: a monitored table on a subscriber must be counted (ENABLE
-    ALWAYS) or refused with a clear error. Here: after ENABLE ALWAYS and a
-    rebuild, replicated writes (and a late outcome) are counted exactly."""
-    p = pair()
-    s = p.sub
-    p.enable_always()
-    ids = p.publish_rows(150)
-    p.subscribe()
-    rebuild(s, p)
-    require(monitor_problems(s, p) == [] and drift_problems(s, p) == [], "exact after the rebuild")
-    p.publish_changes(ids)
-    assert monitor_problems(s, p) == [], "the monitor's rollup vs the subscriber's raw tables"
-    assert drift_problems(s, p) == [], "the drift monitor's states vs the subscriber's raw table"
-    assert check_monitor(s, p) == [] and check_drift_monitor(s, p) == []
+    assert drift_problems(s, p) == [] and monitor_problems(s, p) == []
