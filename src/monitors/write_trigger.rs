@@ -75,8 +75,32 @@ pub unsafe extern "C-unwind" fn monitor_write(fcinfo: pg_sys::FunctionCallInfo) 
                 return pg_sys::Datum::from(0);
             }
         }
+        if !is_monitors_table(&arguments[0], (*data.tg_relation).rd_id) {
+            pgrx::error!("mlmon._monitor_write for monitor {} fired on a table that is not the monitor's", arguments[0]);
+        }
         call_trigger_function(pg_sys::Oid::from(fallback), fcinfo)
     }
+}
+
+/// Whether `relation` is one of `monitor`'s two tables. The fallback is the
+/// monitor's SECURITY DEFINER trigger function, and those generated before
+/// 0.2.0 do not check the table themselves: a trigger of another role's
+/// table naming this monitor must not have its rows counted (the native
+/// paths check the table already). Operators are qualified: the query runs
+/// on the writer's search path.
+fn is_monitors_table(monitor: &str, relation: pg_sys::Oid) -> bool {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT m.predictions::oid OPERATOR(pg_catalog.=) $2 OR m.outcomes::oid OPERATOR(pg_catalog.=) $2 \
+                 FROM mlmon.monitor m WHERE m.name OPERATOR(pg_catalog.=) $1",
+                Some(1),
+                &[monitor.into(), relation.into()],
+            )
+            .ok()
+            .and_then(|rows| rows.first().get_one::<bool>().ok().flatten())
+            .unwrap_or(false)
+    })
 }
 
 v1_function!(monitor_insert);

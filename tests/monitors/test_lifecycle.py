@@ -31,9 +31,10 @@ def test_drop_monitor_removes_everything(conn, dsn, uniq):
     _tables(conn, p, o)
     try:
         create_monitor(conn, _spec(name, p, o))
-        # insert (native for integer keys), update, delete, truncate, and for
-        # integer keys the one that takes the bulk lock before a statement
-        assert _user_triggers(conn, p) == 5 and _user_triggers(conn, o) == 5
+        # insert (native for integer keys), update, delete, truncate, for
+        # integer keys the one that takes the bulk lock before a statement,
+        # and the row trigger of a logical-replication subscriber's rows
+        assert _user_triggers(conn, p) == 6 and _user_triggers(conn, o) == 6
         conn.execute("SELECT mlmon.drop_monitor(%s)", [name])
         assert _user_triggers(conn, p) == 0 and _user_triggers(conn, o) == 0
         left = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s AND relkind = 'r'",

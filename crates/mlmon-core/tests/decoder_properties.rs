@@ -27,7 +27,8 @@
 //! [`KNOWN`] (bugs reported, not fixed yet) are counted and printed but do
 //! not fail the test unless `MLMON_PROPTEST_STRICT=1`.
 
-#![allow(unsafe_code)] // the counting global allocator below
+// Unsafe code: the counting global allocator below.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
