@@ -21,6 +21,18 @@ CREATE OR REPLACE FUNCTION mlmon.recall_ci(cm mlmon.confusion, confidence double
     IMMUTABLE PARALLEL SAFE LANGUAGE sql
     SET search_path = pg_catalog, pg_temp AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._recall_ci(cm, confidence, label) AS b) s $$;
 
+CREATE OR REPLACE FUNCTION mlmon.roc_auc(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'roc_auc') $$;
+
+CREATE OR REPLACE FUNCTION mlmon.average_precision(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'average_precision') $$;
+
+CREATE OR REPLACE FUNCTION mlmon.log_loss(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'log_loss') $$;
+
+CREATE OR REPLACE FUNCTION mlmon.brier_score(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'brier_score') $$;
+
 CREATE FUNCTION mlmon._owns_table(rel regclass) RETURNS boolean
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT FROM pg_class c WHERE c.oid = rel AND pg_has_role(current_user, c.relowner, 'MEMBER'))
@@ -429,15 +441,21 @@ BEGIN
 END $$;
 
 CREATE FUNCTION mlmon._replica_row_write() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    -- extra_float_digits: keys go to _recount_keys as text, which must read
+    -- back to the same value (a float8 key).
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(TG_ARGV[0]);
     keys text[] := '{}';
     col name;
+    -- The table the trigger was made on: on a partitioned table it fires as
+    -- its clone on the partition the row is in (the apply worker writes
+    -- straight into partitions).
+    tables oid[] := ARRAY(SELECT a.relid FROM pg_partition_ancestors(TG_RELID) a);
 BEGIN
     FOREACH col IN ARRAY ARRAY(SELECT DISTINCT c FROM unnest(ARRAY[
-            CASE WHEN TG_RELID = m.predictions THEN m.key_column END,
-            CASE WHEN TG_RELID = m.outcomes THEN m.outcome_key_column END]) c WHERE c IS NOT NULL) LOOP
+            CASE WHEN m.predictions::oid = ANY (tables) THEN m.key_column END,
+            CASE WHEN m.outcomes::oid = ANY (tables) THEN m.outcome_key_column END]) c WHERE c IS NOT NULL) LOOP
         IF TG_OP <> 'INSERT' THEN
             keys := keys || (to_jsonb(OLD) ->> col);
         END IF;
@@ -448,30 +466,6 @@ BEGIN
     PERFORM mlmon._recount_keys(m, keys);
     RETURN NULL;
 END $$;
-
-CREATE OR REPLACE FUNCTION mlmon.roc_auc(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'roc_auc') $$;
-
-CREATE OR REPLACE FUNCTION mlmon.average_precision(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'average_precision') $$;
-
-CREATE OR REPLACE FUNCTION mlmon.log_loss(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'log_loss') $$;
-
-CREATE OR REPLACE FUNCTION mlmon.brier_score(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'brier_score') $$;
-
-DO $$
-DECLARE
-    metric text;
-BEGIN
-    FOREACH metric IN ARRAY ARRAY['mae', 'mse', 'rmse', 'mape', 'r2', 'mean_error', 'explained_variance'] LOOP
-        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.%I(s mlmon.regression) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp
-                        AS $f$ SELECT mlmon._regression_metric(s, %L) $f$', metric, metric);
-    END LOOP;
-END
-$$;
 
 DROP FUNCTION mlmon.create_monitor(text, regclass, text, text, text, text, regclass, text, text, interval, interval, text[], text, text, double precision);
 
@@ -709,7 +703,8 @@ BEGIN
     -- the next could close a deadlock that PostgreSQL would break by failing
     -- a writer's statement: each attempt waits at most lock_timeout, and a
     -- failed one gives back what it took (its subtransaction) and tries again.
-    FOR attempt IN 1 .. 1000 LOOP
+    -- The caller's lock_timeout still bounds the whole wait (0: none).
+    LOOP
         BEGIN
             PERFORM set_config('lock_timeout', '50ms', true);
             EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
@@ -717,7 +712,7 @@ BEGIN
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
             PERFORM set_config('lock_timeout', lock_timeout, true);
-            IF attempt = 1000 THEN
+            IF lock_timeout::interval > interval '0' AND clock_timestamp() - started > lock_timeout::interval THEN
                 RAISE;
             END IF;
             PERFORM pg_sleep(0.01 * random());
@@ -768,7 +763,9 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state',
                   HINT = 'each batch recounts its keys in a fresh snapshot; CALL it outside a transaction block';
     END IF;
-    EXECUTE format('DROP TABLE IF EXISTS %s', keys);
+    IF to_regclass(keys) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', keys);
+    END IF;
     EXECUTE format('CREATE TEMPORARY TABLE %s AS SELECT row_number() OVER (ORDER BY k) AS i, k AS key FROM '
                    '(SELECT %I::%s AS k FROM %s UNION SELECT %I::%s FROM %s UNION SELECT key FROM %s) u WHERE k IS NOT NULL',
                    keys, m.key_column, m.key_type, m.predictions, m.outcome_key_column, m.key_type, m.outcomes,
@@ -781,8 +778,13 @@ BEGIN
 END $$;
 
 CREATE FUNCTION mlmon._recount_keys(m mlmon.monitor, keys text[]) RETURNS void
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 BEGIN
+    -- As the monitor's owner, whoever calls (a superuser's backfill, the
+    -- subscription owner's apply worker): apply_predictions is the owner's
+    -- function, which the owner may replace; it must not run with more
+    -- rights than theirs. (The setting reverts when this function returns.)
+    PERFORM set_config('role', m.owner, true);
     FOR attempt IN 1 .. 5 LOOP
         BEGIN
             IF mlmon._statement_capable(m) AND mlmon._bulk_enter(mlmon._bulk_lock_id(m), mlmon._claims_table(m)::regclass::oid)
@@ -805,7 +807,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION mlmon._backfill_batch(name text, first bigint, last bigint) RETURNS void
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(name);
     keys text[];
@@ -904,14 +906,6 @@ BEGIN
         SELECT mm.* FROM mlmon.monitor mm
         WHERE EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
                       WHERE c.classid = 'pg_class'::regclass AND c.objid IN (mm.predictions, mm.outcomes))
-          -- Regenerated only where create_monitor made them, as the monitor's
-          -- owner: CREATE OR REPLACE keeps a function's owner, so the
-          -- SECURITY DEFINER functions never run as whoever altered the table
-          -- (a superuser, say), and a catalog row nobody created functions
-          -- for gets none.
-          AND EXISTS (SELECT FROM pg_proc p
-                      WHERE p.oid = to_regprocedure(mlmon._internal_function(mm, 'on_predictions') || '()')
-                        AND p.proowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = mm.owner))
     LOOP
         FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
             needed := CASE WHEN rel = m.predictions
@@ -933,7 +927,15 @@ BEGIN
                 USING ERRCODE = 'dependent_objects_still_exist',
                       HINT = format('drop the monitor first: SELECT mlmon.drop_monitor(%L)', m.name);
         END IF;
-        PERFORM mlmon._generate_functions(m);
+        -- Regenerated only where create_monitor made them, as the monitor's
+        -- owner: CREATE OR REPLACE keeps a function's owner, so the SECURITY
+        -- DEFINER functions never run as whoever altered the table (a
+        -- superuser, say), and a catalog row nobody made functions for gets none.
+        IF EXISTS (SELECT FROM pg_proc p
+                   WHERE p.oid = to_regprocedure(mlmon._internal_function(m, 'on_predictions') || '()')
+                     AND p.proowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = m.owner)) THEN
+            PERFORM mlmon._generate_functions(m);
+        END IF;
     END LOOP;
 END $$;
 
@@ -966,12 +968,13 @@ BEGIN
                     CASE WHEN g.tgname LIKE '%\_replica' THEN 'R' WHEN g.tgname LIKE '%\_truncate' THEN 'A' ELSE 'O' END AS wanted
              FROM pg_trigger g
              WHERE g.tgrelid IN (m.predictions, m.outcomes) AND g.tgname LIKE 'mlmon\_' || m.name || '\_%'
-               AND (g.tgenabled = 'D' OR (g.tgenabled = 'R') <> (g.tgname LIKE '%\_replica'))
+               AND (g.tgenabled = 'D' OR (g.tgenabled = 'R') <> (g.tgname LIKE '%\_replica')
+                    OR (g.tgname LIKE '%\_truncate' AND g.tgenabled <> 'A'))
     LOOP
         problem := CASE WHEN t.tgenabled = 'D' THEN 'trigger disabled'
                         WHEN t.wanted = 'R' THEN 'trigger fires for every session'
                         ELSE 'trigger fires on replicas only' END;
-        detail := format('%s on %s (ALTER TABLE %s ENABLE %s TRIGGER %I; then CALL mlmon.backfill_monitor(%L) recounts what was missed)',
+        detail := format('%s on %s (ALTER TABLE %s ENABLE %s TRIGGER %I; then CALL mlmon.backfill_monitor(%L), or rebuild_monitor, recounts what was missed)',
                          t.tgname, t.rel, t.rel, CASE t.wanted WHEN 'R' THEN 'REPLICA' WHEN 'A' THEN 'ALWAYS' ELSE '' END,
                          t.tgname, m.name);
         RETURN NEXT;
@@ -1814,6 +1817,18 @@ END $$;
 
 DO $$
 DECLARE
+    metric text;
+BEGIN
+    FOREACH metric IN ARRAY ARRAY['mae', 'mse', 'rmse', 'mape', 'r2', 'mean_error', 'explained_variance'] LOOP
+        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.%I(s mlmon.regression) RETURNS double precision
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp
+                        AS $f$ SELECT mlmon._regression_metric(s, %L) $f$', metric, metric);
+    END LOOP;
+END
+$$;
+
+DO $$
+DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['histogram', 'frequencies'] LOOP
@@ -1859,8 +1874,8 @@ CREATE POLICY monitor_insert ON mlmon.monitor FOR INSERT
     WITH CHECK (owner = current_user AND mlmon._owns_table(predictions) AND mlmon._owns_table(outcomes)
                 AND internal_schema = (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                        WHERE c.oid = predictions));
-CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (owner = current_user) WITH CHECK (owner = current_user);
-CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (owner = current_user);
+CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (mlmon._manages(owner)) WITH CHECK (mlmon._manages(owner));
+CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (mlmon._manages(owner));
 DROP POLICY feature_view_owner ON mlmon.feature_view;
 CREATE POLICY feature_view_insert ON mlmon.feature_view FOR INSERT
     WITH CHECK (owner = current_user AND has_table_privilege(source, 'SELECT'));
@@ -1886,10 +1901,19 @@ DECLARE
     rel regclass;
 BEGIN
     FOR m IN SELECT * FROM mlmon.monitor LOOP
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(), %s(), %s(boolean) FROM PUBLIC',
-                       mlmon._internal_function(m, 'on_predictions'), mlmon._internal_function(m, 'on_outcomes'),
-                       mlmon._internal_function(m, 'compact'));
+        -- (A monitor whose source table was dropped keeps its row until
+        -- drop_monitor: nothing to do for what is gone.)
+        IF to_regprocedure(mlmon._internal_function(m, 'on_predictions') || '()') IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s() FROM PUBLIC', mlmon._internal_function(m, 'on_predictions'));
+        END IF;
+        IF to_regprocedure(mlmon._internal_function(m, 'on_outcomes') || '()') IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s() FROM PUBLIC', mlmon._internal_function(m, 'on_outcomes'));
+        END IF;
+        IF to_regprocedure(mlmon._internal_function(m, 'compact') || '(boolean)') IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(boolean) FROM PUBLIC', mlmon._internal_function(m, 'compact'));
+        END IF;
         FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
+            CONTINUE WHEN NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = rel);
             EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel, 'mlmon_' || m.name || '_truncate');
             EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION mlmon._replica_row_write(%L)',
                            'mlmon_' || m.name || '_replica', rel, m.name);

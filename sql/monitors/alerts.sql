@@ -53,11 +53,6 @@ SELECT pg_catalog.pg_extension_config_dump('mlmon.alert_events_id_seq', '');
 -- never with the extension owner's (a monitor owner could otherwise put a
 -- view with their own functions where their rollup was, and have them run
 -- as a superuser's pg_cron job).
-CREATE FUNCTION mlmon._manages(owner name) RETURNS boolean
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    -- By OID: a renamed or dropped owner role makes the answer false, not an error.
-    SELECT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner AND pg_has_role(current_user, r.oid, 'MEMBER'))
-$$;
 ALTER TABLE mlmon.alert ENABLE ROW LEVEL SECURITY;
 CREATE POLICY alert_read ON mlmon.alert FOR SELECT USING (true);
 -- An alert belongs to its monitor's owner, whoever of that role made it.

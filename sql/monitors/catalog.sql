@@ -80,6 +80,15 @@ SELECT pg_catalog.pg_extension_config_dump('mlmon.monitor', '');
 
 -- Anyone may create monitors on tables they may put triggers on; rows are
 -- visible to all (metrics are not secret) but changed only by their owner.
+-- Whether the current role is (a member of) `owner`: who manages a monitor,
+-- its alerts and drift monitors, by row-level security checked against the
+-- caller's current role (so SET ROLE counts).
+CREATE FUNCTION mlmon._manages(owner name) RETURNS boolean
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    -- By OID: a renamed or dropped owner role makes the answer false, not an error.
+    SELECT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = owner AND pg_has_role(current_user, r.oid, 'MEMBER'))
+$$;
+
 -- Whether the current role owns `rel` (or is a member of its owner): what
 -- attaching triggers, indexes and monitors to a table takes.
 CREATE FUNCTION mlmon._owns_table(rel regclass) RETURNS boolean
@@ -99,8 +108,8 @@ CREATE POLICY monitor_insert ON mlmon.monitor FOR INSERT
     WITH CHECK (owner = current_user AND mlmon._owns_table(predictions) AND mlmon._owns_table(outcomes)
                 AND internal_schema = (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                        WHERE c.oid = predictions));
-CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (owner = current_user) WITH CHECK (owner = current_user);
-CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (owner = current_user);
+CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (mlmon._manages(owner)) WITH CHECK (mlmon._manages(owner));
+CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (mlmon._manages(owner));
 GRANT SELECT, INSERT, DELETE ON mlmon.monitor TO PUBLIC;
 GRANT UPDATE (bulk_loads, reference_from, reference_to) ON mlmon.monitor TO PUBLIC;
 

@@ -236,7 +236,8 @@ BEGIN
     -- the next could close a deadlock that PostgreSQL would break by failing
     -- a writer's statement: each attempt waits at most lock_timeout, and a
     -- failed one gives back what it took (its subtransaction) and tries again.
-    FOR attempt IN 1 .. 1000 LOOP
+    -- The caller's lock_timeout still bounds the whole wait (0: none).
+    LOOP
         BEGIN
             PERFORM set_config('lock_timeout', '50ms', true);
             EXECUTE format('LOCK TABLE %s, %s, %s IN EXCLUSIVE MODE', mlmon._keys_table(m), mlmon._rollup_table(m), mlmon._claims_table(m));
@@ -244,7 +245,7 @@ BEGIN
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
             PERFORM set_config('lock_timeout', lock_timeout, true);
-            IF attempt = 1000 THEN
+            IF lock_timeout::interval > interval '0' AND clock_timestamp() - started > lock_timeout::interval THEN
                 RAISE;
             END IF;
             PERFORM pg_sleep(0.01 * random());
@@ -299,7 +300,9 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state',
                   HINT = 'each batch recounts its keys in a fresh snapshot; CALL it outside a transaction block';
     END IF;
-    EXECUTE format('DROP TABLE IF EXISTS %s', keys);
+    IF to_regclass(keys) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', keys);
+    END IF;
     EXECUTE format('CREATE TEMPORARY TABLE %s AS SELECT row_number() OVER (ORDER BY k) AS i, k AS key FROM '
                    '(SELECT %I::%s AS k FROM %s UNION SELECT %I::%s FROM %s UNION SELECT key FROM %s) u WHERE k IS NOT NULL',
                    keys, m.key_column, m.key_type, m.predictions, m.outcome_key_column, m.key_type, m.outcomes,
@@ -316,8 +319,13 @@ END $$;
 -- deadlock as there. Used by backfill_monitor and by the row triggers that
 -- count a logical-replication subscriber's writes (mlmon._replica_row_write).
 CREATE FUNCTION mlmon._recount_keys(m mlmon.monitor, keys text[]) RETURNS void
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 BEGIN
+    -- As the monitor's owner, whoever calls (a superuser's backfill, the
+    -- subscription owner's apply worker): apply_predictions is the owner's
+    -- function, which the owner may replace; it must not run with more
+    -- rights than theirs. (The setting reverts when this function returns.)
+    PERFORM set_config('role', m.owner, true);
     FOR attempt IN 1 .. 5 LOOP
         BEGIN
             IF mlmon._statement_capable(m) AND mlmon._bulk_enter(mlmon._bulk_lock_id(m), mlmon._claims_table(m)::regclass::oid)
@@ -341,7 +349,7 @@ END $$;
 
 -- Keys numbered first+1 .. last of backfill_monitor's list, recounted.
 CREATE FUNCTION mlmon._backfill_batch(name text, first bigint, last bigint) RETURNS void
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(name);
     keys text[];
@@ -469,14 +477,6 @@ BEGIN
         SELECT mm.* FROM mlmon.monitor mm
         WHERE EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
                       WHERE c.classid = 'pg_class'::regclass AND c.objid IN (mm.predictions, mm.outcomes))
-          -- Regenerated only where create_monitor made them, as the monitor's
-          -- owner: CREATE OR REPLACE keeps a function's owner, so the
-          -- SECURITY DEFINER functions never run as whoever altered the table
-          -- (a superuser, say), and a catalog row nobody created functions
-          -- for gets none.
-          AND EXISTS (SELECT FROM pg_proc p
-                      WHERE p.oid = to_regprocedure(mlmon._internal_function(mm, 'on_predictions') || '()')
-                        AND p.proowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = mm.owner))
     LOOP
         FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
             needed := CASE WHEN rel = m.predictions
@@ -498,7 +498,15 @@ BEGIN
                 USING ERRCODE = 'dependent_objects_still_exist',
                       HINT = format('drop the monitor first: SELECT mlmon.drop_monitor(%L)', m.name);
         END IF;
-        PERFORM mlmon._generate_functions(m);
+        -- Regenerated only where create_monitor made them, as the monitor's
+        -- owner: CREATE OR REPLACE keeps a function's owner, so the SECURITY
+        -- DEFINER functions never run as whoever altered the table (a
+        -- superuser, say), and a catalog row nobody made functions for gets none.
+        IF EXISTS (SELECT FROM pg_proc p
+                   WHERE p.oid = to_regprocedure(mlmon._internal_function(m, 'on_predictions') || '()')
+                     AND p.proowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = m.owner)) THEN
+            PERFORM mlmon._generate_functions(m);
+        END IF;
     END LOOP;
 END $$;
 CREATE EVENT TRIGGER mlmon_after_ddl ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
@@ -538,12 +546,13 @@ BEGIN
                     CASE WHEN g.tgname LIKE '%\_replica' THEN 'R' WHEN g.tgname LIKE '%\_truncate' THEN 'A' ELSE 'O' END AS wanted
              FROM pg_trigger g
              WHERE g.tgrelid IN (m.predictions, m.outcomes) AND g.tgname LIKE 'mlmon\_' || m.name || '\_%'
-               AND (g.tgenabled = 'D' OR (g.tgenabled = 'R') <> (g.tgname LIKE '%\_replica'))
+               AND (g.tgenabled = 'D' OR (g.tgenabled = 'R') <> (g.tgname LIKE '%\_replica')
+                    OR (g.tgname LIKE '%\_truncate' AND g.tgenabled <> 'A'))
     LOOP
         problem := CASE WHEN t.tgenabled = 'D' THEN 'trigger disabled'
                         WHEN t.wanted = 'R' THEN 'trigger fires for every session'
                         ELSE 'trigger fires on replicas only' END;
-        detail := format('%s on %s (ALTER TABLE %s ENABLE %s TRIGGER %I; then CALL mlmon.backfill_monitor(%L) recounts what was missed)',
+        detail := format('%s on %s (ALTER TABLE %s ENABLE %s TRIGGER %I; then CALL mlmon.backfill_monitor(%L), or rebuild_monitor, recounts what was missed)',
                          t.tgname, t.rel, t.rel, CASE t.wanted WHEN 'R' THEN 'REPLICA' WHEN 'A' THEN 'ALWAYS' ELSE '' END,
                          t.tgname, m.name);
         RETURN NEXT;

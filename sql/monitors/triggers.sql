@@ -355,15 +355,21 @@ END $$;
 -- needs no SECURITY DEFINER. One key per row: a subscriber applies about as
 -- fast as single-row writes are counted.
 CREATE FUNCTION mlmon._replica_row_write() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+    -- extra_float_digits: keys go to _recount_keys as text, which must read
+    -- back to the same value (a float8 key).
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 AS $$
 DECLARE
     m mlmon.monitor := mlmon._monitor(TG_ARGV[0]);
     keys text[] := '{}';
     col name;
+    -- The table the trigger was made on: on a partitioned table it fires as
+    -- its clone on the partition the row is in (the apply worker writes
+    -- straight into partitions).
+    tables oid[] := ARRAY(SELECT a.relid FROM pg_partition_ancestors(TG_RELID) a);
 BEGIN
     FOREACH col IN ARRAY ARRAY(SELECT DISTINCT c FROM unnest(ARRAY[
-            CASE WHEN TG_RELID = m.predictions THEN m.key_column END,
-            CASE WHEN TG_RELID = m.outcomes THEN m.outcome_key_column END]) c WHERE c IS NOT NULL) LOOP
+            CASE WHEN m.predictions::oid = ANY (tables) THEN m.key_column END,
+            CASE WHEN m.outcomes::oid = ANY (tables) THEN m.outcome_key_column END]) c WHERE c IS NOT NULL) LOOP
         IF TG_OP <> 'INSERT' THEN
             keys := keys || (to_jsonb(OLD) ->> col);
         END IF;

@@ -15,8 +15,8 @@ CREATE POLICY monitor_insert ON mlmon.monitor FOR INSERT
     WITH CHECK (owner = current_user AND mlmon._owns_table(predictions) AND mlmon._owns_table(outcomes)
                 AND internal_schema = (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                                        WHERE c.oid = predictions));
-CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (owner = current_user) WITH CHECK (owner = current_user);
-CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (owner = current_user);
+CREATE POLICY monitor_update ON mlmon.monitor FOR UPDATE USING (mlmon._manages(owner)) WITH CHECK (mlmon._manages(owner));
+CREATE POLICY monitor_delete ON mlmon.monitor FOR DELETE USING (mlmon._manages(owner));
 DROP POLICY feature_view_owner ON mlmon.feature_view;
 CREATE POLICY feature_view_insert ON mlmon.feature_view FOR INSERT
     WITH CHECK (owner = current_user AND has_table_privilege(source, 'SELECT'));
@@ -42,10 +42,19 @@ DECLARE
     rel regclass;
 BEGIN
     FOR m IN SELECT * FROM mlmon.monitor LOOP
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(), %s(), %s(boolean) FROM PUBLIC',
-                       mlmon._internal_function(m, 'on_predictions'), mlmon._internal_function(m, 'on_outcomes'),
-                       mlmon._internal_function(m, 'compact'));
+        -- (A monitor whose source table was dropped keeps its row until
+        -- drop_monitor: nothing to do for what is gone.)
+        IF to_regprocedure(mlmon._internal_function(m, 'on_predictions') || '()') IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s() FROM PUBLIC', mlmon._internal_function(m, 'on_predictions'));
+        END IF;
+        IF to_regprocedure(mlmon._internal_function(m, 'on_outcomes') || '()') IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s() FROM PUBLIC', mlmon._internal_function(m, 'on_outcomes'));
+        END IF;
+        IF to_regprocedure(mlmon._internal_function(m, 'compact') || '(boolean)') IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(boolean) FROM PUBLIC', mlmon._internal_function(m, 'compact'));
+        END IF;
         FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
+            CONTINUE WHEN NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = rel);
             EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel, 'mlmon_' || m.name || '_truncate');
             EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION mlmon._replica_row_write(%L)',
                            'mlmon_' || m.name || '_replica', rel, m.name);
