@@ -477,6 +477,10 @@ BEGIN
         SELECT mm.* FROM mlmon.monitor mm
         WHERE EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
                       WHERE c.classid = 'pg_class'::regclass AND c.objid IN (mm.predictions, mm.outcomes))
+          -- Monitors create_monitor attached to this table (its triggers are
+          -- there): a catalog row without them guards nothing.
+          AND EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid IN (mm.predictions, mm.outcomes)
+                      AND g.tgname = 'mlmon_' || mm.name || '_insert')
     LOOP
         FOREACH rel IN ARRAY ARRAY[m.predictions, m.outcomes] LOOP
             needed := CASE WHEN rel = m.predictions

@@ -364,8 +364,9 @@ DECLARE
     col name;
     -- The table the trigger was made on: on a partitioned table it fires as
     -- its clone on the partition the row is in (the apply worker writes
-    -- straight into partitions).
-    tables oid[] := ARRAY(SELECT a.relid FROM pg_partition_ancestors(TG_RELID) a);
+    -- straight into partitions). pg_partition_ancestors lists nothing for a
+    -- table that is not a partition.
+    tables oid[] := TG_RELID || ARRAY(SELECT a.relid::oid FROM pg_partition_ancestors(TG_RELID) a);
 BEGIN
     FOREACH col IN ARRAY ARRAY(SELECT DISTINCT c FROM unnest(ARRAY[
             CASE WHEN m.predictions::oid = ANY (tables) THEN m.key_column END,
