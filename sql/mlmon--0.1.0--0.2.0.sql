@@ -21,6 +21,34 @@ CREATE OR REPLACE FUNCTION mlmon.recall_ci(cm mlmon.confusion, confidence double
     IMMUTABLE PARALLEL SAFE LANGUAGE sql
     SET search_path = pg_catalog, pg_temp AS $$ SELECT b[1], b[2] FROM (SELECT mlmon._recall_ci(cm, confidence, label) AS b) s $$;
 
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['histogram', 'frequencies'] LOOP
+        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.%1$I(reference mlmon.%2$I, current mlmon.%2$I, test text) RETURNS double precision[]
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
+                       '_' || t || '_compare', t, 'MODULE_PATHNAME', t || '_compare_wrapper');
+        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.psi(reference mlmon.%1$I, current mlmon.%1$I) RETURNS double precision
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
+                       t, '_' || t || '_compare', 'psi');
+        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.js_distance(reference mlmon.%1$I, current mlmon.%1$I) RETURNS double precision
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
+                       t, '_' || t || '_compare', 'js_distance');
+        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.chi2_test(reference mlmon.%1$I, current mlmon.%1$I,
+                                                        OUT statistic double precision, OUT p_value double precision, OUT dof bigint)
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
+                        SET search_path = pg_catalog, pg_temp AS $f$ SELECT r[1], r[2], r[3]::bigint FROM (SELECT mlmon.%2$I(reference, current, %3$L) AS r) s $f$',
+                       t, '_' || t || '_compare', 'chi2_test');
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mlmon.ks_2samp(a double precision[], b double precision[],
+                               OUT statistic double precision, OUT p_value double precision)
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp AS $$ SELECT r[1], r[2] FROM (SELECT mlmon._ks_2samp(a, b) AS r) s $$;
+
 CREATE FUNCTION mlmon._owns_table(rel regclass) RETURNS boolean
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT FROM pg_class c WHERE c.oid = rel AND pg_has_role(current_user, c.relowner, 'MEMBER'))
@@ -90,58 +118,6 @@ BEGIN
     END IF;
     RETURN w;
 END $$;
-
-DO $$
-DECLARE
-    metric text;
-BEGIN
-    FOREACH metric IN ARRAY ARRAY['mae', 'mse', 'rmse', 'mape', 'r2', 'mean_error', 'explained_variance'] LOOP
-        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.%I(s mlmon.regression) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp
-                        AS $f$ SELECT mlmon._regression_metric(s, %L) $f$', metric, metric);
-    END LOOP;
-END
-$$;
-
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['histogram', 'frequencies'] LOOP
-        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.%1$I(reference mlmon.%2$I, current mlmon.%2$I, test text) RETURNS double precision[]
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS %3$L, %4$L',
-                       '_' || t || '_compare', t, 'MODULE_PATHNAME', t || '_compare_wrapper');
-        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.psi(reference mlmon.%1$I, current mlmon.%1$I) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
-                       t, '_' || t || '_compare', 'psi');
-        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.js_distance(reference mlmon.%1$I, current mlmon.%1$I) RETURNS double precision
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $f$ SELECT (mlmon.%2$I(reference, current, %3$L))[1] $f$',
-                       t, '_' || t || '_compare', 'js_distance');
-        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.chi2_test(reference mlmon.%1$I, current mlmon.%1$I,
-                                                        OUT statistic double precision, OUT p_value double precision, OUT dof bigint)
-                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
-                        SET search_path = pg_catalog, pg_temp AS $f$ SELECT r[1], r[2], r[3]::bigint FROM (SELECT mlmon.%2$I(reference, current, %3$L) AS r) s $f$',
-                       t, '_' || t || '_compare', 'chi2_test');
-    END LOOP;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION mlmon.ks_2samp(a double precision[], b double precision[],
-                               OUT statistic double precision, OUT p_value double precision)
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql
-    SET search_path = pg_catalog, pg_temp AS $$ SELECT r[1], r[2] FROM (SELECT mlmon._ks_2samp(a, b) AS r) s $$;
-
-CREATE OR REPLACE FUNCTION mlmon.roc_auc(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'roc_auc') $$;
-
-CREATE OR REPLACE FUNCTION mlmon.average_precision(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'average_precision') $$;
-
-CREATE OR REPLACE FUNCTION mlmon.log_loss(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'log_loss') $$;
-
-CREATE OR REPLACE FUNCTION mlmon.brier_score(s mlmon.scores) RETURNS double precision
-    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'brier_score') $$;
 
 CREATE OR REPLACE FUNCTION mlmon._outcome_update_sql(m mlmon.monitor) RETURNS text
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
@@ -1056,251 +1032,6 @@ BEGIN
     USING problem;
 END $$;
 
-CREATE OR REPLACE FUNCTION mlmon._matured_labeled_sql() RETURNS text
-    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT 'bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3 AND bucket + $1 <= now() - $4
-            AND actual IS NOT NULL AND ($5::jsonb IS NULL OR segment @> $5::jsonb)' $$;
-
-CREATE OR REPLACE FUNCTION mlmon.accuracy(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.accuracy(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
-
-CREATE OR REPLACE FUNCTION mlmon.precision(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.precision(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
-
-CREATE OR REPLACE FUNCTION mlmon.recall(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.recall(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
-
-CREATE OR REPLACE FUNCTION mlmon.f1(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.f1(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
-
-CREATE OR REPLACE FUNCTION mlmon.cost(monitor text, "trailing" interval, fp_cost double precision, fn_cost double precision,
-                           tp_cost double precision DEFAULT 0, tn_cost double precision DEFAULT 0, segment jsonb DEFAULT NULL)
-    RETURNS double precision
-    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    SELECT mlmon.cost(mlmon.confusion(monitor, now() - $2, now(), segment), fp_cost, fn_cost, tp_cost, tn_cost) $$;
-
-CREATE OR REPLACE FUNCTION mlmon.create_drift_monitor(
-    name text,
-    source regclass,
-    time_column text,
-    columns text[],
-    bucket interval DEFAULT '1 hour',
-    segment_by text[] DEFAULT NULL,
-    reference_from timestamptz DEFAULT NULL,
-    reference_to timestamptz DEFAULT NULL,
-    bins integer DEFAULT 100,
-    max_categories integer DEFAULT 100
-) RETURNS text
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET extra_float_digits = 1
-    SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET bytea_output = 'hex' AS $$
-DECLARE
-    m mlmon.drift_monitor;
-    t regtype;
-    time_kind text;
-    col text;
-    position integer := 0;
-    kind text;
-    distinct_values bigint;
-    edges double precision[];
-    reference_sql text;
-    states_table text;
-    categories_table text;
-BEGIN
-    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
-        RAISE EXCEPTION 'invalid drift monitor name %', coalesce(quote_literal(name), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'argument name: use 1 to 40 lowercase letters, digits or underscores, starting with a letter';
-    END IF;
-    IF EXISTS (SELECT FROM mlmon.drift_monitor d WHERE d.name = create_drift_monitor.name) THEN
-        RAISE EXCEPTION 'drift monitor "%" already exists', name
-            USING ERRCODE = 'duplicate_object', HINT = 'argument name: pick another name or call mlmon.drop_drift_monitor first';
-    END IF;
-    IF source IS NULL OR time_column IS NULL THEN
-        RAISE EXCEPTION 'source and time_column are required'
-            USING ERRCODE = 'null_value_not_allowed', HINT = 'argument source, time_column: the table and its time column';
-    END IF;
-    -- A subscriber's apply worker fires row triggers only; a drift monitor
-    -- counts whole statements, so the rows it applies would go uncounted.
-    IF EXISTS (SELECT FROM pg_subscription_rel r WHERE r.srrelid = source) THEN
-        RAISE EXCEPTION '% receives rows by logical replication, which a drift monitor cannot count', source
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'argument source: create the drift monitor on the publisher''s table (monitors, unlike drift monitors, count a subscriber''s rows)';
-    END IF;
-    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = source) NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION '% is not a table', source
-            USING ERRCODE = 'wrong_object_type', HINT = 'argument source: a table or a partitioned table';
-    END IF;
-    -- Attaching triggers to a table takes its ownership (as ALTER TABLE does).
-    IF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = source), 'USAGE') THEN
-        RAISE EXCEPTION 'must be owner of table % to attach a drift monitor to it', source
-            USING ERRCODE = 'insufficient_privilege', HINT = 'argument source: ask the table''s owner to create the drift monitor';
-    END IF;
-    IF columns IS NULL OR cardinality(columns) = 0 OR cardinality(columns) > 1600 THEN
-        RAISE EXCEPTION 'a drift monitor watches 1 to 1600 columns'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument columns: the input columns to watch, e.g. ARRAY[''age'', ''country'']';
-    END IF;
-    IF (SELECT count(DISTINCT c) <> count(c) OR count(c) <> cardinality(columns) FROM unnest(columns) c) THEN
-        RAISE EXCEPTION 'columns must be distinct and not NULL'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument columns: name each column once';
-    END IF;
-    IF bucket IS NULL OR bucket <= interval '0' OR extract(month FROM bucket) <> 0 OR extract(year FROM bucket) <> 0 THEN
-        RAISE EXCEPTION 'invalid bucket width %', bucket
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'argument bucket: a positive interval of fixed length (no months or years), e.g. interval ''1 hour''';
-    END IF;
-    IF bins IS NULL OR bins NOT BETWEEN 2 AND 1000 THEN
-        RAISE EXCEPTION 'invalid bin count %', bins
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument bins: between 2 and 1000 quantile bins (100 is the default)';
-    END IF;
-    IF max_categories IS NULL OR max_categories NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'invalid max_categories %', max_categories
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument max_categories: between 1 and 10000 categories per column';
-    END IF;
-    reference_to := coalesce(reference_to, now());
-    IF reference_from >= reference_to THEN
-        RAISE EXCEPTION 'empty reference period [%, %)', reference_from, reference_to
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument reference_from: earlier than reference_to';
-    END IF;
-
-    t := mlmon._column_type(source, time_column, 'time_column');
-    time_kind := CASE
-        WHEN t = 'timestamp with time zone'::regtype THEN 'timestamptz'
-        WHEN t = 'timestamp without time zone'::regtype THEN 'timestamp'
-        WHEN t = 'date'::regtype THEN 'date'
-        WHEN t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype, 'real'::regtype,
-                   'double precision'::regtype) THEN 'number'
-        WHEN t IN ('text'::regtype, 'character varying'::regtype) THEN 'text'
-    END;
-    IF time_kind IS NULL THEN
-        PERFORM mlmon._wrong_type('time_column', time_column, t,
-                                  'timestamptz, timestamp, date, a number of seconds since 1970 or ISO 8601 text');
-    END IF;
-    FOREACH col IN ARRAY coalesce(segment_by, '{}') LOOP
-        PERFORM mlmon._column_type(source, col, 'segment_by');
-    END LOOP;
-
-    INSERT INTO mlmon.drift_monitor (name, source, time_column, time_kind, bucket, segment_by, reference_from,
-                                     reference_to, bins, max_categories, internal_schema)
-    VALUES (name, source, time_column, time_kind, bucket, coalesce(segment_by, '{}'), reference_from, reference_to,
-            bins, max_categories,
-            (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = source))
-    RETURNING * INTO m;
-    states_table := mlmon._drift_states_table(m);
-    categories_table := mlmon._drift_categories_table(m);
-    PERFORM mlmon._refuse_leftover_tables(ARRAY[states_table, categories_table]);
-    EXECUTE format($t$CREATE TABLE %s (
-                       bucket timestamptz NOT NULL, segment jsonb NOT NULL, state bytea NOT NULL,
-                       compacted boolean NOT NULL DEFAULT false)
-                   -- Every statement appends delta rows that compaction folds soon after.
-                   WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)$t$, states_table);
-    -- Every drift read decodes whole states: never compressed (decompressing
-    -- cost more than reading; a 5-minute bucket's state is a few hundred bytes).
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN state SET STORAGE EXTERNAL', states_table);
-    EXECUTE format('CREATE INDEX ON %s (bucket)', states_table);
-    EXECUTE format('CREATE UNIQUE INDEX ON %s (bucket, segment) WHERE compacted', states_table);
-    EXECUTE format('COMMENT ON TABLE %s IS %L', states_table,
-                   format('mlmon drift monitor %s: signed delta states per (bucket, segment); sum them to read', m.name));
-    EXECUTE format('CREATE TABLE %s (position integer NOT NULL, category text NOT NULL,
-                                     id integer GENERATED ALWAYS AS IDENTITY UNIQUE, PRIMARY KEY (position, category))',
-                   categories_table);
-    EXECUTE format('COMMENT ON TABLE %s IS %L', categories_table,
-                   format('mlmon drift monitor %s: category ids per column (at most %s per column)', m.name, max_categories));
-    EXECUTE format('GRANT SELECT ON %s, %s TO mlmon_reader', states_table, categories_table);
-
-    -- Classify and bin each column from the reference rows.
-    reference_sql := format('FROM %s WHERE %s >= %L AND %s < %L', source,
-                            mlmon._drift_time_sql(time_kind, time_column), coalesce(reference_from, '-infinity'),
-                            mlmon._drift_time_sql(time_kind, time_column), reference_to);
-    FOREACH col IN ARRAY columns LOOP
-        t := mlmon._column_type(source, col, 'columns');
-        IF t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype, 'real'::regtype,
-                 'double precision'::regtype) THEN
-            EXECUTE format($q$SELECT count(DISTINCT v), percentile_disc((SELECT array_agg(i::double precision / %s ORDER BY i)
-                                                                       FROM generate_series(0, %s) i))
-                                                      WITHIN GROUP (ORDER BY v)
-                              FROM (SELECT %s AS v %s) r
-                              WHERE v IS NOT NULL AND v NOT IN ('NaN', 'Infinity', '-Infinity')$q$,
-                           bins, bins,
-                           -- A numeric beyond the double range is ±Infinity, as the trigger reads it.
-                           CASE WHEN t = 'numeric'::regtype
-                                THEN format('CASE WHEN abs(%1$I) < 1e308 THEN %1$I::double precision ELSE sign(%1$I) * ''Infinity''::double precision END', col)
-                                ELSE format('%I::double precision', col) END,
-                           reference_sql)
-                INTO distinct_values, edges;
-            kind := CASE WHEN distinct_values > 5 THEN 'numeric' ELSE 'categorical' END;
-            IF distinct_values = 0 THEN
-                -- Only infinities? They are values too (NaN is NULL).
-                EXECUTE format($q$SELECT count(*) %s AND %I IS NOT NULL AND %I::double precision <> 'NaN'$q$,
-                               reference_sql, col, col) INTO distinct_values;
-            END IF;
-        ELSIF t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype, 'boolean'::regtype)
-              OR (SELECT typtype FROM pg_type WHERE oid = t) = 'e' THEN
-            kind := 'categorical';
-            EXECUTE format('SELECT count(*) %s AND %I IS NOT NULL', reference_sql, col) INTO distinct_values;
-        ELSE
-            PERFORM mlmon._wrong_type('columns', col, t,
-                                      'a number (smallint, integer, bigint, numeric, real, double precision) or a category (text, varchar, char, boolean, an enum)');
-        END IF;
-        IF distinct_values = 0 THEN
-            RAISE EXCEPTION 'the reference period holds no value of column "%"', col
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('argument reference_from: no row of %s with %s in [%s, %s) has a non-NULL %I; load the reference data first or give another period',
-                                    source, time_column, coalesce(reference_from::text, '-infinity'), reference_to, col);
-        END IF;
-        INSERT INTO mlmon.drift_column (monitor, position, column_name, kind, edges)
-        VALUES (m.name, position, col, kind,
-                CASE WHEN kind = 'numeric' THEN ARRAY(SELECT DISTINCT e FROM unnest(edges) e ORDER BY e) END);
-        IF kind = 'categorical' THEN
-            -- The reference's categories take the first ids, most frequent first,
-            -- so a column over the bound keeps its main categories by name. A
-            -- category is the value's text, as the trigger reads it (booleans:
-            -- 'true' and 'false').
-            EXECUTE format($q$INSERT INTO %s (position, category)
-                              SELECT %s, v FROM (SELECT %s AS v, count(*) AS c %s AND %I IS NOT NULL GROUP BY 1) r
-                              WHERE v <> 'NaN' OR NOT %L
-                              ORDER BY c DESC, v LIMIT %s$q$,
-                           categories_table, position,
-                           -- The type's output function (format's %s), as the trigger
-                           -- reads them: a cast to text may be a user's function.
-                           CASE WHEN t = 'boolean'::regtype THEN format('CASE WHEN %I THEN ''true'' ELSE ''false'' END', col)
-                                ELSE format('pg_catalog.format(''%%s'', %I)', col) END,
-                           reference_sql, col,
-                           t IN ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype), max_categories);
-        END IF;
-        position := position + 1;
-    END LOOP;
-
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
-                   'mlmon_drift_' || m.name || '_insert', source, m.name);
-    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
-                   'mlmon_drift_' || m.name || '_update', source, m.name);
-    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
-                   'mlmon_drift_' || m.name || '_delete', source, m.name);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
-                   'mlmon_drift_' || m.name || '_truncate', source, m.name);
-    PERFORM mlmon._drift_rebuild(m.name);
-    RETURN states_table;
-END $$;
-
-CREATE OR REPLACE FUNCTION mlmon.check_drift_monitor(name text)
-    RETURNS TABLE (problem text, detail text, bucket timestamptz, segment jsonb, column_name text,
-                   expected_n bigint, counted_n bigint)
-    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    m mlmon.drift_monitor := mlmon._drift_monitor(name);
-BEGIN
-    PERFORM mlmon._drift_check_owner(m, 'check');
-    -- Added to a subscription after the drift monitor was made (see
-    -- create_drift_monitor): its rows fire no statement trigger.
-    RETURN QUERY SELECT 'table receives logical replication'::text,
-                        format('subscription %s applies rows to %s, which are not counted; create the drift monitor on the publisher, or rebuild_drift_monitor(%L) after they arrive',
-                               s.subname, m.source, m.name),
-                        NULL::timestamptz, NULL::jsonb, NULL::text, NULL::bigint, NULL::bigint
-                 FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE r.srrelid = m.source;
-    RETURN QUERY SELECT c.problem, c.detail, c.bucket, c.segment::jsonb, c.column_name, c.expected_n, c.counted_n
-                 FROM mlmon._drift_check_states(m.name) c;
-END $$;
-
 CREATE OR REPLACE FUNCTION mlmon._fv_check_new(name text, source regclass, entity text, event_time text) RETURNS void
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1577,6 +1308,201 @@ BEGIN
         combine, part_cols, fv.entity_column, w, fv.event_time_column, origin, fv.value_column, fv.source, points,
         filter, late_nulls, on_time, late);
 END $$;
+
+CREATE FUNCTION mlmon._check_steps(p_from timestamptz, p_to timestamptz, p_step interval) RETURNS void
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT (isfinite(p_from) AND isfinite(p_to)) THEN
+        RAISE EXCEPTION 'the period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "from", "to": finite times, e.g. now() - interval ''30 days'' and now()';
+    END IF;
+    IF extract(epoch FROM p_to - p_from) / extract(epoch FROM p_step) > 1000000 THEN
+        RAISE EXCEPTION 'the period holds more than 1000000 steps of %', p_step
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'argument step: a longer step, or a shorter period';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION mlmon._matured_labeled_sql() RETURNS text
+    IMMUTABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3 AND bucket + $1 <= now() - $4
+            AND actual IS NOT NULL AND ($5::jsonb IS NULL OR segment @> $5::jsonb)' $$;
+
+CREATE OR REPLACE FUNCTION mlmon.accuracy(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.accuracy(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+
+CREATE OR REPLACE FUNCTION mlmon.precision(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.precision(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+
+CREATE OR REPLACE FUNCTION mlmon.recall(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.recall(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+
+CREATE OR REPLACE FUNCTION mlmon.f1(monitor text, "trailing" interval, segment jsonb DEFAULT NULL) RETURNS double precision
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon.f1(mlmon.confusion(monitor, now() - $2, now(), segment)) $$;
+
+CREATE OR REPLACE FUNCTION mlmon.cost(monitor text, "trailing" interval, fp_cost double precision, fn_cost double precision,
+                           tp_cost double precision DEFAULT 0, tn_cost double precision DEFAULT 0, segment jsonb DEFAULT NULL)
+    RETURNS double precision
+    STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT mlmon.cost(mlmon.confusion(monitor, now() - $2, now(), segment), fp_cost, fn_cost, tp_cost, tn_cost) $$;
+
+CREATE OR REPLACE FUNCTION mlmon._metrics(p_monitor text, p_from timestamptz, p_to timestamptz, p_step interval, p_segment jsonb,
+                               p_fp_cost double precision, p_fn_cost double precision, p_estimates boolean DEFAULT true)
+    RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
+                   accuracy double precision, "precision" double precision, recall double precision,
+                   f1 double precision, mcc double precision, cost double precision,
+                   accuracy_lower double precision, accuracy_upper double precision,
+                   precision_lower double precision, precision_upper double precision,
+                   recall_lower double precision, recall_upper double precision,
+                   roc_auc double precision, log_loss double precision, brier double precision,
+                   estimated_accuracy double precision, estimated_precision double precision,
+                   estimated_recall double precision, estimated_f1 double precision,
+                   estimated_roc_auc double precision,
+                   estimated_accuracy_lower double precision, estimated_accuracy_upper double precision)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(p_monitor);
+    -- Score columns and estimates: score monitors only; metrics_all leaves
+    -- them out (it does not return them, and the reference costs a scan).
+    scored boolean := m.score_column IS NOT NULL AND p_estimates;
+    calibration bytea;
+    reference_accuracy double precision;
+BEGIN
+    PERFORM mlmon._check_segment(m, p_segment);
+    p_step := mlmon._whole_buckets(p_step, m.bucket);
+    IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
+        RAISE EXCEPTION 'empty time range'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
+    END IF;
+    PERFORM mlmon._check_steps(p_from, p_to, p_step);
+    IF (p_fp_cost IS NULL) <> (p_fn_cost IS NULL) THEN
+        RAISE EXCEPTION 'fp_cost and fn_cost go together'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument fn_cost: pass both costs or neither';
+    END IF;
+    IF scored THEN
+        SELECT r.calibration, r.accuracy INTO calibration, reference_accuracy FROM mlmon._reference(m) r;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH steps AS (
+            SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),
+        cells AS (
+            SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t, predicted, actual,
+                   (bucket + $4 <= now() - $5) AS mature, sum(n)::bigint AS n, sum(weight) AS w
+            FROM %1$s
+            WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
+              AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
+            GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0),
+        per_step AS (
+            SELECT t, sum(n)::bigint AS predictions,
+                   coalesce(sum(n) FILTER (WHERE mature AND actual IS NOT NULL), 0)::bigint AS labeled,
+                   sum(n) FILTER (WHERE mature AND actual IS NOT NULL AND predicted = 'true')::float8 AS predicted_positive,
+                   sum(n) FILTER (WHERE mature AND actual = 'true')::float8 AS actual_positive,
+                   CASE WHEN $7 <> 'regression' THEN mlmon.confusion_from_cells($7, $8,
+                       array_agg(predicted) FILTER (WHERE mature AND actual IS NOT NULL),
+                       array_agg(actual) FILTER (WHERE mature AND actual IS NOT NULL),
+                       array_agg(n) FILTER (WHERE mature AND actual IS NOT NULL),
+                       array_agg(w) FILTER (WHERE mature AND actual IS NOT NULL)) END AS cm
+            FROM cells GROUP BY t),
+        -- Score monitors: every score column of a step in one aggregate
+        -- (mlmon._score_step); none for other monitors.
+        score_steps AS (%2$s),
+        metric AS MATERIALIZED (
+            SELECT t, predictions, labeled, predicted_positive, actual_positive, mlmon.accuracy(cm) AS accuracy,
+                   mlmon.precision(cm) AS "precision", mlmon.recall(cm) AS recall, mlmon.f1(cm) AS f1,
+                   mlmon.mcc(cm) AS mcc, CASE WHEN $9 IS NOT NULL THEN mlmon.cost(cm, $9, $10) END AS cost,
+                   ss[1] AS roc_auc, ss[2] AS log_loss, ss[3] AS brier,
+                   ss[4:8] AS est, ss[4] + ss[5] + ss[6] + ss[7] AS est_total
+            FROM per_step LEFT JOIN score_steps USING (t)),
+        -- Wilson intervals (0.95) centred on each metric as reported (weighted
+        -- or not), its unweighted denominator as the trials; precision and
+        -- recall of a binary monitor only (positive label 'true'). Once per
+        -- step: MATERIALIZED keeps the planner from calling _wilson again
+        -- for each bound. Clamped to [0, 1]: a net weight may keep a
+        -- rounding residue of retracted rows.
+        scored AS MATERIALIZED (
+            SELECT x.*, mlmon._wilson(least(greatest(x.accuracy, 0), 1) * x.labeled, x.labeled, 0.95) AS a_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(least(greatest(x."precision", 0), 1) * x.predicted_positive, x.predicted_positive, 0.95) END AS p_ci,
+                   CASE WHEN $7 = 'binary' THEN mlmon._wilson(least(greatest(x.recall, 0), 1) * x.actual_positive, x.actual_positive, 0.95) END AS r_ci
+            FROM metric x)
+        SELECT s.t, $6::jsonb, coalesce(p.predictions, 0)::bigint, coalesce(p.labeled, 0)::bigint,
+               (coalesce(p.predictions, 0) - coalesce(p.labeled, 0))::bigint,
+               p.accuracy, p."precision", p.recall, p.f1, p.mcc, p.cost,
+               p.a_ci[1], p.a_ci[2], p.p_ci[1], p.p_ci[2], p.r_ci[1], p.r_ci[2],
+               p.roc_auc, p.log_loss, p.brier,
+               -- CBPE (NannyML's formulas): the expected confusion matrix of
+               -- every prediction of the step, labeled or not.
+               (p.est[1] + p.est[4]) / nullif(p.est_total, 0), p.est[1] / nullif(p.est[1] + p.est[2], 0),
+               p.est[1] / nullif(p.est[1] + p.est[3], 0), p.est[1] / nullif(p.est[1] + 0.5 * (p.est[2] + p.est[3]), 0),
+               p.est[5],
+               -- The band: 3 standard errors of the reference's per-prediction
+               -- correctness for this step's number of predictions, in [0, 1].
+               -- No band without an estimate or without a labeled reference
+               -- ($12 NULL: then the estimate takes the raw scores as
+               -- calibrated). greatest and least would skip the NULLs.
+               CASE WHEN p.est_total > 0 AND $12 IS NOT NULL
+                    THEN greatest(0, (p.est[1] + p.est[4]) / p.est_total - 3 * sqrt($12 * (1 - $12) / p.predictions)) END,
+               CASE WHEN p.est_total > 0 AND $12 IS NOT NULL
+                    THEN least(1, (p.est[1] + p.est[4]) / p.est_total + 3 * sqrt($12 * (1 - $12) / p.predictions)) END
+        FROM steps s LEFT JOIN scored p USING (t)
+        ORDER BY s.t $q$, mlmon._rollup_rows_sql(m),
+        CASE WHEN scored THEN format($s$
+            SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t,
+                   mlmon._score_step(state, predicted, actual, bucket + $4 <= now() - $5, $11) AS ss
+            FROM %s
+            WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
+              AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
+            GROUP BY 1 $s$, mlmon._rollup_rows_sql(m))
+             ELSE 'SELECT NULL::timestamptz AS t, NULL::float8[] AS ss WHERE false' END)
+    USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment, m.label_kind, m.weight_column IS NOT NULL,
+          p_fp_cost, p_fn_cost, calibration, reference_accuracy;
+END $$;
+
+CREATE OR REPLACE FUNCTION mlmon._regression_metrics(p_monitor text, p_from timestamptz, p_to timestamptz, p_step interval,
+                                          p_segment jsonb)
+    RETURNS TABLE ("time" timestamptz, segment jsonb, predictions bigint, labeled bigint, pending bigint,
+                   mae double precision, rmse double precision, mape double precision, r2 double precision,
+                   mean_error double precision)
+    STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.monitor := mlmon._monitor(p_monitor);
+BEGIN
+    PERFORM mlmon._check_segment(m, p_segment);
+    PERFORM mlmon._check_kind(m, 'regression');
+    p_step := mlmon._whole_buckets(p_step, m.bucket);
+    IF p_from IS NULL OR p_to IS NULL OR p_to <= p_from THEN
+        RAISE EXCEPTION 'empty time range'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
+    END IF;
+    PERFORM mlmon._check_steps(p_from, p_to, p_step);
+    RETURN QUERY EXECUTE format($q$
+        WITH steps AS (
+            SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),
+        per_step AS (
+            SELECT date_bin($1, bucket, mlmon._bucket_origin()) AS t, sum(n)::bigint AS predictions,
+                   coalesce(sum(n) FILTER (WHERE bucket + $4 <= now() - $5 AND actual IS NOT NULL), 0)::bigint AS labeled,
+                   mlmon._cells_regression(mlmon._cells_sum(state) FILTER (WHERE bucket + $4 <= now() - $5 AND actual IS NOT NULL)) AS r
+            FROM %s
+            WHERE bucket >= date_bin($1, $2, mlmon._bucket_origin()) AND bucket < $3
+              AND ($6::jsonb IS NULL OR segment @> $6::jsonb)
+            GROUP BY 1)
+        SELECT s.t, $6::jsonb, coalesce(p.predictions, 0), coalesce(p.labeled, 0),
+               coalesce(p.predictions, 0) - coalesce(p.labeled, 0),
+               mlmon.mae(p.r), mlmon.rmse(p.r), mlmon.mape(p.r), mlmon.r2(p.r), mlmon.mean_error(p.r)
+        FROM steps s LEFT JOIN per_step p USING (t)
+        ORDER BY s.t $q$, mlmon._rollup_rows_sql(m))
+    USING p_step, p_from, p_to, m.bucket, m.maturity, p_segment;
+END $$;
+
+CREATE OR REPLACE FUNCTION mlmon.roc_auc(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'roc_auc') $$;
+
+CREATE OR REPLACE FUNCTION mlmon.average_precision(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'average_precision') $$;
+
+CREATE OR REPLACE FUNCTION mlmon.log_loss(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'log_loss') $$;
+
+CREATE OR REPLACE FUNCTION mlmon.brier_score(s mlmon.scores) RETURNS double precision
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$ SELECT mlmon._scores_metric(s, 'brier_score') $$;
 
 CREATE OR REPLACE FUNCTION mlmon._fv_point_sql(fv mlmon.feature_view, key_type regtype) RETURNS text
     STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -1858,6 +1784,240 @@ BEGIN
         EXECUTE format('DROP TABLE %s', v);
     END LOOP;
     RETURN n_rows;
+END $$;
+
+DO $$
+DECLARE
+    metric text;
+BEGIN
+    FOREACH metric IN ARRAY ARRAY['mae', 'mse', 'rmse', 'mape', 'r2', 'mean_error', 'explained_variance'] LOOP
+        EXECUTE format('CREATE OR REPLACE FUNCTION mlmon.%I(s mlmon.regression) RETURNS double precision
+                        IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql SET search_path = pg_catalog, pg_temp
+                        AS $f$ SELECT mlmon._regression_metric(s, %L) $f$', metric, metric);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION mlmon.create_drift_monitor(
+    name text,
+    source regclass,
+    time_column text,
+    columns text[],
+    bucket interval DEFAULT '1 hour',
+    segment_by text[] DEFAULT NULL,
+    reference_from timestamptz DEFAULT NULL,
+    reference_to timestamptz DEFAULT NULL,
+    bins integer DEFAULT 100,
+    max_categories integer DEFAULT 100
+) RETURNS text
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET extra_float_digits = 1
+    SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET bytea_output = 'hex' AS $$
+DECLARE
+    m mlmon.drift_monitor;
+    t regtype;
+    time_kind text;
+    col text;
+    position integer := 0;
+    kind text;
+    distinct_values bigint;
+    edges double precision[];
+    reference_sql text;
+    states_table text;
+    categories_table text;
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,39}$' THEN
+        RAISE EXCEPTION 'invalid drift monitor name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument name: use 1 to 40 lowercase letters, digits or underscores, starting with a letter';
+    END IF;
+    IF EXISTS (SELECT FROM mlmon.drift_monitor d WHERE d.name = create_drift_monitor.name) THEN
+        RAISE EXCEPTION 'drift monitor "%" already exists', name
+            USING ERRCODE = 'duplicate_object', HINT = 'argument name: pick another name or call mlmon.drop_drift_monitor first';
+    END IF;
+    IF source IS NULL OR time_column IS NULL THEN
+        RAISE EXCEPTION 'source and time_column are required'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'argument source, time_column: the table and its time column';
+    END IF;
+    -- A subscriber's apply worker fires row triggers only; a drift monitor
+    -- counts whole statements, so the rows it applies would go uncounted.
+    IF EXISTS (SELECT FROM pg_subscription_rel r WHERE r.srrelid = source) THEN
+        RAISE EXCEPTION '% receives rows by logical replication, which a drift monitor cannot count', source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'argument source: create the drift monitor on the publisher''s table (monitors, unlike drift monitors, count a subscriber''s rows)';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = source) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', source
+            USING ERRCODE = 'wrong_object_type', HINT = 'argument source: a table or a partitioned table';
+    END IF;
+    -- Attaching triggers to a table takes its ownership (as ALTER TABLE does).
+    IF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = source), 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table % to attach a drift monitor to it', source
+            USING ERRCODE = 'insufficient_privilege', HINT = 'argument source: ask the table''s owner to create the drift monitor';
+    END IF;
+    IF columns IS NULL OR cardinality(columns) = 0 OR cardinality(columns) > 1600 THEN
+        RAISE EXCEPTION 'a drift monitor watches 1 to 1600 columns'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument columns: the input columns to watch, e.g. ARRAY[''age'', ''country'']';
+    END IF;
+    IF (SELECT count(DISTINCT c) <> count(c) OR count(c) <> cardinality(columns) FROM unnest(columns) c) THEN
+        RAISE EXCEPTION 'columns must be distinct and not NULL'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument columns: name each column once';
+    END IF;
+    IF bucket IS NULL OR bucket <= interval '0' OR extract(month FROM bucket) <> 0 OR extract(year FROM bucket) <> 0 THEN
+        RAISE EXCEPTION 'invalid bucket width %', bucket
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'argument bucket: a positive interval of fixed length (no months or years), e.g. interval ''1 hour''';
+    END IF;
+    IF bins IS NULL OR bins NOT BETWEEN 2 AND 1000 THEN
+        RAISE EXCEPTION 'invalid bin count %', bins
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument bins: between 2 and 1000 quantile bins (100 is the default)';
+    END IF;
+    IF max_categories IS NULL OR max_categories NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'invalid max_categories %', max_categories
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument max_categories: between 1 and 10000 categories per column';
+    END IF;
+    reference_to := coalesce(reference_to, now());
+    IF reference_from >= reference_to THEN
+        RAISE EXCEPTION 'empty reference period [%, %)', reference_from, reference_to
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument reference_from: earlier than reference_to';
+    END IF;
+
+    t := mlmon._column_type(source, time_column, 'time_column');
+    time_kind := CASE
+        WHEN t = 'timestamp with time zone'::regtype THEN 'timestamptz'
+        WHEN t = 'timestamp without time zone'::regtype THEN 'timestamp'
+        WHEN t = 'date'::regtype THEN 'date'
+        WHEN t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype, 'real'::regtype,
+                   'double precision'::regtype) THEN 'number'
+        WHEN t IN ('text'::regtype, 'character varying'::regtype) THEN 'text'
+    END;
+    IF time_kind IS NULL THEN
+        PERFORM mlmon._wrong_type('time_column', time_column, t,
+                                  'timestamptz, timestamp, date, a number of seconds since 1970 or ISO 8601 text');
+    END IF;
+    FOREACH col IN ARRAY coalesce(segment_by, '{}') LOOP
+        PERFORM mlmon._column_type(source, col, 'segment_by');
+    END LOOP;
+
+    INSERT INTO mlmon.drift_monitor (name, source, time_column, time_kind, bucket, segment_by, reference_from,
+                                     reference_to, bins, max_categories, internal_schema)
+    VALUES (name, source, time_column, time_kind, bucket, coalesce(segment_by, '{}'), reference_from, reference_to,
+            bins, max_categories,
+            (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = source))
+    RETURNING * INTO m;
+    states_table := mlmon._drift_states_table(m);
+    categories_table := mlmon._drift_categories_table(m);
+    PERFORM mlmon._refuse_leftover_tables(ARRAY[states_table, categories_table]);
+    EXECUTE format($t$CREATE TABLE %s (
+                       bucket timestamptz NOT NULL, segment jsonb NOT NULL, state bytea NOT NULL,
+                       compacted boolean NOT NULL DEFAULT false)
+                   -- Every statement appends delta rows that compaction folds soon after.
+                   WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000)$t$, states_table);
+    -- Every drift read decodes whole states: never compressed (decompressing
+    -- cost more than reading; a 5-minute bucket's state is a few hundred bytes).
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN state SET STORAGE EXTERNAL', states_table);
+    EXECUTE format('CREATE INDEX ON %s (bucket)', states_table);
+    EXECUTE format('CREATE UNIQUE INDEX ON %s (bucket, segment) WHERE compacted', states_table);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', states_table,
+                   format('mlmon drift monitor %s: signed delta states per (bucket, segment); sum them to read', m.name));
+    EXECUTE format('CREATE TABLE %s (position integer NOT NULL, category text NOT NULL,
+                                     id integer GENERATED ALWAYS AS IDENTITY UNIQUE, PRIMARY KEY (position, category))',
+                   categories_table);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', categories_table,
+                   format('mlmon drift monitor %s: category ids per column (at most %s per column)', m.name, max_categories));
+    EXECUTE format('GRANT SELECT ON %s, %s TO mlmon_reader', states_table, categories_table);
+
+    -- Classify and bin each column from the reference rows.
+    reference_sql := format('FROM %s WHERE %s >= %L AND %s < %L', source,
+                            mlmon._drift_time_sql(time_kind, time_column), coalesce(reference_from, '-infinity'),
+                            mlmon._drift_time_sql(time_kind, time_column), reference_to);
+    FOREACH col IN ARRAY columns LOOP
+        t := mlmon._column_type(source, col, 'columns');
+        IF t IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype, 'real'::regtype,
+                 'double precision'::regtype) THEN
+            EXECUTE format($q$SELECT count(DISTINCT v), percentile_disc((SELECT array_agg(i::double precision / %s ORDER BY i)
+                                                                       FROM generate_series(0, %s) i))
+                                                      WITHIN GROUP (ORDER BY v)
+                              FROM (SELECT %s AS v %s) r
+                              WHERE v IS NOT NULL AND v NOT IN ('NaN', 'Infinity', '-Infinity')$q$,
+                           bins, bins,
+                           -- A numeric beyond the double range is ±Infinity, as the trigger reads it.
+                           CASE WHEN t = 'numeric'::regtype
+                                THEN format('CASE WHEN abs(%1$I) < 1e308 THEN %1$I::double precision ELSE sign(%1$I) * ''Infinity''::double precision END', col)
+                                ELSE format('%I::double precision', col) END,
+                           reference_sql)
+                INTO distinct_values, edges;
+            kind := CASE WHEN distinct_values > 5 THEN 'numeric' ELSE 'categorical' END;
+            IF distinct_values = 0 THEN
+                -- Only infinities? They are values too (NaN is NULL).
+                EXECUTE format($q$SELECT count(*) %s AND %I IS NOT NULL AND %I::double precision <> 'NaN'$q$,
+                               reference_sql, col, col) INTO distinct_values;
+            END IF;
+        ELSIF t IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype, 'boolean'::regtype)
+              OR (SELECT typtype FROM pg_type WHERE oid = t) = 'e' THEN
+            kind := 'categorical';
+            EXECUTE format('SELECT count(*) %s AND %I IS NOT NULL', reference_sql, col) INTO distinct_values;
+        ELSE
+            PERFORM mlmon._wrong_type('columns', col, t,
+                                      'a number (smallint, integer, bigint, numeric, real, double precision) or a category (text, varchar, char, boolean, an enum)');
+        END IF;
+        IF distinct_values = 0 THEN
+            RAISE EXCEPTION 'the reference period holds no value of column "%"', col
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('argument reference_from: no row of %s with %s in [%s, %s) has a non-NULL %I; load the reference data first or give another period',
+                                    source, time_column, coalesce(reference_from::text, '-infinity'), reference_to, col);
+        END IF;
+        INSERT INTO mlmon.drift_column (monitor, position, column_name, kind, edges)
+        VALUES (m.name, position, col, kind,
+                CASE WHEN kind = 'numeric' THEN ARRAY(SELECT DISTINCT e FROM unnest(edges) e ORDER BY e) END);
+        IF kind = 'categorical' THEN
+            -- The reference's categories take the first ids, most frequent first,
+            -- so a column over the bound keeps its main categories by name. A
+            -- category is the value's text, as the trigger reads it (booleans:
+            -- 'true' and 'false').
+            EXECUTE format($q$INSERT INTO %s (position, category)
+                              SELECT %s, v FROM (SELECT %s AS v, count(*) AS c %s AND %I IS NOT NULL GROUP BY 1) r
+                              WHERE v <> 'NaN' OR NOT %L
+                              ORDER BY c DESC, v LIMIT %s$q$,
+                           categories_table, position,
+                           -- The type's output function (format's %s), as the trigger
+                           -- reads them: a cast to text may be a user's function.
+                           CASE WHEN t = 'boolean'::regtype THEN format('CASE WHEN %I THEN ''true'' ELSE ''false'' END', col)
+                                ELSE format('pg_catalog.format(''%%s'', %I)', col) END,
+                           reference_sql, col,
+                           t IN ('numeric'::regtype, 'real'::regtype, 'double precision'::regtype), max_categories);
+        END IF;
+        position := position + 1;
+    END LOOP;
+
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
+                   'mlmon_drift_' || m.name || '_insert', source, m.name);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
+                   'mlmon_drift_' || m.name || '_update', source, m.name);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
+                   'mlmon_drift_' || m.name || '_delete', source, m.name);
+    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION mlmon._drift_write(%L)',
+                   'mlmon_drift_' || m.name || '_truncate', source, m.name);
+    PERFORM mlmon._drift_rebuild(m.name);
+    RETURN states_table;
+END $$;
+
+CREATE OR REPLACE FUNCTION mlmon.check_drift_monitor(name text)
+    RETURNS TABLE (problem text, detail text, bucket timestamptz, segment jsonb, column_name text,
+                   expected_n bigint, counted_n bigint)
+    VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m mlmon.drift_monitor := mlmon._drift_monitor(name);
+BEGIN
+    PERFORM mlmon._drift_check_owner(m, 'check');
+    -- Added to a subscription after the drift monitor was made (see
+    -- create_drift_monitor): its rows fire no statement trigger.
+    RETURN QUERY SELECT 'table receives logical replication'::text,
+                        format('subscription %s applies rows to %s, which are not counted; create the drift monitor on the publisher, or rebuild_drift_monitor(%L) after they arrive',
+                               s.subname, m.source, m.name),
+                        NULL::timestamptz, NULL::jsonb, NULL::text, NULL::bigint, NULL::bigint
+                 FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid WHERE r.srrelid = m.source;
+    RETURN QUERY SELECT c.problem, c.detail, c.bucket, c.segment::jsonb, c.column_name, c.expected_n, c.counted_n
+                 FROM mlmon._drift_check_states(m.name) c;
 END $$;
 
 -- ---- written by hand: sql/upgrades/0.1.0--0.2.0.sql

@@ -10,6 +10,22 @@
 -- else NULL (never raises: a missing schema or table is NULL). A view or a
 -- foreign table standing in its place would run its owner's functions with
 -- the rights of whoever reads metrics.
+-- A time series of at most a million steps over a finite period: one of
+-- infinite length (or 48,000 years of hours) would write temporary files
+-- until the disk is full (drift_metrics has the same bound).
+CREATE FUNCTION mlmon._check_steps(p_from timestamptz, p_to timestamptz, p_step interval) RETURNS void
+    IMMUTABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT (isfinite(p_from) AND isfinite(p_to)) THEN
+        RAISE EXCEPTION 'the period must be finite'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "from", "to": finite times, e.g. now() - interval ''30 days'' and now()';
+    END IF;
+    IF extract(epoch FROM p_to - p_from) / extract(epoch FROM p_step) > 1000000 THEN
+        RAISE EXCEPTION 'the period holds more than 1000000 steps of %', p_step
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'argument step: a longer step, or a shorter period';
+    END IF;
+END $$;
+
 CREATE FUNCTION mlmon._rollup_oid(m mlmon.monitor) RETURNS regclass
     STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.oid::regclass
@@ -169,6 +185,7 @@ BEGIN
         RAISE EXCEPTION 'empty time range'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
     END IF;
+    PERFORM mlmon._check_steps(p_from, p_to, p_step);
     IF (p_fp_cost IS NULL) <> (p_fn_cost IS NULL) THEN
         RAISE EXCEPTION 'fp_cost and fn_cost go together'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument fn_cost: pass both costs or neither';
@@ -458,6 +475,7 @@ BEGIN
         RAISE EXCEPTION 'empty time range'
             USING ERRCODE = 'invalid_parameter_value', HINT = 'argument "to": must be later than "from"';
     END IF;
+    PERFORM mlmon._check_steps(p_from, p_to, p_step);
     RETURN QUERY EXECUTE format($q$
         WITH steps AS (
             SELECT s AS t FROM generate_series(date_bin($1, $2, mlmon._bucket_origin()), $3 - interval '1 microsecond', $1) s),

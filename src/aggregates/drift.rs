@@ -74,20 +74,27 @@ fn frequencies_compare(reference: &[u8], current: &[u8], test: &str) -> Vec<f64>
 
 /// Arrays for the sample tests must not contain NULLs: dropping them silently
 /// would change the test.
-fn sample(values: Vec<Option<f64>>, argument: &'static str) -> Vec<f64> {
+fn sample(values: Array<'_, f64>, argument: &'static str) -> Vec<f64> {
+    // Checked before anything is copied: the test sorts copies of both sides.
+    if values.len() > drift::MAX_SAMPLE {
+        raise(Error::LimitExceeded {
+            message: format!("{argument} has {} values, more than {}", values.len(), drift::MAX_SAMPLE),
+            hint: format!("argument {argument}: compare histograms instead (mlmon.histogram and mlmon.psi / chi2_test), or sample the values"),
+        });
+    }
     values
-        .into_iter()
+        .iter()
         .map(|v| v.unwrap_or_else(|| raise(Error::invalid(argument, format!("{argument} contains NULL"), "remove NULLs first, e.g. array_remove(a, NULL)"))))
         .collect()
 }
 
 #[pg_extern(sql = false)]
-fn ks_2samp_values(a: Vec<Option<f64>>, b: Vec<Option<f64>>) -> Vec<f64> {
+fn ks_2samp_values(a: Array<'_, f64>, b: Array<'_, f64>) -> Vec<f64> {
     let (statistic, p_value) = drift::ks_2samp(&sample(a, "a"), &sample(b, "b")).or_raise();
     vec![statistic, p_value]
 }
 
 #[pg_extern(sql = false)]
-fn wasserstein_distance(a: Vec<Option<f64>>, b: Vec<Option<f64>>) -> f64 {
+fn wasserstein_distance(a: Array<'_, f64>, b: Array<'_, f64>) -> f64 {
     drift::wasserstein(&sample(a, "a"), &sample(b, "b")).or_raise()
 }

@@ -14,6 +14,9 @@ use crate::error::{check_weight, count_overflow, Error, Result, MAX_COUNT};
 pub const MAX_LABELS: usize = 10_000;
 /// Most non-empty cells a matrix accepts (bounds memory and state size).
 pub const MAX_CELLS: usize = 1_000_000;
+/// Most bytes of label text a matrix holds: 10,000 labels of a megabyte
+/// each would take a backend's memory (each label is kept twice).
+pub const MAX_LABEL_BYTES: usize = 64 << 20;
 
 /// What the labels are; decides ordering, defaults and which merges make sense.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,6 +86,8 @@ pub struct Confusion {
     /// total can overflow and every count fits a bigint. Decoded states are
     /// untrusted: two of them may each claim 2^63 rows.
     rows: u64,
+    /// Bytes of `labels`, at most [`MAX_LABEL_BYTES`].
+    label_bytes: usize,
 }
 
 impl PartialEq for Confusion {
@@ -94,7 +99,7 @@ impl PartialEq for Confusion {
 
 impl Confusion {
     pub fn new(kind: LabelKind) -> Self {
-        let mut cm = Confusion { kind, weighted: false, labels: Vec::new(), index: HashMap::new(), cells: HashMap::new(), rows: 0 };
+        let mut cm = Confusion { kind, weighted: false, labels: Vec::new(), index: HashMap::new(), cells: HashMap::new(), rows: 0, label_bytes: 0 };
         if kind == LabelKind::Binary {
             // Fixed ids so the boolean fast path never hashes a string.
             cm.intern("false").expect("two labels fit");
@@ -119,6 +124,12 @@ impl Confusion {
         if let Some(&id) = self.index.get(label) {
             return Ok(id);
         }
+        if self.label_bytes + label.len() > MAX_LABEL_BYTES {
+            return Err(Error::LimitExceeded {
+                message: format!("confusion matrix labels take more than {} MB", MAX_LABEL_BYTES >> 20),
+                hint: "labels this long are usually not classes; map them to short names first".into(),
+            });
+        }
         if self.labels.len() >= MAX_LABELS {
             return Err(Error::LimitExceeded {
                 message: format!("confusion matrix has more than {MAX_LABELS} distinct labels"),
@@ -126,6 +137,7 @@ impl Confusion {
             });
         }
         let id = self.labels.len() as u32;
+        self.label_bytes += label.len();
         self.labels.push(label.to_owned());
         self.index.insert(label.to_owned(), id);
         Ok(id)

@@ -31,6 +31,11 @@ use crate::wire::{self, Reader, Writer};
 pub const MAX_BINS: usize = 10_000;
 /// Most distinct categories a [`Frequencies`] may hold.
 pub const MAX_CATEGORIES: usize = 100_000;
+/// Most bytes of category text a distribution holds (memory, not rows).
+pub const MAX_CATEGORY_BYTES: usize = 64 << 20;
+/// Most values a side of `ks_2samp` or `wasserstein` takes as an array: the
+/// test sorts copies of both (the aggregates over histograms have no bound).
+pub const MAX_SAMPLE: usize = 10_000_000;
 
 const HISTOGRAM_TAG: u8 = b'H';
 const FREQUENCIES_TAG: u8 = b'F';
@@ -210,6 +215,8 @@ pub struct Frequencies {
     counts: BTreeMap<String, u64>,
     /// The sum of `counts`, kept at most [`MAX_COUNT`].
     total: u64,
+    /// Bytes of the categories' text, at most [`MAX_CATEGORY_BYTES`].
+    bytes: usize,
 }
 
 impl Frequencies {
@@ -232,7 +239,18 @@ impl Frequencies {
                 hint: "a column with this many values is usually an identifier; bucket it or use a histogram".into(),
             });
         }
+        let new = !self.counts.contains_key(category);
+        if new && self.bytes + category.len() > MAX_CATEGORY_BYTES {
+            return Err(Error::LimitExceeded {
+                message: format!("categories take more than {} MB", MAX_CATEGORY_BYTES >> 20),
+                hint: "values this long are usually not categories; map them to short names first".into(),
+            });
+        }
+        // Both checks before any change: a refused add leaves the state as it was.
         self.total = bounded_total([self.total, n].iter())?;
+        if new {
+            self.bytes += category.len();
+        }
         *self.counts.entry(category.to_owned()).or_insert(0) += n;
         Ok(())
     }
