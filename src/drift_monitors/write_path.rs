@@ -425,6 +425,13 @@ impl<'a> Accumulator<'a> {
         if let Some(id) = self.prepared.committed.borrow().id(position, category).or_else(|| self.dictionary.id(position, category)) {
             return Some(id);
         }
+        // A value this long is no category (an identifier, a document): it
+        // counts as *other*, and never reaches the dictionary's index, whose
+        // rows must stay under 2,704 bytes (a longer one failed the writer's
+        // INSERT).
+        if category.len() > MAX_CATEGORY_LENGTH {
+            return None;
+        }
         if !self.checking {
         // Writers adding categories to one column take turns until commit,
         // so the count below (a statement after the lock, a fresh snapshot
@@ -729,6 +736,9 @@ fn drift_rebuild(monitor: &str) -> i64 {
         })
     })
 }
+
+/// Longest value, in bytes, a categorical column adds to its dictionary.
+const MAX_CATEGORY_LENGTH: usize = 1024;
 
 /// A progress NOTICE each this many rows of a backfill.
 const PROGRESS_EVERY: u64 = 1_000_000;

@@ -282,3 +282,23 @@ def test_sample_arrays_are_bounded(conn, function):
     with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
         conn.execute(f"SELECT mlmon.{function}(array_fill(0.5::float8, ARRAY[10000001]), ARRAY[0.6::float8])")
     assert e.value.diag.message_hint.startswith("argument a")
+
+
+def test_a_long_categorical_value_counts_as_other(conn):
+    """A value over 1,024 bytes counts as *other* instead of entering the
+    dictionary, whose index rows must stay under 2,704 bytes: such a value
+    used to fail the writer's INSERT."""
+    conn.execute("DROP TABLE IF EXISTS resource_limits_long")
+    conn.execute("CREATE TABLE resource_limits_long (t timestamptz, d text)")
+    conn.execute("INSERT INTO resource_limits_long SELECT '2026-01-01'::timestamptz + i * interval '1 minute', 'c' || (i % 3) "
+                 "FROM generate_series(1, 60) i")
+    conn.execute("SELECT mlmon.create_drift_monitor('resource_limits_long', 'resource_limits_long', 't', ARRAY['d'], "
+                 "bucket => '1 hour', reference_to => '2026-01-02')")
+    try:
+        conn.execute("INSERT INTO resource_limits_long SELECT '2026-01-03', repeat('x', 3000) || i FROM generate_series(1, 5) i")
+        assert conn.execute("SELECT count(*) FROM mlmon.check_drift_monitor('resource_limits_long')").fetchone()[0] == 0
+        n = conn.execute("SELECT n FROM mlmon.drift('resource_limits_long', '2026-01-03', '2026-01-04')").fetchone()[0]
+        assert n == 5
+    finally:
+        conn.execute("SELECT mlmon.drop_drift_monitor('resource_limits_long')")
+        conn.execute("DROP TABLE resource_limits_long")
