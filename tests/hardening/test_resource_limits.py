@@ -302,3 +302,12 @@ def test_a_long_categorical_value_counts_as_other(conn):
     finally:
         conn.execute("SELECT mlmon.drop_drift_monitor('resource_limits_long')")
         conn.execute("DROP TABLE resource_limits_long")
+
+
+def test_exact_score_aggregates_are_bounded(conn):
+    """5M distinct scores at most (about 700 MB); 30M aborted the backend."""
+    conn.execute("SET statement_timeout = '60s'")
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as e:
+        conn.execute("SELECT mlmon.roc_auc(i / 5000001.0, i % 2 = 0) FROM generate_series(0, 5000001) i")
+    assert "score_summary" in e.value.diag.message_hint
+    conn.execute("RESET statement_timeout")

@@ -56,6 +56,9 @@ const MAX_ENTRIES: usize = 2 * MAX_BINS;
 /// compresses a copy down to the stored bounds. Caps memory at about 1 MB per
 /// aggregate state.
 pub const MAX_IN_MEMORY: usize = 16_384;
+/// Most distinct scores the exact aggregates keep (about 145 bytes each in a
+/// backend: some 700 MB); beyond, the bounded `score_summary` is the way.
+pub const MAX_EXACT_POINTS: usize = 5_000_000;
 /// Most calibration bins accepted by `ece` and `calibration`.
 pub const MAX_CALIBRATION_BINS: usize = 10_000;
 
@@ -227,6 +230,12 @@ impl ScoreSummary {
             return Err(Error::invalid("score", format!("score must be between 0 and 1, got {score}"), "pass the predicted probability of the positive class"));
         }
         check_weight("weight", weight)?;
+        if self.unbounded && self.points.len() >= MAX_EXACT_POINTS && !self.points.contains_key(&(score + 0.0).to_bits()) {
+            return Err(Error::LimitExceeded {
+                message: format!("more than {MAX_EXACT_POINTS} distinct scores for an exact score metric"),
+                hint: "use mlmon.score_summary(score, actual) and its accessors: bounded, ROC AUC within 0.001 of exact".into(),
+            });
+        }
         self.weighted |= weight != 1.0;
         self.record(score, actual, weight);
         self.compress_if_full();
@@ -262,7 +271,11 @@ impl ScoreSummary {
     /// Whether one more distinct score would exceed the in-memory bound.
     #[inline]
     fn is_full(&self) -> bool {
-        !self.unbounded && self.points.len() + self.bins.len() >= MAX_IN_MEMORY
+        // (An exact state near its bound goes through `add`, which refuses more.)
+        if self.unbounded {
+            return self.points.len() >= MAX_EXACT_POINTS;
+        }
+        self.points.len() + self.bins.len() >= MAX_IN_MEMORY
     }
 
     fn compress_if_full(&mut self) {
